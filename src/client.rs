@@ -1,0 +1,323 @@
+//! [`ProxyClient`]: the pooled hyper-util client every clone of a layer forwards through.
+//!
+//! One client (one connection pool) is shared by all services built from a
+//! [`ProxyLayer`](crate::ProxyLayer). Defaults suit a proxy in front of typical targets:
+//! - `TCP_NODELAY` on, connect timeout 10 s;
+//! - idle pooled connections are closed after 4.5 s, below the 5 s keep-alive of Node.js
+//!   and similar servers, so the pool rarely picks a connection the target is closing;
+//! - only requests that were never written are retried (hyper-util's
+//!   `retry_canceled_requests`); a stale-connection race after bytes were written surfaces
+//!   as `502`, never as a hang or a replay;
+//! - https targets (feature `https`, on by default) through rustls with the aws-lc-rs
+//!   provider passed explicitly, certificates verified against the webpki roots (feature
+//!   `webpki-roots`), the platform's roots (`native-roots`) and any extra root given; ALPN
+//!   offers `h2` and `http/1.1`;
+//! - plain http targets speak HTTP/1.1, or HTTP/2 with prior knowledge when
+//!   [`ClientBuilder::http2_prior_knowledge`] is set (h2c, as gRPC backends need).
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_identity_proxy::client::ProxyClient;
+//!
+//! let client = ProxyClient::builder()
+//!     .pool_idle_timeout(Duration::from_secs(2))
+//!     .pool_max_idle_per_host(16)
+//!     .http2_prior_knowledge(true)
+//!     .build()?;
+//! # let _ = client;
+//! # Ok::<(), tower_identity_proxy::ConfigError>(())
+//! ```
+
+use std::{fmt, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioTimer},
+};
+
+use crate::{
+    error::{BoxError, ConfigError},
+    target::Target,
+};
+
+/// The body type of requests sent to the target.
+pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
+
+#[cfg(feature = "https")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+#[cfg(not(feature = "https"))]
+type Connector = HttpConnector;
+
+/// The pooled client used to reach the target. Cheap to clone: clones share the pool.
+#[derive(Clone)]
+pub struct ProxyClient {
+    client: Client<Connector, UpstreamBody>,
+    /// HTTP/2 with prior knowledge for plain-http targets, when configured.
+    h2c: Option<Client<HttpConnector, UpstreamBody>>,
+}
+
+impl ProxyClient {
+    /// A client with the defaults listed in the [module docs](self).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Tls`] if the TLS configuration cannot be built (for example no root
+    /// certificate could be loaded with `native-roots` alone).
+    pub fn new() -> Result<Self, ConfigError> {
+        Self::builder().build()
+    }
+
+    /// A builder to change the defaults.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Sends a request to `target` (the request's URI is already absolute).
+    pub(crate) async fn send(
+        &self,
+        target: &Target,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        match (&self.h2c, target.is_https()) {
+            (Some(h2c), false) => h2c.request(req).await,
+            _ => self.client.request(req).await,
+        }
+    }
+}
+
+impl fmt::Debug for ProxyClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyClient")
+            .field("h2c", &self.h2c.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ProxyClient`].
+#[derive(Clone)]
+pub struct ClientBuilder {
+    connect_timeout: Duration,
+    pool_idle_timeout: Duration,
+    pool_max_idle_per_host: usize,
+    h2c: bool,
+    #[cfg(feature = "https")]
+    tls: TlsOptions,
+}
+
+#[cfg(feature = "https")]
+#[derive(Clone, Default)]
+struct TlsOptions {
+    extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    client_auth: Option<(
+        Vec<rustls_pki_types::CertificateDer<'static>>,
+        std::sync::Arc<rustls_pki_types::PrivateKeyDer<'static>>,
+    )>,
+    #[cfg_attr(not(feature = "native-roots"), allow(dead_code))]
+    native_roots: bool,
+    no_webpki_roots: bool,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            pool_idle_timeout: Duration::from_millis(4500),
+            pool_max_idle_per_host: 256,
+            h2c: false,
+            #[cfg(feature = "https")]
+            tls: TlsOptions::default(),
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// How long a connection attempt may take before it fails (`502`). Default is 10 seconds.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long an idle pooled connection is kept. Default is 4.5 seconds, below the 5 s
+    /// keep-alive timeout of Node.js servers.
+    #[must_use]
+    pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_idle_timeout = timeout;
+        self
+    }
+
+    /// The most idle connections kept per target. Default is 256.
+    #[must_use]
+    pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
+        self.pool_max_idle_per_host = max;
+        self
+    }
+
+    /// Speaks HTTP/2 with prior knowledge (h2c) to plain-http targets, as gRPC backends
+    /// need. Default is off: HTTP/1.1. (https targets negotiate by ALPN either way.)
+    #[must_use]
+    pub fn http2_prior_knowledge(mut self, on: bool) -> Self {
+        self.h2c = on;
+        self
+    }
+
+    /// Trusts the root certificates in this PEM data too (a private CA), for https targets.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Tls`] if the PEM holds no certificate.
+    #[cfg(feature = "https")]
+    pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Result<Self, ConfigError> {
+        use rustls_pki_types::{CertificateDer, pem::PemObject};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<_, _>>()
+            .map_err(|_| ConfigError::Tls("the root certificate PEM cannot be read".into()))?;
+        if certs.is_empty() {
+            return Err(ConfigError::Tls(
+                "no certificate in the root certificate PEM".into(),
+            ));
+        }
+        self.tls.extra_roots.extend(certs);
+        Ok(self)
+    }
+
+    /// Trusts the platform's root certificates too (feature `native-roots`).
+    #[cfg(feature = "native-roots")]
+    #[must_use]
+    pub fn native_roots(mut self, on: bool) -> Self {
+        self.tls.native_roots = on;
+        self
+    }
+
+    /// Does not trust the webpki (Mozilla) roots: only the extra and platform roots.
+    #[cfg(feature = "https")]
+    #[must_use]
+    pub fn without_webpki_roots(mut self) -> Self {
+        self.tls.no_webpki_roots = true;
+        self
+    }
+
+    /// Presents this client certificate chain and key to https targets (mTLS).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Tls`] if the PEM data holds no certificate or no private key.
+    #[cfg(feature = "https")]
+    pub fn client_certificate_pem(
+        mut self,
+        chain_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<Self, ConfigError> {
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|_| ConfigError::Tls("the client certificate PEM cannot be read".into()))?;
+        if chain.is_empty() {
+            return Err(ConfigError::Tls(
+                "no certificate in the client certificate PEM".into(),
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|_| ConfigError::Tls("no private key in the client key PEM".into()))?;
+        self.tls.client_auth = Some((chain, std::sync::Arc::new(key)));
+        Ok(self)
+    }
+
+    fn http_connector(&self) -> HttpConnector {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(self.connect_timeout));
+        http.enforce_http(false);
+        http
+    }
+
+    #[cfg(feature = "https")]
+    fn tls_config(&self) -> Result<rustls::ClientConfig, ConfigError> {
+        use std::sync::Arc;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError::Tls(e.to_string()))?;
+        let builder = {
+            let mut roots = rustls::RootCertStore::empty();
+            #[cfg(feature = "webpki-roots")]
+            if !self.tls.no_webpki_roots {
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            }
+            #[cfg(feature = "native-roots")]
+            if self.tls.native_roots {
+                let found = rustls_native_certs::load_native_certs();
+                for cert in found.certs {
+                    let _ = roots.add(cert);
+                }
+            }
+            for cert in &self.tls.extra_roots {
+                roots.add(cert.clone()).map_err(|e| {
+                    ConfigError::Tls(format!("a root certificate was refused: {e}"))
+                })?;
+            }
+            builder.with_root_certificates(roots)
+        };
+        match &self.tls.client_auth {
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain.clone(), key.clone_key())
+                .map_err(|e| ConfigError::Tls(format!("the client certificate was refused: {e}"))),
+            None => Ok(builder.with_no_client_auth()),
+        }
+    }
+
+    /// Builds the client.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Tls`] if the TLS configuration cannot be built.
+    pub fn build(self) -> Result<ProxyClient, ConfigError> {
+        let mut b = Client::builder(TokioExecutor::new());
+        b.pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .pool_max_idle_per_host(self.pool_max_idle_per_host)
+            .retry_canceled_requests(true)
+            .set_host(true);
+
+        #[cfg(feature = "https")]
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(self.tls_config()?)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(self.http_connector());
+        #[cfg(not(feature = "https"))]
+        let connector = self.http_connector();
+
+        let client = b.build(connector);
+        let h2c = self.h2c.then(|| {
+            let mut b = Client::builder(TokioExecutor::new());
+            b.pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .pool_idle_timeout(self.pool_idle_timeout)
+                .pool_max_idle_per_host(self.pool_max_idle_per_host)
+                .http2_only(true)
+                .retry_canceled_requests(true);
+            b.build(self.http_connector())
+        });
+        Ok(ProxyClient { client, h2c })
+    }
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("pool_idle_timeout", &self.pool_idle_timeout)
+            .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
+            .field("h2c", &self.h2c)
+            .finish_non_exhaustive()
+    }
+}

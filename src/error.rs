@@ -1,0 +1,189 @@
+//! Errors: [`ConfigError`] for bad configuration, [`ProxyError`] for requests that could not
+//! be forwarded.
+//!
+//! A `ConfigError` is returned when something is built (a layer, a target, a key) and names
+//! the bad value. A `ProxyError` never reaches the client as is: it becomes a short
+//! plain-text response with the right status code, and its detail goes to `tracing`.
+
+use std::{borrow::Cow, error::Error as StdError, fmt};
+
+use http::StatusCode;
+
+/// A boxed error, as tower and hyper use it.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// A configuration value was refused when the layer, a target or a key was built.
+///
+/// Each variant names the value and says what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The path prefix the layer takes over is not usable.
+    InvalidPrefix {
+        /// The prefix as given.
+        prefix: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A target URL was refused; the previous target stays in force.
+    InvalidTarget {
+        /// The URL as given.
+        url: String,
+        /// Why it was refused.
+        reason: Cow<'static, str>,
+    },
+    /// A key could not be read, generated or used with the chosen algorithm.
+    InvalidKey(Cow<'static, str>),
+    /// Some other setting is out of range.
+    InvalidSetting {
+        /// The setting's name.
+        name: &'static str,
+        /// Why it was refused.
+        reason: Cow<'static, str>,
+    },
+    /// The TLS client for https targets could not be built.
+    Tls(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidPrefix { prefix, reason } => {
+                write!(f, "invalid proxy prefix {prefix:?}: {reason}")
+            }
+            Self::InvalidTarget { url, reason } => {
+                write!(f, "invalid proxy target URL {url:?}: {reason}")
+            }
+            Self::InvalidKey(reason) => write!(f, "invalid key: {reason}"),
+            Self::InvalidSetting { name, reason } => write!(f, "invalid {name}: {reason}"),
+            Self::Tls(reason) => write!(f, "TLS client configuration failed: {reason}"),
+        }
+    }
+}
+
+impl StdError for ConfigError {}
+
+/// Why a request under the prefix was answered by the proxy itself instead of the target.
+///
+/// Every kind maps to one status code and one short sentence, see [`ProxyError::status`]
+/// and [`ProxyError::body_text`]; neither ever contains internals.
+#[derive(Debug)]
+pub struct ProxyError {
+    kind: ProxyErrorKind,
+    source: Option<BoxError>,
+}
+
+/// The kind of a [`ProxyError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProxyErrorKind {
+    /// No target is set: `501 Not Implemented`, `The proxy is disabled.`
+    Disabled,
+    /// The request cannot be forwarded safely (bad `Host`, dot-segments, smuggling attempt):
+    /// `400 Bad Request`.
+    BadRequest(&'static str),
+    /// The request came back to this proxy through its own target: `508 Loop Detected`.
+    LoopDetected,
+    /// The identity token could not be signed: `500`; nothing was sent to the target.
+    Signing,
+    /// The target could not be reached or the connection failed: `502 Bad Gateway`.
+    Unreachable,
+    /// The target answered something that cannot be forwarded: `502 Bad Gateway`.
+    BadResponse(&'static str),
+    /// The target did not answer within the upstream timeout: `504 Gateway Timeout`.
+    Timeout,
+}
+
+impl ProxyError {
+    /// A new error of this kind.
+    pub fn new(kind: ProxyErrorKind) -> Self {
+        Self { kind, source: None }
+    }
+
+    /// A new error of this kind, keeping its cause for logs.
+    pub fn with_source(kind: ProxyErrorKind, source: impl Into<BoxError>) -> Self {
+        Self {
+            kind,
+            source: Some(source.into()),
+        }
+    }
+
+    /// The kind of error.
+    pub fn kind(&self) -> ProxyErrorKind {
+        self.kind
+    }
+
+    /// The status code the client receives.
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            ProxyErrorKind::Disabled => StatusCode::NOT_IMPLEMENTED,
+            ProxyErrorKind::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyErrorKind::LoopDetected => StatusCode::LOOP_DETECTED,
+            ProxyErrorKind::Signing => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyErrorKind::Unreachable | ProxyErrorKind::BadResponse(_) => StatusCode::BAD_GATEWAY,
+            ProxyErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The plain-text body the client receives.
+    pub fn body_text(&self) -> &'static str {
+        match self.kind {
+            ProxyErrorKind::Disabled => "The proxy is disabled.",
+            ProxyErrorKind::BadRequest(reason) => reason,
+            ProxyErrorKind::LoopDetected => "The proxy target points back at this proxy.",
+            ProxyErrorKind::Signing => "The proxy could not sign the identity token.",
+            ProxyErrorKind::Unreachable => "The proxy target could not be reached.",
+            ProxyErrorKind::BadResponse(reason) => reason,
+            ProxyErrorKind::Timeout => "The proxy target did not respond in time.",
+        }
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.body_text())
+    }
+}
+
+impl StdError for ProxyError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+impl From<ProxyErrorKind> for ProxyError {
+    fn from(kind: ProxyErrorKind) -> Self {
+        Self::new(kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_messages_leak_nothing() {
+        let e = ProxyError::with_source(ProxyErrorKind::Unreachable, "connect to 10.1.2.3 refused");
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+        assert!(!e.body_text().contains("10.1.2.3"));
+        assert!(e.source().is_some());
+        assert_eq!(
+            ProxyError::new(ProxyErrorKind::Disabled).body_text(),
+            "The proxy is disabled."
+        );
+        assert_eq!(ProxyError::new(ProxyErrorKind::Timeout).status(), 504);
+        assert_eq!(ProxyError::new(ProxyErrorKind::LoopDetected).status(), 508);
+    }
+
+    #[test]
+    fn config_errors_name_the_value() {
+        let e = ConfigError::InvalidTarget {
+            url: "ftp://x".into(),
+            reason: "the scheme must be http or https".into(),
+        };
+        assert!(e.to_string().contains("ftp://x"));
+        assert!(e.to_string().contains("scheme"));
+    }
+}

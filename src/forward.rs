@@ -1,0 +1,229 @@
+//! Forwarding one request: identity, token, rewrite, send, map the response back.
+//!
+//! The steps, in order (each failure is a plain-text response; nothing is sent upstream
+//! before the last step):
+//! 1. no target → `501 The proxy is disabled.` (checked in the service, before any work);
+//! 2. the pure [`rewrite_request`](crate::rewrite::rewrite_request) → `400`/`508`;
+//! 3. the [`IdentityExtractor`] → its rejection (`401`), or `401` if no identity;
+//! 4. the [`JwtSigner`] → `500` if it fails;
+//! 5. the pooled client, within the upstream timeout → `502` (unreachable, TLS failure,
+//!    broken response) or `504` (timeout); the target's response streams back with its
+//!    hop-by-hop headers removed and `Via` added.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use crate::{
+    body::{ResponseBody, local, plain_text},
+    client::ProxyClient,
+    error::{BoxError, ProxyError, ProxyErrorKind},
+    headers::connection_has,
+    identity::{IdentityExtractor, Rejection},
+    rewrite::{Framing, RewriteConfig, rewrite_request, rewrite_response},
+    signer::JwtSigner,
+    target::{ProxyHandle, Target},
+};
+
+/// What every service built from one layer shares.
+pub(crate) struct Shared<I, J> {
+    pub(crate) identity: I,
+    pub(crate) signer: Arc<J>,
+    pub(crate) handle: ProxyHandle,
+    pub(crate) client: Option<ProxyClient>,
+    pub(crate) rewrite: Arc<RewriteConfig>,
+    pub(crate) timeout: Duration,
+    pub(crate) upgrades: bool,
+}
+
+pub(crate) fn error_response<B>(error: &ProxyError) -> Response<ResponseBody<B>> {
+    local(plain_text(
+        error.status(),
+        Bytes::from_static(error.body_text().as_bytes()),
+    ))
+}
+
+fn framing<B: Body>(parts: &http::request::Parts, body: &B) -> Framing {
+    if parts.headers.contains_key(header::CONTENT_LENGTH) {
+        Framing::Length
+    } else if body.is_end_stream() {
+        Framing::Empty
+    } else {
+        Framing::Unknown
+    }
+}
+
+/// The protocol a request asks to upgrade to, if it is a WebSocket-style upgrade that the
+/// proxy will tunnel (`Connection: upgrade` + `Upgrade`, HTTP/1.1, not `h2c`).
+fn requested_upgrade(parts: &http::request::Parts) -> Option<HeaderValue> {
+    if parts.version != Version::HTTP_11 || !connection_has(&parts.headers, "upgrade") {
+        return None;
+    }
+    let mut values = parts.headers.get_all(header::UPGRADE).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    // h2c upgrades would turn the connection into an HTTP/2 tunnel past the proxy.
+    let is_h2c = value
+        .as_bytes()
+        .split(|b| *b == b',')
+        .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"h2c"));
+    (!is_h2c).then(|| value.clone())
+}
+
+/// Proxies one request under the prefix to `target`.
+pub(crate) async fn proxy<B, R, I, J>(
+    shared: Arc<Shared<I, J>>,
+    target: Arc<Target>,
+    req: Request<B>,
+) -> Response<ResponseBody<R>>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    I: IdentityExtractor,
+    J: JwtSigner,
+{
+    let started = Instant::now();
+    let span = tracing::info_span!(
+        target: "tower_identity_proxy",
+        "proxy",
+        method = %req.method(),
+        path = req.uri().path(),
+        target = target.as_str(),
+        status = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+    );
+    let res = run(&shared, &target, req).instrument(span.clone()).await;
+    let status = res.status().as_u16();
+    span.record("status", status);
+    span.record("duration_ms", started.elapsed().as_secs_f64() * 1000.0);
+    res
+}
+
+async fn run<B, R, I, J>(
+    shared: &Shared<I, J>,
+    target: &Target,
+    req: Request<B>,
+) -> Response<ResponseBody<R>>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    I: IdentityExtractor,
+    J: JwtSigner,
+{
+    let (mut parts, body) = req.into_parts();
+    let framing = framing(&parts, &body);
+    let mut upstream = match rewrite_request(&parts, target, &shared.rewrite, framing) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(reason = e.body_text(), "request refused");
+            return error_response(&e);
+        }
+    };
+
+    let identity = match shared.identity.extract(&parts).await {
+        Ok(Some(identity)) => identity,
+        Ok(None) => {
+            return local(
+                Rejection::unauthorized(None, "Authentication is required.").into_response(),
+            );
+        }
+        Err(rejection) => return local(rejection.into_response()),
+    };
+    let token = match shared.signer.sign(&identity).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "identity token not signed; nothing sent upstream");
+            return error_response(&ProxyError::new(ProxyErrorKind::Signing));
+        }
+    };
+    upstream
+        .headers
+        .insert(header::AUTHORIZATION, token.authorization().clone());
+
+    // WebSocket and other upgrades: tunnel only once the target agrees with a matching 101.
+    let upgrade = if shared.upgrades {
+        requested_upgrade(&parts).and_then(|proto| {
+            parts
+                .extensions
+                .remove::<hyper::upgrade::OnUpgrade>()
+                .map(|on| (proto, on))
+        })
+    } else {
+        None
+    };
+    if let Some((proto, _)) = &upgrade {
+        upstream
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        upstream.headers.insert(header::UPGRADE, proto.clone());
+    }
+
+    let body = body.map_err(Into::into).boxed_unsync();
+    let request = Request::from_parts(upstream, body);
+
+    let Some(client) = &shared.client else {
+        return error_response(&ProxyError::new(ProxyErrorKind::Unreachable));
+    };
+    let response = match tokio::time::timeout(shared.timeout, client.send(target, request)).await {
+        Ok(Ok(res)) => res,
+        Ok(Err(e)) => {
+            let error = ProxyError::with_source(ProxyErrorKind::Unreachable, e);
+            tracing::warn!(error = ?std::error::Error::source(&error), "target unreachable");
+            return error_response(&error);
+        }
+        Err(_) => {
+            tracing::warn!(timeout = ?shared.timeout, "target timed out");
+            return error_response(&ProxyError::new(ProxyErrorKind::Timeout));
+        }
+    };
+    respond(shared, response, upgrade)
+}
+
+fn respond<R, I, J>(
+    shared: &Shared<I, J>,
+    mut response: Response<Incoming>,
+    upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
+) -> Response<ResponseBody<R>> {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some((proto, client_side)) = upgrade else {
+            tracing::warn!("target switched protocols unasked");
+            return error_response(&ProxyError::new(ProxyErrorKind::BadResponse(
+                "The proxy target switched protocols without being asked.",
+            )));
+        };
+        let agreed = response
+            .headers()
+            .get(header::UPGRADE)
+            .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(proto.as_bytes()))
+            && connection_has(response.headers(), "upgrade");
+        if !agreed {
+            tracing::warn!("target answered 101 with another protocol");
+            return error_response(&ProxyError::new(ProxyErrorKind::BadResponse(
+                "The proxy target switched to another protocol.",
+            )));
+        }
+        let upstream_side = hyper::upgrade::on(&mut response);
+        crate::upgrade::spawn_tunnel(client_side, upstream_side);
+        let (mut parts, _) = response.into_parts();
+        rewrite_response(&mut parts, &shared.rewrite);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, proto);
+        return Response::from_parts(parts, ResponseBody::local(Default::default()));
+    }
+    let (mut parts, body) = response.into_parts();
+    rewrite_response(&mut parts, &shared.rewrite);
+    parts.version = Version::HTTP_11;
+    Response::from_parts(parts, ResponseBody::upstream(body))
+}

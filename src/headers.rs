@@ -1,0 +1,255 @@
+//! Header rules of an intermediary: hop-by-hop removal (RFC 9110 §7.6.1), `Via`
+//! (§7.6.3), and the cookie policy.
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+/// The hop-by-hop headers removed in both directions, besides those named by `Connection`.
+pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Whether a client-sent header claims forwarding information that only the proxy may set
+/// (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`): such headers are never passed on.
+pub(crate) fn is_forwarding_claim(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n == "forwarded" || n.starts_with("x-forwarded-") || n == "x-real-ip"
+}
+
+/// The names listed in every `Connection` header line (case-insensitive, OWS trimmed).
+/// Tokens that are not valid header names are ignored.
+pub(crate) fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut names = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            if token.is_empty() {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+/// Whether `Connection` lists `token` (e.g. `upgrade`), case-insensitively.
+pub(crate) fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// Whether `name` is hop-by-hop for this message: fixed list or nominated by `Connection`.
+pub(crate) fn is_hop_by_hop(name: &HeaderName, nominated: &[HeaderName]) -> bool {
+    HOP_BY_HOP.contains(name) || nominated.contains(name)
+}
+
+/// Removes the hop-by-hop headers, including every name listed on every `Connection` line.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    for name in connection_tokens(headers) {
+        headers.remove(&name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Appends our `Via` entry to whatever `Via` lines the message had, as one line.
+pub(crate) fn append_via(headers: &mut HeaderMap, entry: &HeaderValue) {
+    let mut combined: Vec<u8> = Vec::new();
+    for v in headers.get_all(header::VIA) {
+        if !combined.is_empty() {
+            combined.extend_from_slice(b", ");
+        }
+        combined.extend_from_slice(v.as_bytes());
+    }
+    let value = if combined.is_empty() {
+        entry.clone()
+    } else {
+        combined.extend_from_slice(b", ");
+        combined.extend_from_slice(entry.as_bytes());
+        HeaderValue::from_bytes(&combined).unwrap_or_else(|_| entry.clone())
+    };
+    headers.insert(header::VIA, value);
+}
+
+/// Whether any `Via` line names `pseudonym` as a received-by entry.
+pub(crate) fn via_contains(headers: &HeaderMap, pseudonym: &str) -> bool {
+    headers.get_all(header::VIA).iter().any(|v| {
+        v.as_bytes().split(|b| *b == b',').any(|entry| {
+            // `received-protocol received-by [comment]`
+            let mut parts = entry.trim_ascii().split(|b| *b == b' ' || *b == b'\t');
+            let _protocol = parts.next();
+            parts.next().is_some_and(|by| by == pseudonym.as_bytes())
+        })
+    })
+}
+
+/// Which cookies cross the proxy.
+///
+/// Default: the client's `Cookie` header is not forwarded (the target learns who the caller
+/// is from the signed token, and the app's session cookie must not reach it); `Set-Cookie`
+/// from the target passes, except for the cookies declared as the app's own.
+#[derive(Clone, Debug, Default)]
+pub struct CookiePolicy {
+    forward: bool,
+    protected: Vec<String>,
+}
+
+impl CookiePolicy {
+    /// Forward no cookies; protect none by name.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forward the client's cookies to the target, except the protected ones.
+    #[must_use]
+    pub fn forward(mut self, on: bool) -> Self {
+        self.forward = on;
+        self
+    }
+
+    /// Declares a cookie as the app's own (e.g. its session cookie): it is never forwarded,
+    /// and a `Set-Cookie` from the target that would set it is dropped.
+    #[must_use]
+    pub fn protect(mut self, name: impl Into<String>) -> Self {
+        self.protected.push(name.into());
+        self
+    }
+
+    fn is_protected(&self, name: &[u8]) -> bool {
+        self.protected.iter().any(|p| p.as_bytes() == name)
+    }
+
+    /// The `Cookie` value to forward, all lines joined with `; ` (RFC 9113 §8.2.3), without
+    /// the protected cookies; `None` when nothing is to be forwarded.
+    pub(crate) fn request_cookie(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+        if !self.forward {
+            return None;
+        }
+        let mut out: Vec<u8> = Vec::new();
+        for line in headers.get_all(header::COOKIE) {
+            for pair in line.as_bytes().split(|b| *b == b';') {
+                let pair = pair.trim_ascii();
+                if pair.is_empty() {
+                    continue;
+                }
+                let name = pair
+                    .split(|b| *b == b'=')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_ascii();
+                if self.is_protected(name) {
+                    continue;
+                }
+                if !out.is_empty() {
+                    out.extend_from_slice(b"; ");
+                }
+                out.extend_from_slice(pair);
+            }
+        }
+        if out.is_empty() {
+            return None;
+        }
+        HeaderValue::from_bytes(&out).ok()
+    }
+
+    /// Drops `Set-Cookie` lines that would set a protected cookie.
+    pub(crate) fn filter_set_cookie(&self, headers: &mut HeaderMap) {
+        if self.protected.is_empty() || !headers.contains_key(header::SET_COOKIE) {
+            return;
+        }
+        let kept: Vec<HeaderValue> = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter(|v| {
+                let name = v
+                    .as_bytes()
+                    .split(|b| *b == b'=' || *b == b';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_ascii();
+                !self.is_protected(name)
+            })
+            .cloned()
+            .collect();
+        headers.remove(header::SET_COOKIE);
+        for v in kept {
+            headers.append(header::SET_COOKIE, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn removes_everything_connection_names_on_every_line() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-A"),
+            ("Connection", " x-b ,,UPGRADE "),
+            ("x-a", "1"),
+            ("x-b", "2"),
+            ("x-c", "3"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-connection", "keep-alive"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-c"));
+    }
+
+    #[test]
+    fn via_is_appended_and_detected() {
+        let mut h = map(&[("via", "1.0 fred"), ("via", "1.1 p.example.net")]);
+        append_via(&mut h, &HeaderValue::from_static("1.1 tip-1234"));
+        assert_eq!(h["via"], "1.0 fred, 1.1 p.example.net, 1.1 tip-1234");
+        assert!(via_contains(&h, "tip-1234"));
+        assert!(!via_contains(&h, "tip-12"));
+        assert!(!via_contains(&h, "fred2"));
+    }
+
+    #[test]
+    fn cookies_follow_the_policy() {
+        let h = map(&[("cookie", "a=1; session=s3cr3t"), ("cookie", "b=2")]);
+        assert_eq!(CookiePolicy::new().request_cookie(&h), None);
+        let p = CookiePolicy::new().forward(true).protect("session");
+        assert_eq!(p.request_cookie(&h).unwrap(), "a=1; b=2");
+        let mut r = map(&[
+            ("set-cookie", "session=evil; Path=/"),
+            ("set-cookie", "theirs=1"),
+        ]);
+        p.filter_set_cookie(&mut r);
+        assert_eq!(r.get_all("set-cookie").iter().count(), 1);
+        assert_eq!(r["set-cookie"], "theirs=1");
+    }
+}

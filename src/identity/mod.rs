@@ -1,0 +1,360 @@
+//! Who the caller is: [`Identity`], the pluggable [`IdentityExtractor`], and the extractors
+//! this crate provides.
+//!
+//! An extractor reads the request's parts (never its body) and answers one of three things:
+//! - `Ok(Some(identity))`: the caller is known;
+//! - `Ok(None)`: the request carries no credentials this extractor understands, so the next
+//!   extractor in an [`or`](IdentityExtractor::or) chain is asked;
+//! - `Err(rejection)`: credentials were sent but are wrong or malformed: the request is
+//!   answered with the rejection (`401` with `WWW-Authenticate`) and nothing is forwarded.
+//!   Wrong credentials never silently become anonymous.
+//!
+//! When a chain ends with `Ok(None)`, the proxy answers `401`. End the chain with
+//! [`or_anonymous`](IdentityExtractor::or_anonymous) to let anonymous callers through, as
+//! Atoti Server does: `/proxy` needs no authentication.
+//!
+//! # Example
+//!
+//! ## Basic, then the app's own Bearer tokens, else anonymous
+//!
+//! ```
+//! use tower_identity_proxy::{BasicAuth, BearerJwt, CredentialStore, IdentityExtractor, KeyPair};
+//!
+//! let keys = KeyPair::generate_ed25519()?;
+//! let users = CredentialStore::new();
+//! users.insert("Alice", "abcdef123456", ["ROLE_USER", "ROLE_WONDERLAND"])?;
+//! let identity = BasicAuth::new(users)
+//!     .or(BearerJwt::new(keys.verifier()))
+//!     .or_anonymous();
+//! # let _ = identity;
+//! # Ok::<(), tower_identity_proxy::ConfigError>(())
+//! ```
+//!
+//! ## An extractor of your own, from a session cookie
+//!
+//! A closure taking `&Parts` and returning a `'static` future is an extractor:
+//!
+//! ```
+//! use http::request::Parts;
+//! use tower_identity_proxy::{Identity, IdentityExtractor, Rejection};
+//!
+//! let from_session = |parts: &Parts| {
+//!     // Look the session up in your store; here, a cookie names the user.
+//!     let cookie = parts.headers.get(http::header::COOKIE).cloned();
+//!     async move {
+//!         let Some(cookie) = cookie else { return Ok(None) }; // no session: next extractor
+//!         match cookie.to_str().ok().and_then(|c| c.strip_prefix("session=")) {
+//!             Some("s3cr3t") => Ok(Some(Identity::new("Alice", ["ROLE_USER"]))),
+//!             _ => Err(Rejection::unauthorized(None, "The session is not valid.")),
+//!         }
+//!     }
+//! };
+//! let extractor = from_session.or_anonymous();
+//! # let _ = extractor;
+//! ```
+
+use std::{borrow::Cow, fmt, future::Future, sync::Arc};
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header, request::Parts};
+use http_body_util::Full;
+use serde::{Deserialize, Serialize};
+
+mod basic;
+mod bearer;
+
+pub use basic::{BasicAuth, CredentialStore};
+pub use bearer::BearerJwt;
+
+/// The caller: a name and a sorted, de-duplicated list of roles.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Identity {
+    name: String,
+    roles: Vec<String>,
+}
+
+impl Identity {
+    /// The name of anonymous callers, as Spring Security and Atoti Server call them.
+    pub const ANONYMOUS_USER: &'static str = "anonymousUser";
+
+    /// A new identity; roles are sorted and de-duplicated.
+    pub fn new<N, R, I>(name: N, roles: I) -> Self
+    where
+        N: Into<String>,
+        R: Into<String>,
+        I: IntoIterator<Item = R>,
+    {
+        let mut roles: Vec<String> = roles.into_iter().map(Into::into).collect();
+        roles.sort_unstable();
+        roles.dedup();
+        Self {
+            name: name.into(),
+            roles,
+        }
+    }
+
+    /// `anonymousUser` with `ROLE_ANONYMOUS`.
+    pub fn anonymous() -> Self {
+        Self::new(Self::ANONYMOUS_USER, ["ROLE_ANONYMOUS"])
+    }
+
+    /// The user name, the JWT's `sub`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The roles, sorted: the JWT's `authorities`.
+    pub fn roles(&self) -> &[String] {
+        &self.roles
+    }
+
+    /// Whether the caller holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles
+            .binary_search_by(|r| r.as_str().cmp(role))
+            .is_ok()
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("name", &self.name)
+            .field("roles", &self.roles)
+            .finish()
+    }
+}
+
+/// Why an extractor refused a request: a status, a plain-text message and, for `401`, a
+/// `WWW-Authenticate` challenge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    status: StatusCode,
+    message: Cow<'static, str>,
+    challenge: Option<HeaderValue>,
+}
+
+impl Rejection {
+    /// `401 Unauthorized` with an optional `WWW-Authenticate` challenge.
+    pub fn unauthorized(
+        challenge: Option<HeaderValue>,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            message: message.into(),
+            challenge,
+        }
+    }
+
+    /// Any status with a plain-text message.
+    pub fn new(status: StatusCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            challenge: None,
+        }
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The message sent as the body.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The `WWW-Authenticate` challenge, if any.
+    pub fn challenge(&self) -> Option<&HeaderValue> {
+        self.challenge.as_ref()
+    }
+
+    /// The response the client receives.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let mut res = crate::body::plain_text(self.status, self.message.into_owned().into());
+        if let Some(challenge) = self.challenge {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        res
+    }
+}
+
+/// What an extractor answers: an identity, no identity (ask the next one), or a rejection.
+pub type ExtractResult = Result<Option<Identity>, Rejection>;
+
+/// Finds out who the caller is from the request's parts.
+///
+/// Implemented by the extractors of this crate and by any
+/// `Fn(&Parts) -> impl Future<Output = ExtractResult>` closure whose future owns what it
+/// needs (clone headers out of `parts` before the `async move`). See the
+/// [module docs](crate::identity) for an example.
+pub trait IdentityExtractor: Clone + Send + Sync + 'static {
+    /// Reads the caller's identity.
+    fn extract(&self, parts: &Parts) -> impl Future<Output = ExtractResult> + Send;
+
+    /// Asks `other` when `self` finds no credentials it understands.
+    fn or<B>(self, other: B) -> Or<Self, B>
+    where
+        B: IdentityExtractor,
+    {
+        Or {
+            first: self,
+            second: other,
+        }
+    }
+
+    /// Lets callers without credentials through as `anonymousUser` with `ROLE_ANONYMOUS`.
+    fn or_anonymous(self) -> Or<Self, Anonymous> {
+        self.or(Anonymous::new())
+    }
+}
+
+impl<F, Fut> IdentityExtractor for F
+where
+    F: Fn(&Parts) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ExtractResult> + Send,
+{
+    fn extract(&self, parts: &Parts) -> impl Future<Output = ExtractResult> + Send {
+        self(parts)
+    }
+}
+
+/// Two extractors in turn: the second is asked only when the first finds no credentials.
+#[derive(Clone, Debug)]
+pub struct Or<A, B> {
+    first: A,
+    second: B,
+}
+
+impl<A: IdentityExtractor, B: IdentityExtractor> IdentityExtractor for Or<A, B> {
+    async fn extract(&self, parts: &Parts) -> ExtractResult {
+        match self.first.extract(parts).await? {
+            Some(identity) => Ok(Some(identity)),
+            None => self.second.extract(parts).await,
+        }
+    }
+}
+
+/// Every caller is anonymous: `anonymousUser` with `ROLE_ANONYMOUS` by default.
+///
+/// An app without security gives its anonymous callers every role, as Atoti Server does:
+/// use [`Anonymous::unsecured`].
+#[derive(Clone, Debug)]
+pub struct Anonymous {
+    identity: Arc<Identity>,
+}
+
+impl Anonymous {
+    /// `anonymousUser` with `ROLE_ANONYMOUS`.
+    pub fn new() -> Self {
+        Self {
+            identity: Arc::new(Identity::anonymous()),
+        }
+    }
+
+    /// `anonymousUser` with `ROLE_ADMIN`, `ROLE_ANONYMOUS` and `ROLE_USER`: the identity of
+    /// every caller of an app without security.
+    pub fn unsecured() -> Self {
+        Self::with_roles(["ROLE_ADMIN", "ROLE_ANONYMOUS", "ROLE_USER"])
+    }
+
+    /// `anonymousUser` with these roles.
+    pub fn with_roles<R: Into<String>>(roles: impl IntoIterator<Item = R>) -> Self {
+        Self {
+            identity: Arc::new(Identity::new(Identity::ANONYMOUS_USER, roles)),
+        }
+    }
+
+    /// The identity given to every caller.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+}
+
+impl Default for Anonymous {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl IdentityExtractor for Anonymous {
+    fn extract(&self, _parts: &Parts) -> impl Future<Output = ExtractResult> + Send {
+        std::future::ready(Ok(Some(Identity::clone(&self.identity))))
+    }
+}
+
+/// Takes the [`Identity`] that the app's own authentication middleware put into the request
+/// extensions; `None` when there is none.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FromExtensions;
+
+impl IdentityExtractor for FromExtensions {
+    fn extract(&self, parts: &Parts) -> impl Future<Output = ExtractResult> + Send {
+        std::future::ready(Ok(parts.extensions.get::<Identity>().cloned()))
+    }
+}
+
+/// Splits an `Authorization` value into its scheme and credentials, if it is well formed
+/// enough to have a scheme.
+pub(crate) fn authorization_scheme<'a>(value: &'a HeaderValue) -> Option<(&'a str, &'a str)> {
+    let value = value.to_str().ok()?.trim();
+    match value.split_once(' ') {
+        Some((scheme, rest)) => Some((scheme, rest.trim())),
+        None => Some((value, "")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(auth: Option<&str>) -> Parts {
+        let mut b = http::Request::builder().uri("/proxy");
+        if let Some(a) = auth {
+            b = b.header(header::AUTHORIZATION, a);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn roles_are_sorted_and_unique() {
+        let i = Identity::new("Alice", ["ROLE_WONDERLAND", "ROLE_USER", "ROLE_USER"]);
+        assert_eq!(i.roles(), ["ROLE_USER", "ROLE_WONDERLAND"]);
+        assert!(i.has_role("ROLE_USER"));
+        assert!(!i.has_role("ROLE_ADMIN"));
+    }
+
+    #[tokio::test]
+    async fn anonymous_variants() {
+        let p = parts(None);
+        let a = Anonymous::new().extract(&p).await.unwrap().unwrap();
+        assert_eq!(a.name(), "anonymousUser");
+        assert_eq!(a.roles(), ["ROLE_ANONYMOUS"]);
+        let u = Anonymous::unsecured().extract(&p).await.unwrap().unwrap();
+        assert_eq!(u.roles(), ["ROLE_ADMIN", "ROLE_ANONYMOUS", "ROLE_USER"]);
+    }
+
+    #[tokio::test]
+    async fn or_stops_at_the_first_answer_and_errors() {
+        let none = |_: &Parts| async { Ok(None) };
+        let reject = |_: &Parts| async { Err(Rejection::unauthorized(None, "bad")) };
+        let p = parts(None);
+        let got = none.or_anonymous().extract(&p).await.unwrap().unwrap();
+        assert_eq!(got.name(), "anonymousUser");
+        let err = reject.or_anonymous().extract(&p).await.unwrap_err();
+        assert_eq!(err.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(none.or(none).extract(&p).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn from_extensions_reads_the_apps_identity() {
+        let mut p = parts(None);
+        assert_eq!(FromExtensions.extract(&p).await.unwrap(), None);
+        p.extensions.insert(Identity::new("bob", ["ROLE_USER"]));
+        let got = FromExtensions.extract(&p).await.unwrap().unwrap();
+        assert_eq!(got.name(), "bob");
+    }
+}

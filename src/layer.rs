@@ -1,0 +1,233 @@
+//! [`ProxyLayer`]: configuration of the proxy, applied to an inner service.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use tower_layer::Layer;
+
+use crate::{
+    client::ProxyClient,
+    error::ConfigError,
+    forward::Shared,
+    headers::CookiePolicy,
+    identity::{Anonymous, IdentityExtractor},
+    rewrite::RewriteConfig,
+    service::Proxy,
+    signer::{CachingSigner, JwtSigner, KeySigner},
+    target::{ProxyHandle, Target},
+};
+
+/// Takes over requests under a prefix (default `/proxy`) and forwards them to a run-time
+/// switchable target with the caller's identity as a signed JWT.
+///
+/// The proxy is disabled (`501`) until a target is set through [`handle`](Self::handle).
+/// Every service built from one layer, and every clone of it, shares one connection pool,
+/// one token cache and one target.
+///
+/// See the [crate docs](crate) for an example.
+#[must_use]
+pub struct ProxyLayer<I = Anonymous, J = CachingSigner<KeySigner>> {
+    identity: I,
+    signer: Arc<J>,
+    handle: ProxyHandle,
+    client: Option<ProxyClient>,
+    rewrite: RewriteConfig,
+    timeout: Duration,
+    upgrades: bool,
+}
+
+impl<S: JwtSigner> ProxyLayer<Anonymous, CachingSigner<S>> {
+    /// A disabled proxy under `/proxy` whose tokens `signer` signs, through a token cache
+    /// ([`CachingSigner`]); every caller is anonymous until [`identity`](Self::identity)
+    /// says otherwise.
+    pub fn new(signer: S) -> Self {
+        ProxyLayer::uncached(CachingSigner::new(signer))
+    }
+}
+
+impl<J: JwtSigner> ProxyLayer<Anonymous, J> {
+    /// Like [`new`](ProxyLayer::new) but signs every token afresh (or caches as `signer`
+    /// itself does).
+    pub fn uncached(signer: J) -> Self {
+        Self {
+            identity: Anonymous::new(),
+            signer: Arc::new(signer),
+            handle: ProxyHandle::new(),
+            client: None,
+            rewrite: RewriteConfig::default(),
+            timeout: Duration::from_secs(30),
+            upgrades: true,
+        }
+    }
+}
+
+impl<I, J> ProxyLayer<I, J> {
+    /// Sets who the caller is. Default is [`Anonymous`]: everyone is `anonymousUser`.
+    pub fn identity<I2: IdentityExtractor>(self, identity: I2) -> ProxyLayer<I2, J> {
+        ProxyLayer {
+            identity,
+            signer: self.signer,
+            handle: self.handle,
+            client: self.client,
+            rewrite: self.rewrite,
+            timeout: self.timeout,
+            upgrades: self.upgrades,
+        }
+    }
+
+    /// Sets the path prefix taken over. Default is `/proxy`. Requests whose path is exactly
+    /// the prefix or starts with `prefix/` are proxied; the prefix is removed before the
+    /// target's base path is added.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidPrefix`] unless the prefix starts with `/`, does not end with
+    /// `/`, and holds only letters, digits, `/`, `-`, `.`, `_` and `~`.
+    pub fn prefix(mut self, prefix: &str) -> Result<Self, ConfigError> {
+        self.rewrite.set_prefix(prefix)?;
+        Ok(self)
+    }
+
+    /// The handle that changes the target at run time.
+    pub fn handle(&self) -> ProxyHandle {
+        self.handle.clone()
+    }
+
+    /// Uses this handle (e.g. shared with another layer) instead of the layer's own.
+    pub fn with_handle(mut self, handle: ProxyHandle) -> Self {
+        self.handle = handle;
+        self
+    }
+
+    /// Sets the initial target. Default: none, the proxy is disabled.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidTarget`] for an invalid URL (see [`Target::parse`]).
+    pub fn target(self, url: &str) -> Result<Self, ConfigError> {
+        self.handle.set(Some(Target::parse(url)?));
+        Ok(self)
+    }
+
+    /// How long the target may take to send its response headers before the client gets
+    /// `504`. Default is 30 seconds.
+    pub fn upstream_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The `X-Forwarded-Proto` sent to the target: the scheme clients use to reach the app.
+    /// Default is `http`; set `https` when the app is served over TLS (by itself or behind a
+    /// TLS terminator).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidSetting`] unless it is `http` or `https`.
+    pub fn forwarded_proto(mut self, proto: &str) -> Result<Self, ConfigError> {
+        self.rewrite.set_forwarded_proto(proto)?;
+        Ok(self)
+    }
+
+    /// Which cookies cross the proxy. Default: none are forwarded (see [`CookiePolicy`]).
+    ///
+    /// # Security
+    ///
+    /// The target is another server: forwarding the app's session cookie would hand it the
+    /// user's session. Declare the app's own cookies with [`CookiePolicy::protect`].
+    pub fn cookies(mut self, policy: CookiePolicy) -> Self {
+        self.rewrite.set_cookies(policy);
+        self
+    }
+
+    /// The `Via` pseudonym of this proxy, also used to detect loops. Default is `tip-`
+    /// followed by random characters, new for each layer.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidSetting`] unless it is an HTTP token.
+    pub fn via_pseudonym(mut self, pseudonym: &str) -> Result<Self, ConfigError> {
+        self.rewrite.set_pseudonym(pseudonym)?;
+        Ok(self)
+    }
+
+    /// Whether `Upgrade` requests (WebSocket) are tunnelled once the target answers `101`
+    /// with the same protocol. Default is on; `h2c` upgrades are never tunnelled.
+    pub fn upgrades(mut self, on: bool) -> Self {
+        self.upgrades = on;
+        self
+    }
+
+    /// The client used to reach the target. Default is [`ProxyClient::new`].
+    pub fn client(mut self, client: ProxyClient) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// The signer.
+    pub fn signer(&self) -> &Arc<J> {
+        &self.signer
+    }
+
+    fn shared(&self) -> Arc<Shared<I, J>>
+    where
+        I: Clone,
+    {
+        let client = self.client.clone().or_else(default_client);
+        Arc::new(Shared {
+            identity: self.identity.clone(),
+            signer: Arc::clone(&self.signer),
+            handle: self.handle.clone(),
+            client,
+            rewrite: Arc::new(self.rewrite.clone()),
+            timeout: self.timeout,
+            upgrades: self.upgrades,
+        })
+    }
+}
+
+/// The default client, one pool per process. Its TLS configuration comes from compiled-in
+/// roots; should it ever fail to build, proxied requests get `502` and the error is logged.
+fn default_client() -> Option<ProxyClient> {
+    static CLIENT: std::sync::OnceLock<Option<ProxyClient>> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| match ProxyClient::new() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(target: "tower_identity_proxy", error = %e, "default client not built");
+                None
+            }
+        })
+        .clone()
+}
+
+impl<I: Clone, J> Clone for ProxyLayer<I, J> {
+    fn clone(&self) -> Self {
+        Self {
+            identity: self.identity.clone(),
+            signer: Arc::clone(&self.signer),
+            handle: self.handle.clone(),
+            client: self.client.clone(),
+            rewrite: self.rewrite.clone(),
+            timeout: self.timeout,
+            upgrades: self.upgrades,
+        }
+    }
+}
+
+impl<I: fmt::Debug, J> fmt::Debug for ProxyLayer<I, J> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyLayer")
+            .field("prefix", &self.rewrite.prefix())
+            .field("identity", &self.identity)
+            .field("handle", &self.handle)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, I: Clone, J> Layer<S> for ProxyLayer<I, J> {
+    type Service = Proxy<S, I, J>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Proxy::from_shared(inner, self.shared())
+    }
+}

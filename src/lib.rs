@@ -1,0 +1,117 @@
+//! A tower layer that forwards requests under `/proxy` to a target URL that can change at
+//! run time, adding who the caller is as a signed JWT. Everything else passes through.
+//!
+//! It reproduces the proxy of Atoti Server: `{app}/proxy/some/path?foo=bar` is forwarded to
+//! `{target}/some/path?foo=bar` with the same method, headers and streamed body, plus
+//! `Authorization: Bearer <JWT>` (claims `sub` and `authorities`, RS512 by default),
+//! `X-Forwarded-Proto` and `X-Forwarded-Host`; the target's status, headers and body come
+//! back as they are. The proxy is disabled until a target is set:
+//! `501 The proxy is disabled.`
+//!
+//! ```text
+//! client ──/proxy/x?y──▶ app + ProxyLayer ──/x?y + Bearer JWT──▶ target
+//!                         (everything else ──▶ the app's own routes)
+//! ```
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use tower_identity_proxy::{
+//!     BasicAuth, BearerJwt, CredentialStore, IdentityExtractor, KeyPair, KeySigner, ProxyLayer,
+//! };
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let keys = KeyPair::generate_rsa(2048)?; // or KeyPair::from_pem(private, Some(public))
+//! let users = CredentialStore::new();
+//! users.insert("Alice", "abcdef123456", ["ROLE_USER", "ROLE_WONDERLAND"])?;
+//!
+//! let proxy = ProxyLayer::new(KeySigner::rs512(keys.clone())?).identity(
+//!     BasicAuth::new(users)
+//!         .or(BearerJwt::new(keys.verifier()))
+//!         .or_anonymous(),
+//! );
+//! let handle = proxy.handle(); // cheap to clone; changes the target at run time
+//! let app: Router = Router::new()
+//!     .route("/api/whoami", get(|| async { "me" }))
+//!     .layer(proxy);
+//!
+//! handle.set_target(Some("http://localhost:1991"))?;
+//! handle.set_target(None)?; // disabled again
+//! # let _ = app;
+//! # Ok(()) }
+//! ```
+//!
+//! # What the target receives
+//!
+//! | | |
+//! |---|---|
+//! | request line | same method; the path after the prefix appended to the target's base path; the query byte for byte |
+//! | `Authorization` | `Bearer <JWT>`, always replacing what the client sent |
+//! | `X-Forwarded-Proto`, `X-Forwarded-Host` | the scheme and `Host` the client used (client-sent values are replaced) |
+//! | `Host` | the target's authority |
+//! | `Via` | the client's `Via` plus this proxy's pseudonym |
+//! | other headers | as sent, minus hop-by-hop headers, `Proxy-Authorization`, `Forwarded`, `X-Forwarded-*`, `Expect`, `Cookie` (see [`CookiePolicy`]) |
+//! | body | streamed, any bytes, any size |
+//!
+//! # Identity and signing
+//!
+//! Who the caller is comes from an [`IdentityExtractor`] (see [`identity`]); how the token
+//! is signed from a [`JwtSigner`] (see [`signer`]). [`ProxyLayer::new`] caches tokens per
+//! identity, so the RSA signature is paid once per identity every few minutes, not per
+//! request.
+//!
+//! # Security
+//!
+//! `/proxy` needs no authentication: anonymous callers reach the target as
+//! `anonymousUser`. The target must verify the token (signature, algorithm, `exp`) before
+//! trusting it; a Rust target can use a [`Verifier`].
+//! Anyone who can change the target URL receives tokens the app itself accepts: guard it
+//! as an admin setting.
+//!
+//! # Feature flags
+//!
+//! | Feature | Default? | What it adds |
+//! |---|---|---|
+//! | `https` | yes | https targets through rustls (aws-lc-rs provider) |
+//! | `webpki-roots` | yes | Mozilla's root certificates for https targets |
+//! | `native-roots` | no | the platform's root certificates for https targets |
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod body;
+mod claims;
+pub mod client;
+pub mod dangerous;
+mod error;
+mod forward;
+mod future;
+mod headers;
+pub mod identity;
+mod keys;
+mod layer;
+pub mod rewrite;
+mod service;
+pub mod signer;
+mod target;
+mod upgrade;
+mod verifier;
+
+pub use body::ResponseBody;
+pub use claims::Claims;
+pub use client::ProxyClient;
+pub use error::{BoxError, ConfigError, ProxyError, ProxyErrorKind};
+pub use future::ResponseFuture;
+pub use headers::{CookiePolicy, X_FORWARDED_HOST, X_FORWARDED_PROTO, remove_hop_by_hop};
+pub use identity::{
+    Anonymous, BasicAuth, BearerJwt, CredentialStore, FromExtensions, Identity, IdentityExtractor,
+    Or, Rejection,
+};
+pub use keys::{Algorithm, Curve, KeyPair, PublicKey};
+pub use layer::ProxyLayer;
+pub use service::Proxy;
+pub use signer::{CachingSigner, JwtSigner, KeySigner, SignError, Token, TokenPolicy};
+pub use target::{ProxyHandle, Target};
+pub use verifier::{Verifier, VerifyError};

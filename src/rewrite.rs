@@ -1,0 +1,638 @@
+//! The pure request and response rewriting: path mapping and header rules, testable and
+//! fuzzable without sockets.
+//!
+//! [`rewrite_request`] turns the parts of a request under the prefix into the parts of the
+//! request sent to the target, or refuses it:
+//! - the path after the prefix is appended to the target's base path (`/proxy` → the base
+//!   path, or `/`); the query string is kept byte for byte; dot-segments (`..`, `%2e%2e`,
+//!   `..;`, with `\` or `%5c` as separators) are refused, so no request can climb out of the
+//!   base path; other escapes such as `%2F` pass unchanged;
+//! - `Host` must be present once and valid (HTTP/2: `:authority`, and a `host` that
+//!   disagrees is refused); an absolute-form request target never chooses the upstream;
+//! - hop-by-hop headers (RFC 9110 §7.6.1, every name listed on every `Connection` line) are
+//!   removed *before* the proxy adds its own, so `Connection: Authorization` cannot strip the
+//!   token; `TE: trailers` is kept;
+//! - the client's `Authorization`, `Proxy-Authorization`, `Forwarded`, `X-Forwarded-*` and
+//!   `Expect` never pass; `X-Forwarded-Proto` and `X-Forwarded-Host` are set; `Via` is
+//!   appended (a request that already went through this proxy is a loop: `508`);
+//! - the version becomes HTTP/1.1 (the client speaks HTTP/2 where the target does) and the
+//!   body framing is made explicit, so a GET with a body keeps it.
+//!
+//! The `Authorization: Bearer` token is added afterwards, once the identity is known.
+//!
+//! # Example
+//!
+//! ```
+//! use http::Request;
+//! use tower_identity_proxy::{Target, rewrite::{Framing, RewriteConfig, rewrite_request}};
+//!
+//! let config = RewriteConfig::new("/proxy")?;
+//! let target = Target::parse("http://127.0.0.1:1991/base")?;
+//! let (parts, ()) = Request::get("/proxy/some/path?foo=bar")
+//!     .header("host", "example.com:1337")
+//!     .header("authorization", "Basic QWxpY2U6cHc=")
+//!     .body(())
+//!     .unwrap()
+//!     .into_parts();
+//! let up = rewrite_request(&parts, &target, &config, Framing::Empty).unwrap();
+//! assert_eq!(up.uri, "http://127.0.0.1:1991/base/some/path?foo=bar");
+//! assert_eq!(up.headers["x-forwarded-host"], "example.com:1337");
+//! assert!(up.headers.get("authorization").is_none());
+//! # Ok::<(), tower_identity_proxy::ConfigError>(())
+//! ```
+
+use http::{
+    HeaderMap, HeaderValue, Method, Request, Uri, Version, header, request, response,
+    uri::{Authority, PathAndQuery},
+};
+
+use crate::{
+    error::{ConfigError, ProxyError, ProxyErrorKind},
+    headers::{
+        CookiePolicy, X_FORWARDED_HOST, X_FORWARDED_PROTO, append_via, connection_tokens,
+        is_forwarding_claim, is_hop_by_hop, remove_hop_by_hop, via_contains,
+    },
+    target::Target,
+};
+
+/// How the request body is framed, as the caller knows it from the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    Empty,
+    /// A body of known length (a `Content-Length` header is present).
+    Length,
+    /// A body of unknown length: sent chunked.
+    Unknown,
+}
+
+/// What the rewriting needs to know, fixed when the layer is built.
+#[derive(Clone, Debug)]
+pub struct RewriteConfig {
+    prefix: String,
+    forwarded_proto: HeaderValue,
+    pseudonym: String,
+    via_request: [HeaderValue; 3],
+    via_response: [HeaderValue; 3],
+    cookies: CookiePolicy,
+}
+
+fn version_index(v: Version) -> usize {
+    match v {
+        Version::HTTP_10 | Version::HTTP_09 => 0,
+        Version::HTTP_2 | Version::HTTP_3 => 2,
+        _ => 1,
+    }
+}
+
+impl RewriteConfig {
+    /// Rewriting for requests under `prefix`, with a random `Via` pseudonym,
+    /// `X-Forwarded-Proto: http` and the default [`CookiePolicy`].
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidPrefix`] unless the prefix starts with `/`, does not end with
+    /// `/`, and holds only unreserved path characters.
+    pub fn new(prefix: &str) -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        config.set_prefix(prefix)?;
+        Ok(config)
+    }
+
+    pub(crate) fn set_prefix(&mut self, prefix: &str) -> Result<(), ConfigError> {
+        validate_prefix(prefix)?;
+        self.prefix = prefix.to_owned();
+        Ok(())
+    }
+
+    pub(crate) fn set_pseudonym(&mut self, pseudonym: &str) -> Result<(), ConfigError> {
+        let valid = !pseudonym.is_empty()
+            && pseudonym
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'*+^`|".contains(&b));
+        if !valid {
+            return Err(ConfigError::InvalidSetting {
+                name: "via pseudonym",
+                reason: "a Via pseudonym must be a non-empty HTTP token".into(),
+            });
+        }
+        let via = |proto: &str| HeaderValue::try_from(format!("{proto} {pseudonym}"));
+        let make = || -> Result<[HeaderValue; 3], http::header::InvalidHeaderValue> {
+            Ok([via("1.0")?, via("1.1")?, via("2")?])
+        };
+        let values = make().map_err(|_| ConfigError::InvalidSetting {
+            name: "via pseudonym",
+            reason: "not a valid header value".into(),
+        })?;
+        self.pseudonym = pseudonym.to_owned();
+        self.via_request = values.clone();
+        self.via_response = values;
+        Ok(())
+    }
+
+    pub(crate) fn set_forwarded_proto(&mut self, proto: &str) -> Result<(), ConfigError> {
+        match proto {
+            "http" | "https" => {
+                self.forwarded_proto =
+                    HeaderValue::from_str(proto).map_err(|_| unreachable_cfg())?;
+                Ok(())
+            }
+            _ => Err(ConfigError::InvalidSetting {
+                name: "forwarded proto",
+                reason: "X-Forwarded-Proto must be http or https".into(),
+            }),
+        }
+    }
+
+    pub(crate) fn set_cookies(&mut self, cookies: CookiePolicy) {
+        self.cookies = cookies;
+    }
+
+    /// The prefix the layer takes over.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The `Via` pseudonym of this proxy, also used to detect loops.
+    pub fn pseudonym(&self) -> &str {
+        &self.pseudonym
+    }
+
+    /// Whether `path` is under the prefix: exactly the prefix or `prefix/…`.
+    pub fn matches(&self, path: &str) -> bool {
+        match path.strip_prefix(self.prefix.as_str()) {
+            Some(rest) => rest.is_empty() || rest.starts_with('/'),
+            None => false,
+        }
+    }
+}
+
+impl Default for RewriteConfig {
+    /// The prefix `/proxy`, a random pseudonym, `X-Forwarded-Proto: http`, no cookies.
+    fn default() -> Self {
+        // Random base64url characters are token characters, so these values are valid.
+        let pseudonym = format!("tip-{}", &crate::signer::random_id()[..12]);
+        let via = |proto: &str| {
+            HeaderValue::try_from(format!("{proto} {pseudonym}"))
+                .unwrap_or_else(|_| HeaderValue::from_static("1.1 tower-identity-proxy"))
+        };
+        let values = [via("1.0"), via("1.1"), via("2")];
+        Self {
+            prefix: "/proxy".to_owned(),
+            forwarded_proto: HeaderValue::from_static("http"),
+            pseudonym,
+            via_request: values.clone(),
+            via_response: values,
+            cookies: CookiePolicy::default(),
+        }
+    }
+}
+
+fn unreachable_cfg() -> ConfigError {
+    ConfigError::InvalidSetting {
+        name: "forwarded proto",
+        reason: "not a valid header value".into(),
+    }
+}
+
+fn validate_prefix(prefix: &str) -> Result<(), ConfigError> {
+    let fail = |reason| {
+        Err(ConfigError::InvalidPrefix {
+            prefix: prefix.to_owned(),
+            reason,
+        })
+    };
+    if !prefix.starts_with('/') {
+        return fail("the prefix must start with '/'");
+    }
+    if prefix.len() < 2 {
+        return fail("the prefix cannot be '/' alone: it would take over every request");
+    }
+    if prefix.ends_with('/') {
+        return fail("the prefix must not end with '/'");
+    }
+    if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
+    {
+        return fail("the prefix may hold only letters, digits, '/', '-', '.', '_' and '~'");
+    }
+    if prefix.contains("//") || prefix.split('/').any(|s| s == "." || s == "..") {
+        return fail("the prefix cannot contain empty or dot segments");
+    }
+    Ok(())
+}
+
+fn bad(reason: &'static str) -> ProxyError {
+    ProxyError::new(ProxyErrorKind::BadRequest(reason))
+}
+
+/// The authority the client addressed: `Host` (or `:authority` over HTTP/2, or the
+/// absolute-form target), validated.
+fn client_authority(parts: &request::Parts) -> Result<HeaderValue, ProxyError> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(bad("The request has more than one Host header."));
+    }
+    let parse_host = |v: &HeaderValue| -> Result<Authority, ProxyError> {
+        let a =
+            Authority::try_from(v.as_bytes()).map_err(|_| bad("The Host header is invalid."))?;
+        if a.as_str().contains('@') || a.host().is_empty() || a.as_str().ends_with(':') {
+            return Err(bad("The Host header is invalid."));
+        }
+        Ok(a)
+    };
+    match (parts.uri.authority(), host) {
+        // HTTP/2 `:authority` or HTTP/1.1 absolute-form: the URI's authority is the host
+        // (RFC 9112 §3.2.2, RFC 9113 §8.3.1); a `Host` that disagrees is refused.
+        (Some(authority), host) => {
+            if authority.as_str().contains('@') || authority.host().is_empty() {
+                return Err(bad("The request target's authority is invalid."));
+            }
+            if parts.version != Version::HTTP_2 && host.is_none() {
+                return Err(bad("The request has no Host header."));
+            }
+            if let Some(h) = host {
+                let h = parse_host(h)?;
+                if parts.version == Version::HTTP_2
+                    && !h.as_str().eq_ignore_ascii_case(authority.as_str())
+                {
+                    return Err(bad("The Host header disagrees with :authority."));
+                }
+            }
+            HeaderValue::from_str(authority.as_str())
+                .map_err(|_| bad("The Host header is invalid."))
+        }
+        (None, Some(h)) => {
+            parse_host(h)?;
+            Ok(h.clone())
+        }
+        (None, None) => Err(bad("The request has no Host header.")),
+    }
+}
+
+/// Refuses dot-segments that could climb out of the base path, in any spelling.
+fn check_path(rest: &str) -> Result<(), ProxyError> {
+    let bytes = rest.as_bytes();
+    // Decode only what matters: `%2e`/`%2E` → '.', `%5c`/`%5C` and '\' → '/', `%2f` stays.
+    let mut segment: Vec<u8> = Vec::new();
+    let check = |segment: &mut Vec<u8>| -> Result<(), ProxyError> {
+        // `..;param` is `..` to servlet containers.
+        let name = segment.split(|b| *b == b';').next().unwrap_or_default();
+        if name == b"." || name == b".." {
+            return Err(bad("The path contains dot-segments."));
+        }
+        segment.clear();
+        Ok(())
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' && i + 2 < bytes.len() {
+            let hex = &bytes[i + 1..i + 3];
+            if hex.eq_ignore_ascii_case(b"2e") {
+                segment.push(b'.');
+                i += 3;
+                continue;
+            }
+            if hex.eq_ignore_ascii_case(b"5c") {
+                check(&mut segment)?;
+                i += 3;
+                continue;
+            }
+        }
+        if b == b'/' || b == b'\\' {
+            check(&mut segment)?;
+        } else {
+            segment.push(b);
+        }
+        i += 1;
+    }
+    check(&mut segment)
+}
+
+/// Maps the request's path and query onto the target.
+pub fn map_path(
+    config: &RewriteConfig,
+    target: &Target,
+    uri: &Uri,
+) -> Result<PathAndQuery, ProxyError> {
+    let path = uri.path();
+    let rest = path
+        .strip_prefix(config.prefix.as_str())
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+        .ok_or_else(|| bad("The path is not under the proxy prefix."))?;
+    check_path(rest)?;
+    let base = target.base_path();
+    let mut out =
+        String::with_capacity(base.len() + rest.len() + uri.query().map_or(0, |q| q.len() + 1) + 1);
+    out.push_str(base);
+    out.push_str(rest);
+    if out.is_empty() {
+        out.push('/');
+    }
+    if let Some(q) = uri.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    PathAndQuery::try_from(out).map_err(|_| bad("The path cannot be forwarded."))
+}
+
+/// Rewrites a request under the prefix into the request for `target`, without the
+/// `Authorization` token (added once the identity is known). See the [module docs](self).
+///
+/// # Errors
+///
+/// A [`ProxyError`] of kind `BadRequest` (`400`) or `LoopDetected` (`508`).
+pub fn rewrite_request(
+    parts: &request::Parts,
+    target: &Target,
+    config: &RewriteConfig,
+    framing: Framing,
+) -> Result<request::Parts, ProxyError> {
+    if via_contains(&parts.headers, &config.pseudonym) {
+        return Err(ProxyError::new(ProxyErrorKind::LoopDetected));
+    }
+    if parts.method == Method::CONNECT {
+        return Err(bad("CONNECT cannot be proxied."));
+    }
+    let forwarded_host = client_authority(parts)?;
+    let path = map_path(config, target, &parts.uri)?;
+    let uri = Uri::builder()
+        .scheme(target.scheme().clone())
+        .authority(target.authority().clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|_| bad("The path cannot be forwarded."))?;
+
+    let nominated = connection_tokens(&parts.headers);
+    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 4);
+    for (name, value) in &parts.headers {
+        if name == header::TE {
+            if value.as_bytes().eq_ignore_ascii_case(b"trailers") && !nominated.contains(name) {
+                headers.append(header::TE, value.clone());
+            }
+            continue;
+        }
+        if is_hop_by_hop(name, &nominated)
+            || name == header::HOST
+            || name == header::AUTHORIZATION
+            || name == header::EXPECT
+            || name == header::COOKIE
+            || is_forwarding_claim(name)
+        {
+            continue;
+        }
+        if name == header::CONTENT_LENGTH && framing == Framing::Unknown {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    if framing == Framing::Unknown {
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
+    if let Some(cookie) = config.cookies.request_cookie(&parts.headers) {
+        headers.insert(header::COOKIE, cookie);
+    }
+    append_via(
+        &mut headers,
+        &config.via_request[version_index(parts.version)],
+    );
+    headers.insert(X_FORWARDED_PROTO.clone(), config.forwarded_proto.clone());
+    headers.insert(X_FORWARDED_HOST.clone(), forwarded_host);
+
+    let (mut out, ()) = Request::new(()).into_parts();
+    out.method = parts.method.clone();
+    out.uri = uri;
+    out.version = Version::HTTP_11;
+    out.headers = headers;
+    Ok(out)
+}
+
+/// Rewrites the target's response head in place: a stale `Content-Length` next to
+/// `Transfer-Encoding` is dropped (the body is forwarded whole, never cut to it), hop-by-hop
+/// headers are removed, protected `Set-Cookie`s are dropped, and `Via` is appended.
+pub fn rewrite_response(parts: &mut response::Parts, config: &RewriteConfig) {
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    remove_hop_by_hop(&mut parts.headers);
+    config.cookies.filter_set_cookie(&mut parts.headers);
+    append_via(
+        &mut parts.headers,
+        &config.via_response[version_index(parts.version)],
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> RewriteConfig {
+        RewriteConfig::new("/proxy").unwrap()
+    }
+
+    fn req(uri: &str, headers: &[(&str, &str)]) -> request::Parts {
+        let mut b = Request::builder().uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn target(s: &str) -> Target {
+        Target::parse(s).unwrap()
+    }
+
+    #[test]
+    fn prefix_matching() {
+        let c = cfg();
+        for p in ["/proxy", "/proxy/", "/proxy/a"] {
+            assert!(c.matches(p), "{p}");
+        }
+        for p in ["/proxyfoo", "/prox", "/", "/api/proxy"] {
+            assert!(!c.matches(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn prefixes_are_validated() {
+        for bad in [
+            "", "/", "proxy", "/proxy/", "/a//b", "/a/../b", "/a b", "/a?b",
+        ] {
+            assert!(RewriteConfig::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(RewriteConfig::new("/api/v1/proxy").is_ok());
+    }
+
+    #[test]
+    fn paths_map_onto_the_base_path() {
+        let c = cfg();
+        let cases = [
+            ("http://t:1", "/proxy", "/"),
+            ("http://t:1", "/proxy/", "/"),
+            (
+                "http://t:1",
+                "/proxy/some/path?foo=bar",
+                "/some/path?foo=bar",
+            ),
+            ("http://t:1/base", "/proxy", "/base"),
+            ("http://t:1/base", "/proxy/x?y=1", "/base/x?y=1"),
+            ("http://t:1/base/", "/proxy/", "/base/"),
+            ("http://t:1", "/proxy/a%2Fb?q=%20+x&&", "/a%2Fb?q=%20+x&&"),
+            ("http://t:1", "/proxy?x=1", "/?x=1"),
+        ];
+        for (t, uri, want) in cases {
+            let got = map_path(&c, &target(t), &uri.parse().unwrap()).unwrap();
+            assert_eq!(got.as_str(), want, "{t} {uri}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_refused() {
+        let c = cfg();
+        for uri in [
+            "/proxy/..",
+            "/proxy/../admin",
+            "/proxy/a/../../b",
+            "/proxy/%2e%2e/x",
+            "/proxy/%2E%2e/x",
+            "/proxy/.%2e/x",
+            "/proxy/..;/x",
+            "/proxy/..;jsessionid=1/x",
+            "/proxy/a\\..\\..\\b",
+            "/proxy/a%5c..%5cb",
+            "/proxy/./x",
+            "/proxy/%2e/x",
+        ] {
+            let e = map_path(&c, &target("http://t:1/base"), &uri.parse().unwrap()).unwrap_err();
+            assert_eq!(e.status(), 400, "{uri}");
+        }
+        for ok in [
+            "/proxy/...",
+            "/proxy/a..b",
+            "/proxy/.well-known/x",
+            "/proxy/a%2f..%2fb",
+        ] {
+            // `%2f` is not a separator for the target's router and passes unchanged.
+            assert!(
+                map_path(&c, &target("http://t:1"), &ok.parse().unwrap()).is_ok(),
+                "{ok}"
+            );
+        }
+    }
+
+    #[test]
+    fn connection_cannot_strip_the_proxys_headers() {
+        let p = req(
+            "/proxy/x",
+            &[
+                ("host", "example.com:1337"),
+                (
+                    "connection",
+                    "Authorization, X-Forwarded-Host, X-Forwarded-Proto, Via, x-drop",
+                ),
+                ("x-drop", "1"),
+                ("x-keep", "2"),
+                ("x-forwarded-host", "evil"),
+                ("x-forwarded-for", "1.2.3.4"),
+                ("forwarded", "for=evil"),
+                ("proxy-authorization", "Basic Zm9v"),
+                ("authorization", "Basic Zm9v"),
+                ("te", "trailers"),
+                ("expect", "100-continue"),
+            ],
+        );
+        let up = rewrite_request(&p, &target("http://t:1"), &cfg(), Framing::Empty).unwrap();
+        let h = &up.headers;
+        assert_eq!(h["x-forwarded-host"], "example.com:1337");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert!(h["via"].to_str().unwrap().starts_with("1.1 tip-"));
+        assert_eq!(h["x-keep"], "2");
+        assert_eq!(h["te"], "trailers");
+        for gone in [
+            "x-drop",
+            "x-forwarded-for",
+            "forwarded",
+            "proxy-authorization",
+            "authorization",
+            "connection",
+            "host",
+            "expect",
+        ] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
+    }
+
+    #[test]
+    fn host_rules() {
+        let t = target("http://t:1");
+        let c = cfg();
+        let status = |p: request::Parts| {
+            rewrite_request(&p, &t, &c, Framing::Empty)
+                .map(|_| ())
+                .map_err(|e| e.status())
+        };
+        assert_eq!(status(req("/proxy", &[])), Err(400.try_into().unwrap()));
+        assert_eq!(
+            status(req("/proxy", &[("host", "a"), ("host", "b")])),
+            Err(400.try_into().unwrap())
+        );
+        assert_eq!(
+            status(req("/proxy", &[("host", "a b")])),
+            Err(400.try_into().unwrap())
+        );
+        assert_eq!(
+            status(req("/proxy", &[("host", "u@a")])),
+            Err(400.try_into().unwrap())
+        );
+        // Absolute form: the URI's authority is the host, but never chooses the upstream.
+        let p = req("http://evil.example/proxy/x", &[("host", "app:8080")]);
+        let up = rewrite_request(&p, &t, &c, Framing::Empty).unwrap();
+        assert_eq!(up.uri, "http://t:1/x");
+        assert_eq!(up.headers["x-forwarded-host"], "evil.example");
+    }
+
+    #[test]
+    fn loops_are_detected_by_pseudonym() {
+        let c = cfg();
+        let via = format!("1.1 {}", c.pseudonym());
+        let p = req("/proxy", &[("host", "a"), ("via", &via)]);
+        let e = rewrite_request(&p, &target("http://t:1"), &c, Framing::Empty).unwrap_err();
+        assert_eq!(e.status(), 508);
+    }
+
+    #[test]
+    fn unknown_length_bodies_are_chunked() {
+        let p = req("/proxy", &[("host", "a"), ("transfer-encoding", "chunked")]);
+        let up = rewrite_request(&p, &target("http://t:1"), &cfg(), Framing::Unknown).unwrap();
+        assert_eq!(up.headers["transfer-encoding"], "chunked");
+        assert!(!up.headers.contains_key("content-length"));
+        let p = req("/proxy", &[("host", "a"), ("content-length", "0")]);
+        let up = rewrite_request(&p, &target("http://t:1"), &cfg(), Framing::Length).unwrap();
+        assert_eq!(up.headers["content-length"], "0");
+    }
+
+    #[test]
+    fn responses_lose_hop_by_hop_and_stale_length() {
+        let (mut parts, ()) = http::Response::builder()
+            .header("transfer-encoding", "chunked")
+            .header("content-length", "3")
+            .header("connection", "x-secret")
+            .header("x-secret", "1")
+            .header("x-custom-header", "lorem ipsum")
+            .body(())
+            .unwrap()
+            .into_parts();
+        rewrite_response(&mut parts, &cfg());
+        assert!(!parts.headers.contains_key("content-length"));
+        assert!(!parts.headers.contains_key("x-secret"));
+        assert!(!parts.headers.contains_key("transfer-encoding"));
+        assert_eq!(parts.headers["x-custom-header"], "lorem ipsum");
+        assert!(parts.headers.contains_key("via"));
+    }
+}

@@ -1,0 +1,240 @@
+//! [`CachingSigner`]: reuse each identity's token while it is fresh.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use tokio::sync::OnceCell;
+
+use super::{JwtSigner, SignError, Token};
+use crate::identity::Identity;
+
+type Slot = Arc<OnceCell<Token>>;
+
+/// A [`JwtSigner`] that reuses the token of an identity (name and sorted roles) until half
+/// its lifetime is gone, then signs a new one.
+///
+/// - Concurrent requests of one identity that miss the cache wait for one signature.
+/// - No lock is held while signing; the map's mutex is held only to look up a slot.
+/// - At most [`max_entries`](Self::max_entries) identities are kept (default 10 000): a
+///   flood of distinct identities evicts stale entries first, then arbitrary ones, and
+///   never grows the cache beyond the bound.
+/// - A token is only ever handed to a caller with exactly the same name and roles.
+///
+/// [`ProxyLayer::new`](crate::ProxyLayer::new) puts one in front of the signer it is given.
+pub struct CachingSigner<J> {
+    inner: J,
+    slots: Mutex<HashMap<Identity, Slot>>,
+    max_entries: usize,
+    min_validity: Option<Duration>,
+}
+
+impl<J: JwtSigner> CachingSigner<J> {
+    /// Caches the tokens of `inner`.
+    pub fn new(inner: J) -> Self {
+        Self {
+            inner,
+            slots: Mutex::new(HashMap::new()),
+            max_entries: 10_000,
+            min_validity: None,
+        }
+    }
+
+    /// The most identities kept. Default is 10 000.
+    #[must_use]
+    pub fn max_entries(mut self, max: usize) -> Self {
+        self.max_entries = max.max(1);
+        self
+    }
+
+    /// Hands out a cached token only while it stays valid for at least this long. Default
+    /// is half of each token's lifetime.
+    #[must_use]
+    pub fn min_validity(mut self, min: Duration) -> Self {
+        self.min_validity = Some(min);
+        self
+    }
+
+    /// The wrapped signer.
+    pub fn inner(&self) -> &J {
+        &self.inner
+    }
+
+    /// How many identities are cached now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets every cached token (e.g. after a key rotation).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, Slot>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_fresh(&self, token: &Token, now: SystemTime) -> bool {
+        let min = self.min_validity.unwrap_or_else(|| {
+            token
+                .expires_at()
+                .duration_since(token.issued_at())
+                .unwrap_or_default()
+                / 2
+        });
+        token
+            .expires_at()
+            .duration_since(now)
+            .is_ok_and(|left| left > min)
+    }
+
+    fn slot(&self, identity: &Identity) -> Slot {
+        let now = SystemTime::now();
+        let mut slots = self.lock();
+        if let Some(slot) = slots.get(identity) {
+            // A pending slot (another request is signing) is shared: one signature.
+            if slot.get().is_none_or(|t| self.is_fresh(t, now)) {
+                return Arc::clone(slot);
+            }
+        }
+        if slots.len() >= self.max_entries && !slots.contains_key(identity) {
+            slots.retain(|_, s| s.get().is_some_and(|t| self.is_fresh(t, now)));
+            while slots.len() >= self.max_entries {
+                let Some(victim) = slots.keys().next().cloned() else {
+                    break;
+                };
+                slots.remove(&victim);
+            }
+        }
+        let slot = Slot::default();
+        slots.insert(identity.clone(), Arc::clone(&slot));
+        slot
+    }
+}
+
+impl<J: JwtSigner> JwtSigner for CachingSigner<J> {
+    async fn sign(&self, identity: &Identity) -> Result<Token, SignError> {
+        let slot = self.slot(identity);
+        match slot.get_or_try_init(|| self.inner.sign(identity)).await {
+            Ok(token) => Ok(token.clone()),
+            Err(e) => {
+                // Do not cache failures: drop the slot if it is still ours.
+                let mut slots = self.lock();
+                if slots.get(identity).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                    slots.remove(identity);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<J: fmt::Debug> fmt::Debug for CachingSigner<J> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let len = self.slots.lock().map(|s| s.len()).unwrap_or(0);
+        f.debug_struct("CachingSigner")
+            .field("inner", &self.inner)
+            .field("entries", &len)
+            .field("max_entries", &self.max_entries)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Counts signatures and takes a while, so concurrent misses overlap.
+    struct Counting {
+        calls: AtomicUsize,
+        lifetime: Duration,
+    }
+
+    impl JwtSigner for Counting {
+        async fn sign(&self, identity: &Identity) -> Result<Token, SignError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = SystemTime::now();
+            Token::new(
+                &format!("{}.{n}", identity.name()),
+                now,
+                now + self.lifetime,
+            )
+        }
+    }
+
+    fn counting(lifetime: Duration) -> CachingSigner<Counting> {
+        CachingSigner::new(Counting {
+            calls: AtomicUsize::new(0),
+            lifetime,
+        })
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_sign_once_per_identity() {
+        let cache = Arc::new(counting(Duration::from_secs(300)));
+        let alice = Identity::new("alice", ["R"]);
+        let bob = Identity::new("bob", ["R"]);
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let cache = Arc::clone(&cache);
+            let id = if i % 2 == 0 {
+                alice.clone()
+            } else {
+                bob.clone()
+            };
+            tasks.push(tokio::spawn(async move {
+                (id.clone(), cache.sign(&id).await.unwrap())
+            }));
+        }
+        for t in tasks {
+            let (id, token) = t.await.unwrap();
+            assert!(
+                token.as_str().starts_with(id.name()),
+                "token of another caller"
+            );
+        }
+        assert_eq!(cache.inner().calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn same_name_other_roles_is_another_token() {
+        let cache = counting(Duration::from_secs(300));
+        let a = cache.sign(&Identity::new("u", ["A"])).await.unwrap();
+        let b = cache.sign(&Identity::new("u", ["A", "B"])).await.unwrap();
+        assert_ne!(a.as_str(), b.as_str());
+        assert_eq!(cache.inner().calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn stale_tokens_are_re_signed() {
+        let cache = counting(Duration::from_millis(100));
+        let id = Identity::new("u", ["A"]);
+        cache.sign(&id).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        cache.sign(&id).await.unwrap();
+        assert_eq!(cache.inner().calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn bounded_in_entries() {
+        let cache = counting(Duration::from_secs(300)).max_entries(8);
+        for i in 0..40 {
+            cache
+                .sign(&Identity::new(format!("user{i}"), ["R"]))
+                .await
+                .unwrap();
+            assert!(cache.len() <= 8);
+        }
+    }
+}

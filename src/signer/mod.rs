@@ -1,0 +1,518 @@
+//! Signing the identity: the pluggable [`JwtSigner`], the key-based [`KeySigner`], the
+//! [`CachingSigner`] decorator, and [`TokenPolicy`] (lifetime and optional claims).
+//!
+//! A token carries `sub` (the user name), `authorities` (the sorted roles), `iat` (back-dated
+//! a few seconds for clock skew) and `exp`, plus `iss`, `aud`, `jti` and extra claims when
+//! configured; its header carries `alg`, `typ: JWT` and `kid` (the key's RFC 7638
+//! thumbprint). RS512 is the default for RSA keys, as Atoti Server signs.
+//!
+//! Keys are parsed once; RSA signatures run on tokio's blocking pool so they never stall the
+//! async workers. [`ProxyLayer::new`](crate::ProxyLayer::new) wraps the signer in a
+//! [`CachingSigner`], which reuses a caller's token until half its lifetime is gone.
+//!
+//! # Example
+//!
+//! ## Default: RS512, five-minute tokens
+//!
+//! ```
+//! use tower_identity_proxy::{Identity, JwtSigner, KeyPair, KeySigner};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let keys = KeyPair::generate_rsa(2048)?;
+//! let signer = KeySigner::rs512(keys.clone())?;
+//! let token = signer.sign(&Identity::new("Alice", ["ROLE_USER"])).await?;
+//! let claims = keys.verifier().verify(token.as_str())?;
+//! assert_eq!(claims.authorities, ["ROLE_USER"]);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Customised: ES256, one-minute tokens with issuer and audience
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_identity_proxy::{Algorithm, Curve, KeyPair, KeySigner, TokenPolicy};
+//!
+//! let keys = KeyPair::generate_ec(Curve::P256)?;
+//! let signer = KeySigner::with_algorithm(keys, Algorithm::ES256)?.policy(
+//!     TokenPolicy::new()
+//!         .lifetime(Duration::from_secs(60))
+//!         .issuer("https://app.example.com")
+//!         .audience("https://target.example.com"),
+//! );
+//! # let _ = signer;
+//! # Ok::<(), tower_identity_proxy::ConfigError>(())
+//! ```
+
+use std::{
+    borrow::Cow,
+    fmt,
+    future::Future,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use http::HeaderValue;
+use serde_json::{Map, Value};
+
+use crate::{
+    claims::Claims,
+    error::ConfigError,
+    identity::Identity,
+    keys::{Algorithm, KeyPair},
+};
+
+mod cache;
+
+pub use cache::CachingSigner;
+
+/// A signed token, ready to be sent as `Authorization: Bearer <token>`.
+///
+/// `Debug` does not show the token.
+#[derive(Clone)]
+pub struct Token {
+    authorization: HeaderValue,
+    issued_at: SystemTime,
+    expires_at: SystemTime,
+}
+
+impl Token {
+    /// Wraps a compact JWT with its validity window.
+    ///
+    /// # Errors
+    ///
+    /// [`SignError`] if the token has characters a header cannot carry.
+    pub fn new(
+        jwt: &str,
+        issued_at: SystemTime,
+        expires_at: SystemTime,
+    ) -> Result<Self, SignError> {
+        let mut authorization = HeaderValue::try_from(format!("Bearer {jwt}"))
+            .map_err(|_| SignError::new("the token is not a valid header value"))?;
+        authorization.set_sensitive(true);
+        Ok(Self {
+            authorization,
+            issued_at,
+            expires_at,
+        })
+    }
+
+    /// The compact JWT.
+    pub fn as_str(&self) -> &str {
+        // Built from a `String` in `new`, so always valid UTF-8 and prefixed.
+        self.authorization
+            .to_str()
+            .ok()
+            .and_then(|s| s.strip_prefix("Bearer "))
+            .unwrap_or_default()
+    }
+
+    /// The `Authorization` header value, `Bearer <token>`, marked sensitive.
+    pub fn authorization(&self) -> &HeaderValue {
+        &self.authorization
+    }
+
+    /// When the token was issued (its `iat`, back-dated for clock skew).
+    pub fn issued_at(&self) -> SystemTime {
+        self.issued_at
+    }
+
+    /// When the token expires.
+    pub fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token could not be signed; the proxy answers `500` and sends nothing upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignError(Cow<'static, str>);
+
+impl SignError {
+    /// A new error with a reason (for logs; the client never sees it).
+    pub fn new(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self(reason.into())
+    }
+}
+
+impl fmt::Display for SignError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "could not sign the identity token: {}", self.0)
+    }
+}
+
+impl std::error::Error for SignError {}
+
+/// Turns an identity into a signed token.
+///
+/// Implemented by [`KeySigner`], [`CachingSigner`] and, for tests and explicitly insecure
+/// setups, [`dangerous::InsecureUnsignedSigner`](crate::dangerous::InsecureUnsignedSigner).
+pub trait JwtSigner: Send + Sync + 'static {
+    /// Signs a token for `identity`.
+    fn sign(&self, identity: &Identity) -> impl Future<Output = Result<Token, SignError>> + Send;
+}
+
+impl<J: JwtSigner> JwtSigner for Arc<J> {
+    fn sign(&self, identity: &Identity) -> impl Future<Output = Result<Token, SignError>> + Send {
+        J::sign(self, identity)
+    }
+}
+
+type ClaimsHook = Arc<dyn Fn(&Identity) -> Map<String, Value> + Send + Sync>;
+
+/// How long tokens live and which optional claims they carry.
+#[derive(Clone)]
+pub struct TokenPolicy {
+    lifetime: Duration,
+    backdate: Duration,
+    issuer: Option<String>,
+    audience: Option<String>,
+    jti: bool,
+    max_len: usize,
+    extra: Option<ClaimsHook>,
+}
+
+impl TokenPolicy {
+    /// Five-minute tokens, `iat` back-dated 10 seconds, no `iss`/`aud`/`jti`, at most 8 KiB.
+    pub fn new() -> Self {
+        Self {
+            lifetime: Duration::from_secs(300),
+            backdate: Duration::from_secs(10),
+            issuer: None,
+            audience: None,
+            jti: false,
+            max_len: 8 * 1024,
+            extra: None,
+        }
+    }
+
+    /// How long a token is valid. Default is 5 minutes.
+    #[must_use]
+    pub fn lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// How far `iat` is set in the past, so a verifier whose clock is behind does not see a
+    /// token from the future. Default is 10 seconds.
+    #[must_use]
+    pub fn backdate(mut self, backdate: Duration) -> Self {
+        self.backdate = backdate;
+        self
+    }
+
+    /// Adds `iss`. Default: none.
+    #[must_use]
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Adds `aud`, e.g. the target's origin. Default: none (as Atoti Server; verifiers that
+    /// do not expect an audience refuse tokens that carry one).
+    #[must_use]
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Adds a random `jti` to each token. Default: off. With the token cache, a token (and
+    /// so its `jti`) is shared by the requests of one identity while it is cached.
+    #[must_use]
+    pub fn jti(mut self, on: bool) -> Self {
+        self.jti = on;
+        self
+    }
+
+    /// The largest token, in bytes, that is sent; a larger one fails with a [`SignError`]
+    /// (`500`) rather than being refused by the target's header limits. Default is 8 KiB.
+    #[must_use]
+    pub fn max_token_len(mut self, len: usize) -> Self {
+        self.max_len = len;
+        self
+    }
+
+    /// Adds claims computed from the identity. Claims named like the standard ones
+    /// (`sub`, `authorities`, `iat`, `exp`, `iss`, `aud`, `jti`) are ignored.
+    #[must_use]
+    pub fn extra_claims<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&Identity) -> Map<String, Value> + Send + Sync + 'static,
+    {
+        self.extra = Some(Arc::new(hook));
+        self
+    }
+
+    /// The configured token lifetime.
+    pub fn token_lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// The claims for `identity`, issued now, with the token's validity window.
+    pub fn claims(&self, identity: &Identity) -> (Claims, SystemTime, SystemTime) {
+        let now = SystemTime::now();
+        let issued = now.checked_sub(self.backdate).unwrap_or(now);
+        let expires = now + self.lifetime;
+        let secs = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        };
+        let mut extra = self.extra.as_ref().map(|f| f(identity)).unwrap_or_default();
+        for reserved in ["sub", "authorities", "iat", "exp", "iss", "aud", "jti"] {
+            extra.remove(reserved);
+        }
+        let claims = Claims {
+            sub: identity.name().to_owned(),
+            authorities: identity.roles().to_vec(),
+            iat: secs(issued),
+            exp: secs(expires),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            jti: self.jti.then(random_id),
+            extra,
+        };
+        (claims, issued, expires)
+    }
+
+    /// Serialises the signing input's payload part and checks the size budget later.
+    pub(crate) fn encode_payload(&self, claims: &Claims) -> Result<String, SignError> {
+        let json =
+            serde_json::to_vec(claims).map_err(|_| SignError::new("claims do not serialise"))?;
+        Ok(URL_SAFE_NO_PAD.encode(json))
+    }
+
+    pub(crate) fn check_len(&self, jwt: &str) -> Result<(), SignError> {
+        if jwt.len() > self.max_len {
+            return Err(SignError::new(format!(
+                "the token would be {} bytes, over the {}-byte limit (too many roles?)",
+                jwt.len(),
+                self.max_len
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Default for TokenPolicy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for TokenPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenPolicy")
+            .field("lifetime", &self.lifetime)
+            .field("backdate", &self.backdate)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("jti", &self.jti)
+            .field("max_len", &self.max_len)
+            .field("extra", &self.extra.is_some())
+            .finish()
+    }
+}
+
+/// 128 random bits, base64url.
+pub(crate) fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    // The system RNG does not fail on supported platforms; zeros would still be unique enough
+    // for an audit id only by accident, so log if it ever does.
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        tracing::warn!(target: "tower_identity_proxy", "system random generator failed");
+    }
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Signs tokens with a [`KeyPair`]: RS512 for RSA keys by default.
+#[derive(Clone)]
+pub struct KeySigner {
+    keys: KeyPair,
+    alg: Algorithm,
+    /// `base64url({"alg":…,"typ":"JWT","kid":…})`, computed once.
+    header_b64: Arc<str>,
+    policy: TokenPolicy,
+}
+
+impl KeySigner {
+    /// Signs with the key's default algorithm (RS512 for RSA, ES256/ES384, EdDSA).
+    pub fn new(keys: KeyPair) -> Self {
+        let alg = keys.default_algorithm();
+        Self::build(keys, alg)
+    }
+
+    /// Signs with RS512, as Atoti Server does.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidKey`] if the key is not an RSA key.
+    pub fn rs512(keys: KeyPair) -> Result<Self, ConfigError> {
+        Self::with_algorithm(keys, Algorithm::RS512)
+    }
+
+    /// Signs with `alg`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidKey`] if the key cannot sign with `alg`.
+    pub fn with_algorithm(keys: KeyPair, alg: Algorithm) -> Result<Self, ConfigError> {
+        if !keys.supports(alg) {
+            return Err(ConfigError::InvalidKey(
+                format!("this key cannot sign with {alg}").into(),
+            ));
+        }
+        Ok(Self::build(keys, alg))
+    }
+
+    fn build(keys: KeyPair, alg: Algorithm) -> Self {
+        let header = serde_json::json!({ "alg": alg.as_str(), "typ": "JWT", "kid": keys.kid() });
+        let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string()).into();
+        Self {
+            keys,
+            alg,
+            header_b64,
+            policy: TokenPolicy::new(),
+        }
+    }
+
+    /// Sets the token policy. Default is [`TokenPolicy::new`].
+    #[must_use]
+    pub fn policy(mut self, policy: TokenPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The token policy.
+    pub fn token_policy(&self) -> &TokenPolicy {
+        &self.policy
+    }
+
+    /// The signing algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The key pair.
+    pub fn keys(&self) -> &KeyPair {
+        &self.keys
+    }
+
+    /// Signs synchronously (the work [`JwtSigner::sign`] moves off the async workers).
+    ///
+    /// # Errors
+    ///
+    /// [`SignError`] if the signature fails or the token is over the size limit.
+    pub fn sign_blocking(&self, identity: &Identity) -> Result<Token, SignError> {
+        let (claims, issued, expires) = self.policy.claims(identity);
+        let payload = self.policy.encode_payload(&claims)?;
+        let mut jwt = String::with_capacity(self.header_b64.len() + payload.len() + 700);
+        jwt.push_str(&self.header_b64);
+        jwt.push('.');
+        jwt.push_str(&payload);
+        let signature = self
+            .keys
+            .sign(self.alg, jwt.as_bytes())
+            .map_err(|_| SignError::new("the signature operation failed"))?;
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut jwt);
+        self.policy.check_len(&jwt)?;
+        Token::new(&jwt, issued, expires)
+    }
+
+    fn is_expensive(&self) -> bool {
+        !matches!(
+            self.alg,
+            Algorithm::ES256 | Algorithm::ES384 | Algorithm::EdDSA
+        )
+    }
+}
+
+impl JwtSigner for KeySigner {
+    async fn sign(&self, identity: &Identity) -> Result<Token, SignError> {
+        // RSA signatures take hundreds of microseconds: keep them off the async workers.
+        if self.is_expensive() && tokio::runtime::Handle::try_current().is_ok() {
+            let signer = self.clone();
+            let identity = identity.clone();
+            tokio::task::spawn_blocking(move || signer.sign_blocking(&identity))
+                .await
+                .map_err(|_| SignError::new("the signing task failed"))?
+        } else {
+            self.sign_blocking(identity)
+        }
+    }
+}
+
+impl fmt::Debug for KeySigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySigner")
+            .field("alg", &self.alg)
+            .field("kid", &self.keys.kid())
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn signs_every_algorithm_its_key_allows() {
+        let rsa = KeyPair::generate_rsa(2048).unwrap();
+        let ec = KeyPair::generate_ec(crate::Curve::P256).unwrap();
+        let ec384 = KeyPair::generate_ec(crate::Curve::P384).unwrap();
+        let ed = KeyPair::generate_ed25519().unwrap();
+        let cases = [
+            (&rsa, Algorithm::RS256),
+            (&rsa, Algorithm::RS384),
+            (&rsa, Algorithm::RS512),
+            (&rsa, Algorithm::PS256),
+            (&rsa, Algorithm::PS384),
+            (&rsa, Algorithm::PS512),
+            (&ec, Algorithm::ES256),
+            (&ec384, Algorithm::ES384),
+            (&ed, Algorithm::EdDSA),
+        ];
+        let id = Identity::new("Alice", ["ROLE_USER"]);
+        for (keys, alg) in cases {
+            let token = KeySigner::with_algorithm(keys.clone(), alg)
+                .unwrap()
+                .sign(&id)
+                .await
+                .unwrap();
+            let v = crate::Verifier::new(keys.public_key(), alg);
+            let claims = v
+                .verify(token.as_str())
+                .unwrap_or_else(|e| panic!("{alg}: {e}"));
+            assert_eq!(claims.sub, "Alice");
+        }
+        assert!(KeySigner::with_algorithm(ec, Algorithm::RS512).is_err());
+        assert!(KeySigner::rs512(ed).is_err());
+    }
+
+    #[tokio::test]
+    async fn oversized_tokens_fail_instead_of_being_sent() {
+        let keys = KeyPair::generate_ed25519().unwrap();
+        let signer = KeySigner::new(keys).policy(TokenPolicy::new().max_token_len(512));
+        let roles: Vec<String> = (0..100).map(|i| format!("ROLE_{i:04}")).collect();
+        let err = signer.sign(&Identity::new("x", roles)).await.unwrap_err();
+        assert!(err.to_string().contains("limit"));
+    }
+
+    #[test]
+    fn token_debug_hides_the_token() {
+        let t = Token::new("aaa.bbb.ccc", SystemTime::now(), SystemTime::now()).unwrap();
+        assert!(!format!("{t:?}").contains("aaa"));
+        assert_eq!(t.as_str(), "aaa.bbb.ccc");
+        assert!(t.authorization().is_sensitive());
+    }
+}

@@ -1,0 +1,280 @@
+//! The run-time switchable target: [`Target`] (a validated URL) and [`ProxyHandle`].
+//!
+//! The proxy is disabled until a target is set. A [`ProxyHandle`] is cheap to clone and
+//! changes the target from any thread; the request path reads it without taking a lock
+//! (an [`ArcSwapOption`]), and a request keeps the target it started with even if the
+//! target changes while it is in flight.
+//!
+//! # Example
+//!
+//! ```
+//! use tower_identity_proxy::ProxyHandle;
+//!
+//! let handle = ProxyHandle::new();
+//! assert!(handle.target().is_none()); // disabled by default
+//!
+//! handle.set_target(Some("http://127.0.0.1:1991/base"))?;
+//! assert_eq!(handle.target().unwrap().as_str(), "http://127.0.0.1:1991/base");
+//!
+//! // An invalid URL is refused and the previous target stays in force.
+//! assert!(handle.set_target(Some("ftp://example.com")).is_err());
+//! assert!(handle.target().is_some());
+//!
+//! handle.set_target(None)?; // disabled again
+//! assert!(handle.target().is_none());
+//! # Ok::<(), tower_identity_proxy::ConfigError>(())
+//! ```
+
+use std::{fmt, str::FromStr, sync::Arc};
+
+use arc_swap::ArcSwapOption;
+use http::uri::{Authority, Scheme, Uri};
+
+use crate::error::ConfigError;
+
+/// A validated proxy target: `http` or `https`, a host, an optional port and base path; no
+/// user info, query or fragment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Target {
+    scheme: Scheme,
+    authority: Authority,
+    /// The base path without its trailing slash: `""` for the root.
+    base_path: String,
+    display: String,
+}
+
+fn invalid(url: &str, reason: impl Into<std::borrow::Cow<'static, str>>) -> ConfigError {
+    ConfigError::InvalidTarget {
+        url: url.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+impl Target {
+    /// Parses and validates a target URL.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError::InvalidTarget`] naming the problem when the URL cannot be parsed,
+    /// its scheme is not `http` or `https`, it has no host, or it carries user info, a
+    /// query or a fragment.
+    pub fn parse(url: &str) -> Result<Self, ConfigError> {
+        let trimmed = url.trim();
+        if trimmed.is_empty() {
+            return Err(invalid(url, "the URL is empty"));
+        }
+        if trimmed.contains('#') {
+            return Err(invalid(url, "a target URL cannot have a fragment"));
+        }
+        if trimmed.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            return Err(invalid(
+                url,
+                "the URL contains spaces or control characters",
+            ));
+        }
+        match trimmed.split_once("://") {
+            Some((scheme, _))
+                if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") => {}
+            Some(_) => return Err(invalid(url, "the scheme must be http or https")),
+            None if trimmed.contains(':') && !trimmed.starts_with('/') => {
+                return Err(invalid(url, "the scheme must be http or https"));
+            }
+            None => return Err(invalid(url, "the URL must start with http:// or https://")),
+        }
+        let uri: Uri = trimmed
+            .parse()
+            .map_err(|_| invalid(url, "the URL cannot be parsed"))?;
+        let scheme = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("http") => Scheme::HTTP,
+            Some(s) if s.eq_ignore_ascii_case("https") => Scheme::HTTPS,
+            Some(_) => return Err(invalid(url, "the scheme must be http or https")),
+            None => return Err(invalid(url, "the URL must start with http:// or https://")),
+        };
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| invalid(url, "the URL has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(invalid(url, "a target URL cannot carry user info"));
+        }
+        if authority.host().is_empty() {
+            return Err(invalid(url, "the URL has no host"));
+        }
+        if authority.as_str().ends_with(':') {
+            return Err(invalid(url, "the URL has an empty port"));
+        }
+        if uri.query().is_some() || trimmed.contains('?') {
+            return Err(invalid(url, "a target URL cannot have a query string"));
+        }
+        let path = uri.path();
+        let base_path = path.trim_end_matches('/').to_owned();
+        if base_path.split('/').any(|s| s == "." || s == "..") {
+            return Err(invalid(url, "the base path cannot contain dot-segments"));
+        }
+        let display = format!("{scheme}://{authority}{base_path}");
+        Ok(Self {
+            scheme,
+            authority,
+            base_path,
+            display,
+        })
+    }
+
+    /// The scheme, `http` or `https`.
+    pub fn scheme(&self) -> &Scheme {
+        &self.scheme
+    }
+
+    /// Whether requests to this target go over TLS.
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+
+    /// The host and port.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The base path without a trailing slash; empty for the root.
+    pub fn base_path(&self) -> &str {
+        &self.base_path
+    }
+
+    /// The normalised URL, e.g. `http://127.0.0.1:1991/base`.
+    pub fn as_str(&self) -> &str {
+        &self.display
+    }
+}
+
+impl FromStr for Target {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Target").field(&self.display).finish()
+    }
+}
+
+/// Changes the proxy's target at run time; cheap to clone, usable from any thread.
+///
+/// All clones and every service built from the same [`ProxyLayer`](crate::ProxyLayer)
+/// see the same target. Reads on the request path are lock-free.
+#[derive(Clone, Default)]
+pub struct ProxyHandle {
+    target: Arc<ArcSwapOption<Target>>,
+}
+
+impl ProxyHandle {
+    /// A handle with no target: the proxy is disabled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the target, or disables the proxy with `None`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError::InvalidTarget`] when the URL is invalid (see [`Target::parse`]);
+    /// the previous target then stays in force.
+    pub fn set_target(&self, url: Option<&str>) -> Result<(), ConfigError> {
+        let target = url.map(Target::parse).transpose()?;
+        self.set(target);
+        Ok(())
+    }
+
+    /// Sets an already validated target, or disables the proxy with `None`.
+    pub fn set(&self, target: Option<Target>) {
+        let previous = self.target.swap(target.map(Arc::new));
+        tracing::info!(
+            target: "tower_identity_proxy",
+            from = previous.as_deref().map(Target::as_str),
+            to = self.target.load().as_deref().map(Target::as_str),
+            "proxy target changed"
+        );
+    }
+
+    /// Disables the proxy: requests get `501 The proxy is disabled.`
+    pub fn disable(&self) {
+        self.set(None);
+    }
+
+    /// The current target, `None` when the proxy is disabled.
+    pub fn target(&self) -> Option<Arc<Target>> {
+        self.target.load_full()
+    }
+
+    /// Whether a target is set.
+    pub fn is_enabled(&self) -> bool {
+        self.target.load().is_some()
+    }
+}
+
+impl fmt::Debug for ProxyHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyHandle")
+            .field("target", &self.target.load().as_deref().map(Target::as_str))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_http_and_https_with_base_paths() {
+        let t = Target::parse("http://localhost:1991").unwrap();
+        assert_eq!(t.base_path(), "");
+        assert_eq!(t.authority().as_str(), "localhost:1991");
+        let t = Target::parse("HTTPS://custom.com:1991/base/").unwrap();
+        assert!(t.is_https());
+        assert_eq!(t.base_path(), "/base");
+        assert_eq!(t.as_str(), "https://custom.com:1991/base");
+        let t = Target::parse("http://[::1]:8080/a/b").unwrap();
+        assert_eq!(t.base_path(), "/a/b");
+    }
+
+    #[test]
+    fn refuses_invalid_urls_with_a_reason() {
+        for (url, needle) in [
+            ("ftp://x", "scheme"),
+            ("unix:/tmp/sock|http://x", "scheme"),
+            ("http://", "cannot be parsed"),
+            ("not a url", "spaces"),
+            ("localhost:8080", "scheme"),
+            ("http://u:p@h/", "user info"),
+            ("http://h/#frag", "fragment"),
+            ("http://h/?q=1", "query"),
+            ("http://h:/", "port"),
+            ("http://h/a/../b", "dot-segments"),
+            ("", "empty"),
+            ("/relative", "http://"),
+        ] {
+            let err = Target::parse(url).unwrap_err().to_string();
+            assert!(err.contains(needle), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn handle_keeps_previous_target_on_error() {
+        let h = ProxyHandle::new();
+        assert!(!h.is_enabled());
+        h.set_target(Some("http://a:1")).unwrap();
+        assert!(h.set_target(Some("nope")).is_err());
+        assert_eq!(h.target().unwrap().as_str(), "http://a:1");
+        let clone = h.clone();
+        clone.set_target(None).unwrap();
+        assert!(!h.is_enabled());
+    }
+}

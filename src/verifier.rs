@@ -1,0 +1,256 @@
+//! [`Verifier`]: checks tokens signed by this crate (or any RFC 7519 token of the same shape).
+//!
+//! It pins the algorithm of each key, requires `exp`, checks `exp`/`nbf`/`iat` with a
+//! leeway, checks `iss` and `aud` when configured, and refuses `alg: none`, HMAC algorithms
+//! (so a public key can never be used as an HMAC secret), and tokens whose header carries
+//! `jku`, `x5u`, `jwk` or `x5c` (keys are never taken from the token).
+//!
+//! # Example
+//!
+//! ```
+//! use tower_identity_proxy::{Identity, JwtSigner, KeyPair, KeySigner};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let keys = KeyPair::generate_ed25519()?;
+//! let token = KeySigner::new(keys.clone()).sign(&Identity::new("Alice", ["ROLE_USER"])).await?;
+//! let claims = keys.verifier().verify(token.as_str())?;
+//! assert_eq!(claims.sub, "Alice");
+//! assert!(keys.verifier().verify("eyJhbGciOiJub25lIn0.e30.").is_err());
+//! # Ok(()) }
+//! ```
+
+use std::{
+    fmt,
+    sync::{Arc, OnceLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use arc_swap::ArcSwap;
+use jsonwebtoken::{DecodingKey, Validation};
+
+use crate::{
+    claims::Claims,
+    keys::{Algorithm, KeyPair, PublicKey},
+};
+
+/// Makes sure jsonwebtoken has a crypto provider, so that it never panics when a downstream
+/// crate also enables its other backend.
+pub(crate) fn ensure_jwt_provider() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if jsonwebtoken::crypto::CryptoProvider::try_get_default().is_none() {
+            let _ = jsonwebtoken::crypto::CryptoProvider::install_default(
+                &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER,
+            );
+        }
+    });
+}
+
+/// Why a token was refused. The message is safe to show (it names no key material).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyError(&'static str);
+
+impl VerifyError {
+    /// The reason, a short sentence.
+    pub fn reason(&self) -> &'static str {
+        self.0
+    }
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+/// One verifying key with the one algorithm it accepts.
+#[derive(Clone)]
+pub(crate) struct VerifyingKey {
+    pub(crate) kid: String,
+    pub(crate) alg: Algorithm,
+    pub(crate) key: Arc<DecodingKey>,
+}
+
+impl VerifyingKey {
+    pub(crate) fn new(public: &PublicKey, alg: Algorithm) -> Self {
+        Self {
+            kid: public.kid().to_owned(),
+            alg,
+            key: Arc::new(public.decoding_key()),
+        }
+    }
+}
+
+/// A set of verifying keys that can change at run time (shared with a key set or a JWKS
+/// cache).
+pub(crate) type SharedKeys = Arc<ArcSwap<Vec<VerifyingKey>>>;
+
+/// Checks identity tokens. Cheap to clone.
+#[derive(Clone)]
+pub struct Verifier {
+    keys: SharedKeys,
+    leeway: u64,
+    issuer: Option<Arc<str>>,
+    audience: Option<Arc<str>>,
+}
+
+impl Verifier {
+    /// A verifier for tokens signed by `key` with `alg`.
+    pub fn new(key: &PublicKey, alg: Algorithm) -> Self {
+        Self::from_shared(Arc::new(ArcSwap::from_pointee(vec![VerifyingKey::new(
+            key, alg,
+        )])))
+    }
+
+    pub(crate) fn from_shared(keys: SharedKeys) -> Self {
+        ensure_jwt_provider();
+        Self {
+            keys,
+            leeway: 30,
+            issuer: None,
+            audience: None,
+        }
+    }
+
+    /// Also accepts tokens signed by `key` with `alg` (e.g. the previous key during a
+    /// rotation).
+    #[must_use]
+    pub fn with_key(self, key: &PublicKey, alg: Algorithm) -> Self {
+        let mut keys = Vec::clone(&self.keys.load());
+        keys.push(VerifyingKey::new(key, alg));
+        Self {
+            keys: Arc::new(ArcSwap::from_pointee(keys)),
+            ..self
+        }
+    }
+
+    /// The clock-skew leeway for `exp`, `nbf` and `iat`. Default is 30 seconds.
+    #[must_use]
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway.as_secs();
+        self
+    }
+
+    /// Requires this `iss`. Default: `iss` is not checked.
+    #[must_use]
+    pub fn issuer(mut self, issuer: &str) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Requires this `aud`. Default: a token that carries an `aud` is refused, since it was
+    /// meant for someone else (RFC 8725 §3.9).
+    #[must_use]
+    pub fn audience(mut self, audience: &str) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// The `kid`s this verifier currently accepts.
+    pub fn kids(&self) -> Vec<String> {
+        self.keys.load().iter().map(|k| k.kid.clone()).collect()
+    }
+
+    /// Whether a key with this `kid` is known.
+    pub fn knows_kid(&self, kid: &str) -> bool {
+        self.keys.load().iter().any(|k| k.kid == kid)
+    }
+
+    /// Verifies `token` and returns its claims.
+    ///
+    /// # Errors
+    ///
+    /// A [`VerifyError`] saying why the token was refused.
+    pub fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| VerifyError("the token is malformed"))?;
+        if header.jku.is_some()
+            || header.x5u.is_some()
+            || header.jwk.is_some()
+            || header.x5c.is_some()
+        {
+            return Err(VerifyError(
+                "the token names its own key (jku, x5u, jwk or x5c)",
+            ));
+        }
+        let keys = self.keys.load();
+        let candidates: Vec<&VerifyingKey> = match &header.kid {
+            Some(kid) => keys.iter().filter(|k| &k.kid == kid).collect(),
+            None => keys.iter().collect(),
+        };
+        if candidates.is_empty() {
+            return Err(VerifyError("the token's key id is unknown"));
+        }
+        let mut last = VerifyError("the token's algorithm is not accepted");
+        for key in candidates {
+            if key.alg.to_jsonwebtoken() != header.alg {
+                continue;
+            }
+            match self.verify_with(token, key) {
+                Ok(claims) => return Ok(claims),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn verify_with(&self, token: &str, key: &VerifyingKey) -> Result<Claims, VerifyError> {
+        let mut validation = Validation::new(key.alg.to_jsonwebtoken());
+        validation.leeway = self.leeway;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &self.audience {
+            Some(aud) => validation.set_audience(&[aud.as_ref()]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss.as_ref()]);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            VerifyError(match e.kind() {
+                K::ExpiredSignature => "the token has expired",
+                K::ImmatureSignature => "the token is not valid yet",
+                K::InvalidSignature => "the token's signature is invalid",
+                K::InvalidAudience => "the token is meant for another audience",
+                K::InvalidIssuer => "the token comes from another issuer",
+                K::MissingRequiredClaim(_) => "the token lacks a required claim",
+                K::InvalidAlgorithm => "the token's algorithm is not accepted",
+                _ => "the token is malformed",
+            })
+        })?;
+        let claims = data.claims;
+        if self.audience.is_none() && claims.aud.is_some() {
+            return Err(VerifyError("the token is meant for another audience"));
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if claims.iat > now + self.leeway {
+            return Err(VerifyError("the token was issued in the future"));
+        }
+        Ok(claims)
+    }
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("kids", &self.kids())
+            .field("leeway", &self.leeway)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+impl KeyPair {
+    /// A verifier for tokens this key signs with its default algorithm.
+    pub fn verifier(&self) -> Verifier {
+        Verifier::new(self.public_key(), self.default_algorithm())
+    }
+}

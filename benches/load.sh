@@ -1,0 +1,291 @@
+#!/usr/bin/env bash
+# Load test: the demo (release build, --unsecured, identity signed with RS512 through the
+# token cache) against nginx `proxy_pass` with upstream keepalive, both in front of the same
+# nginx upstream, and against that upstream served directly.
+#
+# Usage: benches/load.sh            (from the repository root; needs wrk, nginx, curl, cargo)
+#
+# Environment (all optional):
+#   ROUNDS=5        rounds per scenario; each round runs direct, nginx, demo in turn
+#   DURATION=3      seconds per wrk run
+#   WARMUP=1        seconds of unrecorded wrk before each system's first round
+#   SCENARIOS="small-32 small-100 1mib-32"
+#   PIN=split       split: wrk on CPU 0, the servers on the other CPUs (a 2-core machine:
+#                   CPU 1); none: no pinning, every process on every CPU
+#   DEMO_BIN=path   use this binary instead of building `--example demo`
+#   DEMO_ARGS=...   extra arguments for the demo
+#
+# Prints, per scenario, requests/s, p50 and p99 (medians over the rounds) for each system
+# and the ratios demo/nginx and demo/direct; each round's figures are printed as they come.
+# Everything listens on 127.0.0.1, lives in a temporary directory and is stopped on exit.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-3}
+WARMUP=${WARMUP:-1}
+SCENARIOS=${SCENARIOS:-"small-32 small-100 1mib-32"}
+PIN=${PIN:-split}
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# --- what is needed -------------------------------------------------------------------
+missing=()
+for tool in wrk nginx curl awk sort taskset; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [[ -z ${DEMO_BIN:-} ]] && ! command -v cargo >/dev/null 2>&1; then
+    missing+=(cargo)
+fi
+if ((${#missing[@]})); then
+    echo "load.sh: missing: ${missing[*]}" >&2
+    echo "On Debian: apt-get install -y wrk nginx curl util-linux (cargo: rustup.rs)." >&2
+    echo "Nothing was installed; install them and run again." >&2
+    exit 1
+fi
+
+ncpu=$(nproc)
+case $PIN in
+split)
+    if ((ncpu < 2)); then
+        echo "load.sh: PIN=split needs 2 CPUs; use PIN=none" >&2
+        exit 1
+    fi
+    client_cpus=0
+    server_cpus=1-$((ncpu - 1))
+    server_n=$((ncpu - 1))
+    wrk_threads=1
+    ;;
+none)
+    client_cpus=0-$((ncpu - 1))
+    server_cpus=0-$((ncpu - 1))
+    server_n=$ncpu
+    wrk_threads=$ncpu
+    ;;
+*)
+    echo "load.sh: PIN must be split or none" >&2
+    exit 1
+    ;;
+esac
+
+# --- workspace and clean-up -----------------------------------------------------------
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tip-load.XXXXXX")
+chmod 755 "$tmp" # nginx workers may run as another user
+pids=()
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    local port
+    for _ in $(seq 1 200); do
+        port=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    echo "load.sh: no free port found" >&2
+    return 1
+}
+
+wait_http() { # url
+    for _ in $(seq 1 100); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "load.sh: $1 did not answer" >&2
+    return 1
+}
+
+# --- the demo binary ------------------------------------------------------------------
+if [[ -z ${DEMO_BIN:-} ]]; then
+    echo "building the demo (release)..." >&2
+    (cd "$root" && cargo build --quiet --release --example demo)
+    target_dir=$(cd "$root" && cargo metadata --format-version 1 --no-deps |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+    DEMO_BIN="$target_dir/release/examples/demo"
+fi
+
+# --- nginx upstream and nginx proxy -----------------------------------------------------
+up_port=$(free_port)
+px_port=$(free_port)
+mkdir -p "$tmp/www/files"
+head -c $((1024 * 1024)) /dev/zero | tr '\0' 'x' >"$tmp/www/files/1m"
+chmod -R a+rX "$tmp/www"
+
+nginx_conf() { # name, body of the server block
+    cat <<EOF
+worker_processes $server_n;
+pid $tmp/$1.pid;
+error_log $tmp/$1-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $tmp/$1-body;
+    proxy_temp_path $tmp/$1-proxy;
+    fastcgi_temp_path $tmp/$1-fastcgi;
+    uwsgi_temp_path $tmp/$1-uwsgi;
+    scgi_temp_path $tmp/$1-scgi;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+$2
+}
+EOF
+}
+
+nginx_conf upstream "
+    server {
+        listen 127.0.0.1:$up_port;
+        location / { default_type text/plain; return 200 'Hello world!'; }
+        location = /auth { default_type text/plain; return 200 \$http_authorization; }
+        location /files/ { root $tmp/www; }
+    }" >"$tmp/upstream.conf"
+
+nginx_conf proxy "
+    upstream backend {
+        server 127.0.0.1:$up_port;
+        keepalive 128;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$px_port;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection '';
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+            proxy_max_temp_file_size 0;
+        }
+    }" >"$tmp/proxy.conf"
+
+start_nginx() { # name
+    taskset -c "$server_cpus" nginx -p "$tmp" -e "$tmp/$1-error.log" -c "$tmp/$1.conf" \
+        -g 'daemon off;' >"$tmp/$1.out" 2>&1 &
+    pids+=($!)
+}
+start_nginx upstream
+start_nginx proxy
+wait_http "http://127.0.0.1:$up_port/"
+wait_http "http://127.0.0.1:$px_port/"
+
+# --- the demo ---------------------------------------------------------------------------
+TOKIO_WORKER_THREADS=$server_n taskset -c "$server_cpus" "$DEMO_BIN" \
+    --listen 127.0.0.1:0 --unsecured --proxy-url "http://127.0.0.1:$up_port" \
+    ${DEMO_ARGS:-} >"$tmp/demo.out" 2>"$tmp/demo.err" &
+pids+=($!)
+demo_addr=""
+for _ in $(seq 1 100); do
+    demo_addr=$(sed -n '1s|^listening on http://||p' "$tmp/demo.out")
+    [[ -n $demo_addr ]] && break
+    sleep 0.1
+done
+if [[ -z $demo_addr ]]; then
+    echo "load.sh: the demo did not start:" >&2
+    cat "$tmp/demo.err" >&2
+    exit 1
+fi
+wait_http "http://$demo_addr/proxy/"
+
+# The identity really is signed: the upstream echoes the Authorization it received.
+auth=$(curl -fsS "http://$demo_addr/proxy/auth")
+if [[ $auth != "Bearer ey"* ]]; then
+    echo "load.sh: the demo did not send a signed identity (got: ${auth:0:40})" >&2
+    exit 1
+fi
+alg=$(printf '%s' "${auth#Bearer }" | cut -d. -f1 | tr '_-' '/+' | base64 -d 2>/dev/null || true)
+for url in "http://127.0.0.1:$up_port" "http://127.0.0.1:$px_port" "http://$demo_addr/proxy"; do
+    body=$(curl -fsS "$url/")
+    [[ $body == "Hello world!" ]] || { echo "load.sh: $url/ answered '$body'" >&2; exit 1; }
+    size=$(curl -fsS -o /dev/null -w '%{size_download}' "$url/files/1m")
+    [[ $size == 1048576 ]] || { echo "load.sh: $url/files/1m gave $size bytes" >&2; exit 1; }
+done
+
+# --- measuring ----------------------------------------------------------------------------
+to_ms() { # wrk latency such as 812.00us, 1.23ms, 1.02s
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) n = n / 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n = n * 1000
+        printf "%.3f", n }'
+}
+to_mib() { # wrk transfer such as 1.02GB, 512.3MB
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /GB$/) n = n * 1024; else if (v ~ /MB$/) n = n; else if (v ~ /KB$/) n = n / 1024
+        else if (v ~ /B$/) n = n / 1048576
+        printf "%.1f", n }'
+}
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+run_wrk() { # conns, seconds, url → "rps p50 p99 mib errors"
+    local out rps p50 p99 mib errs
+    out=$(taskset -c "$client_cpus" wrk -t"$wrk_threads" -c"$1" -d"$2"s --latency "$3")
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+    p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+    p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+    mib=$(to_mib "$(awk '/^Transfer\/sec:/ { print $2 }' <<<"$out")")
+    errs=$(awk '/Non-2xx|Socket errors/ { gsub(/[^0-9 ]/, " "); for (i = 1; i <= NF; i++) s += $i } END { print s + 0 }' <<<"$out")
+    echo "$rps $p50 $p99 $mib $errs"
+}
+
+cat <<EOF
+machine: $ncpu CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), kernel $(uname -r)
+versions: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), demo $DEMO_BIN
+token header: $alg
+pinning: PIN=$PIN (wrk -t$wrk_threads on CPUs $client_cpus; nginx x2 and the demo on CPUs $server_cpus, $server_n worker(s) each)
+rounds: $ROUNDS x ${DURATION}s per system, systems in turn within each round; medians below
+EOF
+
+for scenario in $SCENARIOS; do
+    case $scenario in
+    small-32) conns=32 path=/ ;;
+    small-100) conns=100 path=/ ;;
+    1mib-32) conns=32 path=/files/1m ;;
+    *) echo "load.sh: unknown scenario $scenario" >&2; exit 1 ;;
+    esac
+    declare -A url=(
+        [direct]="http://127.0.0.1:$up_port$path"
+        [nginx]="http://127.0.0.1:$px_port$path"
+        [demo]="http://$demo_addr/proxy$path"
+    )
+    echo
+    echo "== $scenario: GET $path, $conns connections =="
+    for sys in direct nginx demo; do
+        run_wrk "$conns" "$WARMUP" "${url[$sys]}" >/dev/null
+    done
+    : >"$tmp/$scenario.txt"
+    for round in $(seq 1 "$ROUNDS"); do
+        for sys in direct nginx demo; do
+            read -r rps p50 p99 mib errs < <(run_wrk "$conns" "$DURATION" "${url[$sys]}")
+            echo "$sys $rps $p50 $p99 $mib $errs" >>"$tmp/$scenario.txt"
+            printf '  round %d %-6s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %8.1f MiB/s  errors %s\n' \
+                "$round" "$sys" "$rps" "$p50" "$p99" "$mib" "$errs"
+        done
+    done
+    printf '  %-8s %12s %10s %10s %12s %8s\n' system "req/s" "p50 ms" "p99 ms" "MiB/s" errors
+    declare -A med_rps=() med_p99=()
+    for sys in direct nginx demo; do
+        col() { awk -v s="$sys" -v c="$1" '$1 == s { print $c }' "$tmp/$scenario.txt" | median; }
+        med_rps[$sys]=$(col 2)
+        med_p99[$sys]=$(col 4)
+        errs=$(awk -v s="$sys" '$1 == s { e += $6 } END { print e + 0 }' "$tmp/$scenario.txt")
+        printf '  %-8s %12.0f %10.3f %10.3f %12.1f %8s\n' "$sys" "${med_rps[$sys]}" "$(col 3)" \
+            "${med_p99[$sys]}" "$(col 5)" "$errs"
+    done
+    awk -v d="${med_rps[demo]}" -v n="${med_rps[nginx]}" -v r="${med_rps[direct]}" \
+        -v dp="${med_p99[demo]}" -v np="${med_p99[nginx]}" 'BEGIN {
+        printf "  ratios: demo/nginx %.2f  demo/direct %.2f  nginx/direct %.2f  p99 demo/nginx %.2f\n",
+            d / n, d / r, n / r, dp / np }'
+done

@@ -52,7 +52,7 @@ impl<J: JwtSigner> ProxyLayer<Anonymous, J> {
             identity: Anonymous::new(),
             signer: Arc::new(signer),
             handle: ProxyHandle::new(),
-            client: None,
+            client: default_client(),
             rewrite: RewriteConfig::default(),
             timeout: Duration::from_secs(30),
             upgrades: true,
@@ -171,7 +171,7 @@ impl<I, J> ProxyLayer<I, J> {
     where
         I: Clone,
     {
-        let client = self.client.clone().or_else(default_client);
+        let client = self.client.clone();
         Arc::new(Shared {
             identity: self.identity.clone(),
             signer: Arc::clone(&self.signer),
@@ -184,19 +184,17 @@ impl<I, J> ProxyLayer<I, J> {
     }
 }
 
-/// The default client, one pool per process. Its TLS configuration comes from compiled-in
-/// roots; should it ever fail to build, proxied requests get `502` and the error is logged.
+/// The default client of a layer (one pool per layer, shared by every service built from it).
+/// Its TLS configuration comes from compiled-in roots; should it ever fail to build, proxied
+/// requests get `502` and the error is logged.
 fn default_client() -> Option<ProxyClient> {
-    static CLIENT: std::sync::OnceLock<Option<ProxyClient>> = std::sync::OnceLock::new();
-    CLIENT
-        .get_or_init(|| match ProxyClient::new() {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::error!(target: "tower_identity_proxy", error = %e, "default client not built");
-                None
-            }
-        })
-        .clone()
+    match ProxyClient::new() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(target: "tower_identity_proxy", error = %e, "default client not built");
+            None
+        }
+    }
 }
 
 impl<I: Clone, J> Clone for ProxyLayer<I, J> {

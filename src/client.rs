@@ -58,6 +58,9 @@ type Connector = HttpConnector;
 #[derive(Clone)]
 pub struct ProxyClient {
     client: Client<Connector, UpstreamBody>,
+    /// HTTP/1.1 only (ALPN offers `http/1.1` alone): upgrades (WebSocket) exist only in
+    /// HTTP/1.1, so they must not land on an h2 connection negotiated by ALPN or on h2c.
+    h1: Client<Connector, UpstreamBody>,
     /// HTTP/2 with prior knowledge for plain-http targets, when configured.
     h2c: Option<Client<HttpConnector, UpstreamBody>>,
 }
@@ -78,13 +81,16 @@ impl ProxyClient {
         ClientBuilder::default()
     }
 
-    /// Sends a request to `target` (the request's URI is already absolute).
+    /// Sends a request to `target` (the request's URI is already absolute); an `upgrade`
+    /// request goes over HTTP/1.1 whatever the target would otherwise negotiate.
     pub(crate) async fn send(
         &self,
         target: &Target,
         req: Request<UpstreamBody>,
+        upgrade: bool,
     ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
         match (&self.h2c, target.is_https()) {
+            _ if upgrade => self.h1.request(req).await,
             (Some(h2c), false) => h2c.request(req).await,
             _ => self.client.request(req).await,
         }
@@ -287,16 +293,28 @@ impl ClientBuilder {
             .set_host(true);
 
         #[cfg(feature = "https")]
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(self.tls_config()?)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(self.http_connector());
+        let (connector, h1_connector) = {
+            let tls = self.tls_config()?;
+            let mut h1_tls = tls.clone();
+            h1_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(self.http_connector());
+            // https_or_http, HTTP/1.1 only.
+            let h1_connector = hyper_rustls::HttpsConnector::from((
+                self.http_connector(),
+                std::sync::Arc::new(h1_tls),
+            ));
+            (connector, h1_connector)
+        };
         #[cfg(not(feature = "https"))]
-        let connector = self.http_connector();
+        let (connector, h1_connector) = (self.http_connector(), self.http_connector());
 
         let client = b.build(connector);
+        let h1 = b.build(h1_connector);
         let h2c = self.h2c.then(|| {
             let mut b = Client::builder(TokioExecutor::new());
             b.pool_timer(TokioTimer::new())
@@ -307,7 +325,7 @@ impl ClientBuilder {
                 .retry_canceled_requests(true);
             b.build(self.http_connector())
         });
-        Ok(ProxyClient { client, h2c })
+        Ok(ProxyClient { client, h1, h2c })
     }
 }
 

@@ -68,9 +68,12 @@ pub fn assert_alice(authorization: &str) {
     assert_eq!(claims["authorities"], json!(["ROLE_ADMIN", "ROLE_USER"]));
 }
 
-fn alice(
-    _: &http::request::Parts,
-) -> std::future::Ready<Result<Option<Identity>, tower_identity_proxy::Rejection>> {
+type AliceFuture = std::future::Ready<Result<Option<Identity>, tower_identity_proxy::Rejection>>;
+type AliceFn = fn(&http::request::Parts) -> AliceFuture;
+/// The layer type of the test apps.
+pub type TestLayer = ProxyLayer<AliceFn, tower_identity_proxy::CachingSigner<KeySigner>>;
+
+fn alice(_: &http::request::Parts) -> AliceFuture {
     std::future::ready(Ok(Some(Identity::new(
         "alice",
         ["ROLE_USER", "ROLE_ADMIN"],
@@ -78,22 +81,9 @@ fn alice(
 }
 
 /// The proxy layer every test app uses: Alice's identity, RS512 tokens, `target`.
-pub fn layer(
-    client: ProxyClient,
-    target: &str,
-) -> ProxyLayer<
-    fn(
-        &http::request::Parts,
-    ) -> std::future::Ready<Result<Option<Identity>, tower_identity_proxy::Rejection>>,
-    tower_identity_proxy::CachingSigner<KeySigner>,
-> {
-    let identity: fn(
-        &http::request::Parts,
-    ) -> std::future::Ready<
-        Result<Option<Identity>, tower_identity_proxy::Rejection>,
-    > = alice;
+pub fn layer(client: ProxyClient, target: &str) -> TestLayer {
     ProxyLayer::new(KeySigner::rs512(keys().clone()).expect("signer"))
-        .identity(identity)
+        .identity(alice as AliceFn)
         .client(client)
         .target(target)
         .expect("target")
@@ -303,11 +293,25 @@ async fn handle(
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
                 use futures_util::{SinkExt, StreamExt};
+                use tokio_tungstenite::tungstenite::Message;
+                // The target pings first; the client's pong is reported back as text.
+                if ws
+                    .send(Message::Ping(Bytes::from_static(b"from-target")))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
                 while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_text() || msg.is_binary() {
-                        if ws.send(msg).await.is_err() {
-                            break;
+                    let reply = match msg {
+                        Message::Text(_) | Message::Binary(_) => msg,
+                        Message::Pong(data) => {
+                            Message::text(format!("pong seen: {}", String::from_utf8_lossy(&data)))
                         }
+                        _ => continue,
+                    };
+                    if ws.send(reply).await.is_err() {
+                        break;
                     }
                 }
                 // The close handshake is done (tungstenite answered the client's Close);
@@ -518,4 +522,28 @@ pub async fn bounded<F: std::future::Future>(what: &str, f: F) -> F::Output {
     tokio::time::timeout(std::time::Duration::from_secs(20), f)
         .await
         .unwrap_or_else(|_| panic!("{what}: no answer within 20 s (hang)"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw HTTP/1.1 over TCP (for upgrades the client libraries would not send)
+// ---------------------------------------------------------------------------------------
+
+/// Reads a response head (up to the blank line); returns it and any bytes read past it.
+pub async fn read_head(stream: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return (String::from_utf8_lossy(&buf).into_owned(), rest);
+        }
+        let n = stream.read(&mut chunk).await.expect("read head");
+        assert!(
+            n > 0,
+            "connection closed before the response head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }

@@ -487,7 +487,12 @@ impl Got {
 }
 
 /// Sends `req` and reads the whole response.
-pub async fn send(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Full<Bytes>>) -> Got {
+pub async fn send<B>(client: &Client<HttpConnector, B>, req: Request<B>) -> Got
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let res = client.request(req).await.expect("response from the app");
     let (parts, body) = res.into_parts();
     let body = body.collect().await.expect("body").to_bytes();

@@ -23,12 +23,15 @@ use tonic_health::{
 use tower::ServiceBuilder;
 use tower_identity_proxy::ProxyClient;
 
-/// The request heads the gRPC target saw: path, version, `authorization`, `te`.
+/// A request head the gRPC target saw: path, version, `authorization`, `te`.
+type Head = (String, http::Version, Option<String>, Option<String>);
+
+/// The request heads the gRPC target saw.
 #[derive(Clone, Default)]
-struct Recorded(Arc<Mutex<Vec<(String, http::Version, Option<String>, Option<String>)>>>);
+struct Recorded(Arc<Mutex<Vec<Head>>>);
 
 impl Recorded {
-    fn all(&self) -> Vec<(String, http::Version, Option<String>, Option<String>)> {
+    fn all(&self) -> Vec<Head> {
         self.0.lock().unwrap().clone()
     }
 }

@@ -282,3 +282,39 @@ async fn h2c_upgrade_is_not_tunnelled() {
     }
     assert_alice(header_of(&seen, "authorization").unwrap());
 }
+
+#[tokio::test]
+async fn http2_extended_connect_is_refused_not_tunnelled() {
+    // WebSockets over HTTP/2 (RFC 8441) are not proxied: the request is refused with a
+    // plain 400 and nothing reaches the target.
+    let target = start_target().await;
+    let app = start_app(
+        ProxyClient::new().unwrap(),
+        &format!("http://{}", target.addr),
+    )
+    .await;
+    let tcp = TcpStream::connect(app).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    bounded("ready", sender.ready()).await.unwrap();
+    let req = http::Request::connect(format!("http://{app}/proxy/ws"))
+        .extension(hyper::ext::Protocol::from_static("websocket"))
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let res = bounded("extended connect", sender.send_request(req))
+        .await
+        .expect("an answer");
+    assert_eq!(res.status(), 400);
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], b"CONNECT cannot be proxied.");
+    assert!(target.seen.all().is_empty());
+}

@@ -6,14 +6,19 @@
 //! - idle pooled connections are closed after 4.5 s, below the 5 s keep-alive of Node.js
 //!   and similar servers, so the pool rarely picks a connection the target is closing;
 //! - only requests that were never written are retried (hyper-util's
-//!   `retry_canceled_requests`); a stale-connection race after bytes were written surfaces
-//!   as `502`, never as a hang or a replay;
+//!   `retry_canceled_requests`: a reused connection that closed before the request went
+//!   out hands the request back untouched, body included, and it is sent once on a new
+//!   connection); once any byte was written, a closed connection surfaces as `502`, never
+//!   as a hang or a replay, whatever the body;
 //! - https targets (feature `https`, on by default) through rustls with the aws-lc-rs
 //!   provider passed explicitly, certificates verified against the webpki roots (feature
 //!   `webpki-roots`), the platform's roots (`native-roots`) and any extra root given; ALPN
-//!   offers `h2` and `http/1.1`;
+//!   offers `h2` and `http/1.1`. There is no switch that turns verification off; a
+//!   certificate that does not verify (unknown issuer, wrong name, expired) is a `502`;
 //! - plain http targets speak HTTP/1.1, or HTTP/2 with prior knowledge when
-//!   [`ClientBuilder::http2_prior_knowledge`] is set (h2c, as gRPC backends need).
+//!   [`ClientBuilder::http2_prior_knowledge`] is set (h2c, as gRPC backends need);
+//! - upgrade requests (WebSocket) always go over HTTP/1.1, through connections of their
+//!   own (ALPN offers `http/1.1` alone), since HTTP/2 has no `Upgrade`.
 //!
 //! # Example
 //!

@@ -1,5 +1,6 @@
 //! https targets: verification against a test CA made with rcgen, refusals as `502`,
 //! mTLS, and HTTP/2 negotiated by ALPN.
+#![cfg(feature = "https")]
 
 mod proto_support;
 

@@ -159,6 +159,7 @@ async fn websocket_with_an_h2c_client_still_upgrades_over_http1() {
     assert_handshake(&seen, app);
 }
 
+#[cfg(feature = "https")]
 #[tokio::test]
 async fn wss_follows_an_https_target_that_offers_h2() {
     // A TLS target offering h2 and http/1.1 (as most do): the WebSocket handshake must go

@@ -299,7 +299,7 @@ impl IdentityExtractor for FromExtensions {
 
 /// Splits an `Authorization` value into its scheme and credentials, if it is well formed
 /// enough to have a scheme.
-pub(crate) fn authorization_scheme<'a>(value: &'a HeaderValue) -> Option<(&'a str, &'a str)> {
+pub(crate) fn authorization_scheme(value: &HeaderValue) -> Option<(&str, &str)> {
     let value = value.to_str().ok()?.trim();
     match value.split_once(' ') {
         Some((scheme, rest)) => Some((scheme, rest.trim())),

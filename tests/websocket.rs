@@ -1,6 +1,7 @@
 //! WebSockets and other upgrades through the proxy: the handshake carries the identity,
 //! the tunnel opens only on a matching `101`, frames flow both ways, closes propagate, and
 //! no task outlives the connection.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod proto_support;
 

@@ -202,23 +202,21 @@ where
         return error_response(&ProxyError::new(ProxyErrorKind::Unreachable));
     };
     let deadline = tokio::time::Instant::now() + shared.timeout;
-    let response = match tokio::time::timeout_at(
-        deadline,
-        client.send(target, request, upgrade.is_some()),
-    )
-    .await
-    {
-        Ok(Ok(res)) => res,
-        Ok(Err(e)) => {
-            let error = ProxyError::with_source(ProxyErrorKind::Unreachable, e);
-            tracing::warn!(error = ?std::error::Error::source(&error), "target unreachable");
-            return error_response(&error);
-        }
-        Err(_) => {
-            tracing::warn!(timeout = ?shared.timeout, "target timed out");
-            return error_response(&ProxyError::new(ProxyErrorKind::Timeout));
-        }
-    };
+    let response =
+        match tokio::time::timeout_at(deadline, client.send(target, request, upgrade.is_some()))
+            .await
+        {
+            Ok(Ok(res)) => res,
+            Ok(Err(e)) => {
+                let error = ProxyError::with_source(ProxyErrorKind::Unreachable, e);
+                tracing::warn!(error = ?std::error::Error::source(&error), "target unreachable");
+                return error_response(&error);
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?shared.timeout, "target timed out");
+                return error_response(&ProxyError::new(ProxyErrorKind::Timeout));
+            }
+        };
     if upgrade.is_none() && is_close_delimited(&response) {
         return read_ahead(shared, response, deadline).await;
     }

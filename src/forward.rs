@@ -86,6 +86,27 @@ fn requested_upgrade(parts: &http::request::Parts) -> Option<HeaderValue> {
     (!is_h2c).then(|| value.clone())
 }
 
+/// The comma-separated tokens of an `Upgrade` value, trimmed.
+fn upgrade_tokens(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    value
+        .as_bytes()
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether the protocols a `101` switches to (`chosen`) were all offered in the request.
+fn offered(offer: &HeaderValue, chosen: &HeaderValue) -> bool {
+    let mut any = false;
+    for token in upgrade_tokens(chosen) {
+        any = true;
+        if !upgrade_tokens(offer).any(|o| o.eq_ignore_ascii_case(token)) {
+            return false;
+        }
+    }
+    any
+}
+
 /// Proxies one request under the prefix to `target`.
 pub(crate) async fn proxy<B, R, I, J>(
     shared: Arc<Shared<I, J>>,
@@ -181,18 +202,21 @@ where
         return error_response(&ProxyError::new(ProxyErrorKind::Unreachable));
     };
     let deadline = tokio::time::Instant::now() + shared.timeout;
-    let response = match tokio::time::timeout_at(deadline, client.send(target, request)).await {
-        Ok(Ok(res)) => res,
-        Ok(Err(e)) => {
-            let error = ProxyError::with_source(ProxyErrorKind::Unreachable, e);
-            tracing::warn!(error = ?std::error::Error::source(&error), "target unreachable");
-            return error_response(&error);
-        }
-        Err(_) => {
-            tracing::warn!(timeout = ?shared.timeout, "target timed out");
-            return error_response(&ProxyError::new(ProxyErrorKind::Timeout));
-        }
-    };
+    let response =
+        match tokio::time::timeout_at(deadline, client.send(target, request, upgrade.is_some()))
+            .await
+        {
+            Ok(Ok(res)) => res,
+            Ok(Err(e)) => {
+                let error = ProxyError::with_source(ProxyErrorKind::Unreachable, e);
+                tracing::warn!(error = ?std::error::Error::source(&error), "target unreachable");
+                return error_response(&error);
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?shared.timeout, "target timed out");
+                return error_response(&ProxyError::new(ProxyErrorKind::Timeout));
+            }
+        };
     if upgrade.is_none() && is_close_delimited(&response) {
         return read_ahead(shared, response, deadline).await;
     }
@@ -266,17 +290,17 @@ fn respond<R, I, J>(
                 "The proxy target switched protocols without being asked.",
             )));
         };
-        let agreed = response
-            .headers()
-            .get(header::UPGRADE)
-            .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(proto.as_bytes()))
-            && connection_has(response.headers(), "upgrade");
-        if !agreed {
-            tracing::warn!("target answered 101 with another protocol");
-            return error_response(&ProxyError::new(ProxyErrorKind::BadResponse(
-                "The proxy target switched to another protocol.",
-            )));
-        }
+        let chosen = match response.headers().get(header::UPGRADE) {
+            Some(p) if connection_has(response.headers(), "upgrade") && offered(&proto, p) => {
+                p.clone()
+            }
+            _ => {
+                tracing::warn!("target answered 101 with another protocol");
+                return error_response(&ProxyError::new(ProxyErrorKind::BadResponse(
+                    "The proxy target switched to another protocol.",
+                )));
+            }
+        };
         let upstream_side = hyper::upgrade::on(&mut response);
         crate::upgrade::spawn_tunnel(client_side, upstream_side);
         let (mut parts, _) = response.into_parts();
@@ -284,7 +308,7 @@ fn respond<R, I, J>(
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(header::UPGRADE, proto);
+        parts.headers.insert(header::UPGRADE, chosen);
         return Response::from_parts(parts, ResponseBody::local(Default::default()));
     }
     let (mut parts, body) = response.into_parts();

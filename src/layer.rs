@@ -52,7 +52,7 @@ impl<J: JwtSigner> ProxyLayer<Anonymous, J> {
             identity: Anonymous::new(),
             signer: Arc::new(signer),
             handle: ProxyHandle::new(),
-            client: None,
+            client: default_client(),
             rewrite: RewriteConfig::default(),
             timeout: Duration::from_secs(30),
             upgrades: true,
@@ -151,6 +151,12 @@ impl<I, J> ProxyLayer<I, J> {
 
     /// Whether `Upgrade` requests (WebSocket) are tunnelled once the target answers `101`
     /// with the same protocol. Default is on; `h2c` upgrades are never tunnelled.
+    ///
+    /// Upgrades exist in HTTP/1.1 only: the request to the target always goes over
+    /// HTTP/1.1 (`ws`/`wss` follow the target's `http`/`https`), and the app's server must
+    /// hand upgrades over (`axum::serve` does; with hyper-util use
+    /// `serve_connection_with_upgrades`). WebSockets over inbound HTTP/2 (extended
+    /// `CONNECT`, RFC 8441) are not proxied: such requests get `400`.
     pub fn upgrades(mut self, on: bool) -> Self {
         self.upgrades = on;
         self
@@ -171,7 +177,7 @@ impl<I, J> ProxyLayer<I, J> {
     where
         I: Clone,
     {
-        let client = self.client.clone().or_else(default_client);
+        let client = self.client.clone();
         Arc::new(Shared {
             identity: self.identity.clone(),
             signer: Arc::clone(&self.signer),
@@ -184,19 +190,17 @@ impl<I, J> ProxyLayer<I, J> {
     }
 }
 
-/// The default client, one pool per process. Its TLS configuration comes from compiled-in
-/// roots; should it ever fail to build, proxied requests get `502` and the error is logged.
+/// The default client of a layer (one pool per layer, shared by every service built from it).
+/// Its TLS configuration comes from compiled-in roots; should it ever fail to build, proxied
+/// requests get `502` and the error is logged.
 fn default_client() -> Option<ProxyClient> {
-    static CLIENT: std::sync::OnceLock<Option<ProxyClient>> = std::sync::OnceLock::new();
-    CLIENT
-        .get_or_init(|| match ProxyClient::new() {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::error!(target: "tower_identity_proxy", error = %e, "default client not built");
-                None
-            }
-        })
-        .clone()
+    match ProxyClient::new() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(target: "tower_identity_proxy", error = %e, "default client not built");
+            None
+        }
+    }
 }
 
 impl<I: Clone, J> Clone for ProxyLayer<I, J> {

@@ -1,0 +1,285 @@
+//! https targets: verification against a test CA made with rcgen, refusals as `502`,
+//! mTLS, and HTTP/2 negotiated by ALPN.
+#![cfg(feature = "https")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/demo.rs"]
+mod demo;
+mod proto_support;
+
+use clap::Parser;
+use http::{Request, Version};
+use http_body_util::Full;
+use proto_support::*;
+use tower_identity_proxy::ProxyClient;
+
+const H2_H1: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+#[tokio::test]
+async fn https_target_verified_with_an_extra_root_and_h2_by_alpn() {
+    let ca = Ca::new("proto test CA");
+    let leaf = ca.leaf(&["localhost"], false);
+    let target = start_tls_target(server_config(&leaf, H2_H1, None)).await;
+    let client = client_trusting(&ca).build().unwrap();
+    let app = start_app(
+        client,
+        &format!("https://localhost:{}/base", target.addr.port()),
+    )
+    .await;
+
+    for client in [h1_client(), h2_client()] {
+        let got = bounded("https", get(&client, app, "/proxy/hello?x=1")).await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        let seen = got.json();
+        // ALPN offered h2 first and the target chose it: the target saw HTTP/2.
+        assert_eq!(seen["alpn"], "h2");
+        assert_eq!(seen["version"], "HTTP/2.0");
+        assert_eq!(
+            seen["uri"],
+            format!("https://localhost:{}/base/hello?x=1", target.addr.port())
+        );
+        assert_alice(header_of(&seen, "authorization").unwrap());
+        assert_eq!(
+            header_of(&seen, "x-forwarded-host"),
+            Some(app.to_string().as_str())
+        );
+        assert_eq!(header_of(&seen, "x-forwarded-proto"), Some("http"));
+        // HTTP/2 forbids connection-specific headers; none reached the target.
+        for gone in ["connection", "transfer-encoding", "keep-alive", "upgrade"] {
+            assert!(header_of(&seen, gone).is_none(), "{gone}: {seen}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn https_target_speaking_only_http1_is_reached_over_http1() {
+    let ca = Ca::new("proto test CA");
+    let leaf = ca.leaf(&["localhost"], false);
+    let target = start_tls_target(server_config(&leaf, &[b"http/1.1"], None)).await;
+    let client = client_trusting(&ca).build().unwrap();
+    let app = start_app(client, &format!("https://localhost:{}", target.addr.port())).await;
+
+    // An HTTP/2 caller reaches an HTTP/1.1-only target, body and all.
+    let req = Request::post(format!("http://{app}/proxy/upload"))
+        .body(Full::from("payload"))
+        .unwrap();
+    let got = bounded("https h1", send(&h2_client(), req)).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.version, Version::HTTP_2);
+    let seen = got.json();
+    assert_eq!(seen["alpn"], "http/1.1");
+    assert_eq!(seen["version"], "HTTP/1.1");
+    assert_eq!(seen["body"], "payload");
+    assert_alice(header_of(&seen, "authorization").unwrap());
+}
+
+#[tokio::test]
+async fn wrong_hostname_is_a_plain_502() {
+    let ca = Ca::new("proto test CA");
+    let leaf = ca.leaf(&["somewhere-else.example"], false);
+    let target = start_tls_target(server_config(&leaf, H2_H1, None)).await;
+    let client = client_trusting(&ca).build().unwrap();
+    let app = start_app(client, &format!("https://localhost:{}", target.addr.port())).await;
+
+    let got = bounded("wrong name", get(&h1_client(), app, "/proxy/x")).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(got.text(), UNREACHABLE);
+    assert_eq!(got.headers["content-type"], "text/plain; charset=utf-8");
+    assert!(target.seen.all().is_empty(), "nothing may reach the target");
+}
+
+#[tokio::test]
+async fn untrusted_ca_is_a_plain_502() {
+    let trusted = Ca::new("trusted CA");
+    let other = Ca::new("other CA");
+    let leaf = other.leaf(&["localhost"], false);
+    let target = start_tls_target(server_config(&leaf, H2_H1, None)).await;
+    // Neither the webpki roots nor the extra root know `other`.
+    let client = client_trusting(&trusted).build().unwrap();
+    let app = start_app(client, &format!("https://localhost:{}", target.addr.port())).await;
+
+    let got = bounded("untrusted", get(&h2_client(), app, "/proxy/x")).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(got.text(), UNREACHABLE);
+    assert!(target.seen.all().is_empty());
+
+    // The default client (webpki roots only) refuses it too.
+    let app = start_app(
+        ProxyClient::new().unwrap(),
+        &format!("https://localhost:{}", target.addr.port()),
+    )
+    .await;
+    let got = bounded("untrusted default", get(&h1_client(), app, "/proxy/x")).await;
+    assert_eq!(got.status, 502);
+    assert!(target.seen.all().is_empty());
+}
+
+#[tokio::test]
+async fn mtls_presents_the_client_certificate() {
+    let ca = Ca::new("proto test CA");
+    let clients_ca = Ca::new("client CA");
+    let leaf = ca.leaf(&["localhost"], false);
+    let target = start_tls_target(server_config(&leaf, H2_H1, Some(&clients_ca))).await;
+    let url = format!("https://localhost:{}", target.addr.port());
+
+    // Without a client certificate the target refuses the handshake: 502.
+    let app = start_app(client_trusting(&ca).build().unwrap(), &url).await;
+    let got = bounded("no client cert", get(&h1_client(), app, "/proxy/x")).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(got.text(), UNREACHABLE);
+    assert!(target.seen.all().is_empty());
+
+    // With one issued by the CA the target trusts, the request goes through.
+    let me = clients_ca.leaf(&["proxy.client"], true);
+    let client = client_trusting(&ca)
+        .client_certificate_pem(me.cert_pem.as_bytes(), me.key_pem.as_bytes())
+        .unwrap()
+        .build()
+        .unwrap();
+    let app = start_app(client, &url).await;
+    let got = bounded("client cert", get(&h1_client(), app, "/proxy/x")).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let seen = got.json();
+    assert_eq!(seen["client_cert"], true);
+    assert_alice(header_of(&seen, "authorization").unwrap());
+}
+
+#[test]
+fn bad_pem_is_a_config_error() {
+    assert!(
+        ProxyClient::builder()
+            .add_root_certificates_pem(b"")
+            .is_err()
+    );
+    assert!(
+        ProxyClient::builder()
+            .add_root_certificates_pem(
+                b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"
+            )
+            .is_err()
+    );
+    let ca = Ca::new("x");
+    let leaf = ca.leaf(&["localhost"], true);
+    assert!(
+        ProxyClient::builder()
+            .client_certificate_pem(leaf.cert_pem.as_bytes(), b"no key here")
+            .is_err()
+    );
+}
+
+/// A scratch directory for the demo's files, removed on drop.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tip-proto-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+    fn write(&self, name: &str, contents: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn demo_options(args: &[&str]) -> demo::Options {
+    let mut all = vec!["demo", "--listen", "127.0.0.1:0", "--unsecured"];
+    all.extend_from_slice(args);
+    demo::Options::try_parse_from(all).expect("valid demo options")
+}
+
+#[tokio::test]
+async fn demo_reaches_an_https_target_with_upstream_ca_and_h2c_with_upstream_h2c() {
+    let scratch = Scratch::new("demo");
+    let keys_dir = scratch.0.to_str().unwrap().to_owned();
+    scratch.write("private-key.pem", &keys().private_key_pem());
+    scratch.write("public-key.pem", &keys().public_key_pem());
+    let ca = Ca::new("demo CA");
+    let ca_file = scratch.write("ca.pem", &ca.pem());
+    let leaf = ca.leaf(&["localhost"], false);
+    let target = start_tls_target(server_config(&leaf, H2_H1, None)).await;
+    let url = format!("https://localhost:{}", target.addr.port());
+
+    // --proxy-url https://… with --upstream-ca: verified against the private CA, h2 by ALPN.
+    let running = demo::start(&demo_options(&[
+        "--keys",
+        &keys_dir,
+        "--proxy-url",
+        &url,
+        "--upstream-ca",
+        &ca_file,
+    ]))
+    .await
+    .expect("the demo starts");
+    let got = bounded(
+        "demo https",
+        get(&h1_client(), running.addr, "/proxy/hello"),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let seen = got.json();
+    assert_eq!(seen["version"], "HTTP/2.0");
+    let claims = verify_bearer(header_of(&seen, "authorization").unwrap());
+    assert_eq!(claims["sub"], "anonymousUser");
+    running.task.abort();
+
+    // Without it, the private CA is unknown: 502.
+    let running = demo::start(&demo_options(&["--keys", &keys_dir, "--proxy-url", &url]))
+        .await
+        .expect("the demo starts");
+    let got = bounded(
+        "demo https no ca",
+        get(&h1_client(), running.addr, "/proxy/hello"),
+    )
+    .await;
+    assert_eq!(got.status, 502);
+    assert_eq!(got.text(), UNREACHABLE);
+    running.task.abort();
+
+    // --upstream-h2c: HTTP/2 with prior knowledge to a plain-http target.
+    let plain = start_target().await;
+    let plain_url = format!("http://{}", plain.addr);
+    let running = demo::start(&demo_options(&[
+        "--keys",
+        &keys_dir,
+        "--proxy-url",
+        &plain_url,
+        "--upstream-h2c",
+    ]))
+    .await
+    .expect("the demo starts");
+    let got = bounded("demo h2c", get(&h1_client(), running.addr, "/proxy/hello")).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["version"], "HTTP/2.0");
+    running.task.abort();
+
+    // A CA file that cannot be read or holds no certificate stops the demo at start-up.
+    let missing = scratch.0.join("missing.pem");
+    let err = demo::build(&demo_options(&[
+        "--keys",
+        &keys_dir,
+        "--upstream-ca",
+        missing.to_str().unwrap(),
+    ]))
+    .await
+    .expect_err("missing CA file");
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+    let not_pem = scratch.write("not.pem", "hello");
+    let err = demo::build(&demo_options(&[
+        "--keys",
+        &keys_dir,
+        "--upstream-ca",
+        &not_pem,
+    ]))
+    .await
+    .expect_err("no certificate");
+    assert!(err.to_string().contains("not.pem"), "{err}");
+}

@@ -42,6 +42,7 @@
 use std::{
     net::SocketAddr,
     path::{Path as FsPath, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -52,6 +53,7 @@ use axum::{
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
+    serve::ListenerExt,
 };
 use clap::Parser;
 use serde::Deserialize;
@@ -191,6 +193,19 @@ pub struct Demo {
     pub router: Router,
     /// The shared state (target handle, users, keys).
     pub state: AppState,
+    /// The same app again for each server thread of [`serve`].
+    pub worker_app: WorkerApp,
+}
+
+/// Builds the app again with a connection pool to the target of its own; the target handle,
+/// the token cache and the users stay shared with every other copy.
+#[derive(Clone)]
+pub struct WorkerApp(Arc<dyn Fn() -> Result<Router, Error> + Send + Sync>);
+
+impl std::fmt::Debug for WorkerApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkerApp")
+    }
 }
 
 /// Reads the key pair from `DIR/private-key.pem` and `DIR/public-key.pem`.
@@ -260,8 +275,19 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
         keys,
         identity,
     };
-    let router = router(state.clone()).layer(proxy);
-    Ok(Demo { router, state })
+    let app = router(state.clone()).layer(proxy.clone());
+    let worker_app = {
+        let (state, opts) = (state.clone(), opts.clone());
+        WorkerApp(Arc::new(move || {
+            let proxy = proxy.clone().client(upstream_client(&opts)?);
+            Ok(router(state.clone()).layer(proxy))
+        }))
+    };
+    Ok(Demo {
+        router: app,
+        state,
+        worker_app,
+    })
 }
 
 /// The client that reaches the target: `--upstream-ca`, `--upstream-h2c`.
@@ -336,6 +362,106 @@ pub async fn start(opts: &Options) -> Result<Running, Error> {
         state: demo.state,
         task,
     })
+}
+
+/// Serves the demo on `listen` with `threads` server threads until one fails; `ready` is
+/// called with the bound address once every thread accepts connections.
+///
+/// Each thread runs a single-threaded runtime with a listening socket of its own
+/// (`SO_REUSEPORT`: the kernel spreads connections over them) and an app of its own, so a
+/// connection pool of its own: as in nginx's worker processes, a request and its exchange
+/// with the target stay on the thread that accepted the connection, and no task is ever
+/// woken on another thread. (A work-stealing runtime whose workers share one pool hands
+/// each request between threads several times.) Without `SO_REUSEPORT` (not unix), one
+/// thread serves.
+///
+/// # Errors
+///
+/// An address that cannot be bound, or a thread whose server fails.
+pub fn serve(
+    demo: &Demo,
+    listen: &str,
+    threads: usize,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), Error> {
+    use std::net::ToSocketAddrs;
+    let cannot = |e: std::io::Error| format!("cannot listen on {listen}: {e}");
+    let addr = listen
+        .to_socket_addrs()
+        .map_err(cannot)?
+        .next()
+        .ok_or_else(|| format!("cannot listen on {listen}: no address"))?;
+    let socket = |addr: SocketAddr| -> std::io::Result<tokio::net::TcpSocket> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        #[cfg(unix)]
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        Ok(socket)
+    };
+    let threads = if cfg!(unix) { threads.max(1) } else { 1 };
+    let first = socket(addr).map_err(cannot)?;
+    // Port 0: the others bind to the port the first one got.
+    let addr = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..threads {
+        sockets.push(socket(addr).map_err(cannot)?);
+    }
+
+    let (up, listening) = std::sync::mpsc::channel();
+    let mut workers = Vec::with_capacity(threads);
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let app = (demo.worker_app.0)()?;
+        let up = up.clone();
+        let worker = std::thread::Builder::new()
+            .name(format!("demo-server-{i}"))
+            .spawn(move || -> std::io::Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let listener = match socket.listen(1024) {
+                        Ok(listener) => listener,
+                        Err(e) => {
+                            let _ = up.send(Err(e.to_string()));
+                            return Err(e);
+                        }
+                    };
+                    let _ = up.send(Ok(()));
+                    let listener = listener.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    axum::serve(listener, app).await
+                })
+            })?;
+        workers.push(worker);
+    }
+    drop(up);
+    for _ in 0..threads {
+        listening
+            .recv()
+            .map_err(|_| "a server thread stopped before listening")?
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    }
+    ready(addr);
+    for worker in workers {
+        worker.join().map_err(|_| "a server thread panicked")??;
+    }
+    Ok(())
+}
+
+/// The number of server threads: `TOKIO_WORKER_THREADS` if set, else one per CPU this
+/// process may run on.
+fn server_threads() -> usize {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(Into::into))
+        .unwrap_or(1)
 }
 
 /// Puts the caller's [`Identity`] into the request extensions: `401` for bad credentials.
@@ -454,8 +580,7 @@ async fn delete_user(
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -463,8 +588,14 @@ async fn main() -> Result<(), Error> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let running = start(&Options::parse()).await?;
-    println!("listening on http://{}", running.addr);
-    running.task.await??;
-    Ok(())
+    let opts = Options::parse();
+    // Start-up work (key generation, password hashing) on a runtime of its own; serving on
+    // one single-threaded runtime per server thread (see `serve`).
+    let demo = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(build(&opts))?;
+    serve(&demo, &opts.listen, server_threads(), |addr| {
+        println!("listening on http://{addr}");
+    })
 }

@@ -167,14 +167,21 @@ nginx_conf proxy "
             proxy_set_header Connection '';
             proxy_set_header X-Forwarded-Proto \$scheme;
             proxy_set_header X-Forwarded-Host \$http_host;
+            # Buffers that hold a 1 MiB response in memory: twice the throughput of the
+            # defaults here (which spill large responses to a temporary file).
+            proxy_buffers 32 64k;
+            proxy_buffer_size 64k;
+            proxy_busy_buffers_size 128k;
             proxy_max_temp_file_size 0;
         }
     }" >"$tmp/proxy.conf"
 
+declare -A master=()
 start_nginx() { # name
     taskset -c "$server_cpus" nginx -p "$tmp" -e "$tmp/$1-error.log" -c "$tmp/$1.conf" \
         -g 'daemon off;' >"$tmp/$1.out" 2>&1 &
     pids+=($!)
+    master[$1]=$!
 }
 start_nginx upstream
 start_nginx proxy
@@ -186,6 +193,7 @@ TOKIO_WORKER_THREADS=$server_n taskset -c "$server_cpus" "$DEMO_BIN" \
     --listen 127.0.0.1:0 --unsecured --proxy-url "http://127.0.0.1:$up_port" \
     ${DEMO_ARGS:-} >"$tmp/demo.out" 2>"$tmp/demo.err" &
 pids+=($!)
+demo_pid=$!
 demo_addr=""
 for _ in $(seq 1 100); do
     demo_addr=$(sed -n '1s|^listening on http://||p' "$tmp/demo.out")
@@ -229,16 +237,38 @@ to_mib() { # wrk transfer such as 1.02GB, 512.3MB
 }
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-run_wrk() { # conns, seconds, url → "rps p50 p99 mib errors"
-    local out rps p50 p99 mib errs
+# CPU time (user + system, in clock ticks) of these processes and their threads.
+cpu_ticks() {
+    local pid total=0
+    for pid in "$@"; do
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+    done
+    echo "$total"
+}
+hz=$(getconf CLK_TCK)
+
+run_wrk() { # conns, seconds, url, server pids → "rps p50 p99 mib errors cpu_us_per_request"
+    local out rps p50 p99 mib errs c0 c1 n
+    c0=$(cpu_ticks $4)
     out=$(taskset -c "$client_cpus" wrk -t"$wrk_threads" -c"$1" -d"$2"s --latency "$3")
+    c1=$(cpu_ticks $4)
     rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
     p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
     mib=$(to_mib "$(awk '/^Transfer\/sec:/ { print $2 }' <<<"$out")")
     errs=$(awk '/Non-2xx|Socket errors/ { gsub(/[^0-9 ]/, " "); for (i = 1; i <= NF; i++) s += $i } END { print s + 0 }' <<<"$out")
-    echo "$rps $p50 $p99 $mib $errs"
+    n=$(awk '/ requests in / { print $1 }' <<<"$out")
+    cpu=$(awk -v t=$((c1 - c0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0) }')
+    echo "$rps $p50 $p99 $mib $errs $cpu"
 }
+
+# Whose CPU time is counted per request: the upstream's workers for `direct`, the proxy
+# nginx's workers for `nginx`, the demo process (all its threads) for `demo`.
+declare -A cpu_pids=(
+    [direct]="$(pgrep -P "${master[upstream]}" | tr '\n' ' ')"
+    [nginx]="$(pgrep -P "${master[proxy]}" | tr '\n' ' ')"
+    [demo]="$demo_pid"
+)
 
 cat <<EOF
 machine: $ncpu CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), kernel $(uname -r)
@@ -246,6 +276,8 @@ versions: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' 
 token header: $alg
 pinning: PIN=$PIN (wrk -t$wrk_threads on CPUs $client_cpus; nginx x2 and the demo on CPUs $server_cpus, $server_n worker(s) each)
 rounds: $ROUNDS x ${DURATION}s per system, systems in turn within each round; medians below
+cpu us/req: CPU time (user + system) per request of the system under test: the upstream for
+  direct, the proxy's workers for nginx, the demo process for demo (never wrk's)
 EOF
 
 for scenario in $SCENARIOS; do
@@ -263,29 +295,31 @@ for scenario in $SCENARIOS; do
     echo
     echo "== $scenario: GET $path, $conns connections =="
     for sys in direct nginx demo; do
-        run_wrk "$conns" "$WARMUP" "${url[$sys]}" >/dev/null
+        run_wrk "$conns" "$WARMUP" "${url[$sys]}" "${cpu_pids[$sys]}" >/dev/null
     done
     : >"$tmp/$scenario.txt"
     for round in $(seq 1 "$ROUNDS"); do
         for sys in direct nginx demo; do
-            read -r rps p50 p99 mib errs < <(run_wrk "$conns" "$DURATION" "${url[$sys]}")
-            echo "$sys $rps $p50 $p99 $mib $errs" >>"$tmp/$scenario.txt"
-            printf '  round %d %-6s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %8.1f MiB/s  errors %s\n' \
-                "$round" "$sys" "$rps" "$p50" "$p99" "$mib" "$errs"
+            read -r rps p50 p99 mib errs cpu < <(run_wrk "$conns" "$DURATION" "${url[$sys]}" "${cpu_pids[$sys]}")
+            echo "$sys $rps $p50 $p99 $mib $errs $cpu" >>"$tmp/$scenario.txt"
+            printf '  round %d %-6s %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %7.1f MiB/s  cpu %5.1f us/req  errors %s\n' \
+                "$round" "$sys" "$rps" "$p50" "$p99" "$mib" "$cpu" "$errs"
         done
     done
-    printf '  %-8s %12s %10s %10s %12s %8s\n' system "req/s" "p50 ms" "p99 ms" "MiB/s" errors
-    declare -A med_rps=() med_p99=()
+    printf '  %-8s %10s %9s %9s %9s %11s %7s\n' system "req/s" "p50 ms" "p99 ms" "MiB/s" "cpu us/req" errors
+    declare -A med_rps=() med_p99=() med_cpu=()
     for sys in direct nginx demo; do
         col() { awk -v s="$sys" -v c="$1" '$1 == s { print $c }' "$tmp/$scenario.txt" | median; }
         med_rps[$sys]=$(col 2)
         med_p99[$sys]=$(col 4)
+        med_cpu[$sys]=$(col 7)
         errs=$(awk -v s="$sys" '$1 == s { e += $6 } END { print e + 0 }' "$tmp/$scenario.txt")
-        printf '  %-8s %12.0f %10.3f %10.3f %12.1f %8s\n' "$sys" "${med_rps[$sys]}" "$(col 3)" \
-            "${med_p99[$sys]}" "$(col 5)" "$errs"
+        printf '  %-8s %10.0f %9.3f %9.3f %9.1f %11.1f %7s\n' "$sys" "${med_rps[$sys]}" "$(col 3)" \
+            "${med_p99[$sys]}" "$(col 5)" "${med_cpu[$sys]}" "$errs"
     done
     awk -v d="${med_rps[demo]}" -v n="${med_rps[nginx]}" -v r="${med_rps[direct]}" \
-        -v dp="${med_p99[demo]}" -v np="${med_p99[nginx]}" 'BEGIN {
-        printf "  ratios: demo/nginx %.2f  demo/direct %.2f  nginx/direct %.2f  p99 demo/nginx %.2f\n",
-            d / n, d / r, n / r, dp / np }'
+        -v dp="${med_p99[demo]}" -v np="${med_p99[nginx]}" \
+        -v dc="${med_cpu[demo]}" -v nc="${med_cpu[nginx]}" 'BEGIN {
+        printf "  ratios: demo/nginx %.2f  demo/direct %.2f  nginx/direct %.2f  p99 demo/nginx %.2f  cpu/req demo/nginx %.2f\n",
+            d / n, d / r, n / r, dp / np, (nc > 0 ? dc / nc : 0) }'
 done

@@ -14,6 +14,9 @@
 #                   CPU 1); none: no pinning, every process on every CPU
 #   DEMO_BIN=path   use this binary instead of building `--example demo`
 #   DEMO_ARGS=...   extra arguments for the demo
+#   BASE_BIN=path   also measure this build of the demo (e.g. an earlier commit's) as
+#                   system `base`, in the same rounds: prints demo/base ratios, the
+#                   before/after measure of a change
 #
 # Prints, per scenario, requests/s, p50 and p99 (medians over the rounds) for each system
 # and the ratios demo/nginx and demo/direct; each round's figures are printed as they come.
@@ -188,33 +191,39 @@ start_nginx proxy
 wait_http "http://127.0.0.1:$up_port/"
 wait_http "http://127.0.0.1:$px_port/"
 
-# --- the demo ---------------------------------------------------------------------------
-TOKIO_WORKER_THREADS=$server_n taskset -c "$server_cpus" "$DEMO_BIN" \
-    --listen 127.0.0.1:0 --unsecured --proxy-url "http://127.0.0.1:$up_port" \
-    ${DEMO_ARGS:-} >"$tmp/demo.out" 2>"$tmp/demo.err" &
-pids+=($!)
-demo_pid=$!
-demo_addr=""
-for _ in $(seq 1 100); do
-    demo_addr=$(sed -n '1s|^listening on http://||p' "$tmp/demo.out")
-    [[ -n $demo_addr ]] && break
-    sleep 0.1
-done
-if [[ -z $demo_addr ]]; then
-    echo "load.sh: the demo did not start:" >&2
-    cat "$tmp/demo.err" >&2
-    exit 1
-fi
-wait_http "http://$demo_addr/proxy/"
-
-# The identity really is signed: the upstream echoes the Authorization it received.
-auth=$(curl -fsS "http://$demo_addr/proxy/auth")
-if [[ $auth != "Bearer ey"* ]]; then
-    echo "load.sh: the demo did not send a signed identity (got: ${auth:0:40})" >&2
-    exit 1
-fi
+# --- the demo (and the baseline build, if any) --------------------------------------------
+declare -A demo_pid=() demo_addr=()
+start_demo() { # name, binary
+    TOKIO_WORKER_THREADS=$server_n taskset -c "$server_cpus" "$2" \
+        --listen 127.0.0.1:0 --unsecured --proxy-url "http://127.0.0.1:$up_port" \
+        ${DEMO_ARGS:-} >"$tmp/$1.out" 2>"$tmp/$1.err" &
+    pids+=($!)
+    demo_pid[$1]=$!
+    local addr=""
+    for _ in $(seq 1 100); do
+        addr=$(sed -n '1s|^listening on http://||p' "$tmp/$1.out")
+        [[ -n $addr ]] && break
+        sleep 0.1
+    done
+    if [[ -z $addr ]]; then
+        echo "load.sh: $2 did not start:" >&2
+        cat "$tmp/$1.err" >&2
+        exit 1
+    fi
+    demo_addr[$1]=$addr
+    wait_http "http://$addr/proxy/"
+    # The identity really is signed: the upstream echoes the Authorization it received.
+    auth=$(curl -fsS "http://$addr/proxy/auth")
+    if [[ $auth != "Bearer ey"* ]]; then
+        echo "load.sh: $2 did not send a signed identity (got: ${auth:0:40})" >&2
+        exit 1
+    fi
+}
+start_demo demo "$DEMO_BIN"
 alg=$(printf '%s' "${auth#Bearer }" | cut -d. -f1 | tr '_-' '/+' | base64 -d 2>/dev/null || true)
-for url in "http://127.0.0.1:$up_port" "http://127.0.0.1:$px_port" "http://$demo_addr/proxy"; do
+[[ -n ${BASE_BIN:-} ]] && start_demo base "$BASE_BIN"
+for url in "http://127.0.0.1:$up_port" "http://127.0.0.1:$px_port" \
+    "http://${demo_addr[demo]}/proxy" ${BASE_BIN:+"http://${demo_addr[base]}/proxy"}; do
     body=$(curl -fsS "$url/")
     [[ $body == "Hello world!" ]] || { echo "load.sh: $url/ answered '$body'" >&2; exit 1; }
     size=$(curl -fsS -o /dev/null -w '%{size_download}' "$url/files/1m")
@@ -267,12 +276,17 @@ run_wrk() { # conns, seconds, url, server pids → "rps p50 p99 mib errors cpu_u
 declare -A cpu_pids=(
     [direct]="$(pgrep -P "${master[upstream]}" | tr '\n' ' ')"
     [nginx]="$(pgrep -P "${master[proxy]}" | tr '\n' ' ')"
-    [demo]="$demo_pid"
+    [demo]="${demo_pid[demo]}"
 )
+systems=(direct nginx demo)
+if [[ -n ${BASE_BIN:-} ]]; then
+    cpu_pids[base]=${demo_pid[base]}
+    systems+=(base)
+fi
 
 cat <<EOF
 machine: $ncpu CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), kernel $(uname -r)
-versions: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), demo $DEMO_BIN
+versions: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), demo $DEMO_BIN${BASE_BIN:+, base $BASE_BIN}
 token header: $alg
 pinning: PIN=$PIN (wrk -t$wrk_threads on CPUs $client_cpus; nginx x2 and the demo on CPUs $server_cpus, $server_n worker(s) each)
 rounds: $ROUNDS x ${DURATION}s per system, systems in turn within each round; medians below
@@ -290,16 +304,17 @@ for scenario in $SCENARIOS; do
     declare -A url=(
         [direct]="http://127.0.0.1:$up_port$path"
         [nginx]="http://127.0.0.1:$px_port$path"
-        [demo]="http://$demo_addr/proxy$path"
+        [demo]="http://${demo_addr[demo]}/proxy$path"
+        [base]="http://${demo_addr[base]:-}/proxy$path"
     )
     echo
     echo "== $scenario: GET $path, $conns connections =="
-    for sys in direct nginx demo; do
+    for sys in "${systems[@]}"; do
         run_wrk "$conns" "$WARMUP" "${url[$sys]}" "${cpu_pids[$sys]}" >/dev/null
     done
     : >"$tmp/$scenario.txt"
     for round in $(seq 1 "$ROUNDS"); do
-        for sys in direct nginx demo; do
+        for sys in "${systems[@]}"; do
             read -r rps p50 p99 mib errs cpu < <(run_wrk "$conns" "$DURATION" "${url[$sys]}" "${cpu_pids[$sys]}")
             echo "$sys $rps $p50 $p99 $mib $errs $cpu" >>"$tmp/$scenario.txt"
             printf '  round %d %-6s %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %7.1f MiB/s  cpu %5.1f us/req  errors %s\n' \
@@ -308,7 +323,7 @@ for scenario in $SCENARIOS; do
     done
     printf '  %-8s %10s %9s %9s %9s %11s %7s\n' system "req/s" "p50 ms" "p99 ms" "MiB/s" "cpu us/req" errors
     declare -A med_rps=() med_p99=() med_cpu=()
-    for sys in direct nginx demo; do
+    for sys in "${systems[@]}"; do
         col() { awk -v s="$sys" -v c="$1" '$1 == s { print $c }' "$tmp/$scenario.txt" | median; }
         med_rps[$sys]=$(col 2)
         med_p99[$sys]=$(col 4)
@@ -322,4 +337,9 @@ for scenario in $SCENARIOS; do
         -v dc="${med_cpu[demo]}" -v nc="${med_cpu[nginx]}" 'BEGIN {
         printf "  ratios: demo/nginx %.2f  demo/direct %.2f  nginx/direct %.2f  p99 demo/nginx %.2f  cpu/req demo/nginx %.2f\n",
             d / n, d / r, n / r, dp / np, (nc > 0 ? dc / nc : 0) }'
+    if [[ -n ${BASE_BIN:-} ]]; then
+        awk -v d="${med_rps[demo]}" -v b="${med_rps[base]}" -v dp="${med_p99[demo]}" \
+            -v bp="${med_p99[base]}" -v dc="${med_cpu[demo]}" -v bc="${med_cpu[base]}" 'BEGIN {
+            printf "  change: demo/base req/s %.2f  p99 %.2f  cpu/req %.2f\n", d / b, dp / bp, (bc > 0 ? dc / bc : 0) }'
+    fi
 done

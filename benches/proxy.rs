@@ -348,7 +348,9 @@ where
 ///   `ServiceBuilder::new().layer(proxy).service(router)`), against the router alone;
 /// - `passthrough/router-layer`: `Router.layer(ProxyLayer)`, against the router alone and
 ///   against `Router.layer(identity layer)`: axum wraps every route in each layer and boxes
-///   the layered route's response body again, whatever the layer.
+///   the layered route's response body again, whatever the layer;
+/// - `passthrough/over-loopback`: the router alone and `Router.layer(ProxyLayer)`, each
+///   served by `axum::serve` on 127.0.0.1 and called over HTTP/1.1.
 ///
 /// Each is measured in alternation with its partner (see [`paired`]).
 fn passthrough(c: &mut Criterion) {
@@ -387,6 +389,47 @@ fn passthrough(c: &mut Criterion) {
     });
     group.bench_function("layer-vs-noop", |b| {
         b.iter_custom(paired(&rt, &layered, &noop))
+    });
+    group.finish();
+
+    // The same two apps served over loopback HTTP/1.1 (axum::serve), called with a pooled
+    // client: what the layer costs a whole request to the app's own routes.
+    let served = |app: Router| {
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind app");
+            let addr = listener.local_addr().expect("app address");
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            addr
+        })
+    };
+    let bare_addr = served(app_router());
+    let layered_addr = served(app_router().layer(layer));
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let get = |addr: SocketAddr| -> Op {
+        let uri: http::Uri = format!("http://{addr}/api").parse().expect("uri");
+        let client = client.clone();
+        Box::new(move || {
+            let req = Request::get(uri.clone())
+                .body(Full::default())
+                .expect("request");
+            let client = client.clone();
+            Box::pin(async move { drain(client.request(req).await.expect("answer")).await })
+        })
+    };
+    let (bare_http, layered_http) = (get(bare_addr), get(layered_addr));
+    let mut group = c.benchmark_group("passthrough/over-loopback");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30);
+    group.bench_function("bare", |b| {
+        b.iter_custom(alternate(&rt, &bare_http, &layered_http))
+    });
+    group.bench_function("layer", |b| {
+        b.iter_custom(alternate(&rt, &layered_http, &bare_http))
     });
     group.finish();
 }

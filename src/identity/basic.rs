@@ -49,7 +49,7 @@ struct StoreInner {
 
 struct User {
     hash: String,
-    roles: Vec<String>,
+    roles: Arc<[String]>,
 }
 
 impl CredentialStore {
@@ -142,7 +142,7 @@ impl CredentialStore {
             .is_ok();
         match (ok, roles) {
             (true, Some(roles)) => Some(Identity {
-                name: name.to_owned(),
+                name: name.into(),
                 roles,
             }),
             _ => None,

@@ -67,10 +67,40 @@ pub use basic::{BasicAuth, CredentialStore};
 pub use bearer::BearerJwt;
 
 /// The caller: a name and a sorted, de-duplicated list of roles.
+///
+/// Immutable and cheap to clone (the name and roles are shared): an extractor that gives
+/// every request the same identity, such as [`Anonymous`], hands it out without allocating.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "IdentityFields", into = "IdentityFields")]
 pub struct Identity {
+    name: Arc<str>,
+    roles: Arc<[String]>,
+}
+
+/// How an [`Identity`] is (de)serialised: `{"name": "…", "roles": ["…"]}`.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Identity")]
+struct IdentityFields {
     name: String,
     roles: Vec<String>,
+}
+
+impl From<IdentityFields> for Identity {
+    fn from(fields: IdentityFields) -> Self {
+        Self {
+            name: fields.name.into(),
+            roles: fields.roles.into(),
+        }
+    }
+}
+
+impl From<Identity> for IdentityFields {
+    fn from(identity: Identity) -> Self {
+        Self {
+            name: identity.name.to_string(),
+            roles: identity.roles.to_vec(),
+        }
+    }
 }
 
 impl Identity {
@@ -88,8 +118,8 @@ impl Identity {
         roles.sort_unstable();
         roles.dedup();
         Self {
-            name: name.into(),
-            roles,
+            name: name.into().into(),
+            roles: roles.into(),
         }
     }
 
@@ -325,6 +355,28 @@ mod tests {
         assert_eq!(i.roles(), ["ROLE_USER", "ROLE_WONDERLAND"]);
         assert!(i.has_role("ROLE_USER"));
         assert!(!i.has_role("ROLE_ADMIN"));
+    }
+
+    #[test]
+    fn serialises_as_name_and_roles() {
+        let i = Identity::new("Alice", ["ROLE_WONDERLAND", "ROLE_USER"]);
+        let json = serde_json::to_value(&i).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"name": "Alice", "roles": ["ROLE_USER", "ROLE_WONDERLAND"]})
+        );
+        assert_eq!(serde_json::from_value::<Identity>(json).unwrap(), i);
+    }
+
+    #[tokio::test]
+    async fn a_fixed_identity_is_shared_not_copied() {
+        let anonymous = Anonymous::unsecured();
+        let p = parts(None);
+        let a = anonymous.extract(&p).await.unwrap().unwrap();
+        let b = anonymous.extract(&p).await.unwrap().unwrap();
+        assert_eq!(a, b);
+        assert!(Arc::ptr_eq(&a.name, &b.name));
+        assert!(Arc::ptr_eq(&a.roles, &b.roles));
     }
 
     #[tokio::test]

@@ -4,7 +4,10 @@
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// The hop-by-hop headers removed in both directions, besides those named by `Connection`.
-pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
+///
+/// `HTTP2-Settings` belongs to an `h2c` upgrade of this hop only (RFC 7540 §3.2.1); it is
+/// never passed on.
+pub(crate) const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -13,6 +16,7 @@ pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
     header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// `X-Forwarded-Proto`.

@@ -5,8 +5,8 @@
 //! request sent to the target, or refuses it:
 //! - the path after the prefix is appended to the target's base path (`/proxy` → the base
 //!   path, or `/`); the query string is kept byte for byte; dot-segments (`..`, `%2e%2e`,
-//!   `..;`, with `\` or `%5c` as separators) are refused, so no request can climb out of the
-//!   base path; other escapes such as `%2F` pass unchanged;
+//!   `..;`, with `\`, `%2f` or `%5c` as separators) are refused, so no request can climb out
+//!   of the base path; the path is otherwise forwarded unchanged (`%2F` stays `%2F`);
 //! - `Host` must be present once and valid (HTTP/2: `:authority`, and a `host` that
 //!   disagrees is refused); an absolute-form request target never chooses the upstream;
 //! - hop-by-hop headers (RFC 9110 §7.6.1, every name listed on every `Connection` line) are
@@ -227,6 +227,20 @@ fn bad(reason: &'static str) -> ProxyError {
     ProxyError::new(ProxyErrorKind::BadRequest(reason))
 }
 
+/// Whether an authority can name the app: no user info, a host, and a port (if any) that is
+/// a number below 65536.
+fn authority_is_valid(a: &Authority) -> bool {
+    let s = a.as_str();
+    if s.contains('@') || a.host().is_empty() {
+        return false;
+    }
+    match s.strip_prefix(a.host()) {
+        Some("") => true,
+        Some(port) => port.starts_with(':') && a.port_u16().is_some(),
+        None => false,
+    }
+}
+
 /// The authority the client addressed: `Host` (or `:authority` over HTTP/2, or the
 /// absolute-form target), validated.
 fn client_authority(parts: &request::Parts) -> Result<HeaderValue, ProxyError> {
@@ -238,16 +252,17 @@ fn client_authority(parts: &request::Parts) -> Result<HeaderValue, ProxyError> {
     let parse_host = |v: &HeaderValue| -> Result<Authority, ProxyError> {
         let a =
             Authority::try_from(v.as_bytes()).map_err(|_| bad("The Host header is invalid."))?;
-        if a.as_str().contains('@') || a.host().is_empty() || a.as_str().ends_with(':') {
+        if !authority_is_valid(&a) {
             return Err(bad("The Host header is invalid."));
         }
         Ok(a)
     };
     match (parts.uri.authority(), host) {
         // HTTP/2 `:authority` or HTTP/1.1 absolute-form: the URI's authority is the host
-        // (RFC 9112 §3.2.2, RFC 9113 §8.3.1); a `Host` that disagrees is refused.
+        // (RFC 9112 §3.2.2, RFC 9113 §8.3.1); a `Host` that disagrees is refused, so an
+        // absolute-form target can never choose what the target is told about the app.
         (Some(authority), host) => {
-            if authority.as_str().contains('@') || authority.host().is_empty() {
+            if !authority_is_valid(authority) {
                 return Err(bad("The request target's authority is invalid."));
             }
             if parts.version != Version::HTTP_2 && host.is_none() {
@@ -255,10 +270,8 @@ fn client_authority(parts: &request::Parts) -> Result<HeaderValue, ProxyError> {
             }
             if let Some(h) = host {
                 let h = parse_host(h)?;
-                if parts.version == Version::HTTP_2
-                    && !h.as_str().eq_ignore_ascii_case(authority.as_str())
-                {
-                    return Err(bad("The Host header disagrees with :authority."));
+                if !h.as_str().eq_ignore_ascii_case(authority.as_str()) {
+                    return Err(bad("The Host header disagrees with the request target."));
                 }
             }
             HeaderValue::from_str(authority.as_str())
@@ -273,9 +286,13 @@ fn client_authority(parts: &request::Parts) -> Result<HeaderValue, ProxyError> {
 }
 
 /// Refuses dot-segments that could climb out of the base path, in any spelling.
+///
+/// Targets differ in what they treat as a separator (servlet containers `\` and `;`, apps
+/// that decode `%2F` before routing), so every one of `/`, `\`, `%2f` and `%5c` ends a
+/// segment here. The path itself is forwarded unchanged.
 fn check_path(rest: &str) -> Result<(), ProxyError> {
     let bytes = rest.as_bytes();
-    // Decode only what matters: `%2e`/`%2E` → '.', `%5c`/`%5C` and '\' → '/', `%2f` stays.
+    // Decode only what matters: `%2e`/`%2E` → '.'; `%2f`, `%5c` and '\' → '/'.
     let mut segment: Vec<u8> = Vec::new();
     let check = |segment: &mut Vec<u8>| -> Result<(), ProxyError> {
         // `..;param` is `..` to servlet containers.
@@ -296,7 +313,7 @@ fn check_path(rest: &str) -> Result<(), ProxyError> {
                 i += 3;
                 continue;
             }
-            if hex.eq_ignore_ascii_case(b"5c") {
+            if hex.eq_ignore_ascii_case(b"5c") || hex.eq_ignore_ascii_case(b"2f") {
                 check(&mut segment)?;
                 i += 3;
                 continue;
@@ -508,6 +525,9 @@ mod tests {
             "/proxy/a%5c..%5cb",
             "/proxy/./x",
             "/proxy/%2e/x",
+            "/proxy/..%2fx",
+            "/proxy/a%2f..%2fb",
+            "/proxy/a%2F..%2F..%2Fb",
         ] {
             let e = map_path(&c, &target("http://t:1/base"), &uri.parse().unwrap()).unwrap_err();
             assert_eq!(e.status(), 400, "{uri}");
@@ -516,9 +536,10 @@ mod tests {
             "/proxy/...",
             "/proxy/a..b",
             "/proxy/.well-known/x",
-            "/proxy/a%2f..%2fb",
+            "/proxy/a%2fb%2F",
+            "/proxy/a%2f..b",
         ] {
-            // `%2f` is not a separator for the target's router and passes unchanged.
+            // Escapes other than dot-segments pass unchanged.
             assert!(
                 map_path(&c, &target("http://t:1"), &ok.parse().unwrap()).is_ok(),
                 "{ok}"
@@ -590,11 +611,23 @@ mod tests {
             status(req("/proxy", &[("host", "u@a")])),
             Err(400.try_into().unwrap())
         );
-        // Absolute form: the URI's authority is the host, but never chooses the upstream.
-        let p = req("http://evil.example/proxy/x", &[("host", "app:8080")]);
+        assert_eq!(
+            status(req("/proxy", &[("host", "a:99999")])),
+            Err(400.try_into().unwrap())
+        );
+        assert_eq!(
+            status(req("/proxy", &[("host", "a:8x")])),
+            Err(400.try_into().unwrap())
+        );
+        assert!(status(req("/proxy", &[("host", "[::1]:8080")])).is_ok());
+        // Absolute form: the URI's authority is the host, but never chooses the upstream,
+        // and a `Host` that disagrees with it is refused.
+        let p = req("http://app:8080/proxy/x", &[("host", "app:8080")]);
         let up = rewrite_request(&p, &t, &c, Framing::Empty).unwrap();
         assert_eq!(up.uri, "http://t:1/x");
-        assert_eq!(up.headers["x-forwarded-host"], "evil.example");
+        assert_eq!(up.headers["x-forwarded-host"], "app:8080");
+        let p = req("http://evil.example/proxy/x", &[("host", "app:8080")]);
+        assert_eq!(status(p), Err(400.try_into().unwrap()));
     }
 
     #[test]

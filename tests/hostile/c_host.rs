@@ -1,0 +1,102 @@
+//! C. Host, forwarding headers, absolute-form, SSRF.
+
+use crate::support::*;
+
+async fn setup() -> (Upstream, App) {
+    let up = Upstream::ok().await;
+    let app = start_app(layer()).await;
+    app.target(&up, "/api/v1");
+    (up, app)
+}
+
+#[tokio::test]
+async fn c1_host_is_the_targets_authority() {
+    let (up, app) = setup().await;
+    let (r, _c) = app
+        .exchange(b"GET /proxy/echo HTTP/1.1\r\nHost: app.example:1337\r\n\r\n")
+        .await;
+    assert_eq!(r.status, 200);
+    let got = up.only();
+    assert_eq!(got.one("host"), up.addr.to_string());
+    assert_eq!(got.one("x-forwarded-host"), "app.example:1337");
+}
+
+#[tokio::test]
+async fn c2_spoofed_forwarding_headers_are_replaced() {
+    let (up, app) = setup().await;
+    let r = app
+        .get(
+            "/proxy/echo",
+            "X-Forwarded-Host: evil.example\r\nX-Forwarded-Host: evil2.example\r\n\
+             X-Forwarded-Proto: https\r\nX-Forwarded-Port: 666\r\nX-Forwarded-Prefix: /evil\r\n\
+             X-Forwarded-Server: evil\r\nForwarded: for=1.2.3.4;host=evil.example;proto=https\r\n\
+             X-Forwarded-For: 1.2.3.4\r\nX-Real-IP: 1.2.3.4\r\n",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let got = up.only();
+    assert_eq!(got.one("x-forwarded-host"), app.addr.to_string());
+    assert_eq!(got.one("x-forwarded-proto"), "http");
+    for gone in [
+        "forwarded",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-for",
+        "x-real-ip",
+    ] {
+        assert!(!got.has(gone), "{gone} forwarded:\n{}", got.head_str());
+    }
+    assert!(!got.head_str().contains("evil"), "{}", got.head_str());
+    assert!(!got.head_str().contains("1.2.3.4"), "{}", got.head_str());
+}
+
+#[tokio::test]
+async fn c4_duplicate_host_is_400() {
+    let (up, app) = setup().await;
+    let req = format!(
+        "GET /proxy/echo HTTP/1.1\r\nHost: {}\r\nHost: evil.example\r\n\r\n",
+        app.addr
+    );
+    let (r, _c) = app.exchange(req.as_bytes()).await;
+    assert_eq!(r.status, 400);
+    up.assert_untouched();
+}
+
+#[tokio::test]
+async fn c4_missing_host_is_400() {
+    let (up, app) = setup().await;
+    let (r, _c) = app.exchange(b"GET /proxy/echo HTTP/1.1\r\n\r\n").await;
+    assert_eq!(r.status, 400);
+    up.assert_untouched();
+}
+
+#[tokio::test]
+async fn c4_http10_without_host_is_400() {
+    let (up, app) = setup().await;
+    let (r, _c) = app.exchange(b"GET /proxy/echo HTTP/1.0\r\n\r\n").await;
+    assert_eq!(r.status, 400);
+    up.assert_untouched();
+}
+
+#[tokio::test]
+async fn c4_invalid_host_values_are_400() {
+    let (up, app) = setup().await;
+    let a = app.addr;
+    for bad in [
+        "evil.example/x".to_owned(),
+        "a@evil.example".to_owned(),
+        format!("evil.example:80@{a}"),
+        "[::1".to_owned(),
+        "h:99999".to_owned(),
+        "h:".to_owned(),
+        "".to_owned(),
+        "a b".to_owned(),
+        "h:8x".to_owned(),
+    ] {
+        let req = format!("GET /proxy/echo HTTP/1.1\r\nHost: {bad}\r\n\r\n");
+        let (r, _c) = app.exchange(req.as_bytes()).await;
+        assert_eq!(r.status, 400, "Host: {bad:?}");
+    }
+    up.assert_untouched();
+}

@@ -1,0 +1,23 @@
+//! Hostile input and failing peers: every case of `RELIABILITY.md` sections A–L that applies
+//! to this crate, each as its own test named after its case id, over real sockets.
+//!
+//! A raw TCP client talks to a real app (axum `Router` + [`ProxyLayer`]) that forwards to a
+//! capturing upstream recording the exact bytes it receives (see [`support`]). Cases that do
+//! not apply are listed, one line each, in the module of their section.
+//!
+//! [`ProxyLayer`]: tower_identity_proxy::ProxyLayer
+
+#![allow(unreachable_pub)]
+
+mod support;
+
+mod a_framing;
+mod b_hop_by_hop;
+mod c_host;
+mod d_paths;
+mod e_methods;
+mod f_responses;
+mod g_faults;
+mod h_credentials;
+mod i_token;
+mod j_http2;

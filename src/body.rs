@@ -1,8 +1,10 @@
 //! [`ResponseBody`]: one body type for the three sources of a response.
 
 use std::{
+    future::Future,
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -27,7 +29,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<B> {
         Inner { #[pin] body: B },
-        Upstream { #[pin] body: Incoming },
+        Upstream { #[pin] body: Incoming, idle: Option<Idle> },
         Local { #[pin] body: Full<Bytes> },
     }
 }
@@ -39,9 +41,18 @@ impl<B> ResponseBody<B> {
         }
     }
 
-    pub(crate) fn upstream(body: Incoming) -> Self {
+    /// The target's body; `idle` bounds the silence between two frames (see
+    /// [`ProxyLayer::upstream_body_timeout`](crate::ProxyLayer::upstream_body_timeout)).
+    pub(crate) fn upstream(body: Incoming, idle: Option<Duration>) -> Self {
         Self {
-            kind: Kind::Upstream { body },
+            kind: Kind::Upstream {
+                body,
+                idle: idle.map(|timeout| Idle {
+                    timeout,
+                    sleep: None,
+                    waiting: false,
+                }),
+            },
         }
     }
 
@@ -66,7 +77,28 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
-            KindProj::Upstream { body } => body.poll_frame(cx).map_err(Into::into),
+            KindProj::Upstream { body, idle } => match body.poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    if let Some(idle) = idle {
+                        idle.waiting = false;
+                    }
+                    Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                }
+                Poll::Pending => {
+                    let Some(idle) = idle else {
+                        return Poll::Pending;
+                    };
+                    if !idle.expired(cx) {
+                        return Poll::Pending;
+                    }
+                    tracing::warn!(
+                        target: "tower_identity_proxy",
+                        timeout = ?idle.timeout,
+                        "target body stalled; response aborted"
+                    );
+                    Poll::Ready(Some(Err(BodyStalled.into())))
+                }
+            },
             KindProj::Local { body } => body.poll_frame(cx).map_err(|e| match e {}),
         }
     }
@@ -74,7 +106,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
-            Kind::Upstream { body } => body.is_end_stream(),
+            Kind::Upstream { body, .. } => body.is_end_stream(),
             Kind::Local { body } => body.is_end_stream(),
         }
     }
@@ -82,11 +114,50 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
-            Kind::Upstream { body } => body.size_hint(),
+            Kind::Upstream { body, .. } => body.size_hint(),
             Kind::Local { body } => body.size_hint(),
         }
     }
 }
+
+/// The silence allowed while waiting for the next frame of the target's body. Only time
+/// spent waiting on the target counts (a slow client that polls late does not), so the
+/// timer is (re)armed when a wait starts, created on the first one.
+struct Idle {
+    timeout: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether the previous poll was already waiting.
+    waiting: bool,
+}
+
+impl Idle {
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        if !self.waiting {
+            self.waiting = true;
+            match &mut self.sleep {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().poll(cx).is_ready(),
+            None => false,
+        }
+    }
+}
+
+/// The target's body stayed silent longer than the upstream body timeout.
+#[derive(Debug)]
+struct BodyStalled;
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the proxy target's body stalled")
+    }
+}
+
+impl std::error::Error for BodyStalled {}
 
 impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -28,7 +28,7 @@ use crate::{
     error::{BoxError, ProxyError, ProxyErrorKind},
     headers::connection_has,
     identity::{IdentityExtractor, Rejection},
-    rewrite::{Framing, RewriteConfig, rewrite_request, rewrite_response},
+    rewrite::{Framing, RewriteConfig, check_response, rewrite_request, rewrite_response},
     signer::JwtSigner,
     target::{ProxyHandle, Target},
 };
@@ -41,14 +41,20 @@ pub(crate) struct Shared<I, J> {
     pub(crate) client: Option<ProxyClient>,
     pub(crate) rewrite: Arc<RewriteConfig>,
     pub(crate) timeout: Duration,
+    pub(crate) body_timeout: Option<Duration>,
     pub(crate) upgrades: bool,
 }
 
 pub(crate) fn error_response<B>(error: &ProxyError) -> Response<ResponseBody<B>> {
-    local(plain_text(
+    let mut res = plain_text(
         error.status(),
         Bytes::from_static(error.body_text().as_bytes()),
-    ))
+    );
+    if let Some(allow) = error.allow() {
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    local(res)
 }
 
 fn framing<B: Body>(parts: &http::request::Parts, body: &B) -> Framing {
@@ -223,7 +229,11 @@ fn respond<R, I, J>(
         return Response::from_parts(parts, ResponseBody::local(Default::default()));
     }
     let (mut parts, body) = response.into_parts();
+    if let Err(e) = check_response(&parts) {
+        tracing::warn!(reason = e.body_text(), "target response refused");
+        return error_response(&e);
+    }
     rewrite_response(&mut parts, &shared.rewrite);
     parts.version = Version::HTTP_11;
-    Response::from_parts(parts, ResponseBody::upstream(body))
+    Response::from_parts(parts, ResponseBody::upstream(body, shared.body_timeout))
 }

@@ -31,6 +31,39 @@ pub(crate) fn is_forwarding_claim(name: &HeaderName) -> bool {
     n == "forwarded" || n.starts_with("x-forwarded-") || n == "x-real-ip"
 }
 
+/// Whether `name` holds `_` and reads, with `_` as `-`, as a header the proxy removes or
+/// sets itself (`X_Forwarded_Host`, `Transfer_Encoding`, `Authorization_`...): CGI and WSGI
+/// targets map `-` and `_` to the same variable (RFC 9110 §17.10), so such twins are never
+/// forwarded.
+pub(crate) fn is_underscore_twin(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    if !n.contains('_') {
+        return false;
+    }
+    let dashed = n.replace('_', "-");
+    let dashed = dashed.trim_matches('-');
+    dashed.starts_with("x-forwarded")
+        || matches!(
+            dashed,
+            "host"
+                | "authorization"
+                | "proxy-authorization"
+                | "content-length"
+                | "transfer-encoding"
+                | "connection"
+                | "cookie"
+                | "forwarded"
+                | "x-real-ip"
+                | "via"
+                | "te"
+                | "upgrade"
+                | "expect"
+                | "keep-alive"
+                | "proxy-connection"
+                | "max-forwards"
+        )
+}
+
 /// The names listed in every `Connection` header line (case-insensitive, OWS trimmed).
 /// Tokens that are not valid header names are ignored.
 pub(crate) fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {

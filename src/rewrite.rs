@@ -50,7 +50,7 @@ use crate::{
     error::{ConfigError, ProxyError, ProxyErrorKind},
     headers::{
         CookiePolicy, X_FORWARDED_HOST, X_FORWARDED_PROTO, append_via, connection_tokens,
-        is_forwarding_claim, is_hop_by_hop, remove_hop_by_hop, via_contains,
+        is_forwarding_claim, is_hop_by_hop, is_underscore_twin, remove_hop_by_hop, via_contains,
     },
     target::Target,
 };
@@ -356,6 +356,94 @@ pub fn map_path(
     PathAndQuery::try_from(out).map_err(|_| bad("The path cannot be forwarded."))
 }
 
+/// Why a `Transfer-Encoding` cannot be relayed.
+enum Coding {
+    /// Not exactly one `chunked`: repeated, empty elements, or garbage (`400`).
+    Ambiguous,
+    /// A coding other than `chunked`, which the proxy would silently strip (`501`).
+    Unsupported,
+}
+
+/// Accepts no `Transfer-Encoding`, or exactly one `chunked` over all lines (RFC 9112 §6.1:
+/// chunked applied once; anything else is refused rather than re-framed ambiguously).
+fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), Coding> {
+    let mut chunked = 0;
+    let mut other = false;
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"chunked") {
+                chunked += 1;
+            } else if token.is_empty() || !token.iter().all(|b| is_tchar(*b)) {
+                return Err(Coding::Ambiguous);
+            } else {
+                other = true;
+            }
+        }
+    }
+    if chunked > 1 {
+        return Err(Coding::Ambiguous);
+    }
+    if other {
+        return Err(Coding::Unsupported);
+    }
+    Ok(())
+}
+
+/// Checks the framing of a response from the target: no `Transfer-Encoding`, or exactly one
+/// `chunked`. A coding such as `gzip, chunked` cannot be relayed once the proxy re-frames
+/// the body (the client would get gzip bytes labelled as plain), so it is `502`.
+///
+/// # Errors
+///
+/// A [`ProxyError`] of kind `BadResponse` (`502`).
+pub fn check_response(parts: &response::Parts) -> Result<(), ProxyError> {
+    check_transfer_encoding(&parts.headers).map_err(|_| {
+        ProxyError::new(ProxyErrorKind::BadResponse(
+            "The proxy target sent a transfer coding the proxy cannot relay.",
+        ))
+    })
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether any `TE` line lists `trailers`.
+fn te_lists_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(header::TE).iter().any(|v| {
+        v.as_bytes().split(|b| *b == b',').any(|t| {
+            let t = t.split(|b| *b == b';').next().unwrap_or_default();
+            t.trim_ascii().eq_ignore_ascii_case(b"trailers")
+        })
+    })
+}
+
+/// `Max-Forwards` on `OPTIONS` (RFC 9110 §7.6.2): `0` → the proxy answers itself; `n` → `n-1`
+/// is forwarded. Other methods forward it unchanged (`None`).
+fn max_forwards(parts: &request::Parts) -> Result<Option<u32>, ProxyError> {
+    if parts.method != Method::OPTIONS {
+        return Ok(None);
+    }
+    let mut values = parts.headers.get_all(header::MAX_FORWARDS).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let digits = value.as_bytes().trim_ascii();
+    if values.next().is_some() || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(bad("The Max-Forwards header is invalid."));
+    }
+    // Digits only: the parse fails only on overflow, which is "more than we support".
+    let n = std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse::<u32>().ok())
+        .unwrap_or(u32::MAX);
+    if n == 0 {
+        return Err(ProxyError::new(ProxyErrorKind::MaxForwardsReached));
+    }
+    Ok(Some(n - 1))
+}
+
 /// Rewrites a request under the prefix into the request for `target`, without the
 /// `Authorization` token (added once the identity is known). See the [module docs](self).
 ///
@@ -371,9 +459,18 @@ pub fn rewrite_request(
     if via_contains(&parts.headers, &config.pseudonym) {
         return Err(ProxyError::new(ProxyErrorKind::LoopDetected));
     }
-    if parts.method == Method::CONNECT {
-        return Err(bad("CONNECT cannot be proxied."));
+    // CONNECT would ask the target for a tunnel; TRACE would reflect the minted token back
+    // to the caller (RFC 9110 §9.3.8).
+    if parts.method == Method::CONNECT || parts.method == Method::TRACE {
+        return Err(ProxyError::new(ProxyErrorKind::MethodNotAllowed));
     }
+    check_transfer_encoding(&parts.headers).map_err(|e| match e {
+        Coding::Ambiguous => bad("The request's Transfer-Encoding is invalid."),
+        Coding::Unsupported => ProxyError::new(ProxyErrorKind::NotImplemented(
+            "The request's transfer coding is not supported.",
+        )),
+    })?;
+    let max_forwards = max_forwards(parts)?;
     let forwarded_host = client_authority(parts)?;
     let path = map_path(config, target, &parts.uri)?;
     let uri = Uri::builder()
@@ -386,9 +483,11 @@ pub fn rewrite_request(
     let nominated = connection_tokens(&parts.headers);
     let mut headers = HeaderMap::with_capacity(parts.headers.len() + 4);
     for (name, value) in &parts.headers {
-        if name == header::TE {
-            if value.as_bytes().eq_ignore_ascii_case(b"trailers") && !nominated.contains(name) {
-                headers.append(header::TE, value.clone());
+        // Framing is the proxy's: one Content-Length (the body's) or chunked, never both,
+        // whatever `Connection` nominates.
+        if name == header::CONTENT_LENGTH {
+            if framing == Framing::Length {
+                headers.insert(header::CONTENT_LENGTH, value.clone());
             }
             continue;
         }
@@ -397,14 +496,27 @@ pub fn rewrite_request(
             || name == header::AUTHORIZATION
             || name == header::EXPECT
             || name == header::COOKIE
+            || name == header::MAX_FORWARDS
             || is_forwarding_claim(name)
+            || is_underscore_twin(name)
         {
             continue;
         }
-        if name == header::CONTENT_LENGTH && framing == Framing::Unknown {
-            continue;
-        }
         headers.append(name.clone(), value.clone());
+    }
+    // `TE` is hop-by-hop; of its values only `trailers` means something to the next hop.
+    if te_lists_trailers(&parts.headers) {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    match max_forwards {
+        Some(n) => {
+            headers.insert(header::MAX_FORWARDS, HeaderValue::from(n));
+        }
+        None => {
+            for v in parts.headers.get_all(header::MAX_FORWARDS) {
+                headers.append(header::MAX_FORWARDS, v.clone());
+            }
+        }
     }
     if framing == Framing::Unknown {
         headers.insert(
@@ -667,5 +779,96 @@ mod tests {
         assert!(!parts.headers.contains_key("transfer-encoding"));
         assert_eq!(parts.headers["x-custom-header"], "lorem ipsum");
         assert!(parts.headers.contains_key("via"));
+    }
+
+    #[test]
+    fn transfer_codings_other_than_one_chunked_are_refused() {
+        let t = target("http://t:1");
+        let c = cfg();
+        let status = |te: &[&str]| {
+            let mut h: Vec<(&str, &str)> = vec![("host", "a")];
+            h.extend(te.iter().map(|v| ("transfer-encoding", *v)));
+            rewrite_request(&req("/proxy", &h), &t, &c, Framing::Unknown)
+                .map(|_| 200)
+                .map_err(|e| e.status().as_u16())
+        };
+        assert_eq!(status(&["chunked"]), Ok(200));
+        assert_eq!(status(&["Chunked"]), Ok(200));
+        assert_eq!(status(&["chunked", "chunked"]), Err(400));
+        assert_eq!(status(&["chunked, chunked"]), Err(400));
+        assert_eq!(status(&[",chunked"]), Err(400));
+        assert_eq!(status(&["gzip, chunked"]), Err(501));
+    }
+
+    #[test]
+    fn max_forwards_on_options() {
+        let t = target("http://t:1");
+        let c = cfg();
+        let options = |mf: &str| {
+            let mut b = Request::builder().method(Method::OPTIONS).uri("/proxy");
+            b = b.header("host", "a").header("max-forwards", mf);
+            let p = b.body(()).unwrap().into_parts().0;
+            rewrite_request(&p, &t, &c, Framing::Empty)
+        };
+        assert_eq!(options("0").unwrap_err().status(), 200);
+        assert_eq!(
+            options("0").unwrap_err().allow(),
+            Some(crate::error::ALLOWED_METHODS)
+        );
+        assert_eq!(options("5").unwrap().headers["max-forwards"], "4");
+        assert_eq!(options("x").unwrap_err().status(), 400);
+        let trace = Request::builder()
+            .method(Method::TRACE)
+            .uri("/proxy")
+            .header("host", "a")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert_eq!(
+            rewrite_request(&trace, &t, &c, Framing::Empty)
+                .unwrap_err()
+                .status(),
+            405
+        );
+    }
+
+    #[test]
+    fn underscore_twins_are_dropped() {
+        let p = req(
+            "/proxy",
+            &[
+                ("host", "a"),
+                ("x_forwarded_host", "evil"),
+                ("transfer_encoding", "chunked"),
+                ("_authorization", "x"),
+                ("x_custom", "kept"),
+            ],
+        );
+        let up = rewrite_request(&p, &target("http://t:1"), &cfg(), Framing::Empty).unwrap();
+        assert!(!up.headers.contains_key("x_forwarded_host"));
+        assert!(!up.headers.contains_key("transfer_encoding"));
+        assert!(!up.headers.contains_key("_authorization"));
+        assert_eq!(up.headers["x_custom"], "kept");
+    }
+
+    #[test]
+    fn responses_with_other_codings_are_refused() {
+        let parts = |te: &str| {
+            http::Response::builder()
+                .header("transfer-encoding", te)
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        assert!(check_response(&parts("chunked")).is_ok());
+        assert_eq!(
+            check_response(&parts("gzip, chunked"))
+                .unwrap_err()
+                .status(),
+            502
+        );
+        assert!(check_response(&parts("chunked, chunked")).is_err());
     }
 }

@@ -100,3 +100,93 @@ async fn c4_invalid_host_values_are_400() {
     }
     up.assert_untouched();
 }
+
+#[tokio::test]
+async fn c3_scheme_comes_from_configuration_not_the_request() {
+    let (up, app) = setup().await;
+    let req = format!(
+        "GET https://{a}/proxy/echo HTTP/1.1\r\nHost: {a}\r\nX-Forwarded-Proto: https\r\n\r\n",
+        a = app.addr
+    );
+    let (r, _c) = app.exchange(req.as_bytes()).await;
+    assert_eq!(r.status, 200);
+    let got = up.only();
+    assert_eq!(got.one("x-forwarded-proto"), "http");
+    assert_eq!(got.target, "/api/v1/echo");
+}
+
+#[tokio::test]
+async fn c3_https_is_sent_when_configured() {
+    let up = Upstream::ok().await;
+    let app = start_app(layer().forwarded_proto("https").unwrap()).await;
+    app.target(&up, "");
+    assert_eq!(app.get("/proxy/x", "").await.status, 200);
+    assert_eq!(up.only().one("x-forwarded-proto"), "https");
+}
+
+#[tokio::test]
+async fn c5_absolute_form_never_chooses_the_upstream() {
+    let (up, app) = setup().await;
+    // Another authority than Host: refused, nothing forwarded anywhere.
+    let req = format!(
+        "GET http://169.254.169.254/proxy/latest/meta-data HTTP/1.1\r\nHost: {}\r\n\r\n",
+        app.addr
+    );
+    let (r, _c) = app.exchange(req.as_bytes()).await;
+    assert_eq!(r.status, 400);
+    up.assert_untouched();
+    // The same authority as Host: forwarded to the configured target only.
+    let req = format!(
+        "GET http://{a}/proxy/latest/meta-data HTTP/1.1\r\nHost: {a}\r\n\r\n",
+        a = app.addr
+    );
+    let (r, _c) = app.exchange(req.as_bytes()).await;
+    assert_eq!(r.status, 200);
+    let got = up.only();
+    assert_eq!(got.target, "/api/v1/latest/meta-data");
+    assert_eq!(got.one("host"), up.addr.to_string());
+    assert_eq!(got.one("x-forwarded-host"), app.addr.to_string());
+}
+
+#[tokio::test]
+async fn c5_absolute_form_outside_the_prefix_reaches_the_app_untouched() {
+    let (up, app) = setup().await;
+    let req = format!(
+        "GET http://169.254.169.254/inner/echo HTTP/1.1\r\nHost: {}\r\n\r\n",
+        app.addr
+    );
+    let (r, _c) = app.exchange(req.as_bytes()).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text()
+            .starts_with("GET http://169.254.169.254/inner/echo"),
+        "{}",
+        r.text()
+    );
+    up.assert_untouched();
+}
+
+#[tokio::test]
+async fn c6_connect_under_the_prefix_is_405() {
+    let (up, app) = setup().await;
+    let (r, _c) = app
+        .exchange(format!("CONNECT /proxy/x HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr).as_bytes())
+        .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(
+        r.one("allow"),
+        "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"
+    );
+    up.assert_untouched();
+}
+
+#[tokio::test]
+async fn c6_authority_form_connect_goes_to_the_app_not_the_target() {
+    let (up, app) = setup().await;
+    let (r, _c) = app
+        .exchange(format!("CONNECT {t} HTTP/1.1\r\nHost: {t}\r\n\r\n", t = up.addr).as_bytes())
+        .await;
+    // The inner app answers (no route: 404); no tunnel, no upstream connection.
+    assert_eq!(r.status, 404, "{}", r.head_str());
+    up.assert_untouched();
+}

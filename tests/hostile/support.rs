@@ -1003,3 +1003,15 @@ where
 {
     body.collect().await.map(|c| c.to_bytes())
 }
+
+/// Every request the upstream started has ended (EOF seen for each head), and none of them
+/// arrived complete: nothing was forwarded as a whole message.
+pub async fn assert_no_complete_request(up: &Upstream) {
+    up.wait("every started upstream request ends", |v| v.heads <= v.eofs)
+        .await;
+    assert!(
+        up.requests().is_empty(),
+        "a complete request was forwarded: {:#?}",
+        up.requests()
+    );
+}

@@ -298,3 +298,45 @@ async fn i6_private_key_never_in_debug_output() {
         assert!(!shown.contains("PRIVATE"), "private key in {shown}");
     }
 }
+
+#[tokio::test]
+async fn i7_jti_per_token_when_configured_and_short_lifetime() {
+    let signer = KeySigner::rs512(keys().clone())
+        .unwrap()
+        .policy(TokenPolicy::new().jti(true));
+    let up = Upstream::ok().await;
+    // Uncached, so every request gets a fresh token (and jti).
+    let app = start_app(ProxyLayer::uncached(signer)).await;
+    app.target(&up, "");
+    for _ in 0..3 {
+        assert_eq!(app.get("/proxy/x", "").await.status, 200);
+    }
+    let jtis: Vec<String> = up
+        .requests()
+        .iter()
+        .map(|r| decode_jwt(&r.bearer())["jti"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(jtis.len(), 3);
+    assert!(jtis[0] != jtis[1] && jtis[1] != jtis[2] && jtis[0] != jtis[2]);
+}
+
+#[tokio::test]
+async fn i8_odd_claim_values_round_trip_as_json() {
+    let name = "bob \"the\" \\ builder\n\0 ünïcødé 🦀";
+    let roles = ["ROLE_\"Q\"", "ROLE_\\", "ROLE_ü"];
+    let extractor = move |_: &http::request::Parts| async move {
+        Ok(Some(tower_identity_proxy::Identity::new(name, roles)))
+    };
+    let up = Upstream::ok().await;
+    let app = start_app(layer().identity(extractor)).await;
+    app.target(&up, "");
+    assert_eq!(app.get("/proxy/x", "").await.status, 200);
+    let got = up.only();
+    let claims = decode_jwt(&got.bearer());
+    assert_eq!(claims["sub"], name);
+    let mut want: Vec<&str> = roles.to_vec();
+    want.sort();
+    assert_eq!(claims["authorities"], serde_json::json!(want));
+    // The claims only travel inside the token: no header carries them.
+    assert!(!got.head_str().contains("builder"));
+}

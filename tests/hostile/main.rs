@@ -21,3 +21,6 @@ mod g_faults;
 mod h_credentials;
 mod i_token;
 mod j_http2;
+mod k_plumbing;
+mod l_config;
+mod n_no_panic;

@@ -151,15 +151,15 @@ pub fn values<'a>(headers: &'a Headers, name: &str) -> Vec<&'a [u8]> {
         .collect()
 }
 
-/// A TCP stream with a read buffer.
-pub struct Wire {
-    pub stream: TcpStream,
+/// A stream (TCP, or its read half) with a read buffer.
+pub struct Wire<S = TcpStream> {
+    pub stream: S,
     pub buf: Vec<u8>,
     pub eof: bool,
 }
 
-impl Wire {
-    pub fn new(stream: TcpStream) -> Self {
+impl<S: tokio::io::AsyncRead + Unpin> Wire<S> {
+    pub fn new(stream: S) -> Self {
         Self {
             stream,
             buf: Vec::new(),
@@ -230,7 +230,7 @@ pub struct ReadBody {
     pub complete: bool,
 }
 
-async fn read_chunked(wire: &mut Wire) -> ReadBody {
+async fn read_chunked<S: tokio::io::AsyncRead + Unpin>(wire: &mut Wire<S>) -> ReadBody {
     let mut body = ReadBody::default();
     loop {
         let Some(line) = wire.read_until(b"\r\n").await else {
@@ -755,6 +755,24 @@ where
 /// Serves `router` the way the demo does (hyper-util auto: HTTP/1.1 and h2c prior knowledge,
 /// upgrades enabled).
 pub async fn serve_router(router: Router, handle: ProxyHandle, options: ServeOptions) -> App {
+    serve_service(router, handle, options).await
+}
+
+/// Serves any tower service like [`serve_router`].
+pub async fn serve_service<S, B>(service: S, handle: ProxyHandle, options: ServeOptions) -> App
+where
+    S: tower::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<B>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -771,7 +789,7 @@ pub async fn serve_router(router: Router, handle: ProxyHandle, options: ServeOpt
                 return;
             };
             count.fetch_add(1, Ordering::SeqCst);
-            let svc = TowerToHyperService::new(router.clone());
+            let svc = TowerToHyperService::new(service.clone());
             let builder = builder.clone();
             tokio::spawn(async move {
                 let _ = builder
@@ -864,9 +882,9 @@ pub enum After {
     Data(Vec<u8>),
 }
 
-/// A raw TCP client.
-pub struct Raw {
-    pub wire: Wire,
+/// A raw TCP client (or the read half of one, after [`Raw::split`]).
+pub struct Raw<S = TcpStream> {
+    pub wire: Wire<S>,
 }
 
 impl Raw {
@@ -888,6 +906,28 @@ impl Raw {
         self.wire.stream.write_all(bytes).await.is_ok()
     }
 
+    /// A reader and a writer that can be used at the same time.
+    pub fn split(
+        self,
+    ) -> (
+        Raw<tokio::net::tcp::OwnedReadHalf>,
+        tokio::net::tcp::OwnedWriteHalf,
+    ) {
+        let (rd, wr) = self.wire.stream.into_split();
+        (
+            Raw {
+                wire: Wire {
+                    stream: rd,
+                    buf: self.wire.buf,
+                    eof: self.wire.eof,
+                },
+            },
+            wr,
+        )
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> Raw<S> {
     /// Reads one response (a `1xx` is a response of its own). `None` if the connection
     /// closed before any byte of it.
     pub async fn response(&mut self, head_request: bool) -> Option<Resp> {

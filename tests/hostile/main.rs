@@ -14,6 +14,7 @@ mod support;
 mod a_framing;
 mod b_hop_by_hop;
 mod c_host;
+mod corpus;
 mod d_paths;
 mod e_methods;
 mod f_responses;

@@ -6,14 +6,19 @@
 //! - idle pooled connections are closed after 4.5 s, below the 5 s keep-alive of Node.js
 //!   and similar servers, so the pool rarely picks a connection the target is closing;
 //! - only requests that were never written are retried (hyper-util's
-//!   `retry_canceled_requests`); a stale-connection race after bytes were written surfaces
-//!   as `502`, never as a hang or a replay;
+//!   `retry_canceled_requests`: a reused connection that closed before the request went
+//!   out hands the request back untouched, body included, and it is sent once on a new
+//!   connection); once any byte was written, a closed connection surfaces as `502`, never
+//!   as a hang or a replay, whatever the body;
 //! - https targets (feature `https`, on by default) through rustls with the aws-lc-rs
 //!   provider passed explicitly, certificates verified against the webpki roots (feature
 //!   `webpki-roots`), the platform's roots (`native-roots`) and any extra root given; ALPN
-//!   offers `h2` and `http/1.1`;
+//!   offers `h2` and `http/1.1`. There is no switch that turns verification off; a
+//!   certificate that does not verify (unknown issuer, wrong name, expired) is a `502`;
 //! - plain http targets speak HTTP/1.1, or HTTP/2 with prior knowledge when
-//!   [`ClientBuilder::http2_prior_knowledge`] is set (h2c, as gRPC backends need).
+//!   [`ClientBuilder::http2_prior_knowledge`] is set (h2c, as gRPC backends need);
+//! - upgrade requests (WebSocket) always go over HTTP/1.1, through connections of their
+//!   own (ALPN offers `http/1.1` alone), since HTTP/2 has no `Upgrade`.
 //!
 //! # Example
 //!
@@ -58,6 +63,9 @@ type Connector = HttpConnector;
 #[derive(Clone)]
 pub struct ProxyClient {
     client: Client<Connector, UpstreamBody>,
+    /// HTTP/1.1 only (ALPN offers `http/1.1` alone): upgrades (WebSocket) exist only in
+    /// HTTP/1.1, so they must not land on an h2 connection negotiated by ALPN or on h2c.
+    h1: Client<Connector, UpstreamBody>,
     /// HTTP/2 with prior knowledge for plain-http targets, when configured.
     h2c: Option<Client<HttpConnector, UpstreamBody>>,
 }
@@ -78,13 +86,16 @@ impl ProxyClient {
         ClientBuilder::default()
     }
 
-    /// Sends a request to `target` (the request's URI is already absolute).
+    /// Sends a request to `target` (the request's URI is already absolute); an `upgrade`
+    /// request goes over HTTP/1.1 whatever the target would otherwise negotiate.
     pub(crate) async fn send(
         &self,
         target: &Target,
         req: Request<UpstreamBody>,
+        upgrade: bool,
     ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
         match (&self.h2c, target.is_https()) {
+            _ if upgrade => self.h1.request(req).await,
             (Some(h2c), false) => h2c.request(req).await,
             _ => self.client.request(req).await,
         }
@@ -287,16 +298,28 @@ impl ClientBuilder {
             .set_host(true);
 
         #[cfg(feature = "https")]
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(self.tls_config()?)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(self.http_connector());
+        let (connector, h1_connector) = {
+            let tls = self.tls_config()?;
+            let mut h1_tls = tls.clone();
+            h1_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(self.http_connector());
+            // https_or_http, HTTP/1.1 only.
+            let h1_connector = hyper_rustls::HttpsConnector::from((
+                self.http_connector(),
+                std::sync::Arc::new(h1_tls),
+            ));
+            (connector, h1_connector)
+        };
         #[cfg(not(feature = "https"))]
-        let connector = self.http_connector();
+        let (connector, h1_connector) = (self.http_connector(), self.http_connector());
 
         let client = b.build(connector);
+        let h1 = b.build(h1_connector);
         let h2c = self.h2c.then(|| {
             let mut b = Client::builder(TokioExecutor::new());
             b.pool_timer(TokioTimer::new())
@@ -307,7 +330,7 @@ impl ClientBuilder {
                 .retry_canceled_requests(true);
             b.build(self.http_connector())
         });
-        Ok(ProxyClient { client, h2c })
+        Ok(ProxyClient { client, h1, h2c })
     }
 }
 

@@ -180,7 +180,12 @@ where
     let Some(client) = &shared.client else {
         return error_response(&ProxyError::new(ProxyErrorKind::Unreachable));
     };
-    let response = match tokio::time::timeout(shared.timeout, client.send(target, request)).await {
+    let response = match tokio::time::timeout(
+        shared.timeout,
+        client.send(target, request, upgrade.is_some()),
+    )
+    .await
+    {
         Ok(Ok(res)) => res,
         Ok(Err(e)) => {
             let error = ProxyError::with_source(ProxyErrorKind::Unreachable, e);

@@ -163,6 +163,12 @@ impl<I, J> ProxyLayer<I, J> {
 
     /// Whether `Upgrade` requests (WebSocket) are tunnelled once the target answers `101`
     /// with the same protocol. Default is on; `h2c` upgrades are never tunnelled.
+    ///
+    /// Upgrades exist in HTTP/1.1 only: the request to the target always goes over
+    /// HTTP/1.1 (`ws`/`wss` follow the target's `http`/`https`), and the app's server must
+    /// hand upgrades over (`axum::serve` does; with hyper-util use
+    /// `serve_connection_with_upgrades`). WebSockets over inbound HTTP/2 (extended
+    /// `CONNECT`, RFC 8441) are not proxied: such requests get `400`.
     pub fn upgrades(mut self, on: bool) -> Self {
         self.upgrades = on;
         self

@@ -1,4 +1,10 @@
 //! The byte tunnel of an upgraded connection (WebSocket and other `Upgrade`s).
+//!
+//! The tunnel is opened only after the target answered `101` with the `Upgrade` asked for
+//! (see `forward::respond`). It copies bytes both ways; when one side half-closes, the
+//! other side's write half is shut down and the remaining direction keeps flowing; the
+//! task ends when both directions are done or either connection fails. HTTP/2 extended
+//! `CONNECT` (RFC 8441) is not tunnelled.
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;

@@ -1,0 +1,163 @@
+//! https targets: verification against a test CA made with rcgen, refusals as `502`,
+//! mTLS, and HTTP/2 negotiated by ALPN.
+
+mod proto_support;
+
+use http::{Request, Version};
+use http_body_util::Full;
+use proto_support::*;
+use tower_identity_proxy::ProxyClient;
+
+const H2_H1: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+#[tokio::test]
+async fn https_target_verified_with_an_extra_root_and_h2_by_alpn() {
+    let ca = Ca::new("proto test CA");
+    let leaf = ca.leaf(&["localhost"], false);
+    let target = start_tls_target(server_config(&leaf, H2_H1, None)).await;
+    let client = client_trusting(&ca).build().unwrap();
+    let app = start_app(
+        client,
+        &format!("https://localhost:{}/base", target.addr.port()),
+    )
+    .await;
+
+    for client in [h1_client(), h2_client()] {
+        let got = bounded("https", get(&client, app, "/proxy/hello?x=1")).await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        let seen = got.json();
+        // ALPN offered h2 first and the target chose it: the target saw HTTP/2.
+        assert_eq!(seen["alpn"], "h2");
+        assert_eq!(seen["version"], "HTTP/2.0");
+        assert_eq!(
+            seen["uri"],
+            format!("https://localhost:{}/base/hello?x=1", target.addr.port())
+        );
+        assert_alice(header_of(&seen, "authorization").unwrap());
+        assert_eq!(
+            header_of(&seen, "x-forwarded-host"),
+            Some(app.to_string().as_str())
+        );
+        assert_eq!(header_of(&seen, "x-forwarded-proto"), Some("http"));
+        // HTTP/2 forbids connection-specific headers; none reached the target.
+        for gone in ["connection", "transfer-encoding", "keep-alive", "upgrade"] {
+            assert!(header_of(&seen, gone).is_none(), "{gone}: {seen}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn https_target_speaking_only_http1_is_reached_over_http1() {
+    let ca = Ca::new("proto test CA");
+    let leaf = ca.leaf(&["localhost"], false);
+    let target = start_tls_target(server_config(&leaf, &[b"http/1.1"], None)).await;
+    let client = client_trusting(&ca).build().unwrap();
+    let app = start_app(client, &format!("https://localhost:{}", target.addr.port())).await;
+
+    // An HTTP/2 caller reaches an HTTP/1.1-only target, body and all.
+    let req = Request::post(format!("http://{app}/proxy/upload"))
+        .body(Full::from("payload"))
+        .unwrap();
+    let got = bounded("https h1", send(&h2_client(), req)).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.version, Version::HTTP_2);
+    let seen = got.json();
+    assert_eq!(seen["alpn"], "http/1.1");
+    assert_eq!(seen["version"], "HTTP/1.1");
+    assert_eq!(seen["body"], "payload");
+    assert_alice(header_of(&seen, "authorization").unwrap());
+}
+
+#[tokio::test]
+async fn wrong_hostname_is_a_plain_502() {
+    let ca = Ca::new("proto test CA");
+    let leaf = ca.leaf(&["somewhere-else.example"], false);
+    let target = start_tls_target(server_config(&leaf, H2_H1, None)).await;
+    let client = client_trusting(&ca).build().unwrap();
+    let app = start_app(client, &format!("https://localhost:{}", target.addr.port())).await;
+
+    let got = bounded("wrong name", get(&h1_client(), app, "/proxy/x")).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(got.text(), UNREACHABLE);
+    assert_eq!(got.headers["content-type"], "text/plain; charset=utf-8");
+    assert!(target.seen.all().is_empty(), "nothing may reach the target");
+}
+
+#[tokio::test]
+async fn untrusted_ca_is_a_plain_502() {
+    let trusted = Ca::new("trusted CA");
+    let other = Ca::new("other CA");
+    let leaf = other.leaf(&["localhost"], false);
+    let target = start_tls_target(server_config(&leaf, H2_H1, None)).await;
+    // Neither the webpki roots nor the extra root know `other`.
+    let client = client_trusting(&trusted).build().unwrap();
+    let app = start_app(client, &format!("https://localhost:{}", target.addr.port())).await;
+
+    let got = bounded("untrusted", get(&h2_client(), app, "/proxy/x")).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(got.text(), UNREACHABLE);
+    assert!(target.seen.all().is_empty());
+
+    // The default client (webpki roots only) refuses it too.
+    let app = start_app(
+        ProxyClient::new().unwrap(),
+        &format!("https://localhost:{}", target.addr.port()),
+    )
+    .await;
+    let got = bounded("untrusted default", get(&h1_client(), app, "/proxy/x")).await;
+    assert_eq!(got.status, 502);
+    assert!(target.seen.all().is_empty());
+}
+
+#[tokio::test]
+async fn mtls_presents_the_client_certificate() {
+    let ca = Ca::new("proto test CA");
+    let clients_ca = Ca::new("client CA");
+    let leaf = ca.leaf(&["localhost"], false);
+    let target = start_tls_target(server_config(&leaf, H2_H1, Some(&clients_ca))).await;
+    let url = format!("https://localhost:{}", target.addr.port());
+
+    // Without a client certificate the target refuses the handshake: 502.
+    let app = start_app(client_trusting(&ca).build().unwrap(), &url).await;
+    let got = bounded("no client cert", get(&h1_client(), app, "/proxy/x")).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(got.text(), UNREACHABLE);
+    assert!(target.seen.all().is_empty());
+
+    // With one issued by the CA the target trusts, the request goes through.
+    let me = clients_ca.leaf(&["proxy.client"], true);
+    let client = client_trusting(&ca)
+        .client_certificate_pem(me.cert_pem.as_bytes(), me.key_pem.as_bytes())
+        .unwrap()
+        .build()
+        .unwrap();
+    let app = start_app(client, &url).await;
+    let got = bounded("client cert", get(&h1_client(), app, "/proxy/x")).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let seen = got.json();
+    assert_eq!(seen["client_cert"], true);
+    assert_alice(header_of(&seen, "authorization").unwrap());
+}
+
+#[test]
+fn bad_pem_is_a_config_error() {
+    assert!(
+        ProxyClient::builder()
+            .add_root_certificates_pem(b"")
+            .is_err()
+    );
+    assert!(
+        ProxyClient::builder()
+            .add_root_certificates_pem(
+                b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"
+            )
+            .is_err()
+    );
+    let ca = Ca::new("x");
+    let leaf = ca.leaf(&["localhost"], true);
+    assert!(
+        ProxyClient::builder()
+            .client_certificate_pem(leaf.cert_pem.as_bytes(), b"no key here")
+            .is_err()
+    );
+}

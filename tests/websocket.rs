@@ -1,0 +1,320 @@
+//! WebSockets and other upgrades through the proxy: the handshake carries the identity,
+//! the tunnel opens only on a matching `101`, frames flow both ways, closes propagate, and
+//! no task outlives the connection.
+
+mod proto_support;
+
+use std::{net::SocketAddr, time::Duration};
+
+use futures_util::{SinkExt, StreamExt};
+use proto_support::*;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tokio_tungstenite::{
+    client_async,
+    tungstenite::{
+        Message,
+        client::IntoClientRequest,
+        protocol::{CloseFrame, frame::coding::CloseCode},
+    },
+};
+use tower_identity_proxy::ProxyClient;
+
+/// One WebSocket session through the app: handshake with a multi-token `Connection`,
+/// ping/pong both ways, text, binary, close. Returns the handshake the target saw.
+async fn session(app: SocketAddr, target: &mut Target) -> serde_json::Value {
+    let stream = TcpStream::connect(app).await.unwrap();
+    let mut req = format!("ws://{app}/proxy/ws")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("connection", "keep-alive, Upgrade".parse().unwrap());
+    let (mut ws, res) = bounded("ws handshake", client_async(req, stream))
+        .await
+        .expect("handshake through the proxy");
+    assert_eq!(res.status(), 101);
+    assert_eq!(res.headers()["upgrade"], "websocket");
+    assert!(res.headers().contains_key("via"));
+
+    // The target pings first; tungstenite answers with a pong that the target reports.
+    assert_eq!(
+        bounded("ping", ws_next(&mut ws)).await,
+        Message::Ping("from-target".into())
+    );
+    assert_eq!(
+        bounded("pong report", ws_next(&mut ws)).await,
+        Message::text("pong seen: from-target")
+    );
+
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(
+        bounded("text", ws_next(&mut ws)).await,
+        Message::text("hello")
+    );
+    let binary = vec![0u8, 1, 2, 0xff, 0xfe];
+    ws.send(Message::binary(binary.clone())).await.unwrap();
+    assert_eq!(
+        bounded("binary", ws_next(&mut ws)).await,
+        Message::binary(binary)
+    );
+    ws.send(Message::Ping("from-client".into())).await.unwrap();
+    assert_eq!(
+        bounded("pong", ws_next(&mut ws)).await,
+        Message::Pong("from-client".into())
+    );
+
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    }))
+    .await
+    .unwrap();
+    match bounded("close", ws_next(&mut ws)).await {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected the target's close, got {other:?}"),
+    }
+    drop(ws);
+    // The client's TCP close went through the tunnel to the target.
+    bounded("target sees the close", target.ws_closed.recv())
+        .await
+        .expect("close signal");
+    target.seen.last()
+}
+
+async fn ws_next<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Message
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    ws.next().await.expect("a frame").expect("no error")
+}
+
+fn assert_handshake(seen: &serde_json::Value, app: SocketAddr) {
+    assert_eq!(seen["version"], "HTTP/1.1", "{seen}");
+    assert_eq!(seen["method"], "GET");
+    assert_alice(header_of(seen, "authorization").expect("the JWT on the handshake"));
+    assert_eq!(
+        header_of(seen, "x-forwarded-host"),
+        Some(app.to_string().as_str())
+    );
+    assert_eq!(header_of(seen, "x-forwarded-proto"), Some("http"));
+    assert_eq!(header_of(seen, "upgrade"), Some("websocket"));
+    assert!(
+        header_of(seen, "connection").is_some_and(|c| c.eq_ignore_ascii_case("upgrade")),
+        "{seen}"
+    );
+    assert!(header_of(seen, "sec-websocket-key").is_some());
+    assert_eq!(header_of(seen, "sec-websocket-version"), Some("13"));
+}
+
+/// Alive tasks of this (current-thread) runtime.
+fn alive() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// Waits (bounded) until the runtime is back to `baseline` tasks.
+async fn settles_to(baseline: usize) -> usize {
+    for _ in 0..200 {
+        if alive() <= baseline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    alive()
+}
+
+#[tokio::test]
+async fn websocket_echo_carries_the_identity_and_leaks_no_task() {
+    let mut target = start_target().await;
+    let app = start_app(
+        ProxyClient::new().unwrap(),
+        &format!("http://{}", target.addr),
+    )
+    .await;
+
+    // The runtime's tasks before any session: the app's and the target's accept loops.
+    let before = alive();
+    for _ in 0..2 {
+        let seen = session(app, &mut target).await;
+        assert_handshake(&seen, app);
+        // The tunnel task and every connection task end once the sockets close.
+        let after = settles_to(before).await;
+        assert_eq!(after, before, "tasks alive after the session");
+    }
+}
+
+#[tokio::test]
+async fn websocket_with_an_h2c_client_still_upgrades_over_http1() {
+    // The client speaks h2c to plain-http targets; an upgrade exists only in HTTP/1.1.
+    let mut target = start_target().await;
+    let client = ProxyClient::builder()
+        .http2_prior_knowledge(true)
+        .build()
+        .unwrap();
+    let app = start_app(client, &format!("http://{}", target.addr)).await;
+    let seen = session(app, &mut target).await;
+    assert_handshake(&seen, app);
+}
+
+#[tokio::test]
+async fn wss_follows_an_https_target_that_offers_h2() {
+    // A TLS target offering h2 and http/1.1 (as most do): the WebSocket handshake must go
+    // over HTTP/1.1, whatever ALPN would pick for ordinary requests.
+    let ca = Ca::new("ws CA");
+    let leaf = ca.leaf(&["localhost"], false);
+    let mut target = start_tls_target(server_config(&leaf, &[b"h2", b"http/1.1"], None)).await;
+    let client = client_trusting(&ca).build().unwrap();
+    let app = start_app(client, &format!("https://localhost:{}", target.addr.port())).await;
+
+    // Ordinary requests still use h2 on the same target.
+    let got = bounded("h2 get", get(&h1_client(), app, "/proxy/plain")).await;
+    assert_eq!(got.json()["version"], "HTTP/2.0");
+
+    let seen = session(app, &mut target).await;
+    assert_handshake(&seen, app);
+    assert_eq!(seen["alpn"], "http/1.1");
+}
+
+/// Sends a raw upgrade request and returns the stream and the response head.
+async fn raw_upgrade(app: SocketAddr, path: &str, extra: &str) -> (TcpStream, String, Vec<u8>) {
+    let mut s = TcpStream::connect(app).await.unwrap();
+    let req = format!("GET /proxy{path} HTTP/1.1\r\nHost: {app}\r\n{extra}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let (head, rest) = bounded("raw head", read_head(&mut s)).await;
+    (s, head, rest)
+}
+
+#[tokio::test]
+async fn half_close_passes_both_ways() {
+    let target = start_target().await;
+    let app = start_app(
+        ProxyClient::new().unwrap(),
+        &format!("http://{}", target.addr),
+    )
+    .await;
+    let (mut s, head, rest) = raw_upgrade(
+        app,
+        "/x-echo",
+        "Connection: keep-alive, Upgrade\r\nUpgrade: x-echo\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: x-echo"),
+        "{head}"
+    );
+    assert!(rest.is_empty());
+
+    // Write, then half-close: the target reads to EOF and only then answers.
+    s.write_all(b"hello ").await.unwrap();
+    s.write_all(b"tunnel").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    bounded("reply after half-close", s.read_to_end(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(got, b"got: hello tunnel");
+
+    let seen = target.seen.last();
+    assert_alice(header_of(&seen, "authorization").unwrap());
+    assert_eq!(header_of(&seen, "upgrade"), Some("x-echo"));
+}
+
+#[tokio::test]
+async fn no_tunnel_without_a_matching_101() {
+    let target = start_target().await;
+    let app = start_app(
+        ProxyClient::new().unwrap(),
+        &format!("http://{}", target.addr),
+    )
+    .await;
+
+    // The target switches to another protocol than asked: 502, no tunnel.
+    let want: &[u8] = b"The proxy target switched to another protocol.";
+    let (mut s, head, mut body) = raw_upgrade(
+        app,
+        "/wrong-upgrade",
+        "Connection: Upgrade\r\nUpgrade: x-echo\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    while body.len() < want.len() {
+        let mut more = [0u8; 256];
+        let n = bounded("502 body", s.read(&mut more)).await.unwrap();
+        assert!(n > 0, "closed early");
+        body.extend_from_slice(&more[..n]);
+    }
+    assert_eq!(body, want);
+
+    // The target declines (answers 200): the client gets that answer, nothing switches.
+    let (_s, head, rest) = raw_upgrade(
+        app,
+        "/plain",
+        "Connection: Upgrade\r\nUpgrade: websocket\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("upgrade:"), "{head}");
+    let _ = rest;
+}
+
+#[tokio::test]
+async fn h2c_upgrade_is_not_tunnelled() {
+    let target = start_target().await;
+    let app = start_app(
+        ProxyClient::new().unwrap(),
+        &format!("http://{}", target.addr),
+    )
+    .await;
+    let (_s, head, _) = raw_upgrade(
+        app,
+        "/plain",
+        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let seen = target.seen.last();
+    for gone in ["upgrade", "connection", "http2-settings"] {
+        assert!(header_of(&seen, gone).is_none(), "{gone}: {seen}");
+    }
+    assert_alice(header_of(&seen, "authorization").unwrap());
+}
+
+#[tokio::test]
+async fn http2_extended_connect_is_refused_not_tunnelled() {
+    // WebSockets over HTTP/2 (RFC 8441) are not proxied: the request is refused with a
+    // plain 400 and nothing reaches the target.
+    let target = start_target().await;
+    let app = start_app(
+        ProxyClient::new().unwrap(),
+        &format!("http://{}", target.addr),
+    )
+    .await;
+    let tcp = TcpStream::connect(app).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    bounded("ready", sender.ready()).await.unwrap();
+    let req = http::Request::connect(format!("http://{app}/proxy/ws"))
+        .extension(hyper::ext::Protocol::from_static("websocket"))
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let res = bounded("extended connect", sender.send_request(req))
+        .await
+        .expect("an answer");
+    assert_eq!(res.status(), 400);
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], b"CONNECT cannot be proxied.");
+    assert!(target.seen.all().is_empty());
+}

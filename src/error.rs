@@ -86,7 +86,7 @@ pub enum ProxyErrorKind {
     LoopDetected,
     /// `CONNECT` (a tunnel) or `TRACE` (it would reflect the identity token back):
     /// `405 Method Not Allowed` with `Allow`.
-    MethodNotAllowed,
+    MethodNotAllowed(&'static str),
     /// The request uses something the proxy cannot relay, such as a transfer coding other
     /// than `chunked`: `501 Not Implemented`.
     NotImplemented(&'static str),
@@ -128,7 +128,7 @@ impl ProxyError {
             ProxyErrorKind::Disabled => StatusCode::NOT_IMPLEMENTED,
             ProxyErrorKind::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyErrorKind::LoopDetected => StatusCode::LOOP_DETECTED,
-            ProxyErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyErrorKind::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyErrorKind::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyErrorKind::MaxForwardsReached => StatusCode::OK,
             ProxyErrorKind::Signing => StatusCode::INTERNAL_SERVER_ERROR,
@@ -143,7 +143,7 @@ impl ProxyError {
             ProxyErrorKind::Disabled => "The proxy is disabled.",
             ProxyErrorKind::BadRequest(reason) => reason,
             ProxyErrorKind::LoopDetected => "The proxy target points back at this proxy.",
-            ProxyErrorKind::MethodNotAllowed => "This method cannot be proxied.",
+            ProxyErrorKind::MethodNotAllowed(reason) => reason,
             ProxyErrorKind::NotImplemented(reason) => reason,
             ProxyErrorKind::MaxForwardsReached => "",
             ProxyErrorKind::Signing => "The proxy could not sign the identity token.",
@@ -161,7 +161,7 @@ impl ProxyError {
     /// The `Allow` header of the response, for the kinds that carry one.
     pub(crate) fn allow(&self) -> Option<&'static str> {
         match self.kind {
-            ProxyErrorKind::MethodNotAllowed | ProxyErrorKind::MaxForwardsReached => {
+            ProxyErrorKind::MethodNotAllowed(_) | ProxyErrorKind::MaxForwardsReached => {
                 Some(ALLOWED_METHODS)
             }
             _ => None,

@@ -461,8 +461,15 @@ pub fn rewrite_request(
     }
     // CONNECT would ask the target for a tunnel; TRACE would reflect the minted token back
     // to the caller (RFC 9110 §9.3.8).
-    if parts.method == Method::CONNECT || parts.method == Method::TRACE {
-        return Err(ProxyError::new(ProxyErrorKind::MethodNotAllowed));
+    if parts.method == Method::CONNECT {
+        return Err(ProxyError::new(ProxyErrorKind::MethodNotAllowed(
+            "CONNECT cannot be proxied.",
+        )));
+    }
+    if parts.method == Method::TRACE {
+        return Err(ProxyError::new(ProxyErrorKind::MethodNotAllowed(
+            "TRACE cannot be proxied.",
+        )));
     }
     check_transfer_encoding(&parts.headers).map_err(|e| match e {
         Coding::Ambiguous => bad("The request's Transfer-Encoding is invalid."),

@@ -28,7 +28,10 @@ use crate::{
     error::{BoxError, ProxyError, ProxyErrorKind},
     headers::connection_has,
     identity::{IdentityExtractor, Rejection},
-    rewrite::{Framing, RewriteConfig, check_response, rewrite_request, rewrite_response},
+    rewrite::{
+        Framing, RewriteConfig, check_response, rewrite_request, rewrite_response,
+        scope_set_cookies,
+    },
     signer::JwtSigner,
     target::{ProxyHandle, Target},
 };
@@ -197,11 +200,12 @@ where
             return error_response(&ProxyError::new(ProxyErrorKind::Timeout));
         }
     };
-    respond(shared, response, upgrade)
+    respond(shared, target, response, upgrade)
 }
 
 fn respond<R, I, J>(
     shared: &Shared<I, J>,
+    target: &Target,
     mut response: Response<Incoming>,
     upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
 ) -> Response<ResponseBody<R>> {
@@ -227,6 +231,7 @@ fn respond<R, I, J>(
         crate::upgrade::spawn_tunnel(client_side, upstream_side);
         let (mut parts, _) = response.into_parts();
         rewrite_response(&mut parts, &shared.rewrite);
+        scope_set_cookies(&mut parts, &shared.rewrite, target);
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -239,6 +244,7 @@ fn respond<R, I, J>(
         return error_response(&e);
     }
     rewrite_response(&mut parts, &shared.rewrite);
+    scope_set_cookies(&mut parts, &shared.rewrite, target);
     parts.version = Version::HTTP_11;
     Response::from_parts(parts, ResponseBody::upstream(body, shared.body_timeout))
 }

@@ -564,6 +564,15 @@ pub fn rewrite_response(parts: &mut response::Parts, config: &RewriteConfig) {
     );
 }
 
+/// Scopes the target's `Set-Cookie`s to the proxy's prefix, mapping the target's base path
+/// onto it (see [`CookiePolicy::scope_set_cookie_paths`]): a target can never set a cookie
+/// for the app's paths outside the prefix. Called after [`rewrite_response`].
+pub fn scope_set_cookies(parts: &mut response::Parts, config: &RewriteConfig, target: &Target) {
+    config
+        .cookies
+        .scope_set_cookie(&mut parts.headers, &config.prefix, target.base_path());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

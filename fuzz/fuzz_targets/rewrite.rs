@@ -15,7 +15,7 @@
 //! - the upstream request is HTTP/1.1 with an absolute URI on the target's authority.
 //!
 //! On responses: no panic; no hop-by-hop header survives; never `Content-Length` next to
-//! `Transfer-Encoding`.
+//! `Transfer-Encoding`; every `Set-Cookie` ends up with one `Path` under the prefix.
 
 #![no_main]
 
@@ -26,7 +26,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use tower_identity_proxy::{
     Target,
-    rewrite::{Framing, RewriteConfig, rewrite_request, rewrite_response},
+    rewrite::{Framing, RewriteConfig, rewrite_request, rewrite_response, scope_set_cookies},
 };
 
 #[derive(Arbitrary, Debug)]
@@ -208,4 +208,23 @@ fuzz_target!(|input: Input<'_>| {
         assert!(!res.headers.contains_key(header::CONTENT_LENGTH));
     }
     assert_eq!(res.headers.get_all(header::VIA).iter().count(), 1);
+    // Every cookie the target sets is scoped under the prefix.
+    scope_set_cookies(&mut res, config, target);
+    for cookie in res.headers.get_all(header::SET_COOKIE) {
+        let path = cookie
+            .as_bytes()
+            .split(|b| *b == b';')
+            .skip(1)
+            .filter_map(|a| {
+                let a = a.trim_ascii();
+                (a.len() >= 5 && a[..5].eq_ignore_ascii_case(b"path=")).then(|| &a[5..])
+            })
+            .last();
+        let path = path.expect("a Path attribute");
+        assert!(
+            path == b"/proxy" || path.starts_with(b"/proxy/"),
+            "cookie path {:?} outside the prefix",
+            String::from_utf8_lossy(path)
+        );
+    }
 });

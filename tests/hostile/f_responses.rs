@@ -230,6 +230,7 @@ async fn f7_upstream_1xx_before_the_final_response() {
 
 #[tokio::test]
 async fn f8_set_cookie_lines_stay_separate_and_in_order() {
+    // (Their paths are scoped under the prefix: see f11.)
     let up = Upstream::canned(
         b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT\r\nX-Multi: 1\r\n\
           Set-Cookie: b=2\r\nX-Multi: 2\r\nDate: Wed, 21 Oct 2015 07:28:00 GMT\r\nContent-Length: 0\r\n\r\n",
@@ -239,7 +240,10 @@ async fn f8_set_cookie_lines_stay_separate_and_in_order() {
     let r = app.get("/proxy/x", "").await;
     assert_eq!(
         r.all("set-cookie"),
-        [&b"a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT"[..], b"b=2"]
+        [
+            &b"a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT; Path=/proxy"[..],
+            b"b=2; Path=/proxy"
+        ]
     );
     assert_eq!(r.all("x-multi"), [b"1", b"2"]);
     assert_eq!(r.one("date"), "Wed, 21 Oct 2015 07:28:00 GMT");
@@ -293,14 +297,25 @@ async fn f10_redirects_are_relayed_not_followed() {
 }
 
 #[tokio::test]
-async fn f11_set_cookie_passes_by_default() {
+async fn f11_set_cookie_cannot_reach_the_apps_paths_by_default() {
     let up = Upstream::canned(
-        b"HTTP/1.1 200 OK\r\nSet-Cookie: JSESSIONID=attacker; Path=/\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nSet-Cookie: JSESSIONID=attacker; Path=/; HttpOnly\r\n\
+          Set-Cookie: theirs=1; Path=/api/v1/x\r\nSet-Cookie: bare=2\r\nContent-Length: 0\r\n\r\n",
     )
     .await;
-    let app = app_for(&up).await;
-    let r = app.get("/proxy/x", "").await;
-    assert_eq!(r.one("set-cookie"), "JSESSIONID=attacker; Path=/");
+    let app = start_app(layer()).await;
+    app.target(&up, "/api/v1");
+    let r = app.get("/proxy", "").await;
+    // Every cookie the target sets lives under /proxy: `JSESSIONID` for `/` becomes a
+    // different cookie than the app's, and `bare` does not take the default path `/`.
+    assert_eq!(
+        r.all("set-cookie"),
+        [
+            &b"JSESSIONID=attacker; HttpOnly; Path=/proxy"[..],
+            b"theirs=1; Path=/proxy/x",
+            b"bare=2; Path=/proxy"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -310,12 +325,32 @@ async fn f11_set_cookie_cannot_overwrite_a_protected_cookie() {
           Set-Cookie:  JSESSIONID =x\r\nContent-Length: 0\r\n\r\n",
     )
     .await;
-    let app =
-        start_app(layer().cookies(tower_identity_proxy::CookiePolicy::new().protect("JSESSIONID")))
-            .await;
+    let app = start_app(
+        layer().cookies(
+            tower_identity_proxy::CookiePolicy::new()
+                .protect("JSESSIONID")
+                .scope_set_cookie_paths(false),
+        ),
+    )
+    .await;
     app.target(&up, "");
     let r = app.get("/proxy/x", "").await;
     assert_eq!(r.all("set-cookie"), [b"theirs=1"], "{}", r.head_str());
+}
+
+#[tokio::test]
+async fn f11_set_cookie_passes_unchanged_when_configured() {
+    let up = Upstream::canned(
+        b"HTTP/1.1 200 OK\r\nSet-Cookie: theirs=1; Path=/\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    let app = start_app(
+        layer().cookies(tower_identity_proxy::CookiePolicy::new().scope_set_cookie_paths(false)),
+    )
+    .await;
+    app.target(&up, "");
+    let r = app.get("/proxy/x", "").await;
+    assert_eq!(r.one("set-cookie"), "theirs=1; Path=/");
 }
 
 #[tokio::test]

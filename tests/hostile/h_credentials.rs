@@ -1,4 +1,7 @@
 //! H. Credentials, identity headers, leakage.
+//!
+//! H6 (no secret in logs) is `tests/tracing_redaction.rs`: it installs a global subscriber,
+//! so it has its own test binary.
 
 use tower_identity_proxy::{Identity, JwtSigner, ProxyLayer, SignError, Token};
 

@@ -3,7 +3,13 @@
 //!
 //! A raw TCP client talks to a real app (axum `Router` + [`ProxyLayer`]) that forwards to a
 //! capturing upstream recording the exact bytes it receives (see [`support`]). Cases that do
-//! not apply are listed, one line each, in the module of their section.
+//! not apply are listed, one line each, in the module of their section:
+//! - G11 (configured body limit): the layer offers none; `tower_http::limit` does it.
+//! - H6 (no secret in logs) is not here but in `tests/tracing_redaction.rs` (it needs a
+//!   global subscriber, hence its own binary).
+//!
+//! `corpus` runs the AWS http-desync-guardian corpus; `n_no_panic` the extra list
+//! (non-UTF-8 values, header counts, odd request targets).
 //!
 //! [`ProxyLayer`]: tower_identity_proxy::ProxyLayer
 

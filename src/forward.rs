@@ -3,12 +3,14 @@
 //! The steps, in order (each failure is a plain-text response; nothing is sent upstream
 //! before the last step):
 //! 1. no target → `501 The proxy is disabled.` (checked in the service, before any work);
-//! 2. the pure [`rewrite_request`](crate::rewrite::rewrite_request) → `400`/`508`;
+//! 2. the pure [`rewrite_request`](crate::rewrite::rewrite_request) → `400`/`405`/`501`/`508`
+//!    (or `200` for `OPTIONS` with `Max-Forwards: 0`);
 //! 3. the [`IdentityExtractor`] → its rejection (`401`), or `401` if no identity;
 //! 4. the [`JwtSigner`] → `500` if it fails;
 //! 5. the pooled client, within the upstream timeout → `502` (unreachable, TLS failure,
 //!    broken response) or `504` (timeout); the target's response streams back with its
-//!    hop-by-hop headers removed and `Via` added.
+//!    hop-by-hop headers removed, `Via` added and its cookies scoped under the prefix; a body
+//!    that stalls longer than the upstream body timeout is aborted (the client sees it cut).
 
 use std::{
     sync::Arc,

@@ -8,17 +8,27 @@
 //!   `..;`, with `\`, `%2f` or `%5c` as separators) are refused, so no request can climb out
 //!   of the base path; the path is otherwise forwarded unchanged (`%2F` stays `%2F`);
 //! - `Host` must be present once and valid (HTTP/2: `:authority`, and a `host` that
-//!   disagrees is refused); an absolute-form request target never chooses the upstream;
+//!   disagrees is refused); an absolute-form request target never chooses the upstream, and
+//!   one whose authority differs from `Host` is refused;
+//! - `CONNECT` and `TRACE` are refused (`405`); `OPTIONS` with `Max-Forwards: 0` is answered
+//!   by the proxy, other values are decremented (RFC 9110 §7.6.2);
+//! - `Transfer-Encoding` must be exactly one `chunked` (`400`; another coding: `501`), and
+//!   the body framing is the proxy's: one `Content-Length` or chunked, never both, so a GET
+//!   with a body keeps it;
 //! - hop-by-hop headers (RFC 9110 §7.6.1, every name listed on every `Connection` line) are
 //!   removed *before* the proxy adds its own, so `Connection: Authorization` cannot strip the
-//!   token; `TE: trailers` is kept;
-//! - the client's `Authorization`, `Proxy-Authorization`, `Forwarded`, `X-Forwarded-*` and
-//!   `Expect` never pass; `X-Forwarded-Proto` and `X-Forwarded-Host` are set; `Via` is
-//!   appended (a request that already went through this proxy is a loop: `508`);
-//! - the version becomes HTTP/1.1 (the client speaks HTTP/2 where the target does) and the
-//!   body framing is made explicit, so a GET with a body keeps it.
+//!   token; `te: trailers` is kept when the client listed it;
+//! - the client's `Authorization`, `Proxy-Authorization`, `Forwarded`, `X-Forwarded-*`,
+//!   `X-Real-IP`, `Expect`, `Cookie` (see [`CookiePolicy`]) and their `_` twins
+//!   (`X_Forwarded_Host`) never pass; `X-Forwarded-Proto` and `X-Forwarded-Host` are set;
+//!   `Via` is appended (a request that already went through this proxy is a loop: `508`);
+//! - the version becomes HTTP/1.1 (the client speaks HTTP/2 where the target does).
 //!
 //! The `Authorization: Bearer` token is added afterwards, once the identity is known.
+//!
+//! On the way back, [`check_response`] refuses framing that cannot be relayed (`502`),
+//! [`rewrite_response`] removes hop-by-hop headers and appends `Via`, and
+//! [`scope_set_cookies`] keeps the target's cookies under the prefix.
 //!
 //! # Example
 //!

@@ -52,7 +52,7 @@ run() {
     PIDS+=("$time_pid")
     local addr=""
     for _ in $(seq 100); do
-        addr=$(sed -n 's|^listening on http://||p' "$WORK/$name.out" | head -1)
+        addr=$(sed -n 's|^listening on http://||p' "$WORK/$name.out" 2>/dev/null | head -1 || true)
         [ -n "$addr" ] && break
         sleep 0.1
     done

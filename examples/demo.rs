@@ -21,6 +21,10 @@
 //! - `--user NAME:PASSWORD:ROLE,ROLE` (repeatable): a Basic-authentication user.
 //! - `--proxy-url URL`: the initial target. Default: none, the proxy is disabled.
 //! - `--upstream-timeout-ms N`: how long the target may take to answer (`504` after).
+//! - `--upstream-ca FILE`: also trust the root certificates in this PEM file for https
+//!   targets (a private CA); the webpki roots stay trusted.
+//! - `--upstream-h2c`: speak HTTP/2 with prior knowledge to plain-http targets (h2c), as
+//!   gRPC backends need.
 //!
 //! Routes:
 //! - `GET /api/whoami` → `{"name": …, "roles": [sorted]}` for callers holding `ROLE_USER`
@@ -55,7 +59,8 @@ use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tower_identity_proxy::{
     Anonymous, BasicAuth, BearerJwt, CredentialStore, Identity, IdentityExtractor, KeyPair,
-    KeySigner, Or, ProxyHandle, ProxyLayer, identity::ExtractResult,
+    KeySigner, Or, ProxyClient, ProxyHandle, ProxyLayer, client::ClientBuilder,
+    identity::ExtractResult,
 };
 
 /// A boxed error for the demo's start-up failures.
@@ -92,6 +97,14 @@ pub struct Options {
     /// How long the target may take to send its response headers, in milliseconds.
     #[arg(long, value_name = "N", default_value_t = 30_000)]
     pub upstream_timeout_ms: u64,
+
+    /// Also trust the root certificates in this PEM file for https targets (a private CA).
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
+
+    /// Speak HTTP/2 with prior knowledge (h2c) to plain-http targets, as gRPC backends need.
+    #[arg(long)]
+    pub upstream_h2c: bool,
 }
 
 /// A `--user NAME:PASSWORD:ROLE,ROLE` option.
@@ -235,7 +248,8 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
 
     let mut proxy = ProxyLayer::new(KeySigner::new(keys.clone()))
         .identity(identity.clone())
-        .upstream_timeout(Duration::from_millis(opts.upstream_timeout_ms));
+        .upstream_timeout(Duration::from_millis(opts.upstream_timeout_ms))
+        .client(upstream_client(opts)?);
     if let Some(url) = &opts.proxy_url {
         proxy = proxy.target(url)?;
     }
@@ -248,6 +262,34 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
     };
     let router = router(state.clone()).layer(proxy);
     Ok(Demo { router, state })
+}
+
+/// The client that reaches the target: `--upstream-ca`, `--upstream-h2c`.
+///
+/// # Errors
+///
+/// When the CA file cannot be read or holds no certificate.
+pub fn upstream_client(opts: &Options) -> Result<ProxyClient, Error> {
+    let client = ProxyClient::builder().http2_prior_knowledge(opts.upstream_h2c);
+    let client = match &opts.upstream_ca {
+        None => client,
+        Some(file) => {
+            let pem =
+                std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            trust_pem(client, &pem).map_err(|e| format!("{}: {e}", file.display()))?
+        }
+    };
+    Ok(client.build()?)
+}
+
+#[cfg(feature = "https")]
+fn trust_pem(client: ClientBuilder, pem: &[u8]) -> Result<ClientBuilder, Error> {
+    Ok(client.add_root_certificates_pem(pem)?)
+}
+
+#[cfg(not(feature = "https"))]
+fn trust_pem(_: ClientBuilder, _: &[u8]) -> Result<ClientBuilder, Error> {
+    Err("--upstream-ca needs the `https` feature".into())
 }
 
 /// The app's own routes, each behind the identity middleware.

@@ -18,7 +18,8 @@ use crate::error::BoxError;
 
 pin_project! {
     /// The body of a response from a [`Proxy`](crate::Proxy): the inner service's body,
-    /// the target's body streamed as it arrives, or a short local message.
+    /// the target's body streamed as it arrives (possibly after a first part read ahead),
+    /// or a short local message.
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -30,6 +31,8 @@ pin_project! {
     enum Kind<B> {
         Inner { #[pin] body: B },
         Upstream { #[pin] body: Incoming, idle: Option<Idle> },
+        // The first bytes of the target's body, already read, then the rest as it arrives.
+        Prefixed { head: Option<Bytes>, #[pin] body: Incoming, idle: Option<Idle> },
         Local { #[pin] body: Full<Bytes> },
     }
 }
@@ -41,17 +44,23 @@ impl<B> ResponseBody<B> {
         }
     }
 
-    /// The target's body; `idle` bounds the silence between two frames (see
+    /// The target's body; `idle` bounds the silence while waiting for a frame (see
     /// [`ProxyLayer::upstream_body_timeout`](crate::ProxyLayer::upstream_body_timeout)).
     pub(crate) fn upstream(body: Incoming, idle: Option<Duration>) -> Self {
         Self {
             kind: Kind::Upstream {
                 body,
-                idle: idle.map(|timeout| Idle {
-                    timeout,
-                    sleep: None,
-                    waiting: false,
-                }),
+                idle: idle.map(Idle::new),
+            },
+        }
+    }
+
+    pub(crate) fn prefixed(head: Bytes, body: Incoming, idle: Option<Duration>) -> Self {
+        Self {
+            kind: Kind::Prefixed {
+                head: (!head.is_empty()).then_some(head),
+                body,
+                idle: idle.map(Idle::new),
             },
         }
     }
@@ -77,27 +86,10 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
-            KindProj::Upstream { body, idle } => match body.poll_frame(cx) {
-                Poll::Ready(frame) => {
-                    if let Some(idle) = idle {
-                        idle.waiting = false;
-                    }
-                    Poll::Ready(frame.map(|f| f.map_err(Into::into)))
-                }
-                Poll::Pending => {
-                    let Some(idle) = idle else {
-                        return Poll::Pending;
-                    };
-                    if !idle.expired(cx) {
-                        return Poll::Pending;
-                    }
-                    tracing::warn!(
-                        target: "tower_identity_proxy",
-                        timeout = ?idle.timeout,
-                        "target body stalled; response aborted"
-                    );
-                    Poll::Ready(Some(Err(BodyStalled.into())))
-                }
+            KindProj::Upstream { body, idle } => poll_upstream(body, idle, cx),
+            KindProj::Prefixed { head, body, idle } => match head.take() {
+                Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
+                None => poll_upstream(body, idle, cx),
             },
             KindProj::Local { body } => body.poll_frame(cx).map_err(|e| match e {}),
         }
@@ -107,6 +99,7 @@ where
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Prefixed { head, body, .. } => head.is_none() && body.is_end_stream(),
             Kind::Local { body } => body.is_end_stream(),
         }
     }
@@ -115,7 +108,47 @@ where
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
             Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Prefixed { head, body, .. } => {
+                let extra = head.as_ref().map_or(0, |h| h.len() as u64);
+                let inner = body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower().saturating_add(extra));
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper.saturating_add(extra));
+                }
+                hint
+            }
             Kind::Local { body } => body.size_hint(),
+        }
+    }
+}
+
+/// Polls the target's body, aborting it once it has been silent for the idle timeout.
+fn poll_upstream(
+    body: Pin<&mut Incoming>,
+    idle: &mut Option<Idle>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    match body.poll_frame(cx) {
+        Poll::Ready(frame) => {
+            if let Some(idle) = idle {
+                idle.waiting = false;
+            }
+            Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+        }
+        Poll::Pending => {
+            let Some(idle) = idle else {
+                return Poll::Pending;
+            };
+            if !idle.expired(cx) {
+                return Poll::Pending;
+            }
+            tracing::warn!(
+                target: "tower_identity_proxy",
+                timeout = ?idle.timeout,
+                "target body stalled; response aborted"
+            );
+            Poll::Ready(Some(Err(BodyStalled.into())))
         }
     }
 }
@@ -131,6 +164,14 @@ struct Idle {
 }
 
 impl Idle {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            sleep: None,
+            waiting: false,
+        }
+    }
+
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         let deadline = tokio::time::Instant::now() + self.timeout;
         if !self.waiting {
@@ -163,7 +204,7 @@ impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
             Kind::Inner { .. } => "Inner",
-            Kind::Upstream { .. } => "Upstream",
+            Kind::Upstream { .. } | Kind::Prefixed { .. } => "Upstream",
             Kind::Local { .. } => "Local",
         };
         f.debug_tuple("ResponseBody").field(&kind).finish()

@@ -240,11 +240,14 @@ impl ClientBuilder {
         Ok(self)
     }
 
-    fn http_connector(&self) -> HttpConnector {
+    /// The TCP connector. `https_inside`: it sits under the TLS connector, which handles
+    /// `https` URIs itself; otherwise it refuses `https` URIs, so a target that asks for
+    /// TLS is never sent the token in clear text.
+    fn http_connector(&self, https_inside: bool) -> HttpConnector {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(self.connect_timeout));
-        http.enforce_http(false);
+        http.enforce_http(!https_inside);
         http
     }
 
@@ -307,16 +310,16 @@ impl ClientBuilder {
                 .https_or_http()
                 .enable_http1()
                 .enable_http2()
-                .wrap_connector(self.http_connector());
+                .wrap_connector(self.http_connector(true));
             // https_or_http, HTTP/1.1 only.
             let h1_connector = hyper_rustls::HttpsConnector::from((
-                self.http_connector(),
+                self.http_connector(true),
                 std::sync::Arc::new(h1_tls),
             ));
             (connector, h1_connector)
         };
         #[cfg(not(feature = "https"))]
-        let (connector, h1_connector) = (self.http_connector(), self.http_connector());
+        let (connector, h1_connector) = (self.http_connector(false), self.http_connector(false));
 
         let client = b.build(connector);
         let h1 = b.build(h1_connector);
@@ -328,7 +331,7 @@ impl ClientBuilder {
                 .pool_max_idle_per_host(self.pool_max_idle_per_host)
                 .http2_only(true)
                 .retry_canceled_requests(true);
-            b.build(self.http_connector())
+            b.build(self.http_connector(false))
         });
         Ok(ProxyClient { client, h1, h2c })
     }
@@ -342,5 +345,51 @@ impl fmt::Debug for ClientBuilder {
             .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
             .field("h2c", &self.h2c)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without the `https` feature, an https target is refused before any connection is
+    /// made: the token never travels in clear text to a port that expects TLS.
+    #[cfg(not(feature = "https"))]
+    #[tokio::test]
+    async fn https_targets_are_refused_without_tls() {
+        use http_body_util::{BodyExt, Empty};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = Target::parse(&format!("https://{addr}")).unwrap();
+        for client in [
+            ProxyClient::new().unwrap(),
+            ProxyClient::builder()
+                .http2_prior_knowledge(true)
+                .build()
+                .unwrap(),
+        ] {
+            for upgrade in [false, true] {
+                let req = Request::get(format!("https://{addr}/"))
+                    .header("authorization", "Bearer secret")
+                    .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
+                    .unwrap();
+                let sent = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    client.send(&target, req, upgrade),
+                )
+                .await;
+                assert!(matches!(sent, Ok(Err(_))), "not refused at once");
+            }
+        }
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "a connection was made");
+    }
+
+    #[test]
+    fn defaults() {
+        let b = ProxyClient::builder();
+        assert_eq!(b.pool_idle_timeout, Duration::from_millis(4500));
+        assert_eq!(b.connect_timeout, Duration::from_secs(10));
+        assert!(!b.h2c);
     }
 }

@@ -11,13 +11,19 @@
 //!    broken response) or `504` (timeout); the target's response streams back with its
 //!    hop-by-hop headers removed, `Via` added and its cookies scoped under the prefix; a body
 //!    that stalls longer than the upstream body timeout is aborted (the client sees it cut).
+//!
+//! A response whose end is marked only by the target closing the connection (HTTP/1.0
+//! style: no `Content-Length`, not chunked, as Python's `http.server` answers) is read
+//! ahead up to [`READ_AHEAD`] bytes within the upstream timeout: when it ends by then, the
+//! client gets it with a `Content-Length`, as the Atoti proxy does; otherwise what was read
+//! is sent first and the rest streams.
 
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -89,6 +95,27 @@ fn requested_upgrade(parts: &http::request::Parts) -> Option<HeaderValue> {
         .split(|b| *b == b',')
         .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"h2c"));
     (!is_h2c).then(|| value.clone())
+}
+
+/// The comma-separated tokens of an `Upgrade` value, trimmed.
+fn upgrade_tokens(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    value
+        .as_bytes()
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether the protocols a `101` switches to (`chosen`) were all offered in the request.
+fn offered(offer: &HeaderValue, chosen: &HeaderValue) -> bool {
+    let mut any = false;
+    for token in upgrade_tokens(chosen) {
+        any = true;
+        if !upgrade_tokens(offer).any(|o| o.eq_ignore_ascii_case(token)) {
+            return false;
+        }
+    }
+    any
 }
 
 /// Proxies one request under the prefix to `target`.
@@ -185,24 +212,86 @@ where
     let Some(client) = &shared.client else {
         return error_response(&ProxyError::new(ProxyErrorKind::Unreachable));
     };
-    let response = match tokio::time::timeout(
-        shared.timeout,
-        client.send(target, request, upgrade.is_some()),
-    )
-    .await
-    {
-        Ok(Ok(res)) => res,
-        Ok(Err(e)) => {
-            let error = ProxyError::with_source(ProxyErrorKind::Unreachable, e);
-            tracing::warn!(error = ?std::error::Error::source(&error), "target unreachable");
-            return error_response(&error);
-        }
-        Err(_) => {
-            tracing::warn!(timeout = ?shared.timeout, "target timed out");
-            return error_response(&ProxyError::new(ProxyErrorKind::Timeout));
-        }
-    };
+    let deadline = tokio::time::Instant::now() + shared.timeout;
+    let response =
+        match tokio::time::timeout_at(deadline, client.send(target, request, upgrade.is_some()))
+            .await
+        {
+            Ok(Ok(res)) => res,
+            Ok(Err(e)) => {
+                let error = ProxyError::with_source(ProxyErrorKind::Unreachable, e);
+                tracing::warn!(error = ?std::error::Error::source(&error), "target unreachable");
+                return error_response(&error);
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?shared.timeout, "target timed out");
+                return error_response(&ProxyError::new(ProxyErrorKind::Timeout));
+            }
+        };
+    if upgrade.is_none() && is_close_delimited(&response) {
+        return read_ahead(shared, target, response, deadline).await;
+    }
     respond(shared, target, response, upgrade)
+}
+
+/// The most bytes of a close-delimited response body read ahead to give it a length.
+pub(crate) const READ_AHEAD: usize = 64 * 1024;
+
+/// Whether the response body ends only when the target closes the connection.
+fn is_close_delimited(response: &Response<Incoming>) -> bool {
+    matches!(response.version(), Version::HTTP_10 | Version::HTTP_11)
+        && !response.headers().contains_key(header::CONTENT_LENGTH)
+        && !response.headers().contains_key(header::TRANSFER_ENCODING)
+        && !response.body().is_end_stream()
+}
+
+/// Reads a close-delimited body ahead (see the [module docs](self)): whole with a
+/// `Content-Length` when it ends within [`READ_AHEAD`] bytes and the deadline, else what was
+/// read followed by the rest, streamed.
+async fn read_ahead<R, I, J>(
+    shared: &Shared<I, J>,
+    target: &Target,
+    response: Response<Incoming>,
+    deadline: tokio::time::Instant,
+) -> Response<ResponseBody<R>> {
+    let (mut parts, mut body) = response.into_parts();
+    rewrite_response(&mut parts, &shared.rewrite);
+    scope_set_cookies(&mut parts, &shared.rewrite, target);
+    parts.version = Version::HTTP_11;
+    let mut head = BytesMut::new();
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    head.extend_from_slice(&data);
+                    if head.len() > READ_AHEAD {
+                        break;
+                    }
+                }
+            }
+            Ok(None) => {
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(head.len()));
+                let body = ResponseBody::local(http_body_util::Full::new(head.freeze()));
+                return Response::from_parts(parts, body);
+            }
+            Ok(Some(Err(e))) => {
+                let error = ProxyError::with_source(
+                    ProxyErrorKind::BadResponse("The proxy target sent a broken response."),
+                    e,
+                );
+                tracing::warn!(error = ?std::error::Error::source(&error), "target response broken");
+                return error_response(&error);
+            }
+            // Slow: send what was read and stream the rest.
+            Err(_) => break,
+        }
+    }
+    Response::from_parts(
+        parts,
+        ResponseBody::prefixed(head.freeze(), body, shared.body_timeout),
+    )
 }
 
 fn respond<R, I, J>(
@@ -218,17 +307,17 @@ fn respond<R, I, J>(
                 "The proxy target switched protocols without being asked.",
             )));
         };
-        let agreed = response
-            .headers()
-            .get(header::UPGRADE)
-            .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(proto.as_bytes()))
-            && connection_has(response.headers(), "upgrade");
-        if !agreed {
-            tracing::warn!("target answered 101 with another protocol");
-            return error_response(&ProxyError::new(ProxyErrorKind::BadResponse(
-                "The proxy target switched to another protocol.",
-            )));
-        }
+        let chosen = match response.headers().get(header::UPGRADE) {
+            Some(p) if connection_has(response.headers(), "upgrade") && offered(&proto, p) => {
+                p.clone()
+            }
+            _ => {
+                tracing::warn!("target answered 101 with another protocol");
+                return error_response(&ProxyError::new(ProxyErrorKind::BadResponse(
+                    "The proxy target switched to another protocol.",
+                )));
+            }
+        };
         let upstream_side = hyper::upgrade::on(&mut response);
         crate::upgrade::spawn_tunnel(client_side, upstream_side);
         let (mut parts, _) = response.into_parts();
@@ -237,7 +326,7 @@ fn respond<R, I, J>(
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(header::UPGRADE, proto);
+        parts.headers.insert(header::UPGRADE, chosen);
         return Response::from_parts(parts, ResponseBody::local(Default::default()));
     }
     let (mut parts, body) = response.into_parts();

@@ -1,5 +1,6 @@
 //! gRPC through the proxy: a tonic client whose channel adds the `/proxy` prefix calls a
 //! tonic server (the standard health service) behind the proxy over h2c.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod proto_support;
 

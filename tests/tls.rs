@@ -1,8 +1,14 @@
 //! https targets: verification against a test CA made with rcgen, refusals as `502`,
 //! mTLS, and HTTP/2 negotiated by ALPN.
+#![cfg(feature = "https")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/demo.rs"]
+mod demo;
 mod proto_support;
 
+use clap::Parser;
 use http::{Request, Version};
 use http_body_util::Full;
 use proto_support::*;
@@ -160,4 +166,120 @@ fn bad_pem_is_a_config_error() {
             .client_certificate_pem(leaf.cert_pem.as_bytes(), b"no key here")
             .is_err()
     );
+}
+
+/// A scratch directory for the demo's files, removed on drop.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tip-proto-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+    fn write(&self, name: &str, contents: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn demo_options(args: &[&str]) -> demo::Options {
+    let mut all = vec!["demo", "--listen", "127.0.0.1:0", "--unsecured"];
+    all.extend_from_slice(args);
+    demo::Options::try_parse_from(all).expect("valid demo options")
+}
+
+#[tokio::test]
+async fn demo_reaches_an_https_target_with_upstream_ca_and_h2c_with_upstream_h2c() {
+    let scratch = Scratch::new("demo");
+    let keys_dir = scratch.0.to_str().unwrap().to_owned();
+    scratch.write("private-key.pem", &keys().private_key_pem());
+    scratch.write("public-key.pem", &keys().public_key_pem());
+    let ca = Ca::new("demo CA");
+    let ca_file = scratch.write("ca.pem", &ca.pem());
+    let leaf = ca.leaf(&["localhost"], false);
+    let target = start_tls_target(server_config(&leaf, H2_H1, None)).await;
+    let url = format!("https://localhost:{}", target.addr.port());
+
+    // --proxy-url https://… with --upstream-ca: verified against the private CA, h2 by ALPN.
+    let running = demo::start(&demo_options(&[
+        "--keys",
+        &keys_dir,
+        "--proxy-url",
+        &url,
+        "--upstream-ca",
+        &ca_file,
+    ]))
+    .await
+    .expect("the demo starts");
+    let got = bounded(
+        "demo https",
+        get(&h1_client(), running.addr, "/proxy/hello"),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let seen = got.json();
+    assert_eq!(seen["version"], "HTTP/2.0");
+    let claims = verify_bearer(header_of(&seen, "authorization").unwrap());
+    assert_eq!(claims["sub"], "anonymousUser");
+    running.task.abort();
+
+    // Without it, the private CA is unknown: 502.
+    let running = demo::start(&demo_options(&["--keys", &keys_dir, "--proxy-url", &url]))
+        .await
+        .expect("the demo starts");
+    let got = bounded(
+        "demo https no ca",
+        get(&h1_client(), running.addr, "/proxy/hello"),
+    )
+    .await;
+    assert_eq!(got.status, 502);
+    assert_eq!(got.text(), UNREACHABLE);
+    running.task.abort();
+
+    // --upstream-h2c: HTTP/2 with prior knowledge to a plain-http target.
+    let plain = start_target().await;
+    let plain_url = format!("http://{}", plain.addr);
+    let running = demo::start(&demo_options(&[
+        "--keys",
+        &keys_dir,
+        "--proxy-url",
+        &plain_url,
+        "--upstream-h2c",
+    ]))
+    .await
+    .expect("the demo starts");
+    let got = bounded("demo h2c", get(&h1_client(), running.addr, "/proxy/hello")).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["version"], "HTTP/2.0");
+    running.task.abort();
+
+    // A CA file that cannot be read or holds no certificate stops the demo at start-up.
+    let missing = scratch.0.join("missing.pem");
+    let err = demo::build(&demo_options(&[
+        "--keys",
+        &keys_dir,
+        "--upstream-ca",
+        missing.to_str().unwrap(),
+    ]))
+    .await
+    .expect_err("missing CA file");
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+    let not_pem = scratch.write("not.pem", "hello");
+    let err = demo::build(&demo_options(&[
+        "--keys",
+        &keys_dir,
+        "--upstream-ca",
+        &not_pem,
+    ]))
+    .await
+    .expect_err("no certificate");
+    assert!(err.to_string().contains("not.pem"), "{err}");
 }

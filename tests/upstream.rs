@@ -1,5 +1,6 @@
 //! HTTP/2 towards the target (h2c) with HTTP/1.1 and HTTP/2 callers, and the connection
 //! pool: reuse, idle timeout, max idle per host, stale connections.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod proto_support;
 

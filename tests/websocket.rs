@@ -1,6 +1,7 @@
 //! WebSockets and other upgrades through the proxy: the handshake carries the identity,
 //! the tunnel opens only on a matching `101`, frames flow both ways, closes propagate, and
 //! no task outlives the connection.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod proto_support;
 
@@ -159,6 +160,7 @@ async fn websocket_with_an_h2c_client_still_upgrades_over_http1() {
     assert_handshake(&seen, app);
 }
 
+#[cfg(feature = "https")]
 #[tokio::test]
 async fn wss_follows_an_https_target_that_offers_h2() {
     // A TLS target offering h2 and http/1.1 (as most do): the WebSocket handshake must go
@@ -221,6 +223,27 @@ async fn half_close_passes_both_ways() {
     let seen = target.seen.last();
     assert_alice(header_of(&seen, "authorization").unwrap());
     assert_eq!(header_of(&seen, "upgrade"), Some("x-echo"));
+
+    // Offered among several protocols, the one the target picks is the one switched to.
+    let (mut s, head, _) = raw_upgrade(
+        app,
+        "/x-echo",
+        "Connection: Upgrade\r\nUpgrade: other/2, X-Echo\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: x-echo\r\n"), "{head}");
+    s.write_all(b"again").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    bounded("second tunnel", s.read_to_end(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(got, b"got: again");
+    assert_eq!(
+        header_of(&target.seen.last(), "upgrade"),
+        Some("other/2, X-Echo")
+    );
 }
 
 #[tokio::test]

@@ -513,6 +513,7 @@ pub async fn get(client: &Client<HttpConnector, Full<Bytes>>, app: SocketAddr, p
 }
 
 /// A proxy client trusting `ca` (and the webpki roots).
+#[cfg(feature = "https")]
 pub fn client_trusting(ca: &Ca) -> tower_identity_proxy::client::ClientBuilder {
     ProxyClient::builder()
         .add_root_certificates_pem(ca.pem().as_bytes())

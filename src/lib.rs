@@ -91,7 +91,9 @@ mod forward;
 mod future;
 mod headers;
 pub mod identity;
+pub mod jwks;
 mod keys;
+pub mod keyset;
 mod layer;
 pub mod rewrite;
 mod service;
@@ -99,6 +101,7 @@ pub mod signer;
 mod target;
 mod upgrade;
 mod verifier;
+pub mod verify;
 
 pub use body::ResponseBody;
 pub use claims::Claims;
@@ -110,7 +113,9 @@ pub use identity::{
     Anonymous, BasicAuth, BearerJwt, CredentialStore, FromExtensions, Identity, IdentityExtractor,
     Or, Rejection,
 };
+pub use jwks::Jwks;
 pub use keys::{Algorithm, Curve, KeyPair, PublicKey};
+pub use keyset::{KeySet, KeySetSigner};
 pub use layer::ProxyLayer;
 pub use service::Proxy;
 pub use signer::{CachingSigner, JwtSigner, KeySigner, SignError, Token, TokenPolicy};

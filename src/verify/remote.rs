@@ -70,12 +70,18 @@ impl RemoteJwks {
     }
 
     /// Fetches the JWKS unless one was fetched (or tried) less than `min_interval` ago;
-    /// callers arriving during a fetch wait for it instead of starting another.
-    pub(crate) async fn refresh(&self, config: &FetchConfig) {
+    /// callers arriving during a fetch wait for it instead of starting another, and a
+    /// caller looking for `kid` does not fetch once another fetch has brought it.
+    pub(crate) async fn refresh(&self, config: &FetchConfig, kid: Option<&str>) {
         let seen = self.attempts.load(Ordering::Acquire);
         let mut state = self.state.lock().await;
         if self.attempts.load(Ordering::Acquire) != seen {
             return; // another caller fetched while this one waited
+        }
+        if let Some(kid) = kid
+            && self.keys.load().iter().any(|k| k.kid == kid)
+        {
+            return; // a fetch that finished meanwhile brought the key
         }
         if state
             .last_attempt
@@ -121,7 +127,7 @@ impl RemoteJwks {
         let this = Arc::clone(self);
         let config = config.clone();
         runtime.spawn(async move {
-            this.refresh(&config).await;
+            this.refresh(&config, None).await;
             this.background.store(false, Ordering::Release);
         });
     }

@@ -90,7 +90,8 @@ impl Checker {
 
     async fn refresh_and_verify(self: Arc<Self>, token: String) -> Result<Claims, Rejection> {
         if let Some((remote, config)) = &self.remote {
-            remote.refresh(config).await;
+            let kid = jsonwebtoken::decode_header(&token).ok().and_then(|h| h.kid);
+            remote.refresh(config, kid.as_deref()).await;
         }
         self.verifier.verify(&token).map_err(refused)
     }

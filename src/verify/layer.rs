@@ -67,9 +67,10 @@ impl VerifyProxyJwtLayer {
     /// Verifies with the keys published at `url` (an RFC 7517 JWK Set, such as the app's
     /// [`Jwks`](crate::Jwks) service), fetched at the first request and cached.
     ///
-    /// - A token naming an unknown `kid` makes the cache refetch, at most once per
-    ///   [`min_refresh_interval`](Self::min_refresh_interval), so a flood of made-up `kid`s
-    ///   cannot hammer the app; requests arriving during a fetch wait for it.
+    /// - A token naming an unknown `kid` makes the cache refetch, within a rate limit
+    ///   ([`refresh_burst`](Self::refresh_burst) fetches, then one per
+    ///   [`min_refresh_interval`](Self::min_refresh_interval)), so a flood of made-up
+    ///   `kid`s cannot hammer the app; requests arriving during a fetch wait for it.
     /// - Keys older than [`refresh_interval`](Self::refresh_interval) are refetched in the
     ///   background.
     /// - A failed fetch keeps the previous keys.
@@ -91,6 +92,7 @@ impl VerifyProxyJwtLayer {
             client: ProxyClient::new()?,
             algorithms: Arc::new([Algorithm::RS512]),
             min_interval: Duration::from_secs(10),
+            burst: 3,
             max_age: Duration::from_secs(300),
             timeout: Duration::from_secs(5),
         };
@@ -115,13 +117,22 @@ impl VerifyProxyJwtLayer {
         self.with_fetch(|c| c.algorithms = algorithms)
     }
 
-    /// The shortest time between two JWKS fetches. Default is 10 seconds.
+    /// The rate limit of JWKS fetches, once the [burst](Self::refresh_burst) is used up:
+    /// one per `interval`. Default is 10 seconds. `Duration::ZERO` removes the limit.
     ///
-    /// A token signed by a key the cache does not know yet is refused until the next
-    /// allowed fetch: publish keys before signing with them (see
+    /// While the limit holds, a token signed by a key the cache does not know yet is
+    /// refused: publish keys before signing with them (see
     /// [`KeySet::publish`](crate::KeySet::publish)) if that window matters.
     pub fn min_refresh_interval(self, interval: Duration) -> Self {
         self.with_fetch(|c| c.min_interval = interval)
+    }
+
+    /// How many JWKS fetches may happen back to back (the first fetch included) before the
+    /// [interval](Self::min_refresh_interval) applies. Default is 3: a rotation shortly
+    /// after start-up is picked up at once, and a flood of made-up `kid`s costs at most
+    /// that many fetches, then one per interval.
+    pub fn refresh_burst(self, burst: u32) -> Self {
+        self.with_fetch(|c| c.burst = burst.max(1))
     }
 
     /// How long fetched keys are used before they are refetched in the background (so

@@ -81,11 +81,12 @@
 //!
 //! # Caveat: rotation and the JWKS cache
 //!
-//! The cache refetches the JWKS when a token names an unknown `kid`, at most once per
-//! [`min_refresh_interval`](VerifyProxyJwtLayer::min_refresh_interval) (10 s by default).
-//! If the app rotates to a new key within that interval after a fetch, tokens signed by
-//! the new key are refused until the next fetch is allowed. Publish the next key first
-//! ([`KeySet::publish`](crate::KeySet::publish)) to close that window.
+//! The cache refetches the JWKS when a token names an unknown `kid`, within a rate limit
+//! (by default a burst of 3 fetches, then one per 10 s; see
+//! [`min_refresh_interval`](VerifyProxyJwtLayer::min_refresh_interval)). A rotation is
+//! picked up at once unless a flood of made-up `kid`s has just used the burst up; then
+//! tokens of the new key are refused until the next fetch is allowed. Publish the next key
+//! first ([`KeySet::publish`](crate::KeySet::publish)) to close that window.
 
 mod forwarded;
 mod layer;

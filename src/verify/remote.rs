@@ -32,13 +32,39 @@ pub(crate) struct FetchConfig {
     pub(crate) client: ProxyClient,
     pub(crate) algorithms: Arc<[Algorithm]>,
     pub(crate) min_interval: Duration,
+    pub(crate) burst: u32,
     pub(crate) max_age: Duration,
     pub(crate) timeout: Duration,
 }
 
+/// A token bucket: `burst` fetches at once, then one per `min_interval`.
 #[derive(Default)]
 struct FetchState {
-    last_attempt: Option<Instant>,
+    /// Fetches allowed now, once refilled; `None` until the first fetch (a full bucket).
+    allowance: Option<f64>,
+    last_refill: Option<Instant>,
+}
+
+impl FetchState {
+    /// Takes one fetch from the bucket, if there is one.
+    fn take(&mut self, config: &FetchConfig) -> bool {
+        if config.min_interval.is_zero() {
+            return true;
+        }
+        let burst = f64::from(config.burst.max(1));
+        let now = Instant::now();
+        let refilled = self.last_refill.map_or(0.0, |at| {
+            now.duration_since(at).as_secs_f64() / config.min_interval.as_secs_f64()
+        });
+        let allowance = self.allowance.map_or(burst, |a| (a + refilled).min(burst));
+        self.last_refill = Some(now);
+        if allowance < 1.0 {
+            self.allowance = Some(allowance);
+            return false;
+        }
+        self.allowance = Some(allowance - 1.0);
+        true
+    }
 }
 
 /// The cached keys of one JWKS URL, shared by every service of a layer.
@@ -69,9 +95,10 @@ impl RemoteJwks {
         &self.url
     }
 
-    /// Fetches the JWKS unless one was fetched (or tried) less than `min_interval` ago;
-    /// callers arriving during a fetch wait for it instead of starting another, and a
-    /// caller looking for `kid` does not fetch once another fetch has brought it.
+    /// Fetches the JWKS if the rate limit allows it (`burst` fetches, then one per
+    /// `min_interval`); callers arriving during a fetch wait for it instead of starting
+    /// another, and a caller looking for `kid` does not fetch once another fetch has
+    /// brought it.
     pub(crate) async fn refresh(&self, config: &FetchConfig, kid: Option<&str>) {
         let seen = self.attempts.load(Ordering::Acquire);
         let mut state = self.state.lock().await;
@@ -83,14 +110,10 @@ impl RemoteJwks {
         {
             return; // a fetch that finished meanwhile brought the key
         }
-        if state
-            .last_attempt
-            .is_some_and(|at| at.elapsed() < config.min_interval)
-        {
-            tracing::debug!(target: "tower_identity_proxy", url = %self.url, "JWKS refresh skipped: fetched recently");
+        if !state.take(config) {
+            tracing::debug!(target: "tower_identity_proxy", url = %self.url, "JWKS refresh skipped: rate limit");
             return;
         }
-        state.last_attempt = Some(Instant::now());
         match tokio::time::timeout(config.timeout, self.fetch(config)).await {
             Ok(Ok(keys)) => {
                 tracing::debug!(target: "tower_identity_proxy", url = %self.url, keys = keys.len(), "JWKS fetched");
@@ -203,6 +226,29 @@ mod tests {
 
     use super::*;
     use crate::KeyPair;
+
+    #[test]
+    fn the_bucket_allows_a_burst_then_one_per_interval() {
+        let config = FetchConfig {
+            client: ProxyClient::new().unwrap(),
+            algorithms: Arc::new([Algorithm::RS512]),
+            min_interval: Duration::from_millis(200),
+            max_age: Duration::from_secs(300),
+            timeout: Duration::from_secs(1),
+            burst: 3,
+        };
+        let mut state = FetchState::default();
+        assert!((0..3).all(|_| state.take(&config)));
+        assert!(!state.take(&config));
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(state.take(&config));
+        assert!(!state.take(&config));
+        let unlimited = FetchConfig {
+            min_interval: Duration::ZERO,
+            ..config
+        };
+        assert!((0..100).all(|_| state.take(&unlimited)));
+    }
 
     #[test]
     fn only_allowed_signature_keys_are_kept() {

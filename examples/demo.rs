@@ -1,0 +1,428 @@
+//! The whole feature in one axum app: a `/proxy` that forwards to a target chosen at run
+//! time, with the caller's identity as a signed JWT, next to the app's own routes.
+//!
+//! Run it, then walk through the steps of the README:
+//!
+//! ```text
+//! cargo run --example demo -- --user admin:admin-password:ROLE_ADMIN,ROLE_USER
+//! cargo run --example demo -- --help
+//! ```
+//!
+//! It prints `listening on http://ADDR` as its first line on stdout once it accepts
+//! connections; everything else (the generated key, logs) goes to stderr.
+//!
+//! Options:
+//! - `--listen ADDR`: where to listen. Default `127.0.0.1:8080`; port 0 picks a free port.
+//! - `--keys DIR`: read `DIR/private-key.pem` and `DIR/public-key.pem` (PKCS#1 or PKCS#8
+//!   private key, SPKI public key). Without it a fresh RSA key pair is generated (and said
+//!   so on stderr, with its public key), so tokens do not survive a restart.
+//! - `--unsecured`: every caller is `anonymousUser` with `ROLE_ADMIN`, `ROLE_ANONYMOUS` and
+//!   `ROLE_USER`, as a session without security.
+//! - `--user NAME:PASSWORD:ROLE,ROLE` (repeatable): a Basic-authentication user.
+//! - `--proxy-url URL`: the initial target. Default: none, the proxy is disabled.
+//! - `--upstream-timeout-ms N`: how long the target may take to answer (`504` after).
+//!
+//! Routes:
+//! - `GET /api/whoami` → `{"name": …, "roles": [sorted]}` for callers holding `ROLE_USER`
+//!   (`403` otherwise, `401` for bad credentials);
+//! - `GET /admin/proxy` → `{"url": "…" | null}`; `PUT /admin/proxy` with the same body sets
+//!   or disables the target (`400` with the reason for an invalid URL);
+//! - `PUT /admin/users/{name}` with `{"password": "…", "roles": […]}` adds or updates a user;
+//!   `DELETE /admin/users/{name}` removes one. `/admin/*` needs `ROLE_ADMIN`;
+//! - `/proxy` and `/proxy/*`: the [`ProxyLayer`].
+//!
+//! Who the caller is comes from the same extractor for the app's routes and for the proxy:
+//! HTTP Basic against the users, else a Bearer JWT this app signed (what a target receives
+//! and may send back, as the document's `session` mode does), else anonymous.
+
+use std::{
+    net::SocketAddr,
+    path::{Path as FsPath, PathBuf},
+    time::Duration,
+};
+
+use axum::{
+    Extension, Json, Router,
+    extract::{Path, Request, State},
+    http::{StatusCode, request::Parts},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use clap::Parser;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tower_identity_proxy::{
+    Anonymous, BasicAuth, BearerJwt, CredentialStore, Identity, IdentityExtractor, KeyPair,
+    KeySigner, Or, ProxyHandle, ProxyLayer, identity::ExtractResult,
+};
+
+/// A boxed error for the demo's start-up failures.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The demo's command line.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "demo",
+    about = "An axum app whose /proxy forwards to a run-time target with the caller's identity as a signed JWT"
+)]
+pub struct Options {
+    /// Where to listen; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// A directory holding `private-key.pem` and `public-key.pem`; without it a key pair is
+    /// generated.
+    #[arg(long, value_name = "DIR")]
+    pub keys: Option<PathBuf>,
+
+    /// Every caller is anonymous with ROLE_ADMIN, ROLE_ANONYMOUS and ROLE_USER.
+    #[arg(long)]
+    pub unsecured: bool,
+
+    /// A Basic-authentication user (repeatable).
+    #[arg(long = "user", value_name = "NAME:PASSWORD:ROLE,ROLE", value_parser = parse_user)]
+    pub users: Vec<UserSpec>,
+
+    /// The initial proxy target; without it the proxy is disabled.
+    #[arg(long, value_name = "URL")]
+    pub proxy_url: Option<String>,
+
+    /// How long the target may take to send its response headers, in milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 30_000)]
+    pub upstream_timeout_ms: u64,
+}
+
+/// A `--user NAME:PASSWORD:ROLE,ROLE` option.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserSpec {
+    /// The user name.
+    pub name: String,
+    /// The password.
+    pub password: String,
+    /// The roles.
+    pub roles: Vec<String>,
+}
+
+impl std::fmt::Debug for UserSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserSpec")
+            .field("name", &self.name)
+            .field("roles", &self.roles)
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_user(s: &str) -> Result<UserSpec, String> {
+    let (name, rest) = s
+        .split_once(':')
+        .ok_or("expected NAME:PASSWORD:ROLE,ROLE")?;
+    // The password may contain ':'; the roles are after the last one.
+    let (password, roles) = rest
+        .rsplit_once(':')
+        .ok_or("expected NAME:PASSWORD:ROLE,ROLE")?;
+    if name.is_empty() {
+        return Err("the user name is empty".into());
+    }
+    let roles = roles
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Ok(UserSpec {
+        name: name.to_owned(),
+        password: password.to_owned(),
+        roles,
+    })
+}
+
+/// Who the caller is, for the app's routes and for the proxy alike.
+///
+/// An extractor written by the app: an enum over the two security modes.
+#[derive(Clone, Debug)]
+pub enum DemoIdentity {
+    /// Basic, else a Bearer JWT this app signed, else `anonymousUser` with `ROLE_ANONYMOUS`.
+    Secured(Or<Or<BasicAuth, BearerJwt>, Anonymous>),
+    /// Every caller is `anonymousUser` with `ROLE_ADMIN`, `ROLE_ANONYMOUS`, `ROLE_USER`.
+    Unsecured(Anonymous),
+}
+
+impl IdentityExtractor for DemoIdentity {
+    async fn extract(&self, parts: &Parts) -> ExtractResult {
+        match self {
+            Self::Secured(e) => e.extract(parts).await,
+            Self::Unsecured(e) => e.extract(parts).await,
+        }
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Changes the proxy target.
+    pub handle: ProxyHandle,
+    /// The Basic-authentication users.
+    pub users: CredentialStore,
+    /// The key pair tokens are signed with.
+    pub keys: KeyPair,
+    /// The identity extractor of the app's routes and of the proxy.
+    pub identity: DemoIdentity,
+}
+
+/// The demo app, built but not yet listening.
+#[derive(Debug)]
+pub struct Demo {
+    /// The router: the app's routes inside the proxy layer.
+    pub router: Router,
+    /// The shared state (target handle, users, keys).
+    pub state: AppState,
+}
+
+/// Reads the key pair from `DIR/private-key.pem` and `DIR/public-key.pem`.
+///
+/// # Errors
+///
+/// When a file cannot be read or the keys are invalid or do not match.
+pub fn load_keys(dir: &FsPath) -> Result<KeyPair, Error> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let private = read("private-key.pem")?;
+    let public = read("public-key.pem")?;
+    Ok(KeyPair::from_pem(&private, Some(&public))?)
+}
+
+/// Builds the app from parsed options: keys, users, proxy layer and routes.
+///
+/// # Errors
+///
+/// Invalid keys, users or initial target.
+pub async fn build(opts: &Options) -> Result<Demo, Error> {
+    let keys = match &opts.keys {
+        Some(dir) => load_keys(dir)?,
+        None => {
+            let keys = tokio::task::spawn_blocking(|| KeyPair::generate_rsa(3072)).await??;
+            eprintln!(
+                "no --keys DIR given: generated a fresh RSA key pair (kid {}); tokens signed \
+                 now will not verify after a restart. Targets verify them with this public key:\n{}",
+                keys.kid(),
+                keys.public_key_pem()
+            );
+            keys
+        }
+    };
+
+    let users = CredentialStore::new();
+    for user in &opts.users {
+        let (store, user) = (users.clone(), user.clone());
+        // Hashing a password is deliberately slow: keep it off the async workers.
+        tokio::task::spawn_blocking(move || store.insert(&user.name, &user.password, user.roles))
+            .await??;
+    }
+
+    let identity = if opts.unsecured {
+        DemoIdentity::Unsecured(Anonymous::unsecured())
+    } else {
+        DemoIdentity::Secured(
+            BasicAuth::new(users.clone())
+                .or(BearerJwt::new(keys.verifier()))
+                .or_anonymous(),
+        )
+    };
+
+    let mut proxy = ProxyLayer::new(KeySigner::new(keys.clone()))
+        .identity(identity.clone())
+        .upstream_timeout(Duration::from_millis(opts.upstream_timeout_ms));
+    if let Some(url) = &opts.proxy_url {
+        proxy = proxy.target(url)?;
+    }
+
+    let state = AppState {
+        handle: proxy.handle(),
+        users,
+        keys,
+        identity,
+    };
+    let router = router(state.clone()).layer(proxy);
+    Ok(Demo { router, state })
+}
+
+/// The app's own routes, each behind the identity middleware.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/whoami", get(whoami))
+        .route("/admin/proxy", get(get_proxy).put(put_proxy))
+        .route(
+            "/admin/users/{name}",
+            axum::routing::put(put_user).delete(delete_user),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.identity.clone(),
+            authenticate,
+        ))
+        .with_state(state)
+}
+
+/// A running demo.
+#[derive(Debug)]
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The shared state (target handle, users, keys).
+    pub state: AppState,
+    /// The server task.
+    pub task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Builds the app, binds `--listen` and serves in a background task.
+///
+/// # Errors
+///
+/// Invalid options or an address that cannot be bound.
+pub async fn start(opts: &Options) -> Result<Running, Error> {
+    let demo = build(opts).await?;
+    let listener = TcpListener::bind(&opts.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move { axum::serve(listener, demo.router).await });
+    Ok(Running {
+        addr,
+        state: demo.state,
+        task,
+    })
+}
+
+/// Puts the caller's [`Identity`] into the request extensions: `401` for bad credentials.
+async fn authenticate(State(identity): State<DemoIdentity>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    match identity.extract(&parts).await {
+        Ok(Some(who)) => {
+            parts.extensions.insert(who);
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Ok(None) => (StatusCode::UNAUTHORIZED, "Authentication is required.").into_response(),
+        Err(rejection) => rejection.into_response().map(axum::body::Body::new),
+    }
+}
+
+fn forbidden(role: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        format!("This requires the role {role}."),
+    )
+        .into_response()
+}
+
+async fn whoami(Extension(who): Extension<Identity>) -> Response {
+    if !who.has_role("ROLE_USER") {
+        return forbidden("ROLE_USER");
+    }
+    Json(json!({ "name": who.name(), "roles": who.roles() })).into_response()
+}
+
+fn target_json(handle: &ProxyHandle) -> Json<Value> {
+    Json(json!({ "url": handle.target().map(|t| t.as_str().to_owned()) }))
+}
+
+async fn get_proxy(State(state): State<AppState>, Extension(who): Extension<Identity>) -> Response {
+    if !who.has_role("ROLE_ADMIN") {
+        return forbidden("ROLE_ADMIN");
+    }
+    target_json(&state.handle).into_response()
+}
+
+#[derive(Deserialize)]
+struct ProxyUrl {
+    url: Option<String>,
+}
+
+async fn put_proxy(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+    Json(body): Json<ProxyUrl>,
+) -> Response {
+    if !who.has_role("ROLE_ADMIN") {
+        return forbidden("ROLE_ADMIN");
+    }
+    match state.handle.set_target(body.url.as_deref()) {
+        Ok(()) => target_json(&state.handle).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct NewUser {
+    password: String,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+async fn put_user(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+    Path(name): Path<String>,
+    Json(user): Json<NewUser>,
+) -> Response {
+    if !who.has_role("ROLE_ADMIN") {
+        return forbidden("ROLE_ADMIN");
+    }
+    let store = state.users.clone();
+    let existed = store.contains(&name);
+    let saved = Identity::new(name.clone(), user.roles.clone());
+    // Hashing a password is deliberately slow: keep it off the async workers.
+    let inserted = tokio::task::spawn_blocking({
+        let name = name.clone();
+        move || store.insert(&name, &user.password, user.roles)
+    })
+    .await;
+    match inserted {
+        Ok(Ok(())) => {
+            let status = if existed {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            (
+                status,
+                Json(json!({ "name": saved.name(), "roles": saved.roles() })),
+            )
+                .into_response()
+        }
+        Ok(Err(e)) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "The user was not saved.").into_response(),
+    }
+}
+
+async fn delete_user(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+    Path(name): Path<String>,
+) -> Response {
+    if !who.has_role("ROLE_ADMIN") {
+        return forbidden("ROLE_ADMIN");
+    }
+    if state.users.remove(&name) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "No such user.").into_response()
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "tower_identity_proxy=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let running = start(&Options::parse()).await?;
+    println!("listening on http://{}", running.addr);
+    running.task.await??;
+    Ok(())
+}

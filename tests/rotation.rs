@@ -52,10 +52,17 @@ fn kid(token: &str) -> String {
     jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
 }
 
+/// Waits until the target has seen `at_least` requests (a liveness guard, not a timing
+/// assertion: it fails only if requests stop arriving altogether).
 async fn wait_for_hits(recorded: &Recorded, at_least: usize) {
-    while recorded.hits() < at_least {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let wait = async {
+        while recorded.hits() < at_least {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), wait)
+        .await
+        .expect("requests stopped reaching the target");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

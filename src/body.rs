@@ -17,7 +17,8 @@ use crate::error::BoxError;
 pin_project! {
     /// The body of a response from a [`Proxy`](crate::Proxy) (or a
     /// [`VerifyProxyJwt`](crate::verify::VerifyProxyJwt)): the inner service's body, the
-    /// target's body streamed as it arrives, or a short local message.
+    /// target's body streamed as it arrives (possibly after a first part read ahead), or a
+    /// short local message.
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -29,6 +30,8 @@ pin_project! {
     enum Kind<B> {
         Inner { #[pin] body: B },
         Upstream { #[pin] body: Incoming },
+        // The first bytes of the target's body, already read, then the rest as it arrives.
+        Prefixed { head: Option<Bytes>, #[pin] body: Incoming },
         Local { #[pin] body: Full<Bytes> },
     }
 }
@@ -43,6 +46,15 @@ impl<B> ResponseBody<B> {
     pub(crate) fn upstream(body: Incoming) -> Self {
         Self {
             kind: Kind::Upstream { body },
+        }
+    }
+
+    pub(crate) fn prefixed(head: Bytes, body: Incoming) -> Self {
+        Self {
+            kind: Kind::Prefixed {
+                head: (!head.is_empty()).then_some(head),
+                body,
+            },
         }
     }
 
@@ -68,6 +80,10 @@ where
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
             KindProj::Upstream { body } => body.poll_frame(cx).map_err(Into::into),
+            KindProj::Prefixed { head, body } => match head.take() {
+                Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
+                None => body.poll_frame(cx).map_err(Into::into),
+            },
             KindProj::Local { body } => body.poll_frame(cx).map_err(|e| match e {}),
         }
     }
@@ -76,6 +92,7 @@ where
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Upstream { body } => body.is_end_stream(),
+            Kind::Prefixed { head, body } => head.is_none() && body.is_end_stream(),
             Kind::Local { body } => body.is_end_stream(),
         }
     }
@@ -84,6 +101,16 @@ where
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
             Kind::Upstream { body } => body.size_hint(),
+            Kind::Prefixed { head, body } => {
+                let extra = head.as_ref().map_or(0, |h| h.len() as u64);
+                let inner = body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower().saturating_add(extra));
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper.saturating_add(extra));
+                }
+                hint
+            }
             Kind::Local { body } => body.size_hint(),
         }
     }
@@ -93,7 +120,7 @@ impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
             Kind::Inner { .. } => "Inner",
-            Kind::Upstream { .. } => "Upstream",
+            Kind::Upstream { .. } | Kind::Prefixed { .. } => "Upstream",
             Kind::Local { .. } => "Local",
         };
         f.debug_tuple("ResponseBody").field(&kind).finish()

@@ -9,13 +9,19 @@
 //! 5. the pooled client, within the upstream timeout → `502` (unreachable, TLS failure,
 //!    broken response) or `504` (timeout); the target's response streams back with its
 //!    hop-by-hop headers removed and `Via` added.
+//!
+//! A response whose end is marked only by the target closing the connection (HTTP/1.0
+//! style: no `Content-Length`, not chunked, as Python's `http.server` answers) is read
+//! ahead up to [`READ_AHEAD`] bytes within the upstream timeout: when it ends by then, the
+//! client gets it with a `Content-Length`, as the Atoti proxy does; otherwise what was read
+//! is sent first and the rest streams.
 
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -174,7 +180,8 @@ where
     let Some(client) = &shared.client else {
         return error_response(&ProxyError::new(ProxyErrorKind::Unreachable));
     };
-    let response = match tokio::time::timeout(shared.timeout, client.send(target, request)).await {
+    let deadline = tokio::time::Instant::now() + shared.timeout;
+    let response = match tokio::time::timeout_at(deadline, client.send(target, request)).await {
         Ok(Ok(res)) => res,
         Ok(Err(e)) => {
             let error = ProxyError::with_source(ProxyErrorKind::Unreachable, e);
@@ -186,7 +193,65 @@ where
             return error_response(&ProxyError::new(ProxyErrorKind::Timeout));
         }
     };
+    if upgrade.is_none() && is_close_delimited(&response) {
+        return read_ahead(shared, response, deadline).await;
+    }
     respond(shared, response, upgrade)
+}
+
+/// The most bytes of a close-delimited response body read ahead to give it a length.
+pub(crate) const READ_AHEAD: usize = 64 * 1024;
+
+/// Whether the response body ends only when the target closes the connection.
+fn is_close_delimited(response: &Response<Incoming>) -> bool {
+    matches!(response.version(), Version::HTTP_10 | Version::HTTP_11)
+        && !response.headers().contains_key(header::CONTENT_LENGTH)
+        && !response.headers().contains_key(header::TRANSFER_ENCODING)
+        && !response.body().is_end_stream()
+}
+
+/// Reads a close-delimited body ahead (see the [module docs](self)): whole with a
+/// `Content-Length` when it ends within [`READ_AHEAD`] bytes and the deadline, else what was
+/// read followed by the rest, streamed.
+async fn read_ahead<R, I, J>(
+    shared: &Shared<I, J>,
+    response: Response<Incoming>,
+    deadline: tokio::time::Instant,
+) -> Response<ResponseBody<R>> {
+    let (mut parts, mut body) = response.into_parts();
+    rewrite_response(&mut parts, &shared.rewrite);
+    parts.version = Version::HTTP_11;
+    let mut head = BytesMut::new();
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    head.extend_from_slice(&data);
+                    if head.len() > READ_AHEAD {
+                        break;
+                    }
+                }
+            }
+            Ok(None) => {
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(head.len()));
+                let body = ResponseBody::local(http_body_util::Full::new(head.freeze()));
+                return Response::from_parts(parts, body);
+            }
+            Ok(Some(Err(e))) => {
+                let error = ProxyError::with_source(
+                    ProxyErrorKind::BadResponse("The proxy target sent a broken response."),
+                    e,
+                );
+                tracing::warn!(error = ?std::error::Error::source(&error), "target response broken");
+                return error_response(&error);
+            }
+            // Slow: send what was read and stream the rest.
+            Err(_) => break,
+        }
+    }
+    Response::from_parts(parts, ResponseBody::prefixed(head.freeze(), body))
 }
 
 fn respond<R, I, J>(

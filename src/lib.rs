@@ -130,3 +130,8 @@ pub use service::Proxy;
 pub use signer::{CachingSigner, JwtSigner, KeySigner, SignError, Token, TokenPolicy};
 pub use target::{ProxyHandle, Target};
 pub use verifier::{Verifier, VerifyError};
+
+/// The README's examples, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,6 +1,9 @@
 //! The walkthrough of the Atoti proxy documentation, step by step and assertion by
 //! assertion, against the demo app (`examples/demo.rs`, included below and run in-process on
-//! real sockets) and a target server that behaves as the document's Python server:
+//! real sockets) and a target server that behaves as the document's Python server, down to
+//! the bytes it writes: Python's `BaseHTTPRequestHandler` answers in HTTP/1.0 with
+//! `send_response_only` (a status line, no `Date`, no `Content-Length`) and closes the
+//! connection to end the body.
 //!
 //! - `GET /whoami?mode=jwt`: verifies the JWT with the app's public key (jsonwebtoken, RS512
 //!   pinned) and answers `{"name", "roles"}`;
@@ -8,7 +11,8 @@
 //!   `X-Forwarded-Host`, calls the app's `/api/whoami` with the token it received, and
 //!   answers `403` when that call is not `200`;
 //! - another mode: `400`; another path: `404`;
-//! - `POST`: echoes the body, with `X-Custom-Header: lorem ipsum`.
+//! - `POST`: echoes the body (read by its `Content-Length`), with
+//!   `X-Custom-Header: lorem ipsum`.
 //!
 //! The walkthrough runs a second time with `examples/target.rs` (included below too) as the
 //! local server: the Rust twin of the document's server, verifying the JWT with
@@ -26,20 +30,20 @@ mod target;
 
 mod common;
 
-use axum::{
-    Router,
-    body::Bytes,
-    extract::Query,
-    http::{HeaderMap, Method, StatusCode, header},
-    response::{IntoResponse, Response},
-    routing::get,
-};
+use std::net::SocketAddr;
+
+use axum::{extract::Query, http::header};
 use clap::Parser;
 use common::{
     RSA_PKCS1_PEM, RSA_PUBLIC_PEM, Reply, basic, empty, full, get as http_get, get_with,
-    random_bytes, remove_dir, send, serve, temp_dir,
+    random_bytes, remove_dir, send, temp_dir,
 };
 use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
 
 /// The document's `get_user`: check the signature, return the name and roles claims.
 fn get_user(jwt: &str) -> Option<(String, Vec<String>)> {
@@ -57,50 +61,55 @@ fn get_user(jwt: &str) -> Option<(String, Vec<String>)> {
     Some((name, roles))
 }
 
-fn status(code: StatusCode) -> Response {
-    code.into_response()
+/// What a handler writes: status, extra headers, body. `None`: the handler failed (Python
+/// would log the exception and close the connection without an answer).
+type Answer = Option<(u16, Vec<(&'static str, String)>, Vec<u8>)>;
+
+fn status_only(code: u16) -> Answer {
+    Some((code, Vec::new(), Vec::new()))
+}
+
+/// A request as `BaseHTTPRequestHandler` parses it.
+struct PyRequest {
+    method: String,
+    path: String,
+    /// Lower-cased names (Python's `self.headers[...]` is case-insensitive).
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl PyRequest {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// `do_GET` of the document's `RequestHandler`.
-async fn whoami(headers: HeaderMap, Query(params): Query<Vec<(String, String)>>) -> Response {
+async fn do_get(req: &PyRequest) -> Answer {
+    let uri: http::Uri = req.path.parse().ok()?;
+    // `parse_qs` drops blank values; `{"mode": [mode]}` needs exactly one `mode`.
+    let params = Query::<Vec<(String, String)>>::try_from_uri(&uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
     let modes: Vec<&String> = params
         .iter()
-        .filter(|(k, _)| k == "mode")
+        .filter(|(k, v)| k == "mode" && !v.is_empty())
         .map(|(_, v)| v)
         .collect();
-    let [mode] = modes.as_slice() else {
-        return status(StatusCode::NOT_FOUND);
+    let (true, [mode]) = (uri.path() == "/whoami", modes.as_slice()) else {
+        return status_only(404);
     };
-    let Some(authorization) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return status(StatusCode::INTERNAL_SERVER_ERROR);
-    };
-    let Some((token_type, jwt)) = authorization.split_once(' ') else {
-        return status(StatusCode::INTERNAL_SERVER_ERROR);
-    };
+    let (token_type, jwt) = req.header("authorization")?.split_once(' ')?;
     let (name, roles) = match mode.as_str() {
-        "jwt" => match get_user(jwt) {
-            Some(user) => user,
-            // The document's server would fail here: a token that does not verify.
-            None => return status(StatusCode::UNAUTHORIZED),
-        },
+        "jwt" => get_user(jwt)?,
         "session" => {
-            // The target does not know the app's URL: it rebuilds it from the headers.
-            let forwarded = |name: &str| {
-                headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            let (Some(proto), Some(host)) = (
-                forwarded("x-forwarded-proto"),
-                forwarded("x-forwarded-host"),
-            ) else {
-                return status(StatusCode::FORBIDDEN);
-            };
-            let session_url = format!("{proto}://{host}");
+            // The server rebuilds the session URL from the headers passed by the proxy.
+            let protocol = req.header("x-forwarded-proto")?;
+            let host = req.header("x-forwarded-host")?;
+            let session_url = format!("{protocol}://{host}");
             let reply = common::try_send(
                 http::Request::get(format!("{session_url}/api/whoami"))
                     .header(header::AUTHORIZATION, format!("{token_type} {jwt}"))
@@ -109,48 +118,107 @@ async fn whoami(headers: HeaderMap, Query(params): Query<Vec<(String, String)>>)
             )
             .await;
             match reply {
-                Ok(r) if r.status == StatusCode::OK => {
+                Ok(r) if r.status == 200 => {
                     let user = r.json();
-                    let mut roles: Vec<String> = user["roles"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|r| r.as_str().map(str::to_owned))
-                                .collect()
-                        })
-                        .unwrap_or_default();
+                    let mut roles: Vec<String> =
+                        serde_json::from_value(user["roles"].clone()).ok()?;
                     roles.sort();
-                    (user["name"].as_str().unwrap_or_default().to_owned(), roles)
+                    (user["name"].as_str()?.to_owned(), roles)
                 }
-                _ => return status(StatusCode::FORBIDDEN),
+                _ => return status_only(403),
             }
         }
-        _ => return status(StatusCode::BAD_REQUEST),
+        _ => return status_only(400),
     };
-    let body = json!({ "name": name, "roles": roles }).to_string();
-    (StatusCode::OK, body).into_response()
+    let body = serde_json::to_vec(&json!({ "name": name, "roles": roles })).ok()?;
+    Some((200, Vec::new(), body))
 }
 
 /// `do_POST`: the body back, with a custom header.
-async fn echo(body: Bytes) -> Response {
-    ([("x-custom-header", "lorem ipsum")], body).into_response()
+fn do_post(req: &PyRequest) -> Answer {
+    Some((
+        200,
+        vec![("X-Custom-Header", "lorem ipsum".to_owned())],
+        req.body.clone(),
+    ))
 }
 
-/// Any other path: `do_GET` answers `404`, `do_POST` echoes, other methods are not
-/// implemented (as Python's `BaseHTTPRequestHandler`).
-async fn elsewhere(method: Method, body: Bytes) -> Response {
-    match method {
-        Method::GET => status(StatusCode::NOT_FOUND),
-        Method::POST => echo(body).await,
-        _ => status(StatusCode::NOT_IMPLEMENTED),
+/// One connection, one request, as `BaseHTTPRequestHandler` with HTTP/1.0.
+async fn handle(stream: TcpStream) -> Option<()> {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).await.ok()?;
+    let mut words = line.split_whitespace();
+    let (method, path) = (words.next()?.to_owned(), words.next()?.to_owned());
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).await.ok()?;
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        let (k, v) = trimmed.split_once(':')?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+    }
+    let mut req = PyRequest {
+        method,
+        path,
+        headers,
+        body: Vec::new(),
+    };
+    let answer = match req.method.as_str() {
+        "GET" => do_get(&req).await,
+        "POST" => {
+            // `int(self.headers["Content-Length"])`: fails without one.
+            let length: usize = req.header("content-length")?.parse().ok()?;
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).await.ok()?;
+            req.body = body;
+            do_post(&req)
+        }
+        _ => status_only(501),
+    };
+    let mut stream = reader.into_inner();
+    let (code, extra, body) = answer?;
+    let reason = http::StatusCode::from_u16(code)
+        .ok()?
+        .canonical_reason()
+        .unwrap_or("");
+    let mut out = format!("HTTP/1.0 {code} {reason}\r\n");
+    for (k, v) in extra {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&body);
+    stream.write_all(&bytes).await.ok()?;
+    stream.shutdown().await.ok()
+}
+
+/// The document's `local_server`, on 127.0.0.1:0; stops when dropped.
+struct LocalServer {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl LocalServer {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(handle(stream));
+            }
+        });
+        Self { addr, task }
     }
 }
 
-/// The document's local server.
-fn local_server() -> Router {
-    Router::new()
-        .route("/whoami", get(whoami).post(echo))
-        .fallback(elsewhere)
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 fn options(args: &[&str]) -> demo::Options {
@@ -169,16 +237,16 @@ async fn admin_put(url: &str, auth: Option<&str>, body: Value) -> Reply {
 
 /// The walkthrough's local server.
 enum Local {
-    /// This test's own server, [`local_server`].
-    Own(common::Server),
+    /// This test's own server, [`LocalServer`].
+    Own(LocalServer),
     /// `examples/target.rs`, verifying with the secured demo's JWKS.
     Example(target::Running),
 }
 
 impl Local {
-    async fn start(example: bool, app: std::net::SocketAddr) -> Self {
+    async fn start(example: bool, app: SocketAddr) -> Self {
         if !example {
-            return Self::Own(serve(local_server()).await);
+            return Self::Own(LocalServer::start().await);
         }
         let jwks = format!("http://{app}/.well-known/jwks.json");
         let opts =
@@ -544,4 +612,39 @@ async fn demo_options_are_checked() {
     .unwrap_err();
     assert!(err.to_string().contains("query"), "{err}");
     remove_dir(&keys_dir);
+}
+
+/// The document's server ends its bodies by closing the connection: small ones reach the
+/// client with a `Content-Length` (read ahead, as the doc asserts), large ones stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_delimited_bodies_of_any_size() {
+    let local = LocalServer::start().await;
+    let running = demo::start(&options(&[
+        "--unsecured",
+        "--proxy-url",
+        &format!("http://127.0.0.1:{}", local.addr.port()),
+    ]))
+    .await
+    .unwrap();
+    let url = format!("http://{}/proxy/upload", running.addr);
+    for size in [0, 1, 32, 64 * 1024, 64 * 1024 + 1, 1024 * 1024] {
+        let bytes = random_bytes(size);
+        // As httpx does, an explicit `Content-Length` (the server needs one), even for 0.
+        let response = send(
+            http::Request::post(&url)
+                .header("content-length", size)
+                .body(full(bytes.clone()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(response.status, 200, "{size}");
+        assert!(response.body == bytes, "{size}: the bytes came back");
+        assert_eq!(response.header("x-custom-header").unwrap(), "lorem ipsum");
+        if size <= 64 * 1024 {
+            assert_eq!(response.header("content-length"), Some(size.to_string()));
+        } else {
+            assert_eq!(response.header("transfer-encoding").unwrap(), "chunked");
+        }
+    }
+    running.task.abort();
 }

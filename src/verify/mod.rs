@@ -11,7 +11,8 @@
 //!   keys given up front ([`VerifyProxyJwtLayer::new`],
 //!   [`VerifyProxyJwtLayer::public_key_pem`]);
 //! - checks the signature, then `exp` (required), `nbf` and `iat` with a leeway (30 s by
-//!   default), and `iss`/`aud` when configured;
+//!   default), and `iss`/`aud` when configured; the claims must have the shape this crate
+//!   signs (`sub`, `authorities`, `iat`, `exp`);
 //! - puts the caller's [`Identity`](crate::Identity) and the token's
 //!   [`Claims`](crate::Claims) into the request extensions, where handlers (axum's
 //!   `Extension<Identity>`) find them.

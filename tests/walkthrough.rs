@@ -13,12 +13,20 @@
 //! - another mode: `400`; another path: `404`;
 //! - `POST`: echoes the body (read by its `Content-Length`), with
 //!   `X-Custom-Header: lorem ipsum`.
+//!
+//! The walkthrough runs a second time with `examples/target.rs` (included below too) as the
+//! local server: the Rust twin of the document's server, verifying the JWT with
+//! `VerifyProxyJwtLayer` and the demo's JWKS (`/.well-known/jwks.json`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/demo.rs"]
 mod demo;
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/target.rs"]
+mod target;
 
 mod common;
 
@@ -227,8 +235,57 @@ async fn admin_put(url: &str, auth: Option<&str>, body: Value) -> Reply {
     send(b.body(full(body.to_string())).unwrap()).await
 }
 
+/// The walkthrough's local server.
+enum Local {
+    /// This test's own server, [`LocalServer`].
+    Own(LocalServer),
+    /// `examples/target.rs`, verifying with the secured demo's JWKS.
+    Example(target::Running),
+}
+
+impl Local {
+    async fn start(example: bool, app: SocketAddr) -> Self {
+        if !example {
+            return Self::Own(LocalServer::start().await);
+        }
+        let jwks = format!("http://{app}/.well-known/jwks.json");
+        let opts =
+            target::Options::try_parse_from(["target", "--jwks", &jwks, "--listen", "127.0.0.1:0"])
+                .expect("valid target options");
+        Self::Example(
+            target::start(&opts)
+                .await
+                .expect("the example target starts"),
+        )
+    }
+
+    fn port(&self) -> u16 {
+        match self {
+            Self::Own(server) => server.addr.port(),
+            Self::Example(running) => running.addr.port(),
+        }
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if let Self::Example(running) = self {
+            running.task.abort();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documents_walkthrough() {
+    walkthrough(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documents_walkthrough_with_the_example_target() {
+    walkthrough(true).await;
+}
+
+async fn walkthrough(example_target: bool) {
     // "Using a custom JWT key pair": written to a directory the demo reads with --keys
     // (the private key in PKCS#1 form, as `openssl genrsa -traditional` writes it).
     let keys_dir = temp_dir("walkthrough-keys");
@@ -257,8 +314,8 @@ async fn the_documents_walkthrough() {
     assert_eq!(response.text(), "The proxy is disabled.");
 
     // "Starting a local server".
-    let local = LocalServer::start().await;
-    let port = local.addr.port();
+    let local = Local::start(example_target, secured.addr).await;
+    let port = local.port();
 
     // "Configuring the proxy to forward requests to the local server".
     let target = format!("http://localhost:{port}");

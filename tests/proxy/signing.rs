@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm as A, DecodingKey, Validation};
 use tower_identity_proxy::{
-    Algorithm, BasicAuth, CredentialStore, Identity, JwtSigner, KeyPair, KeySigner, ProxyLayer,
-    PublicKey, TokenPolicy, dangerous::InsecureUnsignedSigner,
+    Algorithm, BasicAuth, CredentialStore, Identity, IdentityExtractor, JwtSigner, KeyPair,
+    KeySigner, ProxyLayer, PublicKey, TokenPolicy, dangerous::InsecureUnsignedSigner,
 };
 
 use crate::{
@@ -305,4 +305,84 @@ async fn tokens_are_cached_per_identity() {
     assert_eq!(tokens[0], tokens[1]);
     assert_eq!(tokens[0], tokens[3]);
     assert_ne!(tokens[0], tokens[2]);
+}
+
+/// Collects everything the app logs, at every level, on this thread.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The current-thread runtime of `#[tokio::test]` runs the app, the target and the client
+/// on this thread, so a thread-local subscriber sees all their events.
+#[tokio::test]
+async fn keys_passwords_and_tokens_never_reach_the_logs() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let target = common::echo_target().await;
+    let users = CredentialStore::new();
+    users
+        .insert("Alice", "hunter2-password", ["ROLE_USER"])
+        .unwrap();
+    let keys = KeyPair::from_pem(RSA_PKCS1_PEM.as_bytes(), None).unwrap();
+    let identity = BasicAuth::new(users).or(tower_identity_proxy::BearerJwt::new(keys.verifier()));
+    let proxy = ProxyLayer::new(KeySigner::rs512(keys.clone()).unwrap()).identity(identity);
+    let handle = proxy.handle();
+    let app = spawn_app(proxy).await;
+    handle.set_target(Some(&target.url())).unwrap();
+    let ok = common::get_with(
+        &app.url("/proxy/logged"),
+        &[("authorization", &common::basic("Alice", "hunter2-password"))],
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    let token = bearer(&target.last().headers);
+    let again = common::get_with(
+        &app.url("/proxy/logged"),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(again.status, 200);
+    let bad = common::get_with(
+        &app.url("/proxy/logged"),
+        &[(
+            "authorization",
+            &common::basic("Alice", "wrong-password-xyz"),
+        )],
+    )
+    .await;
+    assert_eq!(bad.status, 401);
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("proxy target changed"),
+        "the logs were captured: {text}"
+    );
+    assert!(
+        text.contains("/proxy/logged"),
+        "requests are logged: {text}"
+    );
+    let payload = token.split('.').nth(1).unwrap();
+    let signature = token.split('.').nth(2).unwrap();
+    for secret in ["hunter2-password", "wrong-password-xyz", payload, signature] {
+        assert!(!text.contains(secret), "{secret} in the logs");
+    }
+    for line in RSA_PKCS1_PEM.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!text.contains(&line[..16]), "key material in the logs");
+    }
 }

@@ -307,13 +307,24 @@ async fn tokens_are_cached_per_identity() {
     assert_ne!(tokens[0], tokens[2]);
 }
 
-/// Collects everything the app logs, at every level, on this thread.
+thread_local! {
+    /// Where the log lines of this thread go, while a test captures them.
+    static CAPTURE: std::cell::RefCell<Option<LogBuffer>> = const { std::cell::RefCell::new(None) };
+}
+
 #[derive(Clone, Default)]
 struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
-impl std::io::Write for LogBuffer {
+/// Writes to the capturing buffer of the current thread, if any; else nowhere.
+struct ThreadWriter;
+
+impl std::io::Write for ThreadWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        CAPTURE.with(|c| {
+            if let Some(b) = &*c.borrow() {
+                b.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -321,18 +332,32 @@ impl std::io::Write for LogBuffer {
     }
 }
 
+/// One global subscriber for the whole test binary, logging everything this crate logs
+/// (events, and spans with their fields when they close) at every level. Global, because a
+/// thread-scoped subscriber races with the callsite interest cache of the other tests.
+fn capture_logs() -> LogBuffer {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "tower_identity_proxy=trace",
+            ))
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .with_writer(|| ThreadWriter)
+            .with_ansi(false)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
+    let buffer = LogBuffer::default();
+    CAPTURE.with(|c| *c.borrow_mut() = Some(buffer.clone()));
+    buffer
+}
+
 /// The current-thread runtime of `#[tokio::test]` runs the app, the target and the client
-/// on this thread, so a thread-local subscriber sees all their events.
+/// on this thread, so their log lines are this thread's.
 #[tokio::test]
 async fn keys_passwords_and_tokens_never_reach_the_logs() {
-    let logs = LogBuffer::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = capture_logs();
 
     let target = common::echo_target().await;
     let users = CredentialStore::new();

@@ -352,6 +352,20 @@ pub async fn start(opts: &Options) -> Result<Running, Error> {
     })
 }
 
+/// Starts the demo, writes `listening on http://ADDR` to `out` once it accepts connections
+/// (the first line the demo prints on stdout), then serves until the server stops.
+///
+/// # Errors
+///
+/// Invalid options, an address that cannot be bound, or a failing server.
+pub async fn run(opts: &Options, mut out: impl std::io::Write) -> Result<(), Error> {
+    let running = start(opts).await?;
+    writeln!(out, "listening on http://{}", running.addr)?;
+    out.flush()?;
+    running.task.await??;
+    Ok(())
+}
+
 /// Puts the caller's [`Identity`] into the request extensions: `401` for bad credentials.
 async fn authenticate(State(identity): State<DemoIdentity>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
@@ -521,8 +535,5 @@ async fn main() -> Result<(), Error> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let running = start(&Options::parse()).await?;
-    println!("listening on http://{}", running.addr);
-    running.task.await??;
-    Ok(())
+    run(&Options::parse(), std::io::stdout()).await
 }

@@ -648,3 +648,47 @@ async fn close_delimited_bodies_of_any_size() {
     }
     running.task.abort();
 }
+
+/// Sends what the demo prints into a channel, line by line.
+struct Lines(tokio::sync::mpsc::UnboundedSender<String>, Vec<u8>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.1.extend_from_slice(buf);
+        while let Some(end) = self.1.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.1.drain(..=end).collect();
+            let _ = self
+                .0
+                .send(String::from_utf8_lossy(&line).trim_end().to_owned());
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `demo --listen 127.0.0.1:0` prints `listening on http://ADDR` first, once it answers.
+#[tokio::test]
+async fn the_demo_says_where_it_listens_first() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let opts = options(&["--unsecured"]);
+    let server = tokio::spawn(async move { demo::run(&opts, Lines(tx, Vec::new())).await });
+    let first = rx.recv().await.expect("a first line");
+    let addr = first
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
+    let addr: SocketAddr = addr.parse().unwrap();
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 0);
+    let response = http_get(&format!("http://{addr}/proxy")).await;
+    assert_eq!(response.status, 501);
+    assert_eq!(response.text(), "The proxy is disabled.");
+    server.abort();
+    // A port that cannot be bound is an error, not a panic.
+    let busy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut taken = options(&["--unsecured"]);
+    taken.listen = busy.local_addr().unwrap().to_string();
+    let err = demo::run(&taken, std::io::sink()).await.unwrap_err();
+    assert!(err.to_string().contains("cannot listen"), "{err}");
+}

@@ -17,9 +17,10 @@ use pin_project_lite::pin_project;
 use crate::error::BoxError;
 
 pin_project! {
-    /// The body of a response from a [`Proxy`](crate::Proxy): the inner service's body,
-    /// the target's body streamed as it arrives (possibly after a first part read ahead),
-    /// or a short local message.
+    /// The body of a response from a [`Proxy`](crate::Proxy) (or a
+    /// [`VerifyProxyJwt`](crate::verify::VerifyProxyJwt)): the inner service's body, the
+    /// target's body streamed as it arrives (possibly after a first part read ahead), or a
+    /// short local message.
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,

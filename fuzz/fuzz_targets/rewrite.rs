@@ -21,8 +21,8 @@
 
 use std::sync::OnceLock;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
 use arbitrary::Arbitrary;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
 use libfuzzer_sys::fuzz_target;
 use tower_identity_proxy::{
     Target,
@@ -42,7 +42,11 @@ struct Input<'a> {
     response_headers: Vec<(&'a [u8], &'a [u8])>,
 }
 
-const TARGETS: [&str; 3] = ["http://t:1", "http://t:1/api/v1", "https://t.example:8443/base/"];
+const TARGETS: [&str; 3] = [
+    "http://t:1",
+    "http://t:1/api/v1",
+    "https://t.example:8443/base/",
+];
 
 fn setup() -> &'static (RewriteConfig, Vec<Target>) {
     static SETUP: OnceLock<(RewriteConfig, Vec<Target>)> = OnceLock::new();
@@ -176,7 +180,10 @@ fuzz_target!(|input: Input<'_>| {
         for (name, _) in h {
             let n = name.as_str();
             if n.starts_with("x-forwarded-") {
-                assert!(n == "x-forwarded-host" || n == "x-forwarded-proto", "{n} forwarded");
+                assert!(
+                    n == "x-forwarded-host" || n == "x-forwarded-proto",
+                    "{n} forwarded"
+                );
             }
         }
         assert_eq!(h.get_all("x-forwarded-host").iter().count(), 1);
@@ -201,7 +208,15 @@ fuzz_target!(|input: Input<'_>| {
     res.headers = header_map(&input.response_headers);
     let had_te = res.headers.contains_key(header::TRANSFER_ENCODING);
     rewrite_response(&mut res, config);
-    for name in ["connection", "keep-alive", "proxy-connection", "upgrade", "te", "transfer-encoding", "http2-settings"] {
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+        "te",
+        "transfer-encoding",
+        "http2-settings",
+    ] {
         assert!(!res.headers.contains_key(name), "{name} in response");
     }
     if had_te {

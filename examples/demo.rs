@@ -32,7 +32,13 @@
 //! - `GET /admin/proxy` → `{"url": "…" | null}`; `PUT /admin/proxy` with the same body sets
 //!   or disables the target (`400` with the reason for an invalid URL);
 //! - `PUT /admin/users/{name}` with `{"password": "…", "roles": […]}` adds or updates a user;
-//!   `DELETE /admin/users/{name}` removes one. `/admin/*` needs `ROLE_ADMIN`;
+//!   `DELETE /admin/users/{name}` removes one;
+//! - `POST /admin/keys/rotate` rotates to a freshly generated key of the same type and
+//!   answers `{"kid": "<the new kid>", "published": [every published kid]}`. The previous
+//!   key stays published until the tokens it signed have expired. `/admin/*` needs
+//!   `ROLE_ADMIN`;
+//! - `GET /.well-known/jwks.json`: the public keys as a JWK Set (no authentication), for
+//!   targets such as `cargo run --example target -- --jwks http://ADDR/.well-known/jwks.json`;
 //! - `/proxy` and `/proxy/*`: the [`ProxyLayer`].
 //!
 //! Who the caller is comes from the same extractor for the app's routes and for the proxy:
@@ -60,9 +66,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tower_identity_proxy::{
-    Anonymous, BasicAuth, BearerJwt, CredentialStore, Identity, IdentityExtractor, KeyPair,
-    KeySigner, Or, ProxyClient, ProxyHandle, ProxyLayer, client::ClientBuilder,
-    identity::ExtractResult,
+    Algorithm, Anonymous, BasicAuth, BearerJwt, CredentialStore, Curve, Identity,
+    IdentityExtractor, KeyPair, KeySet, KeySigner, Or, ProxyClient, ProxyHandle, ProxyLayer,
+    client::ClientBuilder, identity::ExtractResult,
 };
 
 /// A boxed error for the demo's start-up failures.
@@ -180,8 +186,10 @@ pub struct AppState {
     pub handle: ProxyHandle,
     /// The Basic-authentication users.
     pub users: CredentialStore,
-    /// The key pair tokens are signed with.
+    /// The key pair tokens were first signed with.
     pub keys: KeyPair,
+    /// The signing key and the published keys, rotated by `POST /admin/keys/rotate`.
+    pub key_set: KeySet,
     /// The identity extractor of the app's routes and of the proxy.
     pub identity: DemoIdentity,
 }
@@ -251,17 +259,19 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
             .await??;
     }
 
+    // One active key, rotated at run time; Bearer tokens verify against every published key.
+    let key_set = KeySet::new(KeySigner::new(keys.clone()));
     let identity = if opts.unsecured {
         DemoIdentity::Unsecured(Anonymous::unsecured())
     } else {
         DemoIdentity::Secured(
             BasicAuth::new(users.clone())
-                .or(BearerJwt::new(keys.verifier()))
+                .or(BearerJwt::new(key_set.verifier()))
                 .or_anonymous(),
         )
     };
 
-    let mut proxy = ProxyLayer::new(KeySigner::new(keys.clone()))
+    let mut proxy = ProxyLayer::new(key_set.signer())
         .identity(identity.clone())
         .upstream_timeout(Duration::from_millis(opts.upstream_timeout_ms))
         .client(upstream_client(opts)?);
@@ -273,6 +283,7 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
         handle: proxy.handle(),
         users,
         keys,
+        key_set,
         identity,
     };
     let app = router(state.clone()).layer(proxy.clone());
@@ -327,10 +338,13 @@ pub fn router(state: AppState) -> Router {
             "/admin/users/{name}",
             axum::routing::put(put_user).delete(delete_user),
         )
+        .route("/admin/keys/rotate", axum::routing::post(rotate_keys))
         .route_layer(middleware::from_fn_with_state(
             state.identity.clone(),
             authenticate,
         ))
+        // Public: targets fetch it without credentials.
+        .route_service("/.well-known/jwks.json", state.key_set.jwks())
         .with_state(state)
 }
 
@@ -464,6 +478,38 @@ fn server_threads() -> usize {
         .unwrap_or(1)
 }
 
+/// Starts the demo, writes `listening on http://ADDR` to `out` once it accepts connections
+/// (the first line the demo prints on stdout), then serves until the server stops.
+///
+/// It serves with [`serve`]: one single-threaded runtime per server thread
+/// (`TOKIO_WORKER_THREADS`, else one per CPU this process may use); the caller's runtime
+/// does the start-up work (key generation, password hashing) and waits.
+///
+/// # Errors
+///
+/// Invalid options, an address that cannot be bound, or a failing server.
+pub async fn run(
+    opts: &Options,
+    mut out: impl std::io::Write + Send + 'static,
+) -> Result<(), Error> {
+    let demo = build(opts).await?;
+    let listen = opts.listen.clone();
+    let (done, finished) = tokio::sync::oneshot::channel();
+    // A thread of its own, not a blocking task: dropping the caller's runtime must not wait
+    // for the server.
+    std::thread::Builder::new()
+        .name("demo-server".into())
+        .spawn(move || {
+            let _ = done.send(serve(&demo, &listen, server_threads(), |addr| {
+                let _ = writeln!(out, "listening on http://{addr}");
+                let _ = out.flush();
+            }));
+        })?;
+    finished
+        .await
+        .map_err(|_| "the server thread stopped unexpectedly")?
+}
+
 /// Puts the caller's [`Identity`] into the request extensions: `401` for bad credentials.
 async fn authenticate(State(identity): State<DemoIdentity>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
@@ -565,6 +611,50 @@ async fn put_user(
     }
 }
 
+/// A fresh key of the same type as the active one (RSA-3072 for RSA, as Atoti Server).
+fn fresh_key(alg: Algorithm) -> Result<KeyPair, tower_identity_proxy::ConfigError> {
+    match alg {
+        Algorithm::ES256 => KeyPair::generate_ec(Curve::P256),
+        Algorithm::ES384 => KeyPair::generate_ec(Curve::P384),
+        Algorithm::EdDSA => KeyPair::generate_ed25519(),
+        _ => KeyPair::generate_rsa(3072),
+    }
+}
+
+async fn rotate_keys(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+) -> Response {
+    if !who.has_role("ROLE_ADMIN") {
+        return forbidden("ROLE_ADMIN");
+    }
+    let key_set = state.key_set.clone();
+    // Generating an RSA key takes a while: keep it off the async workers.
+    let rotated = tokio::task::spawn_blocking(move || {
+        let key = fresh_key(key_set.algorithm())?;
+        key_set.rotate(key)
+    })
+    .await;
+    match rotated {
+        Ok(Ok(kid)) => {
+            Json(json!({ "kid": kid, "published": state.key_set.kids() })).into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "key rotation failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The key was not rotated.",
+            )
+                .into_response()
+        }
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The key was not rotated.",
+        )
+            .into_response(),
+    }
+}
+
 async fn delete_user(
     State(state): State<AppState>,
     Extension(who): Extension<Identity>,
@@ -580,7 +670,9 @@ async fn delete_user(
     }
 }
 
-fn main() -> Result<(), Error> {
+// The start-up runtime: it builds the app and waits; `run` serves on runtimes of its own.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -588,14 +680,5 @@ fn main() -> Result<(), Error> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let opts = Options::parse();
-    // Start-up work (key generation, password hashing) on a runtime of its own; serving on
-    // one single-threaded runtime per server thread (see `serve`).
-    let demo = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(build(&opts))?;
-    serve(&demo, &opts.listen, server_threads(), |addr| {
-        println!("listening on http://{addr}");
-    })
+    run(&Options::parse(), std::io::stdout()).await
 }

@@ -1,8 +1,10 @@
 //! [`ResponseBody`]: one body type for the three sources of a response.
 
 use std::{
+    future::Future,
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -15,9 +17,10 @@ use pin_project_lite::pin_project;
 use crate::error::BoxError;
 
 pin_project! {
-    /// The body of a response from a [`Proxy`](crate::Proxy): the inner service's body,
-    /// the target's body streamed as it arrives (possibly after a first part read ahead),
-    /// or a short local message.
+    /// The body of a response from a [`Proxy`](crate::Proxy) (or a
+    /// [`VerifyProxyJwt`](crate::verify::VerifyProxyJwt)): the inner service's body, the
+    /// target's body streamed as it arrives (possibly after a first part read ahead), or a
+    /// short local message.
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -28,9 +31,9 @@ pin_project! {
     #[project = KindProj]
     enum Kind<B> {
         Inner { #[pin] body: B },
-        Upstream { #[pin] body: Incoming },
+        Upstream { #[pin] body: Incoming, idle: Option<Idle> },
         // The first bytes of the target's body, already read, then the rest as it arrives.
-        Prefixed { head: Option<Bytes>, #[pin] body: Incoming },
+        Prefixed { head: Option<Bytes>, #[pin] body: Incoming, idle: Option<Idle> },
         Local { #[pin] body: Full<Bytes> },
     }
 }
@@ -42,17 +45,23 @@ impl<B> ResponseBody<B> {
         }
     }
 
-    pub(crate) fn upstream(body: Incoming) -> Self {
+    /// The target's body; `idle` bounds the silence while waiting for a frame (see
+    /// [`ProxyLayer::upstream_body_timeout`](crate::ProxyLayer::upstream_body_timeout)).
+    pub(crate) fn upstream(body: Incoming, idle: Option<Duration>) -> Self {
         Self {
-            kind: Kind::Upstream { body },
+            kind: Kind::Upstream {
+                body,
+                idle: idle.map(Idle::new),
+            },
         }
     }
 
-    pub(crate) fn prefixed(head: Bytes, body: Incoming) -> Self {
+    pub(crate) fn prefixed(head: Bytes, body: Incoming, idle: Option<Duration>) -> Self {
         Self {
             kind: Kind::Prefixed {
                 head: (!head.is_empty()).then_some(head),
                 body,
+                idle: idle.map(Idle::new),
             },
         }
     }
@@ -78,10 +87,10 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
-            KindProj::Upstream { body } => body.poll_frame(cx).map_err(Into::into),
-            KindProj::Prefixed { head, body } => match head.take() {
+            KindProj::Upstream { body, idle } => poll_upstream(body, idle, cx),
+            KindProj::Prefixed { head, body, idle } => match head.take() {
                 Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
-                None => body.poll_frame(cx).map_err(Into::into),
+                None => poll_upstream(body, idle, cx),
             },
             KindProj::Local { body } => body.poll_frame(cx).map_err(|e| match e {}),
         }
@@ -90,8 +99,8 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
-            Kind::Upstream { body } => body.is_end_stream(),
-            Kind::Prefixed { head, body } => head.is_none() && body.is_end_stream(),
+            Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Prefixed { head, body, .. } => head.is_none() && body.is_end_stream(),
             Kind::Local { body } => body.is_end_stream(),
         }
     }
@@ -99,8 +108,8 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
-            Kind::Upstream { body } => body.size_hint(),
-            Kind::Prefixed { head, body } => {
+            Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Prefixed { head, body, .. } => {
                 let extra = head.as_ref().map_or(0, |h| h.len() as u64);
                 let inner = body.size_hint();
                 let mut hint = SizeHint::new();
@@ -114,6 +123,83 @@ where
         }
     }
 }
+
+/// Polls the target's body, aborting it once it has been silent for the idle timeout.
+fn poll_upstream(
+    body: Pin<&mut Incoming>,
+    idle: &mut Option<Idle>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    match body.poll_frame(cx) {
+        Poll::Ready(frame) => {
+            if let Some(idle) = idle {
+                idle.waiting = false;
+            }
+            Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+        }
+        Poll::Pending => {
+            let Some(idle) = idle else {
+                return Poll::Pending;
+            };
+            if !idle.expired(cx) {
+                return Poll::Pending;
+            }
+            tracing::warn!(
+                target: "tower_identity_proxy",
+                timeout = ?idle.timeout,
+                "target body stalled; response aborted"
+            );
+            Poll::Ready(Some(Err(BodyStalled.into())))
+        }
+    }
+}
+
+/// The silence allowed while waiting for the next frame of the target's body. Only time
+/// spent waiting on the target counts (a slow client that polls late does not), so the
+/// timer is (re)armed when a wait starts, created on the first one.
+struct Idle {
+    timeout: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether the previous poll was already waiting.
+    waiting: bool,
+}
+
+impl Idle {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            sleep: None,
+            waiting: false,
+        }
+    }
+
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        if !self.waiting {
+            self.waiting = true;
+            match &mut self.sleep {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().poll(cx).is_ready(),
+            None => false,
+        }
+    }
+}
+
+/// The target's body stayed silent longer than the upstream body timeout.
+#[derive(Debug)]
+struct BodyStalled;
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the proxy target's body stalled")
+    }
+}
+
+impl std::error::Error for BodyStalled {}
 
 impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

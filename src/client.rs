@@ -348,6 +348,21 @@ impl fmt::Debug for ClientBuilder {
     }
 }
 
+impl ProxyClient {
+    /// A `GET` without body through the default client (the JWKS fetch of the target-side
+    /// verifier); redirects are not followed.
+    pub(crate) async fn get(&self, uri: http::Uri) -> Result<Response<Incoming>, BoxError> {
+        use http_body_util::{BodyExt, Empty};
+        let body = Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let req = Request::get(uri)
+            .header(http::header::ACCEPT, "application/json")
+            .body(body)?;
+        Ok(self.client.request(req).await?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -84,6 +84,15 @@ pub enum ProxyErrorKind {
     BadRequest(&'static str),
     /// The request came back to this proxy through its own target: `508 Loop Detected`.
     LoopDetected,
+    /// `CONNECT` (a tunnel) or `TRACE` (it would reflect the identity token back):
+    /// `405 Method Not Allowed` with `Allow`.
+    MethodNotAllowed(&'static str),
+    /// The request uses something the proxy cannot relay, such as a transfer coding other
+    /// than `chunked`: `501 Not Implemented`.
+    NotImplemented(&'static str),
+    /// An `OPTIONS` request with `Max-Forwards: 0` is for the proxy itself (RFC 9110
+    /// §7.6.2): `200 OK` with `Allow`, nothing forwarded.
+    MaxForwardsReached,
     /// The identity token could not be signed: `500`; nothing was sent to the target.
     Signing,
     /// The target could not be reached or the connection failed: `502 Bad Gateway`.
@@ -119,6 +128,9 @@ impl ProxyError {
             ProxyErrorKind::Disabled => StatusCode::NOT_IMPLEMENTED,
             ProxyErrorKind::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyErrorKind::LoopDetected => StatusCode::LOOP_DETECTED,
+            ProxyErrorKind::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyErrorKind::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ProxyErrorKind::MaxForwardsReached => StatusCode::OK,
             ProxyErrorKind::Signing => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyErrorKind::Unreachable | ProxyErrorKind::BadResponse(_) => StatusCode::BAD_GATEWAY,
             ProxyErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -131,10 +143,28 @@ impl ProxyError {
             ProxyErrorKind::Disabled => "The proxy is disabled.",
             ProxyErrorKind::BadRequest(reason) => reason,
             ProxyErrorKind::LoopDetected => "The proxy target points back at this proxy.",
+            ProxyErrorKind::MethodNotAllowed(reason) => reason,
+            ProxyErrorKind::NotImplemented(reason) => reason,
+            ProxyErrorKind::MaxForwardsReached => "",
             ProxyErrorKind::Signing => "The proxy could not sign the identity token.",
             ProxyErrorKind::Unreachable => "The proxy target could not be reached.",
             ProxyErrorKind::BadResponse(reason) => reason,
             ProxyErrorKind::Timeout => "The proxy target did not respond in time.",
+        }
+    }
+}
+
+/// The methods the proxy forwards, for `Allow`.
+pub(crate) const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
+
+impl ProxyError {
+    /// The `Allow` header of the response, for the kinds that carry one.
+    pub(crate) fn allow(&self) -> Option<&'static str> {
+        match self.kind {
+            ProxyErrorKind::MethodNotAllowed(_) | ProxyErrorKind::MaxForwardsReached => {
+                Some(ALLOWED_METHODS)
+            }
+            _ => None,
         }
     }
 }

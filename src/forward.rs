@@ -3,12 +3,14 @@
 //! The steps, in order (each failure is a plain-text response; nothing is sent upstream
 //! before the last step):
 //! 1. no target → `501 The proxy is disabled.` (checked in the service, before any work);
-//! 2. the pure [`rewrite_request`](crate::rewrite::rewrite_request) → `400`/`508`;
+//! 2. the pure [`rewrite_request`](crate::rewrite::rewrite_request) → `400`/`405`/`501`/`508`
+//!    (or `200` for `OPTIONS` with `Max-Forwards: 0`);
 //! 3. the [`IdentityExtractor`] → its rejection (`401`), or `401` if no identity;
 //! 4. the [`JwtSigner`] → `500` if it fails;
 //! 5. the pooled client, within the upstream timeout → `502` (unreachable, TLS failure,
 //!    broken response) or `504` (timeout); the target's response streams back with its
-//!    hop-by-hop headers removed and `Via` added.
+//!    hop-by-hop headers removed, `Via` added and its cookies scoped under the prefix; a body
+//!    that stalls longer than the upstream body timeout is aborted (the client sees it cut).
 //!
 //! A response whose end is marked only by the target closing the connection (HTTP/1.0
 //! style: no `Content-Length`, not chunked, as Python's `http.server` answers) is read
@@ -34,7 +36,10 @@ use crate::{
     error::{BoxError, ProxyError, ProxyErrorKind},
     headers::connection_has,
     identity::{IdentityExtractor, Rejection},
-    rewrite::{Framing, RewriteConfig, rewrite_request, rewrite_response},
+    rewrite::{
+        Framing, RewriteConfig, check_response, rewrite_request, rewrite_response,
+        scope_set_cookies,
+    },
     signer::JwtSigner,
     target::{ProxyHandle, Target},
 };
@@ -47,14 +52,20 @@ pub(crate) struct Shared<I, J> {
     pub(crate) client: Option<ProxyClient>,
     pub(crate) rewrite: Arc<RewriteConfig>,
     pub(crate) timeout: Duration,
+    pub(crate) body_timeout: Option<Duration>,
     pub(crate) upgrades: bool,
 }
 
 pub(crate) fn error_response<B>(error: &ProxyError) -> Response<ResponseBody<B>> {
-    local(plain_text(
+    let mut res = plain_text(
         error.status(),
         Bytes::from_static(error.body_text().as_bytes()),
-    ))
+    );
+    if let Some(allow) = error.allow() {
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    local(res)
 }
 
 fn framing<B: Body>(parts: &http::request::Parts, body: &B) -> Framing {
@@ -230,9 +241,9 @@ where
         }
     };
     if upgrade.is_none() && is_close_delimited(&response) {
-        return read_ahead(shared, response, deadline).await;
+        return read_ahead(shared, target, response, deadline).await;
     }
-    respond(shared, response, upgrade)
+    respond(shared, target, response, upgrade)
 }
 
 /// The most bytes of a close-delimited response body read ahead to give it a length.
@@ -251,11 +262,13 @@ fn is_close_delimited(response: &Response<Incoming>) -> bool {
 /// read followed by the rest, streamed.
 async fn read_ahead<R, I, J>(
     shared: &Shared<I, J>,
+    target: &Target,
     response: Response<Incoming>,
     deadline: tokio::time::Instant,
 ) -> Response<ResponseBody<R>> {
     let (mut parts, mut body) = response.into_parts();
     rewrite_response(&mut parts, &shared.rewrite);
+    scope_set_cookies(&mut parts, &shared.rewrite, target);
     parts.version = Version::HTTP_11;
     let mut head = BytesMut::new();
     loop {
@@ -287,11 +300,15 @@ async fn read_ahead<R, I, J>(
             Err(_) => break,
         }
     }
-    Response::from_parts(parts, ResponseBody::prefixed(head.freeze(), body))
+    Response::from_parts(
+        parts,
+        ResponseBody::prefixed(head.freeze(), body, shared.body_timeout),
+    )
 }
 
 fn respond<R, I, J>(
     shared: &Shared<I, J>,
+    target: &Target,
     mut response: Response<Incoming>,
     upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
 ) -> Response<ResponseBody<R>> {
@@ -317,6 +334,7 @@ fn respond<R, I, J>(
         crate::upgrade::spawn_tunnel(client_side, upstream_side);
         let (mut parts, _) = response.into_parts();
         rewrite_response(&mut parts, &shared.rewrite);
+        scope_set_cookies(&mut parts, &shared.rewrite, target);
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -324,7 +342,12 @@ fn respond<R, I, J>(
         return Response::from_parts(parts, ResponseBody::local(Default::default()));
     }
     let (mut parts, body) = response.into_parts();
+    if let Err(e) = check_response(&parts) {
+        tracing::warn!(reason = e.body_text(), "target response refused");
+        return error_response(&e);
+    }
     rewrite_response(&mut parts, &shared.rewrite);
+    scope_set_cookies(&mut parts, &shared.rewrite, target);
     parts.version = Version::HTTP_11;
-    Response::from_parts(parts, ResponseBody::upstream(body))
+    Response::from_parts(parts, ResponseBody::upstream(body, shared.body_timeout))
 }

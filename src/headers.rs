@@ -4,7 +4,10 @@
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// The hop-by-hop headers removed in both directions, besides those named by `Connection`.
-pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
+///
+/// `HTTP2-Settings` belongs to an `h2c` upgrade of this hop only (RFC 7540 §3.2.1); it is
+/// never passed on.
+pub(crate) const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -13,6 +16,7 @@ pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
     header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// `X-Forwarded-Proto`.
@@ -25,6 +29,39 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub(crate) fn is_forwarding_claim(name: &HeaderName) -> bool {
     let n = name.as_str();
     n == "forwarded" || n.starts_with("x-forwarded-") || n == "x-real-ip"
+}
+
+/// Whether `name` holds `_` and reads, with `_` as `-`, as a header the proxy removes or
+/// sets itself (`X_Forwarded_Host`, `Transfer_Encoding`, `Authorization_`...): CGI and WSGI
+/// targets map `-` and `_` to the same variable (RFC 9110 §17.10), so such twins are never
+/// forwarded.
+pub(crate) fn is_underscore_twin(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    if !n.contains('_') {
+        return false;
+    }
+    let dashed = n.replace('_', "-");
+    let dashed = dashed.trim_matches('-');
+    dashed.starts_with("x-forwarded")
+        || matches!(
+            dashed,
+            "host"
+                | "authorization"
+                | "proxy-authorization"
+                | "content-length"
+                | "transfer-encoding"
+                | "connection"
+                | "cookie"
+                | "forwarded"
+                | "x-real-ip"
+                | "via"
+                | "te"
+                | "upgrade"
+                | "expect"
+                | "keep-alive"
+                | "proxy-connection"
+                | "max-forwards"
+        )
 }
 
 /// The names listed in every `Connection` header line (case-insensitive, OWS trimmed).
@@ -104,17 +141,47 @@ pub(crate) fn via_contains(headers: &HeaderMap, pseudonym: &str) -> bool {
 ///
 /// Default: the client's `Cookie` header is not forwarded (the target learns who the caller
 /// is from the signed token, and the app's session cookie must not reach it); `Set-Cookie`
-/// from the target passes, except for the cookies declared as the app's own.
-#[derive(Clone, Debug, Default)]
+/// from the target passes, scoped to the proxy's prefix (its `Path` is mapped from the
+/// target's base path onto the prefix, as nginx's `proxy_cookie_path` does), so a target can
+/// never set or replace a cookie the app uses outside the prefix; cookies declared as the
+/// app's own are dropped.
+#[derive(Clone, Debug)]
 pub struct CookiePolicy {
     forward: bool,
     protected: Vec<String>,
+    scope_paths: bool,
+}
+
+impl Default for CookiePolicy {
+    fn default() -> Self {
+        Self {
+            forward: false,
+            protected: Vec::new(),
+            scope_paths: true,
+        }
+    }
 }
 
 impl CookiePolicy {
-    /// Forward no cookies; protect none by name.
+    /// Forward no cookies; protect none by name; scope the target's cookies to the prefix.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether the `Path` of every `Set-Cookie` from the target is rewritten to lie under
+    /// the proxy's prefix (`Path=/x` from target `http://t/base` → `Path=/proxy/x` when the
+    /// target's base path is `/`; `/base/x` → `/proxy/x` for base `/base`; a path outside the
+    /// base, or none, → `/proxy`). Default on.
+    ///
+    /// # Security
+    ///
+    /// Turned off, the target's responses, served from the app's origin, can set cookies for
+    /// the whole app — including one named like the app's session cookie (fixation). Name
+    /// such cookies with [`protect`](Self::protect) then.
+    #[must_use]
+    pub fn scope_set_cookie_paths(mut self, on: bool) -> Self {
+        self.scope_paths = on;
+        self
     }
 
     /// Forward the client's cookies to the target, except the protected ones.
@@ -169,6 +236,24 @@ impl CookiePolicy {
         HeaderValue::from_bytes(&out).ok()
     }
 
+    /// Rewrites the `Path` of each `Set-Cookie` so the cookie lives under `prefix` (see
+    /// [`scope_set_cookie_paths`](Self::scope_set_cookie_paths)); `base` is the target's
+    /// base path (`""` for the root). A line that cannot be rewritten is dropped.
+    pub(crate) fn scope_set_cookie(&self, headers: &mut HeaderMap, prefix: &str, base: &str) {
+        if !self.scope_paths || !headers.contains_key(header::SET_COOKIE) {
+            return;
+        }
+        let scoped: Vec<HeaderValue> = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| scoped_set_cookie(v.as_bytes(), prefix, base))
+            .collect();
+        headers.remove(header::SET_COOKIE);
+        for v in scoped {
+            headers.append(header::SET_COOKIE, v);
+        }
+    }
+
     /// Drops `Set-Cookie` lines that would set a protected cookie.
     pub(crate) fn filter_set_cookie(&self, headers: &mut HeaderMap) {
         if self.protected.is_empty() || !headers.contains_key(header::SET_COOKIE) {
@@ -192,6 +277,45 @@ impl CookiePolicy {
         for v in kept {
             headers.append(header::SET_COOKIE, v);
         }
+    }
+}
+
+/// One `Set-Cookie` value with its `Path` mapped under `prefix` (added when absent: the
+/// browser's default path for a response to `/proxy` would be `/`).
+fn scoped_set_cookie(value: &[u8], prefix: &str, base: &str) -> Option<HeaderValue> {
+    let mut attrs = value.split(|b| *b == b';');
+    let pair = attrs.next()?;
+    let mut out = Vec::with_capacity(value.len() + prefix.len() + 8);
+    out.extend_from_slice(pair);
+    let mut path = None;
+    for attr in attrs {
+        // `name[=value]`, blanks around the name ignored, as browsers parse it (RFC 6265
+        // §5.2); the last Path attribute is the one they use (§5.3).
+        let mut kv = attr.splitn(2, |b| *b == b'=');
+        let name = kv.next().unwrap_or_default().trim_ascii();
+        if name.eq_ignore_ascii_case(b"path") {
+            path = Some(kv.next().unwrap_or_default());
+            continue;
+        }
+        out.push(b';');
+        out.extend_from_slice(attr);
+    }
+    out.extend_from_slice(b"; Path=");
+    out.extend_from_slice(cookie_path_under(path, prefix, base).as_bytes());
+    HeaderValue::from_bytes(&out).ok()
+}
+
+/// The target's cookie path, seen from the client: under `prefix`.
+fn cookie_path_under(path: Option<&[u8]>, prefix: &str, base: &str) -> String {
+    let rest = path
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .and_then(|p| p.trim_ascii().strip_prefix(base))
+        .filter(|rest| rest.starts_with('/'))
+        .unwrap_or("");
+    if rest.is_empty() || rest == "/" {
+        prefix.to_owned()
+    } else {
+        format!("{prefix}{rest}")
     }
 }
 
@@ -236,6 +360,44 @@ mod tests {
         assert!(via_contains(&h, "tip-1234"));
         assert!(!via_contains(&h, "tip-12"));
         assert!(!via_contains(&h, "fred2"));
+    }
+
+    #[test]
+    fn set_cookie_paths_are_scoped_under_the_prefix() {
+        let scope = |v: &str, base: &str| {
+            let mut h = map(&[("set-cookie", v)]);
+            CookiePolicy::new().scope_set_cookie(&mut h, "/proxy", base);
+            h.get("set-cookie").map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(scope("a=1", "").unwrap(), "a=1; Path=/proxy");
+        assert_eq!(scope("a=1; Path=/", "").unwrap(), "a=1; Path=/proxy");
+        assert_eq!(
+            scope("a=1; path=/x/y; HttpOnly", "").unwrap(),
+            "a=1; HttpOnly; Path=/proxy/x/y"
+        );
+        assert_eq!(
+            scope("a=1; Path=/base/x", "/base").unwrap(),
+            "a=1; Path=/proxy/x"
+        );
+        assert_eq!(
+            scope("a=1; Path=/basex", "/base").unwrap(),
+            "a=1; Path=/proxy"
+        );
+        assert_eq!(
+            scope("a=1; Path=/other", "/base").unwrap(),
+            "a=1; Path=/proxy"
+        );
+        assert_eq!(
+            scope("a=1; Path=/x; Path=/", "").unwrap(),
+            "a=1; Path=/proxy",
+            "the last Path counts"
+        );
+        assert_eq!(scope("a=1; path =/; PATH", "").unwrap(), "a=1; Path=/proxy");
+        let mut h = map(&[("set-cookie", "a=1; Path=/")]);
+        CookiePolicy::new()
+            .scope_set_cookie_paths(false)
+            .scope_set_cookie(&mut h, "/proxy", "");
+        assert_eq!(h["set-cookie"], "a=1; Path=/");
     }
 
     #[test]

@@ -563,6 +563,60 @@ impl PublicKey {
         }
     }
 
+    /// Reads a public key from its RFC 7517 JWK form (`kty` `RSA` with `n`/`e`, `EC` with
+    /// `crv` P-256 or P-384 and `x`/`y`, or `OKP` with `crv` Ed25519 and `x`).
+    ///
+    /// The key's [`kid`](Self::kid) is its RFC 7638 thumbprint, whatever `kid` the JWK
+    /// carries. Members other than the key's own (`kid`, `alg`, `use`) are not checked here.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidKey`] for another key type (`oct` secrets included), a missing
+    /// or badly encoded member, or an RSA key shorter than 2048 bits.
+    pub fn from_jwk(jwk: &Value) -> Result<Self, ConfigError> {
+        let member = |name: &'static str| -> Result<Vec<u8>, ConfigError> {
+            let text = jwk.get(name).and_then(Value::as_str).ok_or_else(|| {
+                ConfigError::InvalidKey(format!("the JWK has no `{name}`").into())
+            })?;
+            URL_SAFE_NO_PAD.decode(text).map_err(|_| {
+                ConfigError::InvalidKey(format!("the JWK's `{name}` is not base64url").into())
+            })
+        };
+        let crv = jwk.get("crv").and_then(Value::as_str);
+        let spki = match (jwk.get("kty").and_then(Value::as_str), crv) {
+            (Some("RSA"), _) => {
+                let components = sig::RsaPublicKeyComponents {
+                    n: member("n")?,
+                    e: member("e")?,
+                };
+                components
+                    .as_der()
+                    .map_err(|_| key_err("the JWK's RSA modulus or exponent is not valid"))?
+                    .as_ref()
+                    .to_vec()
+            }
+            (Some("EC"), Some("P-256")) => {
+                ec_spki(SPKI_P256_PREFIX, 32, member("x")?, member("y")?)?
+            }
+            (Some("EC"), Some("P-384")) => {
+                ec_spki(SPKI_P384_PREFIX, 48, member("x")?, member("y")?)?
+            }
+            (Some("OKP"), Some("Ed25519")) => {
+                let x = member("x")?;
+                if x.len() != 32 {
+                    return Err(key_err("the JWK's Ed25519 `x` is not 32 bytes"));
+                }
+                [SPKI_ED25519_PREFIX, &x].concat()
+            }
+            _ => {
+                return Err(key_err(
+                    "the JWK is not an RSA, EC P-256/P-384 or OKP Ed25519 public key",
+                ));
+            }
+        };
+        Self::from_spki_der(&spki)
+    }
+
     /// A `jsonwebtoken` decoding key for this public key.
     pub(crate) fn decoding_key(&self) -> jsonwebtoken::DecodingKey {
         let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
@@ -597,6 +651,28 @@ fn ec_params(point: &[u8], curve: Curve) -> Result<JwkParams, ConfigError> {
         x: point[1..=coord].to_vec(),
         y: point[1 + coord..].to_vec(),
     })
+}
+
+/// The DER of an SPKI for an uncompressed point, up to the point: `SEQUENCE { SEQUENCE {
+/// id-ecPublicKey, namedCurve }, BIT STRING (0 unused bits) }`.
+const SPKI_P256_PREFIX: &[u8] = &[
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+const SPKI_P384_PREFIX: &[u8] = &[
+    0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05, 0x2b,
+    0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
+];
+/// `SEQUENCE { SEQUENCE { id-Ed25519 }, BIT STRING (0 unused bits) }`, up to the key.
+const SPKI_ED25519_PREFIX: &[u8] = &[
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+fn ec_spki(prefix: &[u8], len: usize, x: Vec<u8>, y: Vec<u8>) -> Result<Vec<u8>, ConfigError> {
+    if x.len() != len || y.len() != len {
+        return Err(key_err("the JWK's EC coordinates have the wrong length"));
+    }
+    Ok([prefix, &[4], &x, &y].concat())
 }
 
 fn curve_name(curve: Curve) -> &'static str {
@@ -685,6 +761,27 @@ mod tests {
                 .is_err()
         );
         assert!(KeyPair::generate_rsa(1024).is_err());
+    }
+
+    #[test]
+    fn jwk_round_trips_for_every_key_type() {
+        for (k, alg) in [
+            (KeyPair::generate_rsa(2048).unwrap(), Algorithm::RS512),
+            (KeyPair::generate_ec(Curve::P256).unwrap(), Algorithm::ES256),
+            (KeyPair::generate_ec(Curve::P384).unwrap(), Algorithm::ES384),
+            (KeyPair::generate_ed25519().unwrap(), Algorithm::EdDSA),
+        ] {
+            let jwk = k.public_key().to_jwk(alg);
+            let back = PublicKey::from_jwk(&jwk).unwrap();
+            assert_eq!(&back, k.public_key(), "{alg}");
+            assert_eq!(jwk["kid"], k.kid());
+        }
+        let oct = json!({"kty": "oct", "k": "c2VjcmV0"});
+        assert!(PublicKey::from_jwk(&oct).is_err());
+        let short = json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"});
+        assert!(PublicKey::from_jwk(&short).is_err());
+        let bad_point = json!({"kty": "EC", "crv": "P-256", "x": URL_SAFE_NO_PAD.encode([1u8; 32]), "y": URL_SAFE_NO_PAD.encode([2u8; 32])});
+        assert!(PublicKey::from_jwk(&bad_point).is_err());
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub struct ProxyLayer<I = Anonymous, J = CachingSigner<KeySigner>> {
     client: Option<ProxyClient>,
     rewrite: RewriteConfig,
     timeout: Duration,
+    body_timeout: Option<Duration>,
     upgrades: bool,
 }
 
@@ -55,6 +56,7 @@ impl<J: JwtSigner> ProxyLayer<Anonymous, J> {
             client: default_client(),
             rewrite: RewriteConfig::default(),
             timeout: Duration::from_secs(30),
+            body_timeout: Some(Duration::from_secs(60)),
             upgrades: true,
         }
     }
@@ -70,6 +72,7 @@ impl<I, J> ProxyLayer<I, J> {
             client: self.client,
             rewrite: self.rewrite,
             timeout: self.timeout,
+            body_timeout: self.body_timeout,
             upgrades: self.upgrades,
         }
     }
@@ -112,6 +115,15 @@ impl<I, J> ProxyLayer<I, J> {
     /// `504`. Default is 30 seconds.
     pub fn upstream_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// How long the target's response body may stay silent (no bytes between two reads)
+    /// before the response is aborted: the client sees it cut off (connection closed, no
+    /// last chunk), never a clean short body. Default is 60 seconds, as nginx's
+    /// `proxy_read_timeout`; `None` waits forever (long polls that send nothing for longer).
+    pub fn upstream_body_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.body_timeout = timeout.into();
         self
     }
 
@@ -185,6 +197,7 @@ impl<I, J> ProxyLayer<I, J> {
             client,
             rewrite: Arc::new(self.rewrite.clone()),
             timeout: self.timeout,
+            body_timeout: self.body_timeout,
             upgrades: self.upgrades,
         })
     }
@@ -212,6 +225,7 @@ impl<I: Clone, J> Clone for ProxyLayer<I, J> {
             client: self.client.clone(),
             rewrite: self.rewrite.clone(),
             timeout: self.timeout,
+            body_timeout: self.body_timeout,
             upgrades: self.upgrades,
         }
     }

@@ -61,11 +61,20 @@
 //! identity, so the RSA signature is paid once per identity every few minutes, not per
 //! request.
 //!
+//! # Trust chain
+//!
+//! Every token names its key in a `kid` header (the key's RFC 7638 thumbprint). A
+//! [`KeySet`] holds the signing key and rotates it at run time, keeping the previous key
+//! published until its tokens have expired; [`Jwks`] serves the keys as a JWK Set (e.g. at
+//! `/.well-known/jwks.json`), so targets need no key handed over out of band. A Rust target
+//! verifies tokens with [`verify::VerifyProxyJwtLayer`]; a Python one with PyJWT's
+//! `PyJWKClient`.
+//!
 //! # Security
 //!
 //! `/proxy` needs no authentication: anonymous callers reach the target as
 //! `anonymousUser`. The target must verify the token (signature, algorithm, `exp`) before
-//! trusting it; a Rust target can use a [`Verifier`].
+//! trusting it; a Rust target can use [`verify::VerifyProxyJwtLayer`] (or a [`Verifier`]).
 //! Anyone who can change the target URL receives tokens the app itself accepts: guard it
 //! as an admin setting.
 //!
@@ -91,7 +100,9 @@ mod forward;
 mod future;
 mod headers;
 pub mod identity;
+pub mod jwks;
 mod keys;
+pub mod keyset;
 mod layer;
 pub mod rewrite;
 mod service;
@@ -99,6 +110,7 @@ pub mod signer;
 mod target;
 mod upgrade;
 mod verifier;
+pub mod verify;
 
 pub use body::ResponseBody;
 pub use claims::Claims;
@@ -110,7 +122,9 @@ pub use identity::{
     Anonymous, BasicAuth, BearerJwt, CredentialStore, FromExtensions, Identity, IdentityExtractor,
     Or, Rejection,
 };
+pub use jwks::Jwks;
 pub use keys::{Algorithm, Curve, KeyPair, PublicKey};
+pub use keyset::{KeySet, KeySetSigner};
 pub use layer::ProxyLayer;
 pub use service::Proxy;
 pub use signer::{CachingSigner, JwtSigner, KeySigner, SignError, Token, TokenPolicy};

@@ -5,20 +5,30 @@
 //! request sent to the target, or refuses it:
 //! - the path after the prefix is appended to the target's base path (`/proxy` → the base
 //!   path, or `/`); the query string is kept byte for byte; dot-segments (`..`, `%2e%2e`,
-//!   `..;`, with `\` or `%5c` as separators) are refused, so no request can climb out of the
-//!   base path; other escapes such as `%2F` pass unchanged;
+//!   `..;`, with `\`, `%2f` or `%5c` as separators) are refused, so no request can climb out
+//!   of the base path; the path is otherwise forwarded unchanged (`%2F` stays `%2F`);
 //! - `Host` must be present once and valid (HTTP/2: `:authority`, and a `host` that
-//!   disagrees is refused); an absolute-form request target never chooses the upstream;
+//!   disagrees is refused); an absolute-form request target never chooses the upstream, and
+//!   one whose authority differs from `Host` is refused;
+//! - `CONNECT` and `TRACE` are refused (`405`); `OPTIONS` with `Max-Forwards: 0` is answered
+//!   by the proxy, other values are decremented (RFC 9110 §7.6.2);
+//! - `Transfer-Encoding` must be exactly one `chunked` (`400`; another coding: `501`), and
+//!   the body framing is the proxy's: one `Content-Length` or chunked, never both, so a GET
+//!   with a body keeps it;
 //! - hop-by-hop headers (RFC 9110 §7.6.1, every name listed on every `Connection` line) are
 //!   removed *before* the proxy adds its own, so `Connection: Authorization` cannot strip the
-//!   token; `TE: trailers` is kept;
-//! - the client's `Authorization`, `Proxy-Authorization`, `Forwarded`, `X-Forwarded-*` and
-//!   `Expect` never pass; `X-Forwarded-Proto` and `X-Forwarded-Host` are set; `Via` is
-//!   appended (a request that already went through this proxy is a loop: `508`);
-//! - the version becomes HTTP/1.1 (the client speaks HTTP/2 where the target does) and the
-//!   body framing is made explicit, so a GET with a body keeps it.
+//!   token; `te: trailers` is kept when the client listed it;
+//! - the client's `Authorization`, `Proxy-Authorization`, `Forwarded`, `X-Forwarded-*`,
+//!   `X-Real-IP`, `Expect`, `Cookie` (see [`CookiePolicy`]) and their `_` twins
+//!   (`X_Forwarded_Host`) never pass; `X-Forwarded-Proto` and `X-Forwarded-Host` are set;
+//!   `Via` is appended (a request that already went through this proxy is a loop: `508`);
+//! - the version becomes HTTP/1.1 (the client speaks HTTP/2 where the target does).
 //!
 //! The `Authorization: Bearer` token is added afterwards, once the identity is known.
+//!
+//! On the way back, [`check_response`] refuses framing that cannot be relayed (`502`),
+//! [`rewrite_response`] removes hop-by-hop headers and appends `Via`, and
+//! [`scope_set_cookies`] keeps the target's cookies under the prefix.
 //!
 //! # Example
 //!
@@ -50,7 +60,7 @@ use crate::{
     error::{ConfigError, ProxyError, ProxyErrorKind},
     headers::{
         CookiePolicy, X_FORWARDED_HOST, X_FORWARDED_PROTO, append_via, connection_tokens,
-        is_forwarding_claim, is_hop_by_hop, remove_hop_by_hop, via_contains,
+        is_forwarding_claim, is_hop_by_hop, is_underscore_twin, remove_hop_by_hop, via_contains,
     },
     target::Target,
 };
@@ -227,6 +237,20 @@ fn bad(reason: &'static str) -> ProxyError {
     ProxyError::new(ProxyErrorKind::BadRequest(reason))
 }
 
+/// Whether an authority can name the app: no user info, a host, and a port (if any) that is
+/// a number below 65536.
+fn authority_is_valid(a: &Authority) -> bool {
+    let s = a.as_str();
+    if s.contains('@') || a.host().is_empty() {
+        return false;
+    }
+    match s.strip_prefix(a.host()) {
+        Some("") => true,
+        Some(port) => port.starts_with(':') && a.port_u16().is_some(),
+        None => false,
+    }
+}
+
 /// The authority the client addressed: `Host` (or `:authority` over HTTP/2, or the
 /// absolute-form target), validated.
 fn client_authority(parts: &request::Parts) -> Result<HeaderValue, ProxyError> {
@@ -238,16 +262,17 @@ fn client_authority(parts: &request::Parts) -> Result<HeaderValue, ProxyError> {
     let parse_host = |v: &HeaderValue| -> Result<Authority, ProxyError> {
         let a =
             Authority::try_from(v.as_bytes()).map_err(|_| bad("The Host header is invalid."))?;
-        if a.as_str().contains('@') || a.host().is_empty() || a.as_str().ends_with(':') {
+        if !authority_is_valid(&a) {
             return Err(bad("The Host header is invalid."));
         }
         Ok(a)
     };
     match (parts.uri.authority(), host) {
         // HTTP/2 `:authority` or HTTP/1.1 absolute-form: the URI's authority is the host
-        // (RFC 9112 §3.2.2, RFC 9113 §8.3.1); a `Host` that disagrees is refused.
+        // (RFC 9112 §3.2.2, RFC 9113 §8.3.1); a `Host` that disagrees is refused, so an
+        // absolute-form target can never choose what the target is told about the app.
         (Some(authority), host) => {
-            if authority.as_str().contains('@') || authority.host().is_empty() {
+            if !authority_is_valid(authority) {
                 return Err(bad("The request target's authority is invalid."));
             }
             if parts.version != Version::HTTP_2 && host.is_none() {
@@ -255,10 +280,8 @@ fn client_authority(parts: &request::Parts) -> Result<HeaderValue, ProxyError> {
             }
             if let Some(h) = host {
                 let h = parse_host(h)?;
-                if parts.version == Version::HTTP_2
-                    && !h.as_str().eq_ignore_ascii_case(authority.as_str())
-                {
-                    return Err(bad("The Host header disagrees with :authority."));
+                if !h.as_str().eq_ignore_ascii_case(authority.as_str()) {
+                    return Err(bad("The Host header disagrees with the request target."));
                 }
             }
             HeaderValue::from_str(authority.as_str())
@@ -273,9 +296,13 @@ fn client_authority(parts: &request::Parts) -> Result<HeaderValue, ProxyError> {
 }
 
 /// Refuses dot-segments that could climb out of the base path, in any spelling.
+///
+/// Targets differ in what they treat as a separator (servlet containers `\` and `;`, apps
+/// that decode `%2F` before routing), so every one of `/`, `\`, `%2f` and `%5c` ends a
+/// segment here. The path itself is forwarded unchanged.
 fn check_path(rest: &str) -> Result<(), ProxyError> {
     let bytes = rest.as_bytes();
-    // Decode only what matters: `%2e`/`%2E` → '.', `%5c`/`%5C` and '\' → '/', `%2f` stays.
+    // Decode only what matters: `%2e`/`%2E` → '.'; `%2f`, `%5c` and '\' → '/'.
     let mut segment: Vec<u8> = Vec::new();
     let check = |segment: &mut Vec<u8>| -> Result<(), ProxyError> {
         // `..;param` is `..` to servlet containers.
@@ -296,7 +323,7 @@ fn check_path(rest: &str) -> Result<(), ProxyError> {
                 i += 3;
                 continue;
             }
-            if hex.eq_ignore_ascii_case(b"5c") {
+            if hex.eq_ignore_ascii_case(b"5c") || hex.eq_ignore_ascii_case(b"2f") {
                 check(&mut segment)?;
                 i += 3;
                 continue;
@@ -339,6 +366,94 @@ pub fn map_path(
     PathAndQuery::try_from(out).map_err(|_| bad("The path cannot be forwarded."))
 }
 
+/// Why a `Transfer-Encoding` cannot be relayed.
+enum Coding {
+    /// Not exactly one `chunked`: repeated, empty elements, or garbage (`400`).
+    Ambiguous,
+    /// A coding other than `chunked`, which the proxy would silently strip (`501`).
+    Unsupported,
+}
+
+/// Accepts no `Transfer-Encoding`, or exactly one `chunked` over all lines (RFC 9112 §6.1:
+/// chunked applied once; anything else is refused rather than re-framed ambiguously).
+fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), Coding> {
+    let mut chunked = 0;
+    let mut other = false;
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"chunked") {
+                chunked += 1;
+            } else if token.is_empty() || !token.iter().all(|b| is_tchar(*b)) {
+                return Err(Coding::Ambiguous);
+            } else {
+                other = true;
+            }
+        }
+    }
+    if chunked > 1 {
+        return Err(Coding::Ambiguous);
+    }
+    if other {
+        return Err(Coding::Unsupported);
+    }
+    Ok(())
+}
+
+/// Checks the framing of a response from the target: no `Transfer-Encoding`, or exactly one
+/// `chunked`. A coding such as `gzip, chunked` cannot be relayed once the proxy re-frames
+/// the body (the client would get gzip bytes labelled as plain), so it is `502`.
+///
+/// # Errors
+///
+/// A [`ProxyError`] of kind `BadResponse` (`502`).
+pub fn check_response(parts: &response::Parts) -> Result<(), ProxyError> {
+    check_transfer_encoding(&parts.headers).map_err(|_| {
+        ProxyError::new(ProxyErrorKind::BadResponse(
+            "The proxy target sent a transfer coding the proxy cannot relay.",
+        ))
+    })
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether any `TE` line lists `trailers`.
+fn te_lists_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(header::TE).iter().any(|v| {
+        v.as_bytes().split(|b| *b == b',').any(|t| {
+            let t = t.split(|b| *b == b';').next().unwrap_or_default();
+            t.trim_ascii().eq_ignore_ascii_case(b"trailers")
+        })
+    })
+}
+
+/// `Max-Forwards` on `OPTIONS` (RFC 9110 §7.6.2): `0` → the proxy answers itself; `n` → `n-1`
+/// is forwarded. Other methods forward it unchanged (`None`).
+fn max_forwards(parts: &request::Parts) -> Result<Option<u32>, ProxyError> {
+    if parts.method != Method::OPTIONS {
+        return Ok(None);
+    }
+    let mut values = parts.headers.get_all(header::MAX_FORWARDS).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let digits = value.as_bytes().trim_ascii();
+    if values.next().is_some() || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(bad("The Max-Forwards header is invalid."));
+    }
+    // Digits only: the parse fails only on overflow, which is "more than we support".
+    let n = std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse::<u32>().ok())
+        .unwrap_or(u32::MAX);
+    if n == 0 {
+        return Err(ProxyError::new(ProxyErrorKind::MaxForwardsReached));
+    }
+    Ok(Some(n - 1))
+}
+
 /// Rewrites a request under the prefix into the request for `target`, without the
 /// `Authorization` token (added once the identity is known). See the [module docs](self).
 ///
@@ -354,9 +469,25 @@ pub fn rewrite_request(
     if via_contains(&parts.headers, &config.pseudonym) {
         return Err(ProxyError::new(ProxyErrorKind::LoopDetected));
     }
+    // CONNECT would ask the target for a tunnel; TRACE would reflect the minted token back
+    // to the caller (RFC 9110 §9.3.8).
     if parts.method == Method::CONNECT {
-        return Err(bad("CONNECT cannot be proxied."));
+        return Err(ProxyError::new(ProxyErrorKind::MethodNotAllowed(
+            "CONNECT cannot be proxied.",
+        )));
     }
+    if parts.method == Method::TRACE {
+        return Err(ProxyError::new(ProxyErrorKind::MethodNotAllowed(
+            "TRACE cannot be proxied.",
+        )));
+    }
+    check_transfer_encoding(&parts.headers).map_err(|e| match e {
+        Coding::Ambiguous => bad("The request's Transfer-Encoding is invalid."),
+        Coding::Unsupported => ProxyError::new(ProxyErrorKind::NotImplemented(
+            "The request's transfer coding is not supported.",
+        )),
+    })?;
+    let max_forwards = max_forwards(parts)?;
     let forwarded_host = client_authority(parts)?;
     let path = map_path(config, target, &parts.uri)?;
     let uri = Uri::builder()
@@ -369,9 +500,11 @@ pub fn rewrite_request(
     let nominated = connection_tokens(&parts.headers);
     let mut headers = HeaderMap::with_capacity(parts.headers.len() + 4);
     for (name, value) in &parts.headers {
-        if name == header::TE {
-            if value.as_bytes().eq_ignore_ascii_case(b"trailers") && !nominated.contains(name) {
-                headers.append(header::TE, value.clone());
+        // Framing is the proxy's: one Content-Length (the body's) or chunked, never both,
+        // whatever `Connection` nominates.
+        if name == header::CONTENT_LENGTH {
+            if framing == Framing::Length {
+                headers.insert(header::CONTENT_LENGTH, value.clone());
             }
             continue;
         }
@@ -380,14 +513,27 @@ pub fn rewrite_request(
             || name == header::AUTHORIZATION
             || name == header::EXPECT
             || name == header::COOKIE
+            || name == header::MAX_FORWARDS
             || is_forwarding_claim(name)
+            || is_underscore_twin(name)
         {
             continue;
         }
-        if name == header::CONTENT_LENGTH && framing == Framing::Unknown {
-            continue;
-        }
         headers.append(name.clone(), value.clone());
+    }
+    // `TE` is hop-by-hop; of its values only `trailers` means something to the next hop.
+    if te_lists_trailers(&parts.headers) {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    match max_forwards {
+        Some(n) => {
+            headers.insert(header::MAX_FORWARDS, HeaderValue::from(n));
+        }
+        None => {
+            for v in parts.headers.get_all(header::MAX_FORWARDS) {
+                headers.append(header::MAX_FORWARDS, v.clone());
+            }
+        }
     }
     if framing == Framing::Unknown {
         headers.insert(
@@ -426,6 +572,15 @@ pub fn rewrite_response(parts: &mut response::Parts, config: &RewriteConfig) {
         &mut parts.headers,
         &config.via_response[version_index(parts.version)],
     );
+}
+
+/// Scopes the target's `Set-Cookie`s to the proxy's prefix, mapping the target's base path
+/// onto it (see [`CookiePolicy::scope_set_cookie_paths`]): a target can never set a cookie
+/// for the app's paths outside the prefix. Called after [`rewrite_response`].
+pub fn scope_set_cookies(parts: &mut response::Parts, config: &RewriteConfig, target: &Target) {
+    config
+        .cookies
+        .scope_set_cookie(&mut parts.headers, &config.prefix, target.base_path());
 }
 
 #[cfg(test)]
@@ -508,6 +663,9 @@ mod tests {
             "/proxy/a%5c..%5cb",
             "/proxy/./x",
             "/proxy/%2e/x",
+            "/proxy/..%2fx",
+            "/proxy/a%2f..%2fb",
+            "/proxy/a%2F..%2F..%2Fb",
         ] {
             let e = map_path(&c, &target("http://t:1/base"), &uri.parse().unwrap()).unwrap_err();
             assert_eq!(e.status(), 400, "{uri}");
@@ -516,9 +674,10 @@ mod tests {
             "/proxy/...",
             "/proxy/a..b",
             "/proxy/.well-known/x",
-            "/proxy/a%2f..%2fb",
+            "/proxy/a%2fb%2F",
+            "/proxy/a%2f..b",
         ] {
-            // `%2f` is not a separator for the target's router and passes unchanged.
+            // Escapes other than dot-segments pass unchanged.
             assert!(
                 map_path(&c, &target("http://t:1"), &ok.parse().unwrap()).is_ok(),
                 "{ok}"
@@ -590,11 +749,23 @@ mod tests {
             status(req("/proxy", &[("host", "u@a")])),
             Err(400.try_into().unwrap())
         );
-        // Absolute form: the URI's authority is the host, but never chooses the upstream.
-        let p = req("http://evil.example/proxy/x", &[("host", "app:8080")]);
+        assert_eq!(
+            status(req("/proxy", &[("host", "a:99999")])),
+            Err(400.try_into().unwrap())
+        );
+        assert_eq!(
+            status(req("/proxy", &[("host", "a:8x")])),
+            Err(400.try_into().unwrap())
+        );
+        assert!(status(req("/proxy", &[("host", "[::1]:8080")])).is_ok());
+        // Absolute form: the URI's authority is the host, but never chooses the upstream,
+        // and a `Host` that disagrees with it is refused.
+        let p = req("http://app:8080/proxy/x", &[("host", "app:8080")]);
         let up = rewrite_request(&p, &t, &c, Framing::Empty).unwrap();
         assert_eq!(up.uri, "http://t:1/x");
-        assert_eq!(up.headers["x-forwarded-host"], "evil.example");
+        assert_eq!(up.headers["x-forwarded-host"], "app:8080");
+        let p = req("http://evil.example/proxy/x", &[("host", "app:8080")]);
+        assert_eq!(status(p), Err(400.try_into().unwrap()));
     }
 
     #[test]
@@ -634,5 +805,96 @@ mod tests {
         assert!(!parts.headers.contains_key("transfer-encoding"));
         assert_eq!(parts.headers["x-custom-header"], "lorem ipsum");
         assert!(parts.headers.contains_key("via"));
+    }
+
+    #[test]
+    fn transfer_codings_other_than_one_chunked_are_refused() {
+        let t = target("http://t:1");
+        let c = cfg();
+        let status = |te: &[&str]| {
+            let mut h: Vec<(&str, &str)> = vec![("host", "a")];
+            h.extend(te.iter().map(|v| ("transfer-encoding", *v)));
+            rewrite_request(&req("/proxy", &h), &t, &c, Framing::Unknown)
+                .map(|_| 200)
+                .map_err(|e| e.status().as_u16())
+        };
+        assert_eq!(status(&["chunked"]), Ok(200));
+        assert_eq!(status(&["Chunked"]), Ok(200));
+        assert_eq!(status(&["chunked", "chunked"]), Err(400));
+        assert_eq!(status(&["chunked, chunked"]), Err(400));
+        assert_eq!(status(&[",chunked"]), Err(400));
+        assert_eq!(status(&["gzip, chunked"]), Err(501));
+    }
+
+    #[test]
+    fn max_forwards_on_options() {
+        let t = target("http://t:1");
+        let c = cfg();
+        let options = |mf: &str| {
+            let mut b = Request::builder().method(Method::OPTIONS).uri("/proxy");
+            b = b.header("host", "a").header("max-forwards", mf);
+            let p = b.body(()).unwrap().into_parts().0;
+            rewrite_request(&p, &t, &c, Framing::Empty)
+        };
+        assert_eq!(options("0").unwrap_err().status(), 200);
+        assert_eq!(
+            options("0").unwrap_err().allow(),
+            Some(crate::error::ALLOWED_METHODS)
+        );
+        assert_eq!(options("5").unwrap().headers["max-forwards"], "4");
+        assert_eq!(options("x").unwrap_err().status(), 400);
+        let trace = Request::builder()
+            .method(Method::TRACE)
+            .uri("/proxy")
+            .header("host", "a")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert_eq!(
+            rewrite_request(&trace, &t, &c, Framing::Empty)
+                .unwrap_err()
+                .status(),
+            405
+        );
+    }
+
+    #[test]
+    fn underscore_twins_are_dropped() {
+        let p = req(
+            "/proxy",
+            &[
+                ("host", "a"),
+                ("x_forwarded_host", "evil"),
+                ("transfer_encoding", "chunked"),
+                ("_authorization", "x"),
+                ("x_custom", "kept"),
+            ],
+        );
+        let up = rewrite_request(&p, &target("http://t:1"), &cfg(), Framing::Empty).unwrap();
+        assert!(!up.headers.contains_key("x_forwarded_host"));
+        assert!(!up.headers.contains_key("transfer_encoding"));
+        assert!(!up.headers.contains_key("_authorization"));
+        assert_eq!(up.headers["x_custom"], "kept");
+    }
+
+    #[test]
+    fn responses_with_other_codings_are_refused() {
+        let parts = |te: &str| {
+            http::Response::builder()
+                .header("transfer-encoding", te)
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        assert!(check_response(&parts("chunked")).is_ok());
+        assert_eq!(
+            check_response(&parts("gzip, chunked"))
+                .unwrap_err()
+                .status(),
+            502
+        );
+        assert!(check_response(&parts("chunked, chunked")).is_err());
     }
 }

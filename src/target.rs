@@ -103,6 +103,9 @@ impl Target {
         if authority.as_str().ends_with(':') {
             return Err(invalid(url, "the URL has an empty port"));
         }
+        if authority.as_str().len() > authority.host().len() && authority.port_u16().is_none() {
+            return Err(invalid(url, "the port must be a number below 65536"));
+        }
         if uri.query().is_some() || trimmed.contains('?') {
             return Err(invalid(url, "a target URL cannot have a query string"));
         }
@@ -257,6 +260,8 @@ mod tests {
             ("http://h/#frag", "fragment"),
             ("http://h/?q=1", "query"),
             ("http://h:/", "port"),
+            ("http://h:99999/", "port"),
+            ("http://h:8x/", "port"),
             ("http://h/a/../b", "dot-segments"),
             ("", "empty"),
             ("/relative", "http://"),

@@ -66,21 +66,38 @@ impl fmt::Display for VerifyError {
 
 impl std::error::Error for VerifyError {}
 
+impl VerifyError {
+    /// No key with the token's `kid` (or no key at all) is known: a JWKS cache may refresh.
+    pub(crate) const UNKNOWN_KEY: Self = Self("the token's key id is unknown");
+}
+
 /// One verifying key with the one algorithm it accepts.
 #[derive(Clone)]
 pub(crate) struct VerifyingKey {
     pub(crate) kid: String,
     pub(crate) alg: Algorithm,
     pub(crate) key: Arc<DecodingKey>,
+    /// After this instant the key is retired and verifies nothing (key rotation).
+    pub(crate) not_after: Option<SystemTime>,
 }
 
 impl VerifyingKey {
     pub(crate) fn new(public: &PublicKey, alg: Algorithm) -> Self {
+        Self::with_kid(public.kid().to_owned(), public, alg)
+    }
+
+    /// A key known under another `kid` than its thumbprint (a JWKS from elsewhere).
+    pub(crate) fn with_kid(kid: String, public: &PublicKey, alg: Algorithm) -> Self {
         Self {
-            kid: public.kid().to_owned(),
+            kid,
             alg,
             key: Arc::new(public.decoding_key()),
+            not_after: None,
         }
+    }
+
+    fn is_live(&self, now: SystemTime) -> bool {
+        self.not_after.is_none_or(|end| now <= end)
     }
 }
 
@@ -151,12 +168,25 @@ impl Verifier {
 
     /// The `kid`s this verifier currently accepts.
     pub fn kids(&self) -> Vec<String> {
-        self.keys.load().iter().map(|k| k.kid.clone()).collect()
+        let now = SystemTime::now();
+        let mut kids: Vec<String> = self
+            .keys
+            .load()
+            .iter()
+            .filter(|k| k.is_live(now))
+            .map(|k| k.kid.clone())
+            .collect();
+        kids.dedup();
+        kids
     }
 
     /// Whether a key with this `kid` is known.
     pub fn knows_kid(&self, kid: &str) -> bool {
-        self.keys.load().iter().any(|k| k.kid == kid)
+        let now = SystemTime::now();
+        self.keys
+            .load()
+            .iter()
+            .any(|k| k.kid == kid && k.is_live(now))
     }
 
     /// Verifies `token` and returns its claims.
@@ -176,13 +206,21 @@ impl Verifier {
                 "the token names its own key (jku, x5u, jwk or x5c)",
             ));
         }
+        // No JWS extension is understood here, so none may be critical (RFC 7515 §4.1.11).
+        if header.crit.is_some() {
+            return Err(VerifyError("the token has critical header parameters"));
+        }
         let keys = self.keys.load();
+        let now = SystemTime::now();
         let candidates: Vec<&VerifyingKey> = match &header.kid {
-            Some(kid) => keys.iter().filter(|k| &k.kid == kid).collect(),
-            None => keys.iter().collect(),
+            Some(kid) => keys
+                .iter()
+                .filter(|k| &k.kid == kid && k.is_live(now))
+                .collect(),
+            None => keys.iter().filter(|k| k.is_live(now)).collect(),
         };
         if candidates.is_empty() {
-            return Err(VerifyError("the token's key id is unknown"));
+            return Err(VerifyError::UNKNOWN_KEY);
         }
         let mut last = VerifyError("the token's algorithm is not accepted");
         for key in candidates {

@@ -13,12 +13,20 @@
 //! - another mode: `400`; another path: `404`;
 //! - `POST`: echoes the body (read by its `Content-Length`), with
 //!   `X-Custom-Header: lorem ipsum`.
+//!
+//! The walkthrough runs a second time with `examples/target.rs` (included below too) as the
+//! local server: the Rust twin of the document's server, verifying the JWT with
+//! `VerifyProxyJwtLayer` and the demo's JWKS (`/.well-known/jwks.json`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/demo.rs"]
 mod demo;
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/target.rs"]
+mod target;
 
 mod common;
 
@@ -227,8 +235,57 @@ async fn admin_put(url: &str, auth: Option<&str>, body: Value) -> Reply {
     send(b.body(full(body.to_string())).unwrap()).await
 }
 
+/// The walkthrough's local server.
+enum Local {
+    /// This test's own server, [`LocalServer`].
+    Own(LocalServer),
+    /// `examples/target.rs`, verifying with the secured demo's JWKS.
+    Example(target::Running),
+}
+
+impl Local {
+    async fn start(example: bool, app: SocketAddr) -> Self {
+        if !example {
+            return Self::Own(LocalServer::start().await);
+        }
+        let jwks = format!("http://{app}/.well-known/jwks.json");
+        let opts =
+            target::Options::try_parse_from(["target", "--jwks", &jwks, "--listen", "127.0.0.1:0"])
+                .expect("valid target options");
+        Self::Example(
+            target::start(&opts)
+                .await
+                .expect("the example target starts"),
+        )
+    }
+
+    fn port(&self) -> u16 {
+        match self {
+            Self::Own(server) => server.addr.port(),
+            Self::Example(running) => running.addr.port(),
+        }
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if let Self::Example(running) = self {
+            running.task.abort();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documents_walkthrough() {
+    walkthrough(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documents_walkthrough_with_the_example_target() {
+    walkthrough(true).await;
+}
+
+async fn walkthrough(example_target: bool) {
     // "Using a custom JWT key pair": written to a directory the demo reads with --keys
     // (the private key in PKCS#1 form, as `openssl genrsa -traditional` writes it).
     let keys_dir = temp_dir("walkthrough-keys");
@@ -257,8 +314,8 @@ async fn the_documents_walkthrough() {
     assert_eq!(response.text(), "The proxy is disabled.");
 
     // "Starting a local server".
-    let local = LocalServer::start().await;
-    let port = local.addr.port();
+    let local = Local::start(example_target, secured.addr).await;
+    let port = local.port();
 
     // "Configuring the proxy to forward requests to the local server".
     let target = format!("http://localhost:{port}");
@@ -590,4 +647,48 @@ async fn close_delimited_bodies_of_any_size() {
         }
     }
     running.task.abort();
+}
+
+/// Sends what the demo prints into a channel, line by line.
+struct Lines(tokio::sync::mpsc::UnboundedSender<String>, Vec<u8>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.1.extend_from_slice(buf);
+        while let Some(end) = self.1.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.1.drain(..=end).collect();
+            let _ = self
+                .0
+                .send(String::from_utf8_lossy(&line).trim_end().to_owned());
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `demo --listen 127.0.0.1:0` prints `listening on http://ADDR` first, once it answers.
+#[tokio::test]
+async fn the_demo_says_where_it_listens_first() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let opts = options(&["--unsecured"]);
+    let server = tokio::spawn(async move { demo::run(&opts, Lines(tx, Vec::new())).await });
+    let first = rx.recv().await.expect("a first line");
+    let addr = first
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
+    let addr: SocketAddr = addr.parse().unwrap();
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 0);
+    let response = http_get(&format!("http://{addr}/proxy")).await;
+    assert_eq!(response.status, 501);
+    assert_eq!(response.text(), "The proxy is disabled.");
+    server.abort();
+    // A port that cannot be bound is an error, not a panic.
+    let busy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut taken = options(&["--unsecured"]);
+    taken.listen = busy.local_addr().unwrap().to_string();
+    let err = demo::run(&taken, std::io::sink()).await.unwrap_err();
+    assert!(err.to_string().contains("cannot listen"), "{err}");
 }

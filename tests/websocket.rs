@@ -309,7 +309,7 @@ async fn h2c_upgrade_is_not_tunnelled() {
 #[tokio::test]
 async fn http2_extended_connect_is_refused_not_tunnelled() {
     // WebSockets over HTTP/2 (RFC 8441) are not proxied: the request is refused with a
-    // plain 400 and nothing reaches the target.
+    // plain 405 (CONNECT is never forwarded) and nothing reaches the target.
     let target = start_target().await;
     let app = start_app(
         ProxyClient::new().unwrap(),
@@ -333,7 +333,7 @@ async fn http2_extended_connect_is_refused_not_tunnelled() {
     let res = bounded("extended connect", sender.send_request(req))
         .await
         .expect("an answer");
-    assert_eq!(res.status(), 400);
+    assert_eq!(res.status(), 405);
     let body = http_body_util::BodyExt::collect(res.into_body())
         .await
         .unwrap()

@@ -9,6 +9,9 @@ use crate::verifier::Verifier;
 /// Accepts `Authorization: Bearer <JWT>` when the token verifies with the app's keys
 /// (see [`Verifier`]: pinned algorithm, `exp` required, `alg: none` refused).
 ///
+/// With [`KeySet::verifier`](crate::KeySet::verifier), the key is chosen by the token's
+/// `kid` among every published key and follows rotations.
+///
 /// No `Authorization` header or another scheme: no identity. A token that does not verify:
 /// `401` with `WWW-Authenticate: Bearer error="invalid_token"`.
 #[derive(Clone, Debug)]

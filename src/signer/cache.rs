@@ -13,6 +13,8 @@ use super::{JwtSigner, SignError, Token};
 use crate::identity::Identity;
 
 type Slot = Arc<OnceCell<Token>>;
+/// A slot and the inner signer's [`generation`](JwtSigner::generation) it was made in.
+type Entry = (u64, Slot);
 
 /// A [`JwtSigner`] that reuses the token of an identity (name and sorted roles) until half
 /// its lifetime is gone, then signs a new one.
@@ -23,11 +25,15 @@ type Slot = Arc<OnceCell<Token>>;
 ///   flood of distinct identities evicts stale entries first, then arbitrary ones, and
 ///   never grows the cache beyond the bound.
 /// - A token is only ever handed to a caller with exactly the same name and roles.
+/// - When the inner signer's [`generation`](JwtSigner::generation) changes (a
+///   [`KeySet`](crate::KeySet) key was revoked), every cached token is signed afresh. A key
+///   *rotation* does not change it: tokens signed by the previous key stay valid, since the
+///   previous key stays published until they expire, and are replaced as they age.
 ///
 /// [`ProxyLayer::new`](crate::ProxyLayer::new) puts one in front of the signer it is given.
 pub struct CachingSigner<J> {
     inner: J,
-    slots: Mutex<HashMap<Identity, Slot>>,
+    slots: Mutex<HashMap<Identity, Entry>>,
     max_entries: usize,
     min_validity: Option<Duration>,
 }
@@ -78,7 +84,7 @@ impl<J: JwtSigner> CachingSigner<J> {
         self.lock().clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, Slot>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, Entry>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -98,15 +104,18 @@ impl<J: JwtSigner> CachingSigner<J> {
 
     fn slot(&self, identity: &Identity) -> Slot {
         let now = SystemTime::now();
+        let generation = self.inner.generation();
         let mut slots = self.lock();
-        if let Some(slot) = slots.get(identity) {
+        if let Some((made_in, slot)) = slots.get(identity) {
             // A pending slot (another request is signing) is shared: one signature.
-            if slot.get().is_none_or(|t| self.is_fresh(t, now)) {
+            if *made_in == generation && slot.get().is_none_or(|t| self.is_fresh(t, now)) {
                 return Arc::clone(slot);
             }
         }
         if slots.len() >= self.max_entries && !slots.contains_key(identity) {
-            slots.retain(|_, s| s.get().is_some_and(|t| self.is_fresh(t, now)));
+            slots.retain(|_, (made_in, s)| {
+                *made_in == generation && s.get().is_some_and(|t| self.is_fresh(t, now))
+            });
             while slots.len() >= self.max_entries {
                 let Some(victim) = slots.keys().next().cloned() else {
                     break;
@@ -115,7 +124,7 @@ impl<J: JwtSigner> CachingSigner<J> {
             }
         }
         let slot = Slot::default();
-        slots.insert(identity.clone(), Arc::clone(&slot));
+        slots.insert(identity.clone(), (generation, Arc::clone(&slot)));
         slot
     }
 }
@@ -128,12 +137,19 @@ impl<J: JwtSigner> JwtSigner for CachingSigner<J> {
             Err(e) => {
                 // Do not cache failures: drop the slot if it is still ours.
                 let mut slots = self.lock();
-                if slots.get(identity).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                if slots
+                    .get(identity)
+                    .is_some_and(|(_, s)| Arc::ptr_eq(s, &slot))
+                {
                     slots.remove(identity);
                 }
                 Err(e)
             }
         }
+    }
+
+    fn generation(&self) -> u64 {
+        self.inner.generation()
     }
 }
 
@@ -224,6 +240,45 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(60)).await;
         cache.sign(&id).await.unwrap();
         assert_eq!(cache.inner().calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// Counts signatures; its generation is set by the test.
+    struct Generational {
+        calls: AtomicUsize,
+        generation: std::sync::atomic::AtomicU64,
+    }
+
+    impl JwtSigner for Generational {
+        async fn sign(&self, identity: &Identity) -> Result<Token, SignError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            let now = SystemTime::now();
+            Token::new(
+                &format!("{}.{n}", identity.name()),
+                now,
+                now + Duration::from_secs(300),
+            )
+        }
+
+        fn generation(&self) -> u64 {
+            self.generation.load(Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_generation_re_signs_every_token() {
+        let cache = CachingSigner::new(Generational {
+            calls: AtomicUsize::new(0),
+            generation: 0.into(),
+        });
+        let id = Identity::new("u", ["A"]);
+        let first = cache.sign(&id).await.unwrap();
+        assert_eq!(cache.sign(&id).await.unwrap().as_str(), first.as_str());
+        cache.inner().generation.store(1, Ordering::SeqCst);
+        let second = cache.sign(&id).await.unwrap();
+        assert_ne!(second.as_str(), first.as_str());
+        assert_eq!(cache.sign(&id).await.unwrap().as_str(), second.as_str());
+        assert_eq!(cache.inner().calls.load(Ordering::SeqCst), 2);
+        assert_eq!(cache.generation(), 1);
     }
 
     #[tokio::test]

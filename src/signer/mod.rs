@@ -158,15 +158,27 @@ impl std::error::Error for SignError {}
 pub trait JwtSigner: Send + Sync + 'static {
     /// Signs a token for `identity`.
     fn sign(&self, identity: &Identity) -> impl Future<Output = Result<Token, SignError>> + Send;
+
+    /// A number that changes when tokens signed earlier must no longer be handed out (for
+    /// example after a key was revoked); a [`CachingSigner`] signs afresh when it changes.
+    /// Default: always `0`.
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 impl<J: JwtSigner> JwtSigner for Arc<J> {
     fn sign(&self, identity: &Identity) -> impl Future<Output = Result<Token, SignError>> + Send {
         J::sign(self, identity)
     }
+
+    fn generation(&self) -> u64 {
+        J::generation(self)
+    }
 }
 
 type ClaimsHook = Arc<dyn Fn(&Identity) -> Map<String, Value> + Send + Sync>;
+type RoleFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// How long tokens live and which optional claims they carry.
 #[derive(Clone)]
@@ -178,10 +190,13 @@ pub struct TokenPolicy {
     jti: bool,
     max_len: usize,
     extra: Option<ClaimsHook>,
+    role_filter: Option<RoleFilter>,
+    max_roles: Option<usize>,
 }
 
 impl TokenPolicy {
-    /// Five-minute tokens, `iat` back-dated 10 seconds, no `iss`/`aud`/`jti`, at most 8 KiB.
+    /// Five-minute tokens, `iat` back-dated 10 seconds, no `iss`/`aud`/`jti`, every role in
+    /// `authorities`, at most 8 KiB.
     pub fn new() -> Self {
         Self {
             lifetime: Duration::from_secs(300),
@@ -191,6 +206,8 @@ impl TokenPolicy {
             jti: false,
             max_len: 8 * 1024,
             extra: None,
+            role_filter: None,
+            max_roles: None,
         }
     }
 
@@ -251,6 +268,37 @@ impl TokenPolicy {
         self
     }
 
+    /// Keeps in `authorities` only the roles for which `keep` answers `true`, e.g. the
+    /// roles a target cares about. Default: every role.
+    ///
+    /// The token cache still tells identities apart by all their roles, so two users whose
+    /// roles differ only in filtered-out ones never share a token.
+    ///
+    /// ```
+    /// use tower_identity_proxy::TokenPolicy;
+    ///
+    /// let policy = TokenPolicy::new().authorities_filter(|role| role.starts_with("ROLE_"));
+    /// # let _ = policy;
+    /// ```
+    #[must_use]
+    pub fn authorities_filter<F>(mut self, keep: F) -> Self
+    where
+        F: Fn(&str) -> bool + Send + Sync + 'static,
+    {
+        self.role_filter = Some(Arc::new(keep));
+        self
+    }
+
+    /// The most roles a token may carry (after the [filter](Self::authorities_filter)); an
+    /// identity with more fails to sign with a [`SignError`] (`500`, nothing sent upstream)
+    /// rather than losing roles silently. Default: no count limit, only the
+    /// [length limit](Self::max_token_len).
+    #[must_use]
+    pub fn max_authorities(mut self, max: usize) -> Self {
+        self.max_roles = Some(max);
+        self
+    }
+
     /// The configured token lifetime.
     pub fn token_lifetime(&self) -> Duration {
         self.lifetime
@@ -270,9 +318,18 @@ impl TokenPolicy {
         for reserved in ["sub", "authorities", "iat", "exp", "iss", "aud", "jti"] {
             extra.remove(reserved);
         }
+        let authorities = match &self.role_filter {
+            Some(keep) => identity
+                .roles()
+                .iter()
+                .filter(|r| keep(r))
+                .cloned()
+                .collect(),
+            None => identity.roles().to_vec(),
+        };
         let claims = Claims {
             sub: identity.name().to_owned(),
-            authorities: identity.roles().to_vec(),
+            authorities,
             iat: secs(issued),
             exp: secs(expires),
             iss: self.issuer.clone(),
@@ -285,6 +342,14 @@ impl TokenPolicy {
 
     /// Serialises the signing input's payload part and checks the size budget later.
     pub(crate) fn encode_payload(&self, claims: &Claims) -> Result<String, SignError> {
+        if let Some(max) = self.max_roles
+            && claims.authorities.len() > max
+        {
+            return Err(SignError::new(format!(
+                "the identity has {} roles, over the limit of {max}",
+                claims.authorities.len()
+            )));
+        }
         let json =
             serde_json::to_vec(claims).map_err(|_| SignError::new("claims do not serialise"))?;
         Ok(URL_SAFE_NO_PAD.encode(json))
@@ -318,6 +383,8 @@ impl fmt::Debug for TokenPolicy {
             .field("jti", &self.jti)
             .field("max_len", &self.max_len)
             .field("extra", &self.extra.is_some())
+            .field("authorities_filter", &self.role_filter.is_some())
+            .field("max_authorities", &self.max_roles)
             .finish()
     }
 }

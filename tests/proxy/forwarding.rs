@@ -467,3 +467,67 @@ async fn a_signing_failure_is_a_500_and_nothing_is_sent() {
     assert!(!r.text().contains("HSM") && !r.text().contains("10.9.8.7"));
     assert_eq!(target.count(), 0, "nothing reached the target");
 }
+
+#[tokio::test]
+async fn http2_clients_are_forwarded_as_http1() {
+    let target = common::echo_target().await;
+    let app = spawn_app(layer_to(&target)).await;
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<TestBody>();
+    let (tx, body) = channel_body();
+    tokio::spawn(async move {
+        for part in ["over ", "h2"] {
+            tx.send(Bytes::from(part)).await.unwrap();
+        }
+    });
+    let res = h2
+        .request(
+            request("POST", &app.url("/proxy/h2?q=1"))
+                .header("x-echo", "body")
+                .body(body)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    assert_eq!(res.headers()["x-custom-header"], "lorem ipsum");
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "over h2");
+    let seen = target.last();
+    assert_eq!(seen.version, http::Version::HTTP_11);
+    assert_eq!(seen.uri.to_string(), "/h2?q=1");
+    assert_eq!(seen.header("transfer-encoding").unwrap(), "chunked");
+    // `:authority` is the Host the client used.
+    assert_eq!(
+        seen.header("x-forwarded-host").unwrap(),
+        app.addr.to_string()
+    );
+    assert_eq!(seen.header("host").unwrap(), target.addr().to_string());
+    assert_eq!(seen.claims()["sub"], "anonymousUser");
+}
+
+#[tokio::test]
+async fn head_requests_keep_the_targets_length() {
+    let file = Router::new().route("/file", axum::routing::get(|| async { vec![7u8; 1234] }));
+    let target = serve(file).await;
+    let app = spawn_app(layer().target(&target.url("")).unwrap()).await;
+    let get = send(
+        request("GET", &app.url("/proxy/file"))
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(get.header("content-length").unwrap(), "1234");
+    assert_eq!(get.body.len(), 1234);
+    let head = send(
+        request("HEAD", &app.url("/proxy/file"))
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length").unwrap(), "1234");
+    assert!(head.body.is_empty());
+}

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm as A, DecodingKey, Validation};
 use tower_identity_proxy::{
-    Algorithm, BasicAuth, CredentialStore, Identity, JwtSigner, KeyPair, KeySigner, ProxyLayer,
-    PublicKey, TokenPolicy, dangerous::InsecureUnsignedSigner,
+    Algorithm, BasicAuth, CredentialStore, Identity, IdentityExtractor, JwtSigner, KeyPair,
+    KeySigner, ProxyLayer, PublicKey, TokenPolicy, dangerous::InsecureUnsignedSigner,
 };
 
 use crate::{
@@ -305,4 +305,109 @@ async fn tokens_are_cached_per_identity() {
     assert_eq!(tokens[0], tokens[1]);
     assert_eq!(tokens[0], tokens[3]);
     assert_ne!(tokens[0], tokens[2]);
+}
+
+thread_local! {
+    /// Where the log lines of this thread go, while a test captures them.
+    static CAPTURE: std::cell::RefCell<Option<LogBuffer>> = const { std::cell::RefCell::new(None) };
+}
+
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+/// Writes to the capturing buffer of the current thread, if any; else nowhere.
+struct ThreadWriter;
+
+impl std::io::Write for ThreadWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURE.with(|c| {
+            if let Some(b) = &*c.borrow() {
+                b.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One global subscriber for the whole test binary, logging everything this crate logs
+/// (events, and spans with their fields when they close) at every level. Global, because a
+/// thread-scoped subscriber races with the callsite interest cache of the other tests.
+fn capture_logs() -> LogBuffer {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "tower_identity_proxy=trace",
+            ))
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .with_writer(|| ThreadWriter)
+            .with_ansi(false)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
+    let buffer = LogBuffer::default();
+    CAPTURE.with(|c| *c.borrow_mut() = Some(buffer.clone()));
+    buffer
+}
+
+/// The current-thread runtime of `#[tokio::test]` runs the app, the target and the client
+/// on this thread, so their log lines are this thread's.
+#[tokio::test]
+async fn keys_passwords_and_tokens_never_reach_the_logs() {
+    let logs = capture_logs();
+
+    let target = common::echo_target().await;
+    let users = CredentialStore::new();
+    users
+        .insert("Alice", "hunter2-password", ["ROLE_USER"])
+        .unwrap();
+    let keys = KeyPair::from_pem(RSA_PKCS1_PEM.as_bytes(), None).unwrap();
+    let identity = BasicAuth::new(users).or(tower_identity_proxy::BearerJwt::new(keys.verifier()));
+    let proxy = ProxyLayer::new(KeySigner::rs512(keys.clone()).unwrap()).identity(identity);
+    let handle = proxy.handle();
+    let app = spawn_app(proxy).await;
+    handle.set_target(Some(&target.url())).unwrap();
+    let ok = common::get_with(
+        &app.url("/proxy/logged"),
+        &[("authorization", &common::basic("Alice", "hunter2-password"))],
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    let token = bearer(&target.last().headers);
+    let again = common::get_with(
+        &app.url("/proxy/logged"),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(again.status, 200);
+    let bad = common::get_with(
+        &app.url("/proxy/logged"),
+        &[(
+            "authorization",
+            &common::basic("Alice", "wrong-password-xyz"),
+        )],
+    )
+    .await;
+    assert_eq!(bad.status, 401);
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("proxy target changed"),
+        "the logs were captured: {text}"
+    );
+    assert!(
+        text.contains("/proxy/logged"),
+        "requests are logged: {text}"
+    );
+    let payload = token.split('.').nth(1).unwrap();
+    let signature = token.split('.').nth(2).unwrap();
+    for secret in ["hunter2-password", "wrong-password-xyz", payload, signature] {
+        assert!(!text.contains(secret), "{secret} in the logs");
+    }
+    for line in RSA_PKCS1_PEM.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!text.contains(&line[..16]), "key material in the logs");
+    }
 }

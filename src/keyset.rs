@@ -1,0 +1,521 @@
+//! [`KeySet`]: one active signing key and the keys tokens are verified with, rotated at
+//! run time without a restart and without a failed request.
+//!
+//! - [`KeySet::signer`] signs with whichever key is active when a token is signed.
+//! - [`KeySet::verifier`] (for [`BearerJwt`](crate::BearerJwt)) verifies by `kid` against
+//!   every published key.
+//! - [`KeySet::jwks`] serves every published key as a JWK Set.
+//!
+//! [`rotate`](KeySet::rotate) makes a new key active at once. The previous key stays
+//! published, and accepted by the verifier, until every token it signed has expired: the
+//! token lifetime of the previous signer plus a [grace](KeySet::retirement_grace) for
+//! clock skew and caches. It is then retired. Nothing needs a restart; a request being
+//! signed while the rotation happens finishes with the key it started with, and its token
+//! verifies.
+//!
+//! [`revoke`](KeySet::revoke) withdraws a key at once (a leaked key): it disappears from
+//! the JWK Set and the verifier, and a [`CachingSigner`](crate::CachingSigner) in front of
+//! the signer drops every cached token.
+//!
+//! # Example
+//!
+//! ## Rotation
+//!
+//! ```
+//! use tower_identity_proxy::{Identity, JwtSigner, KeyPair, KeySet, KeySigner};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let keys = KeySet::new(KeySigner::rs512(KeyPair::generate_rsa(2048)?)?);
+//! let signer = keys.signer();
+//! let verifier = keys.verifier();
+//! let alice = Identity::new("Alice", ["ROLE_USER"]);
+//! let before = signer.sign(&alice).await?;
+//!
+//! let new_kid = keys.rotate(KeyPair::generate_rsa(2048)?)?;
+//! let after = signer.sign(&alice).await?;
+//! assert_eq!(keys.active_kid(), new_kid);
+//! assert_eq!(keys.kids().len(), 2); // the previous key is still published
+//! verifier.verify(before.as_str())?; // so its tokens still verify
+//! verifier.verify(after.as_str())?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Several replicas
+//!
+//! Give every replica the same key files, or [`publish`](KeySet::publish) the other
+//! replicas' public keys, so that a token signed by one verifies everywhere.
+//!
+//! ```
+//! use tower_identity_proxy::{Algorithm, KeyPair, KeySet, KeySigner};
+//!
+//! let mine = KeySet::new(KeySigner::new(KeyPair::generate_ed25519()?));
+//! let other_replica = KeyPair::generate_ed25519()?; // in practice, read its PEM
+//! mine.publish(other_replica.public_key(), Algorithm::EdDSA)?;
+//! assert_eq!(mine.kids().len(), 2);
+//! # Ok::<(), tower_identity_proxy::ConfigError>(())
+//! ```
+
+use std::{
+    fmt,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use arc_swap::ArcSwap;
+use serde_json::Value;
+
+use crate::{
+    error::ConfigError,
+    identity::Identity,
+    jwks::{Document, Jwks},
+    keys::{Algorithm, KeyPair, PublicKey},
+    signer::{JwtSigner, KeySigner, SignError, Token},
+    verifier::{SharedKeys, Verifier, VerifyingKey},
+};
+
+/// A published public key.
+#[derive(Clone)]
+struct Published {
+    public: PublicKey,
+    alg: Algorithm,
+    /// When it stops being published and verifying; `None` for the active key and for keys
+    /// published by hand.
+    retire_at: Option<SystemTime>,
+}
+
+impl Published {
+    fn verifying_key(&self) -> VerifyingKey {
+        let mut key = VerifyingKey::new(&self.public, self.alg);
+        key.not_after = self.retire_at;
+        key
+    }
+}
+
+/// What one rotation replaces at once.
+struct State {
+    signer: Arc<KeySigner>,
+    /// The active key first, then the others in the order they were published.
+    published: Vec<Published>,
+    document: Arc<Document>,
+}
+
+struct Inner {
+    state: ArcSwap<State>,
+    verifying: SharedKeys,
+    /// Serialises writers (rotate, publish, revoke, retire); readers never take it.
+    writer: Mutex<()>,
+    grace_ms: AtomicU64,
+    generation: AtomicU64,
+    /// The earliest `retire_at`, in seconds since the epoch (`u64::MAX`: none).
+    next_retirement: AtomicU64,
+}
+
+/// One active signing key and every key tokens are verified with. Cheap to clone: clones
+/// share the keys.
+///
+/// See the [module docs](crate::keyset) for an example.
+#[derive(Clone)]
+pub struct KeySet {
+    inner: Arc<Inner>,
+}
+
+fn epoch_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl KeySet {
+    /// A key set whose active key is `signer`'s (with its algorithm and token policy).
+    pub fn new(signer: KeySigner) -> Self {
+        let active = Published {
+            public: signer.keys().public_key().clone(),
+            alg: signer.algorithm(),
+            retire_at: None,
+        };
+        let state = State::new(Arc::new(signer), vec![active]);
+        let verifying = Arc::new(ArcSwap::from_pointee(state.verifying_keys()));
+        Self {
+            inner: Arc::new(Inner {
+                state: ArcSwap::from_pointee(state),
+                verifying,
+                writer: Mutex::new(()),
+                grace_ms: AtomicU64::new(120_000),
+                generation: AtomicU64::new(0),
+                next_retirement: AtomicU64::new(u64::MAX),
+            }),
+        }
+    }
+
+    /// How long a previous key stays published after the last token it signed has expired,
+    /// for verifiers whose clock is behind or who accept expired tokens within a leeway
+    /// (jsonwebtoken's default is 60 s). Default is 2 minutes.
+    #[must_use]
+    pub fn retirement_grace(self, grace: Duration) -> Self {
+        let ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        self.inner.grace_ms.store(ms, Ordering::Relaxed);
+        self
+    }
+
+    /// A [`JwtSigner`] signing with the active key, whichever it is when it signs.
+    pub fn signer(&self) -> KeySetSigner {
+        KeySetSigner { set: self.clone() }
+    }
+
+    /// A [`Verifier`] accepting tokens signed by any published key, chosen by `kid`; it
+    /// follows rotations.
+    pub fn verifier(&self) -> Verifier {
+        Verifier::from_shared(Arc::clone(&self.inner.verifying))
+    }
+
+    /// A [`Jwks`] service publishing the keys.
+    pub fn jwks(&self) -> Jwks {
+        Jwks::new(self)
+    }
+
+    /// The JWK Set (`{"keys": [...]}`) as JSON, the active key first.
+    pub fn jwk_set(&self) -> Value {
+        serde_json::from_slice(self.document().body()).unwrap_or(Value::Null)
+    }
+
+    /// The `kid` of the active key.
+    pub fn active_kid(&self) -> String {
+        self.inner.state.load().signer.keys().kid().to_owned()
+    }
+
+    /// The algorithm the active key signs with.
+    pub fn algorithm(&self) -> Algorithm {
+        self.inner.state.load().signer.algorithm()
+    }
+
+    /// The `kid`s of the published keys, the active one first.
+    pub fn kids(&self) -> Vec<String> {
+        self.retire_due();
+        self.inner
+            .state
+            .load()
+            .published
+            .iter()
+            .map(|p| p.public.kid().to_owned())
+            .collect()
+    }
+
+    /// A number that changes each time a key is [revoked](Self::revoke).
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+
+    /// Makes `keys` the active key, signing with the same algorithm and token policy as
+    /// now, and returns its `kid`. The previous key stays published until its tokens have
+    /// expired (see the [module docs](crate::keyset)).
+    ///
+    /// Rotating to the active key changes nothing; rotating to a key published with
+    /// [`publish`](Self::publish) makes it active.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidKey`] if `keys` cannot sign with the current algorithm (use
+    /// [`rotate_to`](Self::rotate_to) to change it).
+    pub fn rotate(&self, keys: KeyPair) -> Result<String, ConfigError> {
+        let current = self.inner.state.load_full();
+        let signer = KeySigner::with_algorithm(keys, current.signer.algorithm())?
+            .policy(current.signer.token_policy().clone());
+        Ok(self.rotate_to(signer))
+    }
+
+    /// Makes `signer` (its key, algorithm and token policy) the active one and returns its
+    /// `kid`. Verifiers pinned to one algorithm will refuse tokens of another.
+    pub fn rotate_to(&self, signer: KeySigner) -> String {
+        let kid = signer.keys().kid().to_owned();
+        self.write(|state, now, grace| {
+            let previous = &state.signer;
+            let retire_at = now + previous.token_policy().token_lifetime() + grace;
+            let mut published = vec![Published {
+                public: signer.keys().public_key().clone(),
+                alg: signer.algorithm(),
+                retire_at: None,
+            }];
+            for p in &state.published {
+                if p.public.kid() == kid {
+                    continue;
+                }
+                let mut p = p.clone();
+                if p.public.kid() == previous.keys().kid() {
+                    p.retire_at = Some(retire_at);
+                }
+                published.push(p);
+            }
+            Some(State::new(Arc::new(signer), published))
+        });
+        tracing::info!(target: "tower_identity_proxy", kid = %kid, "signing key rotated");
+        kid
+    }
+
+    /// Publishes another public key, which then verifies tokens until it is
+    /// [revoked](Self::revoke): the next key before a rotation (see the
+    /// [JWKS caching caveat](crate::jwks#caching-caveat)), or another replica's key.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidKey`] if `key` cannot verify `alg`.
+    pub fn publish(&self, key: &PublicKey, alg: Algorithm) -> Result<(), ConfigError> {
+        if !key.supports(alg) {
+            return Err(ConfigError::InvalidKey(
+                format!("the key {} cannot verify {alg}", key.kid()).into(),
+            ));
+        }
+        self.write(|state, _, _| {
+            if state.published.iter().any(|p| p.public.kid() == key.kid()) {
+                return None;
+            }
+            let mut published = state.published.clone();
+            published.push(Published {
+                public: key.clone(),
+                alg,
+                retire_at: None,
+            });
+            Some(State::new(Arc::clone(&state.signer), published))
+        });
+        Ok(())
+    }
+
+    /// Withdraws the key `kid` at once: it is no longer published or accepted, and cached
+    /// tokens are signed afresh. Returns whether such a key was published.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidKey`] for the active key: [rotate](Self::rotate) first.
+    pub fn revoke(&self, kid: &str) -> Result<bool, ConfigError> {
+        if self.active_kid() == kid {
+            return Err(ConfigError::InvalidKey(
+                "the active key cannot be revoked; rotate to another key first".into(),
+            ));
+        }
+        let mut found = false;
+        self.write(|state, _, _| {
+            if state.signer.keys().kid() == kid {
+                return None;
+            }
+            let published: Vec<Published> = state
+                .published
+                .iter()
+                .filter(|p| p.public.kid() != kid)
+                .cloned()
+                .collect();
+            found = published.len() != state.published.len();
+            found.then(|| State::new(Arc::clone(&state.signer), published))
+        });
+        if found {
+            self.inner.generation.fetch_add(1, Ordering::AcqRel);
+            tracing::warn!(target: "tower_identity_proxy", kid, "key revoked");
+        }
+        Ok(found)
+    }
+
+    /// Retires now the previous keys whose tokens have all expired (this also happens by
+    /// itself whenever the set signs or is served) and returns how many were retired.
+    pub fn retire_expired(&self) -> usize {
+        let mut retired = 0;
+        self.write(|state, now, _| {
+            let published: Vec<Published> = state
+                .published
+                .iter()
+                .filter(|p| p.retire_at.is_none_or(|at| at > now))
+                .cloned()
+                .collect();
+            retired = state.published.len() - published.len();
+            (retired > 0).then(|| State::new(Arc::clone(&state.signer), published))
+        });
+        if retired > 0 {
+            tracing::info!(target: "tower_identity_proxy", retired, "previous signing keys retired");
+        }
+        retired
+    }
+
+    /// Retires due keys if the earliest retirement has come (one atomic load otherwise).
+    fn retire_due(&self) {
+        let next = self.inner.next_retirement.load(Ordering::Acquire);
+        if next != u64::MAX && epoch_secs(SystemTime::now()) >= next {
+            self.retire_expired();
+        }
+    }
+
+    /// The JWK Set document, after retiring due keys.
+    pub(crate) fn document(&self) -> Arc<Document> {
+        self.retire_due();
+        Arc::clone(&self.inner.state.load().document)
+    }
+
+    /// Replaces the state with what `change` returns (if anything), under the writer lock.
+    fn write<F>(&self, change: F)
+    where
+        F: FnOnce(&State, SystemTime, Duration) -> Option<State>,
+    {
+        let _writer = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.inner.state.load_full();
+        let grace = Duration::from_millis(self.inner.grace_ms.load(Ordering::Relaxed));
+        let Some(next) = change(&current, SystemTime::now(), grace) else {
+            return;
+        };
+        let next_retirement = next
+            .published
+            .iter()
+            .filter_map(|p| p.retire_at)
+            .min()
+            // Retire at the first whole second after the instant.
+            .map_or(u64::MAX, |at| epoch_secs(at) + 1);
+        self.inner.verifying.store(Arc::new(next.verifying_keys()));
+        self.inner.state.store(Arc::new(next));
+        self.inner
+            .next_retirement
+            .store(next_retirement, Ordering::Release);
+    }
+}
+
+impl State {
+    fn new(signer: Arc<KeySigner>, published: Vec<Published>) -> Self {
+        let document = Arc::new(Document::new(
+            published.iter().map(|p| p.public.to_jwk(p.alg)).collect(),
+        ));
+        Self {
+            signer,
+            published,
+            document,
+        }
+    }
+
+    fn verifying_keys(&self) -> Vec<VerifyingKey> {
+        self.published
+            .iter()
+            .map(Published::verifying_key)
+            .collect()
+    }
+}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.inner.state.load();
+        let kids: Vec<&str> = state.published.iter().map(|p| p.public.kid()).collect();
+        f.debug_struct("KeySet")
+            .field("active", &state.signer)
+            .field("published", &kids)
+            .field("generation", &self.generation())
+            .finish()
+    }
+}
+
+/// Signs with the active key of a [`KeySet`]; see [`KeySet::signer`].
+#[derive(Clone, Debug)]
+pub struct KeySetSigner {
+    set: KeySet,
+}
+
+impl KeySetSigner {
+    /// The key set.
+    pub fn key_set(&self) -> &KeySet {
+        &self.set
+    }
+}
+
+impl JwtSigner for KeySetSigner {
+    async fn sign(&self, identity: &Identity) -> Result<Token, SignError> {
+        self.set.retire_due();
+        let signer = Arc::clone(&self.set.inner.state.load().signer);
+        signer.sign(identity).await
+    }
+
+    fn generation(&self) -> u64 {
+        self.set.generation()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Curve, TokenPolicy};
+
+    fn header_kid(token: &Token) -> String {
+        jsonwebtoken::decode_header(token.as_str())
+            .unwrap()
+            .kid
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn rotation_switches_signing_and_keeps_the_old_key_until_retired() {
+        let first = KeyPair::generate_ec(Curve::P256).unwrap();
+        let set = KeySet::new(
+            KeySigner::new(first.clone()).policy(TokenPolicy::new().lifetime(Duration::ZERO)),
+        )
+        .retirement_grace(Duration::ZERO);
+        let signer = set.signer();
+        let verifier = set.verifier();
+        let id = Identity::new("u", ["R"]);
+        let old = signer.sign(&id).await.unwrap();
+        assert_eq!(header_kid(&old), first.kid());
+
+        let second = KeyPair::generate_ec(Curve::P256).unwrap();
+        assert_eq!(set.rotate(second.clone()).unwrap(), second.kid());
+        let new = signer.sign(&id).await.unwrap();
+        assert_eq!(header_kid(&new), second.kid());
+        assert_eq!(set.kids(), [second.kid(), first.kid()]);
+        assert_eq!(set.jwk_set()["keys"][1]["kid"], first.kid());
+
+        // Zero lifetime and grace: the old key retires at the next whole second.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert_eq!(set.kids(), [second.kid()]);
+        assert!(!verifier.knows_kid(first.kid()));
+        assert_eq!(set.jwk_set()["keys"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn rotate_keeps_the_algorithm_or_refuses() {
+        let set = KeySet::new(KeySigner::rs512(KeyPair::generate_rsa(2048).unwrap()).unwrap());
+        assert!(set.rotate(KeyPair::generate_ed25519().unwrap()).is_err());
+        let ed = KeyPair::generate_ed25519().unwrap();
+        assert_eq!(set.rotate_to(KeySigner::new(ed.clone())), ed.kid());
+        assert_eq!(set.algorithm(), Algorithm::EdDSA);
+        // Rotating to the active key changes nothing.
+        set.rotate(ed.clone()).unwrap();
+        assert_eq!(set.kids().len(), 2);
+    }
+
+    #[test]
+    fn publish_then_rotate_and_revoke() {
+        let a = KeyPair::generate_ed25519().unwrap();
+        let b = KeyPair::generate_ed25519().unwrap();
+        let set = KeySet::new(KeySigner::new(a.clone()));
+        let verifier = set.verifier();
+        set.publish(b.public_key(), Algorithm::EdDSA).unwrap();
+        assert!(set.publish(b.public_key(), Algorithm::RS512).is_err());
+        set.publish(b.public_key(), Algorithm::EdDSA).unwrap();
+        assert_eq!(set.kids(), [a.kid(), b.kid()]);
+        assert!(verifier.knows_kid(b.kid()));
+
+        set.rotate(b.clone()).unwrap();
+        assert_eq!(set.kids(), [b.kid(), a.kid()]);
+        assert!(set.revoke(b.kid()).is_err(), "the active key stays");
+        assert_eq!(set.generation(), 0);
+        assert!(set.revoke(a.kid()).unwrap());
+        assert!(!set.revoke(a.kid()).unwrap());
+        assert_eq!(set.generation(), 1);
+        assert_eq!(set.signer().generation(), 1);
+        assert_eq!(set.kids(), [b.kid()]);
+        assert!(!verifier.knows_kid(a.kid()));
+    }
+
+    #[test]
+    fn debug_shows_kids_only() {
+        let k = KeyPair::generate_ed25519().unwrap();
+        let set = KeySet::new(KeySigner::new(k.clone()));
+        let dbg = format!("{set:?}");
+        assert!(dbg.contains(k.kid()));
+        assert!(!dbg.contains("PRIVATE"));
+    }
+}

@@ -1,0 +1,303 @@
+//! The demo's trust chain with the example target (both included from `examples/` and run
+//! in-process on real sockets): the JWKS at `/.well-known/jwks.json`, `POST
+//! /admin/keys/rotate`, and `examples/target.rs` verifying tokens of the previous and the
+//! new key, in both its `--jwks` and `--public-key` modes.
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/demo.rs"]
+mod demo;
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/target.rs"]
+mod target;
+
+mod common;
+mod trust_support;
+
+use clap::Parser;
+use common::{RSA_PKCS8_PEM, RSA_PUBLIC_PEM, basic, remove_dir, temp_dir};
+use jsonwebtoken::jwk::ThumbprintHash;
+use serde_json::{Value, json};
+use trust_support::{Reply, decode_with_jwks, fetch_jwks, get, recording_target};
+
+async fn request(method: &str, url: &str, auth: Option<&str>, body: Option<Value>) -> Reply {
+    let mut req = http::Request::builder().method(method).uri(url);
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    let body = match body {
+        Some(json) => {
+            req = req.header("content-type", "application/json");
+            json.to_string()
+        }
+        None => String::new(),
+    };
+    trust_support::send(&trust_support::client(), req.body(body.into()).unwrap()).await
+}
+
+fn kid(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_in_the_demo_with_the_example_target() {
+    let keys_dir = temp_dir("demo-trust-keys");
+    std::fs::write(keys_dir.join("private-key.pem"), RSA_PKCS8_PEM).unwrap();
+    std::fs::write(keys_dir.join("public-key.pem"), RSA_PUBLIC_PEM).unwrap();
+    let opts = demo::Options::try_parse_from([
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--keys",
+        keys_dir.to_str().unwrap(),
+        "--user",
+        "admin:admin-secret:ROLE_ADMIN",
+        "--user",
+        "Alice:abcdef123456:ROLE_USER,ROLE_WONDERLAND",
+    ])
+    .unwrap();
+    let demo = demo::start(&opts).await.unwrap();
+    remove_dir(&keys_dir);
+    let app = |path: &str| format!("http://{}{path}", demo.addr);
+    let admin = basic("admin", "admin-secret");
+    let alice = basic("Alice", "abcdef123456");
+
+    // The JWKS is public and names the key by its RFC 7638 thumbprint.
+    let (reply, jwks) = fetch_jwks(&app("/.well-known/jwks.json")).await;
+    assert_eq!(reply.header("content-type"), "application/json");
+    assert_eq!(jwks.keys.len(), 1);
+    let first_kid = jwks.keys[0].thumbprint(ThumbprintHash::SHA256).unwrap();
+    assert_eq!(
+        jwks.keys[0].common.key_id.as_deref(),
+        Some(first_kid.as_str())
+    );
+
+    let target_opts = target::Options::try_parse_from([
+        "target",
+        "--jwks",
+        &app("/.well-known/jwks.json"),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .unwrap();
+    let target = target::start(&target_opts).await.unwrap();
+    let set_target = |url: String| {
+        let admin = admin.clone();
+        let put = app("/admin/proxy");
+        async move {
+            let r = request("PUT", &put, Some(&admin), Some(json!({ "url": url }))).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    };
+    set_target(format!("http://{}", target.addr)).await;
+
+    let whoami = |mode: &str, auth: String| {
+        let url = app(&format!("/proxy/whoami?mode={mode}"));
+        async move { get(&url, &[("authorization", &auth)]).await }
+    };
+    let me = whoami("jwt", alice.clone()).await;
+    assert_eq!(me.status, 200, "{}", me.text());
+    assert_eq!(
+        me.json(),
+        json!({ "name": "Alice", "roles": ["ROLE_USER", "ROLE_WONDERLAND"] })
+    );
+
+    // Rotation needs ROLE_ADMIN.
+    let rotate = app("/admin/keys/rotate");
+    assert_eq!(request("POST", &rotate, None, None).await.status, 403);
+    assert_eq!(
+        request("POST", &rotate, Some(&alice), None).await.status,
+        403
+    );
+    let wrong = basic("admin", "nope");
+    assert_eq!(
+        request("POST", &rotate, Some(&wrong), None).await.status,
+        401
+    );
+    let rotated = request("POST", &rotate, Some(&admin), None).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    let new_kid = rotated.json()["kid"].as_str().unwrap().to_owned();
+    assert_ne!(new_kid, first_kid);
+    assert_eq!(rotated.json()["published"], json!([new_kid, first_kid]));
+    let (_, jwks) = fetch_jwks(&app("/.well-known/jwks.json")).await;
+    assert_eq!(jwks.keys.len(), 2);
+
+    // Tokens the target receives now: Alice's cached one (previous key), a new one for
+    // admin (new key); both verify with jsonwebtoken against the JWKS.
+    let (recorder, recorded) = recording_target().await;
+    set_target(format!("http://{recorder}")).await;
+    assert_eq!(
+        get(&app("/proxy/x"), &[("authorization", &alice)])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get(&app("/proxy/x"), &[("authorization", &admin)])
+            .await
+            .status,
+        200
+    );
+    let tokens = recorded.tokens();
+    assert_eq!(kid(&tokens[0]), first_kid);
+    assert_eq!(kid(&tokens[1]), new_kid);
+    assert_eq!(decode_with_jwks(&tokens[0], &jwks).unwrap()["sub"], "Alice");
+    assert_eq!(decode_with_jwks(&tokens[1], &jwks).unwrap()["sub"], "admin");
+    set_target(format!("http://{}", target.addr)).await;
+
+    // The example target verifies both keys' tokens (fetching the JWKS again for the new
+    // kid), and the app accepts both back in session mode.
+    let me = whoami("jwt", alice.clone()).await;
+    assert_eq!(me.status, 200, "{}", me.text());
+    let root = whoami("jwt", admin.clone()).await;
+    assert_eq!(root.status, 200, "{}", root.text());
+    assert_eq!(
+        root.json(),
+        json!({ "name": "admin", "roles": ["ROLE_ADMIN"] })
+    );
+    assert_eq!(whoami("session", alice.clone()).await.status, 200);
+    let bob = request(
+        "PUT",
+        &app("/admin/users/Bob"),
+        Some(&admin),
+        Some(json!({ "password": "bob-secret", "roles": ["ROLE_USER"] })),
+    )
+    .await;
+    assert_eq!(bob.status, 201);
+    let session = whoami("session", basic("Bob", "bob-secret")).await;
+    assert_eq!(session.status, 200, "{}", session.text());
+    assert_eq!(
+        session.json(),
+        json!({ "name": "Bob", "roles": ["ROLE_USER"] })
+    );
+    // admin lacks ROLE_USER: the app refuses the call-back, the target answers 403.
+    assert_eq!(whoami("session", admin.clone()).await.status, 403);
+
+    // The target refuses what the proxy did not sign.
+    let direct = format!("http://{}/whoami?mode=jwt", target.addr);
+    let forged = get(
+        &direct,
+        &[(
+            "authorization",
+            "Bearer eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhZG1pbiJ9.",
+        )],
+    )
+    .await;
+    assert_eq!(forged.status, 401);
+    assert_eq!(
+        forged.header("www-authenticate"),
+        r#"Bearer error="invalid_token""#
+    );
+    let admin_token = tokens[1].clone();
+    let replayed = get(
+        &direct,
+        &[("authorization", &format!("Bearer {admin_token}"))],
+    )
+    .await;
+    assert_eq!(
+        replayed.status, 200,
+        "a genuine token verifies directly too"
+    );
+
+    demo.task.abort();
+    target.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_target_routes_and_public_key_mode() {
+    let dir = temp_dir("target-public-key");
+    let pem = dir.join("public-key.pem");
+    std::fs::write(&pem, RSA_PUBLIC_PEM).unwrap();
+    let opts = target::Options::try_parse_from([
+        "target",
+        "--public-key",
+        pem.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .unwrap();
+    let target = target::start(&opts).await.unwrap();
+    remove_dir(&dir);
+    let url = |path: &str| format!("http://{}{path}", target.addr);
+
+    // A token of the fixture key (signed by the crate, verified by the target's layer).
+    let keys = common::rsa_keys();
+    let signer = tower_identity_proxy::KeySigner::rs512(keys).unwrap();
+    let token = tower_identity_proxy::JwtSigner::sign(
+        &signer,
+        &tower_identity_proxy::Identity::new("Alice", ["ROLE_USER"]),
+    )
+    .await
+    .unwrap();
+    let bearer = format!("Bearer {}", token.as_str());
+    let me = get(&url("/whoami?mode=jwt"), &[("authorization", &bearer)]).await;
+    assert_eq!(me.status, 200, "{}", me.text());
+    assert_eq!(
+        me.json(),
+        json!({ "name": "Alice", "roles": ["ROLE_USER"] })
+    );
+    assert_eq!(get(&url("/whoami?mode=jwt"), &[]).await.status, 401);
+
+    // The document's routes.
+    let other = get(&url("/whoami?mode=invalid"), &[("authorization", &bearer)]).await;
+    assert_eq!(other.status, 400);
+    assert_eq!(get(&url("/whoami"), &[]).await.status, 404);
+    assert_eq!(get(&url("/whoami?mode="), &[]).await.status, 404);
+    assert_eq!(
+        get(&url("/whoami?mode=jwt&mode=session"), &[]).await.status,
+        404
+    );
+    assert_eq!(get(&url("/"), &[]).await.status, 404);
+    assert_eq!(get(&url("/elsewhere"), &[]).await.status, 404);
+    for path in ["/", "/whoami", "/some/path?foo=bar"] {
+        let echo = request(
+            "POST",
+            &url(path),
+            None,
+            Some(json!({ "bytes": [1, 2, 3] })),
+        )
+        .await;
+        assert_eq!(echo.status, 200, "{path}");
+        assert_eq!(echo.header("x-custom-header"), "lorem ipsum");
+        assert_eq!(echo.json(), json!({ "bytes": [1, 2, 3] }));
+    }
+    assert_eq!(request("PUT", &url("/x"), None, None).await.status, 501);
+    assert_eq!(
+        request("DELETE", &url("/whoami"), None, None).await.status,
+        501
+    );
+    // Session mode without usable forwarding headers: 403, nothing called.
+    let session = get(&url("/whoami?mode=session"), &[("authorization", &bearer)]).await;
+    assert_eq!(session.status, 403);
+    let spoofed = get(
+        &url("/whoami?mode=session"),
+        &[
+            ("authorization", &bearer),
+            ("x-forwarded-proto", "gopher"),
+            ("x-forwarded-host", "127.0.0.1:1"),
+        ],
+    )
+    .await;
+    assert_eq!(spoofed.status, 403);
+    target.task.abort();
+}
+
+#[test]
+fn the_example_target_options_are_checked() {
+    let parse = |args: &[&str]| {
+        let mut all = vec!["target"];
+        all.extend_from_slice(args);
+        target::Options::try_parse_from(all)
+    };
+    assert!(parse(&[]).is_err(), "a key source is required");
+    assert!(parse(&["--jwks", "http://a/j", "--public-key", "k.pem"]).is_err());
+    assert!(parse(&["--jwks", "http://a/j", "--algorithm", "HS256"]).is_err());
+    assert!(parse(&["--jwks", "http://a/j", "--algorithm", "none"]).is_err());
+    let ok = parse(&["--jwks", "http://a/j"]).unwrap();
+    assert_eq!(ok.listen, "127.0.0.1:1991");
+    assert_eq!(ok.algorithm, tower_identity_proxy::Algorithm::RS512);
+    assert!(target::verify_layer(&parse(&["--jwks", "ftp://a/j"]).unwrap()).is_err());
+    let missing = parse(&["--public-key", "/nonexistent/key.pem"]).unwrap();
+    let err = target::verify_layer(&missing).err().unwrap();
+    assert!(err.to_string().contains("/nonexistent/key.pem"), "{err}");
+}

@@ -1,0 +1,453 @@
+//! G. Timeouts, resource limits, cancellation, streaming.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::io::AsyncWriteExt;
+
+use crate::support::*;
+
+/// A body that leaks nothing: no address, port, OS error or token.
+fn assert_no_internals(r: &Resp, target: &str) {
+    let text = r.text();
+    let port = target.rsplit(':').next().unwrap_or_default();
+    for leak in [
+        target,
+        port,
+        "127.0.0.1",
+        "os error",
+        "refused",
+        "Bearer",
+        "hyper",
+    ] {
+        assert!(!text.contains(leak), "{leak:?} leaked in {text:?}");
+    }
+    assert_eq!(r.one("content-type"), "text/plain; charset=utf-8");
+}
+
+#[tokio::test]
+async fn g1_refused_connection_is_502_without_internals() {
+    // A port that was just free: nothing listens there.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let app = start_app(layer()).await;
+    app.handle
+        .set_target(Some(&format!("http://{closed}")))
+        .unwrap();
+    let r = app.get("/proxy/x", "").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.text(), "The proxy target could not be reached.");
+    assert_no_internals(&r, &closed.to_string());
+}
+
+#[tokio::test]
+async fn g2_silent_target_is_504_after_the_timeout() {
+    let up = Upstream::silent().await;
+    let app = start_app(layer().upstream_timeout(Duration::from_millis(300))).await;
+    app.target(&up, "");
+    let r = app.get("/proxy/x", "").await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.text(), "The proxy target did not respond in time.");
+    assert_no_internals(&r, &up.addr.to_string());
+    // The timed-out upstream request is abandoned: its connection is closed.
+    up.wait("upstream connection closed", |v| v.eofs >= 1).await;
+}
+
+/// The client sends part of a body, the upstream sees the request head, then the client
+/// vanishes: the upstream must see the connection end before the body does.
+async fn client_abort_mid_upload(head_and_part: &str) {
+    let up = Upstream::ok().await;
+    let app = start_app(layer()).await;
+    app.target(&up, "");
+    let mut c = app.raw().await;
+    c.send(
+        head_and_part
+            .replace("{A}", &app.addr.to_string())
+            .as_bytes(),
+    )
+    .await;
+    up.wait("request head upstream", |v| v.heads >= 1).await;
+    drop(c);
+    up.wait("upstream sees the request end early", |v| v.eofs >= 1)
+        .await;
+    assert!(
+        up.requests().is_empty(),
+        "a complete request reached the target"
+    );
+    let partials = up.partials();
+    assert_eq!(partials.len(), 1, "{partials:?}");
+}
+
+#[tokio::test]
+async fn g4_client_abort_mid_chunked_upload_never_completes_upstream() {
+    client_abort_mid_upload(
+        "POST /proxy/up HTTP/1.1\r\nHost: {A}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn g4_client_abort_mid_length_upload_never_completes_upstream() {
+    client_abort_mid_upload(
+        "POST /proxy/up HTTP/1.1\r\nHost: {A}\r\nContent-Length: 10\r\n\r\nabc",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn g3_target_stalling_mid_body_is_aborted_visibly() {
+    // Headers and 10 of 100 bytes, then silence (the connection stays open).
+    let up = Upstream::replying(|_| {
+        Action::stall(&b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789"[..])
+    })
+    .await;
+    let app = start_app(layer().upstream_body_timeout(Duration::from_millis(300))).await;
+    app.target(&up, "");
+    let (r, mut c) = app
+        .exchange(format!("GET /proxy/x HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr).as_bytes())
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(!r.body.complete, "a clean short body");
+    assert_eq!(r.body.data, b"0123456789");
+    c.assert_closed().await;
+    // The stalled upstream request is abandoned too.
+    up.wait("upstream connection closed", |v| v.eofs >= 1).await;
+}
+
+#[tokio::test]
+async fn g3_chunked_stall_never_gets_a_last_chunk() {
+    let up = Upstream::replying(|_| {
+        Action::stall(&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"[..])
+    })
+    .await;
+    let app = start_app(layer().upstream_body_timeout(Duration::from_millis(300))).await;
+    app.target(&up, "");
+    let (r, mut c) = app
+        .exchange(format!("GET /proxy/x HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr).as_bytes())
+        .await;
+    assert!(!r.body.complete, "{:?}", r.body);
+    assert_eq!(r.body.data, b"first");
+    c.assert_closed().await;
+}
+
+#[tokio::test]
+async fn g5_client_disconnect_while_waiting_cancels_the_upstream_request() {
+    let up = Upstream::silent().await;
+    let app = start_app(layer()).await;
+    app.target(&up, "");
+    let mut c = app.raw().await;
+    c.send(format!("GET /proxy/slow HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr).as_bytes())
+        .await;
+    up.wait("request upstream", |v| v.requests >= 1).await;
+    drop(c);
+    // The upstream sees its connection closed: the request was cancelled, not left running.
+    up.wait("upstream connection closed", |v| v.eofs >= 1).await;
+}
+
+#[tokio::test]
+async fn g5_client_disconnect_mid_download_cancels_the_upstream() {
+    // The target streams a chunked body forever; the client reads a little, then leaves.
+    let up = Upstream::script(|mut conn| async move {
+        if conn.read_request().await.is_none() {
+            return;
+        }
+        conn.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await;
+        let chunk = format!("{:x}\r\n{}\r\n", 1024, "x".repeat(1024));
+        loop {
+            if conn.wire.stream.write_all(chunk.as_bytes()).await.is_err() {
+                conn.wait_eof().await;
+                return;
+            }
+        }
+    })
+    .await;
+    let app = start_app(layer()).await;
+    app.target(&up, "");
+    let mut c = app.raw().await;
+    c.send(format!("GET /proxy/stream HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr).as_bytes())
+        .await;
+    within("first bytes", c.wire.read_until(b"xxxx"))
+        .await
+        .unwrap();
+    drop(c);
+    up.wait("upstream stream cancelled", |v| v.eofs >= 1).await;
+}
+
+#[tokio::test]
+async fn g6_slowloris_headers_are_cut_off() {
+    use tokio::io::AsyncReadExt;
+    let app = start_app_with(
+        layer(),
+        ServeOptions {
+            header_read_timeout: Some(Duration::from_secs(1)),
+        },
+    )
+    .await;
+    let stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let head = format!("GET /proxy/x HTTP/1.1\r\nHost: {}\r\nX-Slow: ", app.addr);
+    wr.write_all(head.as_bytes()).await.unwrap();
+    let dribble = tokio::spawn(async move {
+        // One byte every 100 ms, for at most 60 s, until the server stops reading.
+        for _ in 0..600 {
+            if wr.write_all(b"a").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    // hyper answers 408 or just closes; either way the connection ends long before the
+    // headers would.
+    let mut got = Vec::new();
+    within("the server ends the slow connection", async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        got.is_empty() || got.starts_with(b"HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    dribble.abort();
+}
+
+#[tokio::test]
+async fn g7_responses_stream_without_buffering() {
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let go_rx = std::sync::Mutex::new(Some(go_rx));
+    let up = Upstream::script(move |mut conn| {
+        let go = go_rx.lock().unwrap().take();
+        async move {
+            if conn.read_request().await.is_none() {
+                return;
+            }
+            conn.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n5\r\nfirst\r\n")
+                .await;
+            // The second chunk only once the client has seen the first.
+            if let Some(go) = go {
+                let _ = go.await;
+            }
+            conn.write(b"6\r\nsecond\r\n0\r\n\r\n").await;
+            conn.wait_eof().await;
+        }
+    })
+    .await;
+    let app = start_app(layer()).await;
+    app.target(&up, "");
+    let mut c = app.raw().await;
+    c.send(format!("GET /proxy/events HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr).as_bytes())
+        .await;
+    within("first chunk at the client", c.wire.read_until(b"first"))
+        .await
+        .expect("first chunk");
+    go_tx.send(()).unwrap();
+    within("second chunk at the client", c.wire.read_until(b"second"))
+        .await
+        .expect("second chunk");
+}
+
+#[tokio::test]
+async fn g7_requests_stream_without_buffering() {
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let up = Upstream::script(move |mut conn| {
+        let seen = seen_tx.clone();
+        async move {
+            if conn.read_head().await.is_none() {
+                return;
+            }
+            // Report body bytes as they arrive.
+            loop {
+                if !conn.wire.buf.is_empty() {
+                    let _ = seen.send(std::mem::take(&mut conn.wire.buf));
+                }
+                if !conn.wire.fill().await {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let app = start_app(layer()).await;
+    app.target(&up, "");
+    let mut c = app.raw().await;
+    c.send(
+        format!(
+            "POST /proxy/upload HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nchunk1\r\n",
+            app.addr
+        )
+        .as_bytes(),
+    )
+    .await;
+    let mut upstream_bytes = Vec::new();
+    within("first request chunk upstream", async {
+        while find(&upstream_bytes, b"chunk1").is_none() {
+            upstream_bytes.extend(seen_rx.recv().await.expect("upstream bytes"));
+        }
+    })
+    .await;
+    // Only now does the client send the rest.
+    c.send(b"6\r\nchunk2\r\n0\r\n\r\n").await;
+    within("second request chunk upstream", async {
+        while find(&upstream_bytes, b"chunk2").is_none() {
+            upstream_bytes.extend(seen_rx.recv().await.expect("upstream bytes"));
+        }
+    })
+    .await;
+}
+
+/// Bytes no framing parser may mistake for structure.
+fn tricky_payload(len: usize) -> Vec<u8> {
+    let pattern: &[u8] = b"\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n\x00\xff";
+    let mut out = Vec::with_capacity(len);
+    let mut i: u32 = 0;
+    while out.len() < len {
+        out.extend_from_slice(pattern);
+        out.extend_from_slice(&i.to_le_bytes());
+        i = i.wrapping_mul(2_654_435_761).wrapping_add(1);
+    }
+    out.truncate(len);
+    out
+}
+
+#[tokio::test]
+async fn g8_large_binary_bodies_up_and_down_are_byte_exact() {
+    // The upstream echoes the body it received.
+    let up = Upstream::replying(|req| {
+        let mut out = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            req.body.data.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&req.body.data);
+        Action::keep(out)
+    })
+    .await;
+    let app = start_app(layer()).await;
+    app.target(&up, "");
+    let payload = Arc::new(tricky_payload(16 * 1024 * 1024));
+    let (mut rd, mut wr) = app.raw().await.split();
+    let head = format!(
+        "POST /proxy/echo HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        app.addr
+    );
+    // Write while reading, so no side needs to hold everything; chunked from the client.
+    let to_send = Arc::clone(&payload);
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await.unwrap();
+        for part in to_send.chunks(100_000) {
+            wr.write_all(format!("{:x}\r\n", part.len()).as_bytes())
+                .await
+                .unwrap();
+            wr.write_all(part).await.unwrap();
+            wr.write_all(b"\r\n").await.unwrap();
+        }
+        wr.write_all(b"0\r\n\r\n").await.unwrap();
+        wr
+    });
+    let r = rd.response(false).await.expect("echo");
+    let _wr = writer.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body.complete);
+    assert!(r.body.data == *payload, "body changed");
+    let req = up.only();
+    req.assert_framing();
+    assert!(req.body.data == *payload, "body changed upstream");
+}
+
+#[tokio::test]
+async fn g9_target_answering_early_reaches_the_client() {
+    let up = Upstream::script(|mut conn| async move {
+        if conn.read_head().await.is_none() {
+            return;
+        }
+        conn.write(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        // A lingering close, as servers do (RFC 9112 §9.6): stop writing, discard the rest
+        // of the upload. (An abortive close would reset the connection and lose the 413.)
+        let _ = conn.wire.stream.shutdown().await;
+        conn.wait_eof().await;
+    })
+    .await;
+    let app = start_app(layer()).await;
+    app.target(&up, "");
+    let size = 8 * 1024 * 1024;
+    let (mut rd, mut wr) = app.raw().await.split();
+    let head = format!(
+        "POST /proxy/upload HTTP/1.1\r\nHost: {}\r\nContent-Length: {size}\r\n\r\n",
+        app.addr
+    );
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(head.as_bytes()).await;
+        let block = vec![b'u'; 64 * 1024];
+        for _ in 0..size / block.len() {
+            if wr.write_all(&block).await.is_err() {
+                return;
+            }
+        }
+    });
+    let r = rd.response(false).await.expect("a response");
+    // The target's own answer, not a 502 and not a deadlock.
+    assert_eq!(r.status, 413);
+    writer.abort();
+    assert!(up.requests().is_empty(), "the upload was never complete");
+}
+
+#[tokio::test]
+async fn g10_stale_pooled_connections_never_replay_a_post() {
+    // The target closes every connection right after its response, without saying so.
+    let up = Upstream::replying(|_| Action::close(OK)).await;
+    let app = start_app(layer()).await;
+    app.target(&up, "");
+    for body in ["one", "two", "three", "four"] {
+        let req = format!(
+            "POST /proxy/x HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n{body}",
+            app.addr,
+            body.len()
+        );
+        let (r, _c) = app.exchange(req.as_bytes()).await;
+        assert!(matches!(r.status, 200 | 502), "{}", r.head_str());
+    }
+    let reqs = up.requests();
+    for body in ["one", "two", "three", "four"] {
+        let n = reqs
+            .iter()
+            .filter(|r| r.body.data == body.as_bytes())
+            .count();
+        assert!(n <= 1, "POST {body} reached the target {n} times");
+    }
+}
+
+// G11 (configured body limit): not offered by the layer; an app limits bodies with
+// `tower_http::limit::RequestBodyLimitLayer` in front of it, which this crate does not wrap.
+
+#[tokio::test]
+async fn g12_anonymous_flood_costs_one_signature() {
+    let up = Upstream::ok().await;
+    let app = start_app(layer()).await;
+    app.target(&up, "");
+    for _ in 0..20 {
+        assert_eq!(app.get("/proxy/x", "").await.status, 200);
+    }
+    let basic = crate::h_credentials::base64_basic(ALICE, ALICE_PW);
+    assert_eq!(
+        app.get("/proxy/x", &format!("Authorization: Basic {basic}\r\n"))
+            .await
+            .status,
+        200
+    );
+    let tokens: Vec<String> = up.requests().iter().map(|r| r.bearer()).collect();
+    // One token (one signature) for every anonymous request; alice gets her own.
+    assert!(tokens[..20].iter().all(|t| *t == tokens[0]));
+    assert_ne!(tokens[20], tokens[0]);
+    assert_eq!(decode_jwt(&tokens[20])["sub"], ALICE);
+}

@@ -1,0 +1,33 @@
+//! Hostile input and failing peers: every case of `RELIABILITY.md` sections A–L that applies
+//! to this crate, each as its own test named after its case id, over real sockets.
+//!
+//! A raw TCP client talks to a real app (axum `Router` + [`ProxyLayer`]) that forwards to a
+//! capturing upstream recording the exact bytes it receives (see [`support`]). Cases that do
+//! not apply are listed, one line each, in the module of their section:
+//! - G11 (configured body limit): the layer offers none; `tower_http::limit` does it.
+//! - H6 (no secret in logs) is not here but in `tests/tracing_redaction.rs` (it needs a
+//!   global subscriber, hence its own binary).
+//!
+//! `corpus` runs the AWS http-desync-guardian corpus; `n_no_panic` the extra list
+//! (non-UTF-8 values, header counts, odd request targets).
+//!
+//! [`ProxyLayer`]: tower_identity_proxy::ProxyLayer
+
+#![allow(unreachable_pub)]
+
+mod support;
+
+mod a_framing;
+mod b_hop_by_hop;
+mod c_host;
+mod corpus;
+mod d_paths;
+mod e_methods;
+mod f_responses;
+mod g_faults;
+mod h_credentials;
+mod i_token;
+mod j_http2;
+mod k_plumbing;
+mod l_config;
+mod n_no_panic;

@@ -5,14 +5,6 @@
 
 use crate::support::*;
 
-/// The app, pointed at a `200 ok` upstream under `/api/v1`.
-async fn setup() -> (Upstream, App) {
-    let up = Upstream::ok().await;
-    let app = start_app(layer()).await;
-    app.target(&up, "/api/v1");
-    (up, app)
-}
-
 #[tokio::test]
 async fn a1_cl_te_is_neutralised() {
     let (up, app) = setup().await;

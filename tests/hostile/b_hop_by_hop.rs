@@ -2,13 +2,6 @@
 
 use crate::support::*;
 
-async fn setup() -> (Upstream, App) {
-    let up = Upstream::ok().await;
-    let app = start_app(layer()).await;
-    app.target(&up, "/api/v1");
-    (up, app)
-}
-
 #[tokio::test]
 async fn b1_standard_hop_by_hop_headers_are_stripped() {
     let (up, app) = setup().await;

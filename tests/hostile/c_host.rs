@@ -2,13 +2,6 @@
 
 use crate::support::*;
 
-async fn setup() -> (Upstream, App) {
-    let up = Upstream::ok().await;
-    let app = start_app(layer()).await;
-    app.target(&up, "/api/v1");
-    (up, app)
-}
-
 #[tokio::test]
 async fn c1_host_is_the_targets_authority() {
     let (up, app) = setup().await;

@@ -2,13 +2,6 @@
 
 use crate::support::*;
 
-async fn setup() -> (Upstream, App) {
-    let up = Upstream::ok().await;
-    let app = start_app(layer()).await;
-    app.target(&up, "/api/v1");
-    (up, app)
-}
-
 #[tokio::test]
 async fn d2_dot_segments_are_refused_in_every_spelling() {
     let (up, app) = setup().await;

@@ -9,13 +9,6 @@ use tower::util::MapRequestLayer;
 
 use crate::support::*;
 
-async fn setup() -> (Upstream, App) {
-    let up = Upstream::ok().await;
-    let app = start_app(layer()).await;
-    app.target(&up, "/api/v1");
-    (up, app)
-}
-
 #[tokio::test]
 async fn e4_via_is_appended_to_the_clients() {
     let (up, app) = setup().await;

@@ -7,13 +7,6 @@ use tower_identity_proxy::{Identity, JwtSigner, ProxyLayer, SignError, Token};
 
 use crate::support::*;
 
-async fn setup() -> (Upstream, App) {
-    let up = Upstream::ok().await;
-    let app = start_app(layer()).await;
-    app.target(&up, "/api/v1");
-    (up, app)
-}
-
 #[tokio::test]
 async fn h1_client_credentials_never_reach_the_target() {
     let (up, app) = setup().await;

@@ -3,13 +3,6 @@
 
 use crate::support::*;
 
-async fn setup() -> (Upstream, App) {
-    let up = Upstream::ok().await;
-    let app = start_app(layer()).await;
-    app.target(&up, "/api/v1");
-    (up, app)
-}
-
 #[tokio::test]
 async fn nopanic_non_utf8_header_values_are_forwarded_byte_exact() {
     let (up, app) = setup().await;

@@ -1055,3 +1055,11 @@ pub async fn assert_no_complete_request(up: &Upstream) {
         up.requests()
     );
 }
+
+/// The app, pointed at a `200 ok` upstream under `/api/v1`: the setup most cases share.
+pub async fn setup() -> (Upstream, App) {
+    let up = Upstream::ok().await;
+    let app = start_app(layer()).await;
+    app.target(&up, "/api/v1");
+    (up, app)
+}

@@ -2,37 +2,32 @@
 //! hook, the authorities filter and cap, and the token length limit (an error, never a
 //! token the target would refuse). Tokens are checked with jsonwebtoken.
 
-mod trust_support;
+mod common;
 
 use std::net::SocketAddr;
 
 use axum::Router;
+use common::{EchoTarget, decode_with, get, get_with, serve, token_target, user_header};
 use serde_json::{Map, Value, json};
 use tower_identity_proxy::{IdentityExtractor, KeyPair, KeySigner, ProxyLayer, TokenPolicy};
-use trust_support::{Recorded, get, recording_target, serve, user_header};
 
-async fn app(keys: &KeyPair, policy: TokenPolicy) -> (SocketAddr, std::sync::Arc<Recorded>) {
-    let (target, recorded) = recording_target().await;
+/// The app signing with `keys` under `policy`, and its target, which answers the token it
+/// received.
+async fn app(keys: &KeyPair, policy: TokenPolicy) -> (SocketAddr, EchoTarget) {
+    let target = token_target().await;
     let proxy = ProxyLayer::new(KeySigner::rs512(keys.clone()).unwrap().policy(policy))
         .identity(user_header.or_anonymous());
-    proxy
-        .handle()
-        .set_target(Some(&format!("http://{target}")))
-        .unwrap();
-    (serve(Router::new().layer(proxy)).await, recorded)
+    proxy.handle().set_target(Some(&target.url())).unwrap();
+    (serve(Router::new().layer(proxy)).await.detach(), target)
 }
 
 fn decode(keys: &KeyPair, token: &str, validation: jsonwebtoken::Validation) -> Value {
-    let key = jsonwebtoken::DecodingKey::from_rsa_pem(keys.public_key_pem().as_bytes()).unwrap();
-    jsonwebtoken::decode::<Value>(token, &key, &validation)
+    decode_with(token, &keys.public_key_pem(), &validation)
         .unwrap_or_else(|e| panic!("{e}: {token}"))
-        .claims
 }
 
 fn rs512() -> jsonwebtoken::Validation {
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS512);
-    v.leeway = 0;
-    v
+    common::validation(jsonwebtoken::Algorithm::RS512)
 }
 
 #[tokio::test]
@@ -51,14 +46,14 @@ async fn issuer_audience_jti_and_extra_claims_reach_the_target() {
             extra.insert("authorities".into(), json!(["ROLE_ADMIN"]));
             extra
         });
-    let (app, _) = app(&keys, policy).await;
-    let alice = get(
+    let (app, _target) = app(&keys, policy).await;
+    let alice = get_with(
         &format!("http://{app}/proxy/x"),
         &[("x-test-user", "Alice:ROLE_USER")],
     )
     .await;
     assert_eq!(alice.status, 200, "{}", alice.text());
-    let bob = get(
+    let bob = get_with(
         &format!("http://{app}/proxy/x"),
         &[("x-test-user", "Bob:ROLE_USER")],
     )
@@ -82,15 +77,14 @@ async fn issuer_audience_jti_and_extra_claims_reach_the_target() {
     // A verifier expecting another audience refuses the token (RFC 8725 §3.9).
     let mut other = rs512();
     other.set_audience(&["http://other.example"]);
-    let key = jsonwebtoken::DecodingKey::from_rsa_pem(keys.public_key_pem().as_bytes()).unwrap();
-    assert!(jsonwebtoken::decode::<Value>(&alice.text(), &key, &other).is_err());
+    assert!(decode_with(&alice.text(), &keys.public_key_pem(), &other).is_err());
 }
 
 #[tokio::test]
 async fn default_claims_stay_atoti_compatible() {
     let keys = KeyPair::generate_rsa(2048).unwrap();
-    let (app, _) = app(&keys, TokenPolicy::new()).await;
-    let token = get(&format!("http://{app}/proxy/x"), &[]).await.text();
+    let (app, _target) = app(&keys, TokenPolicy::new()).await;
+    let token = get(&format!("http://{app}/proxy/x")).await.text();
     let claims = decode(&keys, &token, rs512());
     let mut names: Vec<&str> = claims
         .as_object()
@@ -106,8 +100,8 @@ async fn default_claims_stay_atoti_compatible() {
 async fn authorities_are_filtered() {
     let keys = KeyPair::generate_rsa(2048).unwrap();
     let policy = TokenPolicy::new().authorities_filter(|role| role.starts_with("ROLE_"));
-    let (app, _) = app(&keys, policy).await;
-    let reply = get(
+    let (app, _target) = app(&keys, policy).await;
+    let reply = get_with(
         &format!("http://{app}/proxy/x"),
         &[(
             "x-test-user",
@@ -128,22 +122,25 @@ async fn too_many_authorities_is_an_error_and_nothing_is_sent() {
         .max_authorities(3);
     let (app, recorded) = app(&keys, policy).await;
     // Four roles, but only three pass the filter: fine.
-    let ok = get(
+    let ok = get_with(
         &format!("http://{app}/proxy/x"),
         &[("x-test-user", "Alice:ROLE_A,ROLE_B,ROLE_C,other")],
     )
     .await;
     assert_eq!(ok.status, 200);
-    assert_eq!(recorded.hits(), 1);
-    let over = get(
+    assert_eq!(recorded.count(), 1);
+    let over = get_with(
         &format!("http://{app}/proxy/x"),
         &[("x-test-user", "Bob:ROLE_A,ROLE_B,ROLE_C,ROLE_D")],
     )
     .await;
     assert_eq!(over.status, 500);
-    assert_eq!(over.header("content-type"), "text/plain; charset=utf-8");
+    assert_eq!(
+        over.header("content-type").unwrap(),
+        "text/plain; charset=utf-8"
+    );
     assert_eq!(over.text(), "The proxy could not sign the identity token.");
-    assert_eq!(recorded.hits(), 1, "nothing sent upstream");
+    assert_eq!(recorded.count(), 1, "nothing sent upstream");
 }
 
 #[tokio::test]
@@ -155,7 +152,7 @@ async fn the_default_length_limit_keeps_tokens_under_8_kib() {
         format!("Alice:{}", roles.join(","))
     };
     // 100 roles: about 2.7 KiB, sent.
-    let ok = get(
+    let ok = get_with(
         &format!("http://{app}/proxy/x"),
         &[("x-test-user", &many(100))],
     )
@@ -170,26 +167,26 @@ async fn the_default_length_limit_keeps_tokens_under_8_kib() {
         100
     );
     // 1,000 roles: over 8 KiB, refused before anything is sent.
-    let over = get(
+    let over = get_with(
         &format!("http://{app}/proxy/x"),
         &[("x-test-user", &many(1000))],
     )
     .await;
     assert_eq!(over.status, 500);
     assert_eq!(over.text(), "The proxy could not sign the identity token.");
-    assert_eq!(recorded.hits(), 1);
+    assert_eq!(recorded.count(), 1);
 
     // A lower limit is honoured too.
     let (app, recorded) = app_with_limit(&keys, 1024).await;
-    let over = get(
+    let over = get_with(
         &format!("http://{app}/proxy/x"),
         &[("x-test-user", &many(30))],
     )
     .await;
     assert_eq!(over.status, 500);
-    assert_eq!(recorded.hits(), 0);
+    assert_eq!(recorded.count(), 0);
 }
 
-async fn app_with_limit(keys: &KeyPair, limit: usize) -> (SocketAddr, std::sync::Arc<Recorded>) {
+async fn app_with_limit(keys: &KeyPair, limit: usize) -> (SocketAddr, EchoTarget) {
     app(keys, TokenPolicy::new().max_token_len(limit)).await
 }

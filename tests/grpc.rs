@@ -2,15 +2,15 @@
 //! tonic server (the standard health service) behind the proxy over h2c.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod proto_support;
+mod common;
 
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
 };
 
+use common::*;
 use http::{Uri, uri::PathAndQuery};
-use proto_support::*;
 use tokio::net::TcpListener;
 use tonic::{
     Code,
@@ -109,11 +109,11 @@ async fn unary_streaming_and_error_calls_through_the_proxy() {
         .http2_prior_knowledge(true)
         .build()
         .unwrap();
-    let app = start_app(upstream, &format!("http://{taddr}")).await;
+    let app = alice_app(upstream, &format!("http://{taddr}")).await;
     let mut client = client_via_proxy(app).await;
 
     // Unary.
-    let res = bounded(
+    let res = within(
         "check",
         client.check(HealthCheckRequest {
             service: "demo.Orders".into(),
@@ -127,7 +127,7 @@ async fn unary_streaming_and_error_calls_through_the_proxy() {
     );
 
     // Error status (a trailers-only response): code and message arrive intact.
-    let err = bounded(
+    let err = within(
         "check unknown",
         client.check(HealthCheckRequest {
             service: "no.Such".into(),
@@ -140,7 +140,7 @@ async fn unary_streaming_and_error_calls_through_the_proxy() {
 
     // Server streaming: the current status, a change, then the end of the stream with an
     // OK status in the trailers.
-    let mut stream = bounded(
+    let mut stream = within(
         "watch",
         client.watch(HealthCheckRequest {
             service: "demo.Orders".into(),
@@ -149,7 +149,7 @@ async fn unary_streaming_and_error_calls_through_the_proxy() {
     .await
     .expect("watch through the proxy")
     .into_inner();
-    let first = bounded("watch 1", stream.message()).await.unwrap().unwrap();
+    let first = within("watch 1", stream.message()).await.unwrap().unwrap();
     assert_eq!(
         status_of(first.status),
         health_check_response::ServingStatus::Serving
@@ -157,19 +157,19 @@ async fn unary_streaming_and_error_calls_through_the_proxy() {
     reporter
         .set_service_status("demo.Orders", ServingStatus::NotServing)
         .await;
-    let second = bounded("watch 2", stream.message()).await.unwrap().unwrap();
+    let second = within("watch 2", stream.message()).await.unwrap().unwrap();
     assert_eq!(
         status_of(second.status),
         health_check_response::ServingStatus::NotServing
     );
     reporter.clear_service_status("demo.Orders").await;
     assert!(
-        bounded("watch end", stream.message())
+        within("watch end", stream.message())
             .await
             .unwrap()
             .is_none()
     );
-    let trailers = bounded("trailers", stream.trailers())
+    let trailers = within("trailers", stream.trailers())
         .await
         .unwrap()
         .expect("trailers");
@@ -199,7 +199,7 @@ async fn tonic_app_with_accept_http1_serves_grpc_and_http1_callers() {
     let (_own_reporter, own_health) = tonic_health::server::health_reporter();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = listener.local_addr().unwrap();
-    let proxy = layer(upstream, &format!("http://{taddr}"));
+    let proxy = alice_layer(upstream, &format!("http://{taddr}"));
     let handle = proxy.handle();
     tokio::spawn(
         Server::builder()
@@ -210,7 +210,7 @@ async fn tonic_app_with_accept_http1_serves_grpc_and_http1_callers() {
     );
 
     let mut client = client_via_proxy(app).await;
-    let err = bounded(
+    let err = within(
         "check",
         client.check(HealthCheckRequest {
             service: "demo.Orders".into(),
@@ -224,11 +224,11 @@ async fn tonic_app_with_accept_http1_serves_grpc_and_http1_callers() {
     assert_alice(recorded.all()[0].2.as_deref().unwrap());
 
     // An HTTP/1.1 caller through the same tonic app to an HTTP target.
-    let target = start_target().await;
+    let target = echo_target().await;
     handle
-        .set_target(Some(&format!("http://{}", target.addr)))
+        .set_target(Some(&format!("http://{}", target.addr())))
         .unwrap();
-    let got = bounded("h1 via tonic", get(&h1_client(), app, "/proxy/hello")).await;
+    let got = within("h1 via tonic", get(&format!("http://{app}/proxy/hello"))).await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.version, http::Version::HTTP_11);
     let seen = got.json();

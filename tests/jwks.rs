@@ -2,18 +2,18 @@
 //! nothing else configured: jsonwebtoken's own `JwkSet`/`DecodingKey::from_jwk`, and
 //! PyJWT's `PyJWKClient`.
 
-mod trust_support;
+mod common;
 
 use std::net::SocketAddr;
 
 use axum::Router;
+use common::{
+    decode_with_jwks, fetch_jwks, get_with, python_with_pyjwt, serve, token_target, user_header,
+};
 use jsonwebtoken::jwk::ThumbprintHash;
 use serde_json::Value;
 use tower_identity_proxy::{
     Algorithm, Curve, IdentityExtractor, KeyPair, KeySet, KeySigner, ProxyLayer,
-};
-use trust_support::{
-    decode_with_jwks, fetch_jwks, get, python_with_pyjwt, recording_target, serve, user_header,
 };
 
 const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -31,6 +31,7 @@ async fn app(keys: &KeySet, target: SocketAddr) -> SocketAddr {
             .layer(proxy),
     )
     .await
+    .detach()
 }
 
 fn signers() -> Vec<(KeySigner, Algorithm)> {
@@ -63,23 +64,23 @@ async fn token_via_proxy(app: SocketAddr, user: &str) -> String {
     } else {
         &[("x-test-user", user)]
     };
-    let reply = get(&format!("http://{app}/proxy/anything"), headers).await;
+    let reply = get_with(&format!("http://{app}/proxy/anything"), headers).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.text()
 }
 
 #[tokio::test]
 async fn jsonwebtoken_verifies_tokens_with_the_jwks_alone() {
-    let (target, _) = recording_target().await;
+    let target = token_target().await;
     for (signer, alg) in signers() {
         let keys = KeySet::new(signer);
-        let app = app(&keys, target).await;
+        let app = app(&keys, target.addr()).await;
         let token = token_via_proxy(app, "Alice:ROLE_WONDERLAND,ROLE_USER").await;
 
         let (reply, jwks) = fetch_jwks(&format!("http://{app}{JWKS_PATH}")).await;
-        assert_eq!(reply.header("content-type"), "application/json");
+        assert_eq!(reply.header("content-type").unwrap(), "application/json");
         assert!(
-            reply.header("cache-control").contains("max-age="),
+            reply.header("cache-control").unwrap().contains("max-age="),
             "{alg}: {:?}",
             reply.headers
         );
@@ -119,7 +120,7 @@ async fn jsonwebtoken_verifies_tokens_with_the_jwks_alone() {
 
         // A token from another key set is not verified by this JWKS.
         let stranger = KeySet::new(KeySigner::new(KeyPair::generate_ed25519().unwrap()));
-        let other_app = app_with_stranger(&stranger, target).await;
+        let other_app = app_with_stranger(&stranger, target.addr()).await;
         let foreign = token_via_proxy(other_app, "Mallory:ROLE_ADMIN").await;
         assert!(decode_with_jwks(&foreign, &jwks).is_err());
     }
@@ -161,10 +162,10 @@ async fn pyjwt_jwk_client_verifies_tokens_and_rotations() {
     let Some(python) = python_with_pyjwt("pyjwt_jwk_client_verifies_tokens_and_rotations") else {
         return;
     };
-    let (target, _) = recording_target().await;
+    let target = token_target().await;
     for (signer, alg) in signers() {
         let keys = KeySet::new(signer);
-        let app = app(&keys, target).await;
+        let app = app(&keys, target.addr()).await;
         let url = format!("http://{app}{JWKS_PATH}");
         let before = token_via_proxy(app, "Alice:ROLE_USER,ROLE_WONDERLAND").await;
         let anonymous = token_via_proxy(app, "").await;

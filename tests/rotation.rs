@@ -3,7 +3,7 @@
 //! `BearerJwt` keeps accepting tokens of previous keys until they are retired, and a
 //! revoked key disappears along with the tokens cached for it.
 
-mod trust_support;
+mod common;
 
 use std::{
     net::SocketAddr,
@@ -16,12 +16,13 @@ use std::{
 
 use axum::Router;
 use bytes::Bytes;
+use common::{
+    EchoTarget, client, decode_with_jwks, fetch_jwks, get_with, kid, send_on, serve, token_target,
+    user_header,
+};
 use http_body_util::Full;
 use tower_identity_proxy::{
     BearerJwt, IdentityExtractor, JwtSigner, KeyPair, KeySet, KeySigner, ProxyLayer, TokenPolicy,
-};
-use trust_support::{
-    Recorded, client, decode_with_jwks, fetch_jwks, get, recording_target, send, serve, user_header,
 };
 
 const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -31,32 +32,25 @@ const JWKS_PATH: &str = "/.well-known/jwks.json";
 async fn app<J: JwtSigner>(
     keys: &KeySet,
     layer: ProxyLayer<tower_identity_proxy::Anonymous, J>,
-) -> (SocketAddr, Arc<Recorded>) {
-    let (target, recorded) = recording_target().await;
+) -> (SocketAddr, EchoTarget) {
+    let target = token_target().await;
     let proxy = layer.identity(
         BearerJwt::new(keys.verifier())
             .or(user_header)
             .or_anonymous(),
     );
-    proxy
-        .handle()
-        .set_target(Some(&format!("http://{target}")))
-        .unwrap();
+    proxy.handle().set_target(Some(&target.url())).unwrap();
     let app = Router::new()
         .route_service(JWKS_PATH, keys.jwks())
         .layer(proxy);
-    (serve(app).await, recorded)
-}
-
-fn kid(token: &str) -> String {
-    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+    (serve(app).await.detach(), target)
 }
 
 /// Waits until the target has seen `at_least` requests (a liveness guard, not a timing
 /// assertion: it fails only if requests stop arriving altogether).
-async fn wait_for_hits(recorded: &Recorded, at_least: usize) {
+async fn wait_for_hits(recorded: &EchoTarget, at_least: usize) {
     let wait = async {
-        while recorded.hits() < at_least {
+        while recorded.count() < at_least {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     };
@@ -81,7 +75,7 @@ async fn rotation_under_concurrent_load_loses_no_request() {
     let url = format!("http://{app}/proxy/load");
 
     // A token of the first key, presented back to the app during the rotations.
-    let first = get(&url, &[("x-test-user", "Callback:ROLE_USER")]).await;
+    let first = get_with(&url, &[("x-test-user", "Callback:ROLE_USER")]).await;
     assert_eq!(first.status, 200);
     let first_token = first.text();
     let first_kid = kid(&first_token);
@@ -105,7 +99,7 @@ async fn rotation_under_concurrent_load_loses_no_request() {
                 } else {
                     req.header("x-test-user", format!("user{c}:ROLE_USER"))
                 };
-                let reply = send(&client, req.body(Full::<Bytes>::default()).unwrap()).await;
+                let reply = send_on(&client, req.body(Full::<Bytes>::default()).unwrap()).await;
                 seen.push((reply.status, reply.text()));
             }
             (c, seen)
@@ -114,11 +108,11 @@ async fn rotation_under_concurrent_load_loses_no_request() {
 
     let mut rotated = vec![first_kid.clone()];
     for next in next_keys {
-        let before = recorded.hits();
+        let before = recorded.count();
         wait_for_hits(&recorded, before + BETWEEN).await;
         rotated.push(keys.rotate(next).unwrap());
     }
-    let before = recorded.hits();
+    let before = recorded.count();
     wait_for_hits(&recorded, before + BETWEEN).await;
     done.store(true, Ordering::SeqCst);
 
@@ -145,7 +139,7 @@ async fn rotation_under_concurrent_load_loses_no_request() {
     }
     assert_eq!(
         total + 1,
-        recorded.hits(),
+        recorded.count(),
         "every request reached the target"
     );
     // Every key signed: signing followed each rotation while requests kept flowing.
@@ -156,16 +150,16 @@ async fn rotation_under_concurrent_load_loses_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_with_the_token_cache_keeps_cached_tokens_valid() {
     let keys = KeySet::new(KeySigner::rs512(KeyPair::generate_rsa(2048).unwrap()).unwrap());
-    let (app, _) = app(&keys, ProxyLayer::new(keys.signer())).await;
+    let (app, _target) = app(&keys, ProxyLayer::new(keys.signer())).await;
     let url = format!("http://{app}/proxy/x");
-    let alice = get(&url, &[("x-test-user", "Alice:ROLE_USER")])
+    let alice = get_with(&url, &[("x-test-user", "Alice:ROLE_USER")])
         .await
         .text();
     let old_kid = keys.active_kid();
     let new_kid = keys.rotate(KeyPair::generate_rsa(2048).unwrap()).unwrap();
 
     // Documented: a cached token of the previous key is still handed out...
-    let again = get(&url, &[("x-test-user", "Alice:ROLE_USER")])
+    let again = get_with(&url, &[("x-test-user", "Alice:ROLE_USER")])
         .await
         .text();
     assert_eq!(again, alice);
@@ -174,7 +168,9 @@ async fn rotation_with_the_token_cache_keeps_cached_tokens_valid() {
     let (_, jwks) = fetch_jwks(&format!("http://{app}{JWKS_PATH}")).await;
     decode_with_jwks(&again, &jwks).unwrap();
     // A new identity gets a token of the new key.
-    let bob = get(&url, &[("x-test-user", "Bob:ROLE_USER")]).await.text();
+    let bob = get_with(&url, &[("x-test-user", "Bob:ROLE_USER")])
+        .await
+        .text();
     assert_eq!(kid(&bob), new_kid);
     decode_with_jwks(&bob, &jwks).unwrap();
 }
@@ -190,7 +186,7 @@ async fn previous_keys_retire_once_their_tokens_expired() {
     let url = format!("http://{app}/proxy/x");
     let jwks_url = format!("http://{app}{JWKS_PATH}");
 
-    let old = get(&url, &[("x-test-user", "Alice:ROLE_USER")])
+    let old = get_with(&url, &[("x-test-user", "Alice:ROLE_USER")])
         .await
         .text();
     assert_eq!(kid(&old), first.kid());
@@ -200,7 +196,7 @@ async fn previous_keys_retire_once_their_tokens_expired() {
 
     // The app still accepts the previous key's token (BearerJwt, by kid)...
     let bearer = format!("Bearer {old}");
-    let reply = get(&url, &[("authorization", &bearer)]).await;
+    let reply = get_with(&url, &[("authorization", &bearer)]).await;
     assert_eq!(reply.status, 200);
     assert_eq!(kid(&reply.text()), new_kid);
 
@@ -214,22 +210,22 @@ async fn previous_keys_retire_once_their_tokens_expired() {
     );
     // The token expired 1.5 s ago, within the verifier's 30 s leeway: only the retired
     // key makes it fail.
-    let hits = recorded.hits();
-    let reply = get(&url, &[("authorization", &bearer)]).await;
+    let hits = recorded.count();
+    let reply = get_with(&url, &[("authorization", &bearer)]).await;
     assert_eq!(reply.status, 401);
     assert_eq!(
-        reply.header("www-authenticate"),
+        reply.header("www-authenticate").unwrap(),
         r#"Bearer error="invalid_token""#
     );
-    assert_eq!(recorded.hits(), hits, "nothing forwarded");
+    assert_eq!(recorded.count(), hits, "nothing forwarded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_withdraws_the_key_and_its_cached_tokens() {
     let keys = KeySet::new(KeySigner::rs512(KeyPair::generate_rsa(2048).unwrap()).unwrap());
-    let (app, _) = app(&keys, ProxyLayer::new(keys.signer())).await;
+    let (app, _target) = app(&keys, ProxyLayer::new(keys.signer())).await;
     let url = format!("http://{app}/proxy/x");
-    let old = get(&url, &[("x-test-user", "Alice:ROLE_USER")])
+    let old = get_with(&url, &[("x-test-user", "Alice:ROLE_USER")])
         .await
         .text();
     let old_kid = kid(&old);
@@ -240,12 +236,12 @@ async fn revocation_withdraws_the_key_and_its_cached_tokens() {
     assert_eq!(jwks.keys.len(), 1);
     assert!(decode_with_jwks(&old, &jwks).is_err());
     // The cache signs afresh with the active key.
-    let fresh = get(&url, &[("x-test-user", "Alice:ROLE_USER")])
+    let fresh = get_with(&url, &[("x-test-user", "Alice:ROLE_USER")])
         .await
         .text();
     assert_eq!(kid(&fresh), new_kid);
     decode_with_jwks(&fresh, &jwks).unwrap();
     // And the app refuses the revoked key's token.
-    let reply = get(&url, &[("authorization", &format!("Bearer {old}"))]).await;
+    let reply = get_with(&url, &[("authorization", &format!("Bearer {old}"))]).await;
     assert_eq!(reply.status, 401);
 }

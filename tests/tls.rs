@@ -3,15 +3,14 @@
 #![cfg(feature = "https")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/demo.rs"]
 mod demo;
-mod proto_support;
 
 use clap::Parser;
+use common::*;
 use http::{Request, Version};
-use http_body_util::Full;
-use proto_support::*;
 use tower_identity_proxy::ProxyClient;
 
 const H2_H1: &[&[u8]] = &[b"h2", b"http/1.1"];
@@ -20,16 +19,20 @@ const H2_H1: &[&[u8]] = &[b"h2", b"http/1.1"];
 async fn https_target_verified_with_an_extra_root_and_h2_by_alpn() {
     let ca = Ca::new("proto test CA");
     let leaf = ca.leaf(&["localhost"], false);
-    let target = start_tls_target(server_config(&leaf, H2_H1, None)).await;
+    let target = tls_echo_target(server_config(&leaf, H2_H1, None)).await;
     let client = client_trusting(&ca).build().unwrap();
-    let app = start_app(
+    let app = alice_app(
         client,
-        &format!("https://localhost:{}/base", target.addr.port()),
+        &format!("https://localhost:{}/base", target.addr().port()),
     )
     .await;
 
-    for client in [h1_client(), h2_client()] {
-        let got = bounded("https", get(&client, app, "/proxy/hello?x=1")).await;
+    for client in [common::client(), h2_client()] {
+        let got = within(
+            "https",
+            get_on(&client, &format!("http://{app}/proxy/hello?x=1")),
+        )
+        .await;
         assert_eq!(got.status, 200, "{}", got.text());
         let seen = got.json();
         // ALPN offered h2 first and the target chose it: the target saw HTTP/2.
@@ -37,7 +40,7 @@ async fn https_target_verified_with_an_extra_root_and_h2_by_alpn() {
         assert_eq!(seen["version"], "HTTP/2.0");
         assert_eq!(
             seen["uri"],
-            format!("https://localhost:{}/base/hello?x=1", target.addr.port())
+            format!("https://localhost:{}/base/hello?x=1", target.addr().port())
         );
         assert_alice(header_of(&seen, "authorization").unwrap());
         assert_eq!(
@@ -56,15 +59,19 @@ async fn https_target_verified_with_an_extra_root_and_h2_by_alpn() {
 async fn https_target_speaking_only_http1_is_reached_over_http1() {
     let ca = Ca::new("proto test CA");
     let leaf = ca.leaf(&["localhost"], false);
-    let target = start_tls_target(server_config(&leaf, &[b"http/1.1"], None)).await;
+    let target = tls_echo_target(server_config(&leaf, &[b"http/1.1"], None)).await;
     let client = client_trusting(&ca).build().unwrap();
-    let app = start_app(client, &format!("https://localhost:{}", target.addr.port())).await;
+    let app = alice_app(
+        client,
+        &format!("https://localhost:{}", target.addr().port()),
+    )
+    .await;
 
     // An HTTP/2 caller reaches an HTTP/1.1-only target, body and all.
     let req = Request::post(format!("http://{app}/proxy/upload"))
-        .body(Full::from("payload"))
+        .body(full("payload"))
         .unwrap();
-    let got = bounded("https h1", send(&h2_client(), req)).await;
+    let got = within("https h1", send_on(&h2_client(), req)).await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.version, Version::HTTP_2);
     let seen = got.json();
@@ -78,15 +85,19 @@ async fn https_target_speaking_only_http1_is_reached_over_http1() {
 async fn wrong_hostname_is_a_plain_502() {
     let ca = Ca::new("proto test CA");
     let leaf = ca.leaf(&["somewhere-else.example"], false);
-    let target = start_tls_target(server_config(&leaf, H2_H1, None)).await;
+    let target = tls_echo_target(server_config(&leaf, H2_H1, None)).await;
     let client = client_trusting(&ca).build().unwrap();
-    let app = start_app(client, &format!("https://localhost:{}", target.addr.port())).await;
+    let app = alice_app(
+        client,
+        &format!("https://localhost:{}", target.addr().port()),
+    )
+    .await;
 
-    let got = bounded("wrong name", get(&h1_client(), app, "/proxy/x")).await;
+    let got = within("wrong name", get(&format!("http://{app}/proxy/x"))).await;
     assert_eq!(got.status, 502);
     assert_eq!(got.text(), UNREACHABLE);
     assert_eq!(got.headers["content-type"], "text/plain; charset=utf-8");
-    assert!(target.seen.all().is_empty(), "nothing may reach the target");
+    assert_eq!(target.count(), 0, "nothing may reach the target");
 }
 
 #[tokio::test]
@@ -94,25 +105,33 @@ async fn untrusted_ca_is_a_plain_502() {
     let trusted = Ca::new("trusted CA");
     let other = Ca::new("other CA");
     let leaf = other.leaf(&["localhost"], false);
-    let target = start_tls_target(server_config(&leaf, H2_H1, None)).await;
+    let target = tls_echo_target(server_config(&leaf, H2_H1, None)).await;
     // Neither the webpki roots nor the extra root know `other`.
     let client = client_trusting(&trusted).build().unwrap();
-    let app = start_app(client, &format!("https://localhost:{}", target.addr.port())).await;
-
-    let got = bounded("untrusted", get(&h2_client(), app, "/proxy/x")).await;
-    assert_eq!(got.status, 502);
-    assert_eq!(got.text(), UNREACHABLE);
-    assert!(target.seen.all().is_empty());
-
-    // The default client (webpki roots only) refuses it too.
-    let app = start_app(
-        ProxyClient::new().unwrap(),
-        &format!("https://localhost:{}", target.addr.port()),
+    let app = alice_app(
+        client,
+        &format!("https://localhost:{}", target.addr().port()),
     )
     .await;
-    let got = bounded("untrusted default", get(&h1_client(), app, "/proxy/x")).await;
+
+    let got = within(
+        "untrusted",
+        get_on(&h2_client(), &format!("http://{app}/proxy/x")),
+    )
+    .await;
     assert_eq!(got.status, 502);
-    assert!(target.seen.all().is_empty());
+    assert_eq!(got.text(), UNREACHABLE);
+    assert_eq!(target.count(), 0);
+
+    // The default client (webpki roots only) refuses it too.
+    let app = alice_app(
+        ProxyClient::new().unwrap(),
+        &format!("https://localhost:{}", target.addr().port()),
+    )
+    .await;
+    let got = within("untrusted default", get(&format!("http://{app}/proxy/x"))).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(target.count(), 0);
 }
 
 #[tokio::test]
@@ -120,15 +139,15 @@ async fn mtls_presents_the_client_certificate() {
     let ca = Ca::new("proto test CA");
     let clients_ca = Ca::new("client CA");
     let leaf = ca.leaf(&["localhost"], false);
-    let target = start_tls_target(server_config(&leaf, H2_H1, Some(&clients_ca))).await;
-    let url = format!("https://localhost:{}", target.addr.port());
+    let target = tls_echo_target(server_config(&leaf, H2_H1, Some(&clients_ca))).await;
+    let url = format!("https://localhost:{}", target.addr().port());
 
     // Without a client certificate the target refuses the handshake: 502.
-    let app = start_app(client_trusting(&ca).build().unwrap(), &url).await;
-    let got = bounded("no client cert", get(&h1_client(), app, "/proxy/x")).await;
+    let app = alice_app(client_trusting(&ca).build().unwrap(), &url).await;
+    let got = within("no client cert", get(&format!("http://{app}/proxy/x"))).await;
     assert_eq!(got.status, 502);
     assert_eq!(got.text(), UNREACHABLE);
-    assert!(target.seen.all().is_empty());
+    assert_eq!(target.count(), 0);
 
     // With one issued by the CA the target trusts, the request goes through.
     let me = clients_ca.leaf(&["proxy.client"], true);
@@ -137,8 +156,8 @@ async fn mtls_presents_the_client_certificate() {
         .unwrap()
         .build()
         .unwrap();
-    let app = start_app(client, &url).await;
-    let got = bounded("client cert", get(&h1_client(), app, "/proxy/x")).await;
+    let app = alice_app(client, &url).await;
+    let got = within("client cert", get(&format!("http://{app}/proxy/x"))).await;
     assert_eq!(got.status, 200, "{}", got.text());
     let seen = got.json();
     assert_eq!(seen["client_cert"], true);
@@ -200,13 +219,13 @@ fn demo_options(args: &[&str]) -> demo::Options {
 async fn demo_reaches_an_https_target_with_upstream_ca_and_h2c_with_upstream_h2c() {
     let scratch = Scratch::new("demo");
     let keys_dir = scratch.0.to_str().unwrap().to_owned();
-    scratch.write("private-key.pem", &keys().private_key_pem());
-    scratch.write("public-key.pem", &keys().public_key_pem());
+    scratch.write("private-key.pem", &rsa_keys().private_key_pem());
+    scratch.write("public-key.pem", &rsa_keys().public_key_pem());
     let ca = Ca::new("demo CA");
     let ca_file = scratch.write("ca.pem", &ca.pem());
     let leaf = ca.leaf(&["localhost"], false);
-    let target = start_tls_target(server_config(&leaf, H2_H1, None)).await;
-    let url = format!("https://localhost:{}", target.addr.port());
+    let target = tls_echo_target(server_config(&leaf, H2_H1, None)).await;
+    let url = format!("https://localhost:{}", target.addr().port());
 
     // --proxy-url https://… with --upstream-ca: verified against the private CA, h2 by ALPN.
     let running = demo::start(&demo_options(&[
@@ -219,15 +238,15 @@ async fn demo_reaches_an_https_target_with_upstream_ca_and_h2c_with_upstream_h2c
     ]))
     .await
     .expect("the demo starts");
-    let got = bounded(
+    let got = within(
         "demo https",
-        get(&h1_client(), running.addr, "/proxy/hello"),
+        get(&format!("http://{}/proxy/hello", running.addr)),
     )
     .await;
     assert_eq!(got.status, 200, "{}", got.text());
     let seen = got.json();
     assert_eq!(seen["version"], "HTTP/2.0");
-    let claims = verify_bearer(header_of(&seen, "authorization").unwrap());
+    let claims = decode_rs512(bearer_token(header_of(&seen, "authorization").unwrap()));
     assert_eq!(claims["sub"], "anonymousUser");
     running.task.abort();
 
@@ -235,9 +254,9 @@ async fn demo_reaches_an_https_target_with_upstream_ca_and_h2c_with_upstream_h2c
     let running = demo::start(&demo_options(&["--keys", &keys_dir, "--proxy-url", &url]))
         .await
         .expect("the demo starts");
-    let got = bounded(
+    let got = within(
         "demo https no ca",
-        get(&h1_client(), running.addr, "/proxy/hello"),
+        get(&format!("http://{}/proxy/hello", running.addr)),
     )
     .await;
     assert_eq!(got.status, 502);
@@ -245,8 +264,8 @@ async fn demo_reaches_an_https_target_with_upstream_ca_and_h2c_with_upstream_h2c
     running.task.abort();
 
     // --upstream-h2c: HTTP/2 with prior knowledge to a plain-http target.
-    let plain = start_target().await;
-    let plain_url = format!("http://{}", plain.addr);
+    let plain = echo_target().await;
+    let plain_url = format!("http://{}", plain.addr());
     let running = demo::start(&demo_options(&[
         "--keys",
         &keys_dir,
@@ -256,7 +275,11 @@ async fn demo_reaches_an_https_target_with_upstream_ca_and_h2c_with_upstream_h2c
     ]))
     .await
     .expect("the demo starts");
-    let got = bounded("demo h2c", get(&h1_client(), running.addr, "/proxy/hello")).await;
+    let got = within(
+        "demo h2c",
+        get(&format!("http://{}/proxy/hello", running.addr)),
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.json()["version"], "HTTP/2.0");
     running.task.abort();

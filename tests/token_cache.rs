@@ -2,7 +2,7 @@
 //! for N concurrent requests of one identity, one per identity, never a token handed to
 //! another caller. Signatures are counted by a signer wrapping the real one.
 
-mod trust_support;
+mod common;
 
 use std::{
     sync::{
@@ -14,12 +14,12 @@ use std::{
 
 use axum::Router;
 use bytes::Bytes;
+use common::{EchoTarget, client, decode_jwt, send_on, serve, token_target, user_header};
 use http_body_util::Full;
 use serde_json::{Value, json};
 use tower_identity_proxy::{
     Identity, IdentityExtractor, JwtSigner, KeyPair, KeySigner, ProxyLayer, SignError, Token,
 };
-use trust_support::{client, recording_target, send, serve, user_header};
 
 /// Counts signatures; each one takes a while, so concurrent cache misses overlap.
 #[derive(Clone)]
@@ -38,12 +38,12 @@ impl JwtSigner for Counting {
 
 /// Verifies with jsonwebtoken and the public key PEM, as the Atoti document's target does.
 fn verify(keys: &KeyPair, token: &str) -> Value {
-    let key = jsonwebtoken::DecodingKey::from_rsa_pem(keys.public_key_pem().as_bytes()).unwrap();
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS512);
-    v.leeway = 0;
-    jsonwebtoken::decode::<Value>(token, &key, &v)
-        .unwrap()
-        .claims
+    decode_jwt(
+        token,
+        &keys.public_key_pem(),
+        jsonwebtoken::Algorithm::RS512,
+    )
+    .unwrap()
 }
 
 /// Sends `users.len()` requests at once, each as its user (`None`: anonymous), and returns
@@ -59,7 +59,7 @@ async fn concurrent(app: std::net::SocketAddr, users: &[Option<&str>]) -> Vec<St
                 req = req.header("x-test-user", *user);
             }
             let req = req.body(Full::<Bytes>::default()).unwrap();
-            tokio::spawn(async move { send(&client, req).await })
+            tokio::spawn(async move { send_on(&client, req).await })
         })
         .collect();
     let mut tokens = Vec::new();
@@ -71,36 +71,30 @@ async fn concurrent(app: std::net::SocketAddr, users: &[Option<&str>]) -> Vec<St
     tokens
 }
 
-async fn setup(cached: bool) -> (std::net::SocketAddr, KeyPair, Arc<AtomicUsize>) {
+async fn setup(cached: bool) -> (std::net::SocketAddr, KeyPair, Arc<AtomicUsize>, EchoTarget) {
     let keys = KeyPair::generate_rsa(2048).unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let signer = Counting {
         inner: KeySigner::rs512(keys.clone()).unwrap(),
         calls: Arc::clone(&calls),
     };
-    let (target, _) = recording_target().await;
+    let target = token_target().await;
     let identity = user_header.or_anonymous();
     let app = if cached {
         let proxy = ProxyLayer::new(signer).identity(identity);
-        proxy
-            .handle()
-            .set_target(Some(&format!("http://{target}")))
-            .unwrap();
-        serve(Router::new().layer(proxy)).await
+        proxy.handle().set_target(Some(&target.url())).unwrap();
+        serve(Router::new().layer(proxy)).await.detach()
     } else {
         let proxy = ProxyLayer::uncached(signer).identity(identity);
-        proxy
-            .handle()
-            .set_target(Some(&format!("http://{target}")))
-            .unwrap();
-        serve(Router::new().layer(proxy)).await
+        proxy.handle().set_target(Some(&target.url())).unwrap();
+        serve(Router::new().layer(proxy)).await.detach()
     };
-    (app, keys, calls)
+    (app, keys, calls, target)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_signature_for_concurrent_requests_of_one_identity() {
-    let (app, keys, calls) = setup(true).await;
+    let (app, keys, calls, _target) = setup(true).await;
     let tokens = concurrent(app, &[Some("Alice:ROLE_USER,ROLE_WONDERLAND"); 32]).await;
     assert_eq!(
         calls.load(Ordering::SeqCst),
@@ -123,7 +117,7 @@ async fn one_signature_for_concurrent_requests_of_one_identity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_signature_per_identity_and_never_another_callers_token() {
-    let (app, keys, calls) = setup(true).await;
+    let (app, keys, calls, _target) = setup(true).await;
     let identities: [(Option<&str>, &str, Value); 6] = [
         (Some("Alice:ROLE_USER"), "Alice", json!(["ROLE_USER"])),
         (Some("Bob:ROLE_A"), "Bob", json!(["ROLE_A"])),
@@ -161,7 +155,7 @@ async fn one_signature_per_identity_and_never_another_callers_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uncached_layer_signs_every_request() {
-    let (app, keys, calls) = setup(false).await;
+    let (app, keys, calls, _target) = setup(false).await;
     let tokens = concurrent(app, &[Some("Alice:ROLE_USER"); 6]).await;
     assert_eq!(calls.load(Ordering::SeqCst), 6);
     for token in &tokens {

@@ -6,6 +6,7 @@
 
 #![allow(unreachable_pub)]
 
+mod common;
 #[path = "hostile/support.rs"]
 mod support;
 
@@ -117,7 +118,7 @@ async fn h6_traces_record_target_status_duration_and_no_secret() {
     assert!(text.contains("status=401"), "{text}");
     assert!(text.contains("status=502"), "{text}");
     // And nothing secret, anywhere.
-    let private = keys().private_key_pem();
+    let private = rsa_keys().private_key_pem();
     let key_body: String = private
         .lines()
         .filter(|l| !l.starts_with("-----"))

@@ -2,7 +2,7 @@
 //! pool: reuse, idle timeout, max idle per host, stale connections.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod proto_support;
+mod common;
 
 use std::{
     convert::Infallible,
@@ -15,14 +15,10 @@ use std::{
 };
 
 use bytes::Bytes;
+use common::*;
 use http::{Request, Version};
 use http_body::Frame;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
-use proto_support::*;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -31,10 +27,8 @@ use tower_identity_proxy::ProxyClient;
 
 type AnyBody = BoxBody<Bytes, Infallible>;
 
-fn client(h2: bool) -> Client<HttpConnector, AnyBody> {
-    let mut b = Client::builder(TokioExecutor::new());
-    b.http2_only(h2);
-    b.build_http()
+fn client(h2: bool) -> TestClient<AnyBody> {
+    if h2 { h2_client() } else { common::client() }
 }
 
 /// A body of unknown length, sent in pieces (chunked over HTTP/1.1).
@@ -75,10 +69,10 @@ fn assert_forwarded(seen: &serde_json::Value, body: &str, version: &str) {
 
 #[tokio::test]
 async fn h1_and_h2_callers_to_an_http1_target() {
-    let target = start_target().await;
-    let app = start_app(
+    let target = echo_target().await;
+    let app = alice_app(
         ProxyClient::new().unwrap(),
-        &format!("http://{}", target.addr),
+        &format!("http://{}", target.addr()),
     )
     .await;
     for (h2, version) in [(false, Version::HTTP_11), (true, Version::HTTP_2)] {
@@ -87,7 +81,7 @@ async fn h1_and_h2_callers_to_an_http1_target() {
             Full::from("sized body").boxed(),
             streaming(&["sized", " body"]),
         ] {
-            let got = bounded("h1 target", send(&c, post(app, "/proxy/p", body))).await;
+            let got = within("h1 target", send_on(&c, post(app, "/proxy/p", body))).await;
             assert_eq!(got.status, 200, "{}", got.text());
             assert_eq!(got.version, version);
             assert_forwarded(&got.json(), "sized body", "HTTP/1.1");
@@ -98,25 +92,29 @@ async fn h1_and_h2_callers_to_an_http1_target() {
 
 #[tokio::test]
 async fn h1_and_h2_callers_to_an_h2c_target() {
-    let target = start_target().await;
+    let target = echo_target().await;
     let client_h2c = ProxyClient::builder()
         .http2_prior_knowledge(true)
         .build()
         .unwrap();
-    let app = start_app(client_h2c, &format!("http://{}", target.addr)).await;
+    let app = alice_app(client_h2c, &format!("http://{}", target.addr())).await;
     for (h2, version) in [(false, Version::HTTP_11), (true, Version::HTTP_2)] {
         let c = client(h2);
         for body in [Full::from("a body").boxed(), streaming(&["a", " ", "body"])] {
-            let got = bounded("h2c target", send(&c, post(app, "/proxy/p", body))).await;
+            let got = within("h2c target", send_on(&c, post(app, "/proxy/p", body))).await;
             assert_eq!(got.status, 200, "{}", got.text());
             assert_eq!(got.version, version);
             assert_forwarded(&got.json(), "a body", "HTTP/2.0");
         }
     }
     // A GET without a body, and the app's own routes, still work.
-    let got = bounded("get", get(&h2_client(), app, "/proxy/x?q=1")).await;
-    assert_eq!(got.json()["uri"], format!("http://{}/x?q=1", target.addr));
-    let got = bounded("api", get(&h2_client(), app, "/api")).await;
+    let got = within(
+        "get",
+        get_on(&h2_client(), &format!("http://{app}/proxy/x?q=1")),
+    )
+    .await;
+    assert_eq!(got.json()["uri"], format!("http://{}/x?q=1", target.addr()));
+    let got = within("api", get_on(&h2_client(), &format!("http://{app}/api"))).await;
     assert_eq!(got.text(), "api");
 }
 
@@ -148,9 +146,9 @@ async fn counting_target() -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 async fn sequential(app: SocketAddr, n: usize, pause: Duration) {
-    let c = h1_client();
+    let c = common::client();
     for _ in 0..n {
-        let got = bounded("pool", get(&c, app, "/proxy/")).await;
+        let got = within("pool", get_on(&c, &format!("http://{app}/proxy/"))).await;
         assert_eq!(got.status, 200);
         assert_eq!(got.text(), "ok");
         tokio::time::sleep(pause).await;
@@ -163,7 +161,7 @@ async fn pool_reuses_within_idle_timeout_and_honours_max_idle() {
 
     // Default pool: one connection serves sequential requests.
     let (taddr, count) = counting_target().await;
-    let app = start_app(ProxyClient::new().unwrap(), &format!("http://{taddr}")).await;
+    let app = alice_app(ProxyClient::new().unwrap(), &format!("http://{taddr}")).await;
     sequential(app, 4, settle).await;
     assert_eq!(count.load(Ordering::SeqCst), 1);
 
@@ -173,7 +171,7 @@ async fn pool_reuses_within_idle_timeout_and_honours_max_idle() {
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let app = start_app(c, &format!("http://{taddr}")).await;
+    let app = alice_app(c, &format!("http://{taddr}")).await;
     sequential(app, 4, settle).await;
     assert_eq!(count.load(Ordering::SeqCst), 4);
 
@@ -183,7 +181,7 @@ async fn pool_reuses_within_idle_timeout_and_honours_max_idle() {
         .pool_idle_timeout(Duration::from_millis(100))
         .build()
         .unwrap();
-    let app = start_app(c, &format!("http://{taddr}")).await;
+    let app = alice_app(c, &format!("http://{taddr}")).await;
     sequential(app, 2, Duration::from_millis(1000)).await;
     assert_eq!(count.load(Ordering::SeqCst), 2);
 }
@@ -314,7 +312,7 @@ async fn uploads_through_stale_connections(
     pause: Duration,
 ) -> (usize, usize, Vec<Arrival>) {
     let (taddr, log) = stale_target(mode).await;
-    let app = start_app(ProxyClient::new().unwrap(), &format!("http://{taddr}")).await;
+    let app = alice_app(ProxyClient::new().unwrap(), &format!("http://{taddr}")).await;
     let c = client(false);
     let (mut ok, mut bad_gateway) = (0, 0);
     for i in 0..12 {
@@ -329,7 +327,7 @@ async fn uploads_through_stale_connections(
             .header("x-req-id", &id)
             .body(body)
             .unwrap();
-        let got = bounded("upload", send(&c, req)).await;
+        let got = within("upload", send_on(&c, req)).await;
         match got.status.as_u16() {
             200 => {
                 assert_eq!(got.text(), "ok");

@@ -6,7 +6,7 @@
 //! The forged tokens are built by hand (header and payload bytes) and signed with
 //! jsonwebtoken's own `crypto::sign`, so nothing here relies on the crate's signer.
 
-mod trust_support;
+mod common;
 
 use std::{
     net::SocketAddr,
@@ -19,6 +19,7 @@ use std::{
 
 use axum::{Extension, Json, Router, routing::get as route_get};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use common::{Reply, get, get_with, serve, user_header};
 use jsonwebtoken::{Algorithm as JwtAlg, EncodingKey};
 use serde_json::{Value, json};
 use tower::ServiceBuilder;
@@ -26,7 +27,6 @@ use tower_identity_proxy::{
     Algorithm, Claims, Identity, IdentityExtractor, KeyPair, KeySet, KeySigner, ProxyLayer,
     verify::VerifyProxyJwtLayer,
 };
-use trust_support::{Reply, get, serve, user_header};
 
 const JWKS_PATH: &str = "/.well-known/jwks.json";
 
@@ -52,7 +52,9 @@ async fn start_app() -> App {
         .service(keys.jwks());
     let proxy = ProxyLayer::new(keys.signer()).identity(user_header.or_anonymous());
     let handle = proxy.handle();
-    let addr = serve(Router::new().route_service(JWKS_PATH, jwks).layer(proxy)).await;
+    let addr = serve(Router::new().route_service(JWKS_PATH, jwks).layer(proxy))
+        .await
+        .detach();
     App {
         addr,
         keys,
@@ -93,7 +95,7 @@ async fn start_target(layer: VerifyProxyJwtLayer) -> (SocketAddr, Arc<AtomicUsiz
             ),
         )
         .layer(layer);
-    (serve(app).await, calls)
+    (serve(app).await.detach(), calls)
 }
 
 fn now() -> u64 {
@@ -372,11 +374,14 @@ fn forgeries(app: &App, attacker: &KeyPair, listener: SocketAddr) -> Vec<(&'stat
 fn assert_invalid_token(name: &str, reply: &Reply) {
     assert_eq!(reply.status, 401, "{name}: {}", reply.text());
     assert_eq!(
-        reply.header("www-authenticate"),
+        reply.header("www-authenticate").unwrap(),
         r#"Bearer error="invalid_token""#,
         "{name}"
     );
-    assert_eq!(reply.header("content-type"), "text/plain; charset=utf-8");
+    assert_eq!(
+        reply.header("content-type").unwrap(),
+        "text/plain; charset=utf-8"
+    );
     assert_eq!(reply.text(), "The bearer token is not valid.", "{name}");
 }
 
@@ -392,7 +397,7 @@ async fn refuses_forgeries(layer: VerifyProxyJwtLayer, app: &App) {
     app.proxy
         .set_target(Some(&format!("http://{target}")))
         .unwrap();
-    let reply = get(
+    let reply = get_with(
         &format!("http://{}/proxy/whoami", app.addr),
         &[("x-test-user", "Alice:ROLE_WONDERLAND,ROLE_USER")],
     )
@@ -407,7 +412,7 @@ async fn refuses_forgeries(layer: VerifyProxyJwtLayer, app: &App) {
 
     for (name, token) in &forged {
         let bearer = format!("Bearer {token}");
-        let reply = get(&url, &[("authorization", bearer.as_str())]).await;
+        let reply = get_with(&url, &[("authorization", bearer.as_str())]).await;
         assert_invalid_token(name, &reply);
     }
     // Credentials that are not one bearer token.
@@ -416,24 +421,24 @@ async fn refuses_forgeries(layer: VerifyProxyJwtLayer, app: &App) {
         .await
         .unwrap();
     let bearer = format!("Bearer {}", token.as_str());
-    let client = trust_support::client();
     let two = http::Request::get(&url)
         .header("authorization", &bearer)
         .header("authorization", &bearer)
-        .body(Default::default())
+        .body(common::empty())
         .unwrap();
-    assert_invalid_token(
-        "two Authorization headers",
-        &trust_support::send(&client, two).await,
-    );
+    assert_invalid_token("two Authorization headers", &common::send(two).await);
     for (name, auth) in [
         ("no token", None),
         ("Basic credentials", Some("Basic QWxpY2U6eA==")),
     ] {
         let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
-        let reply = get(&url, &headers).await;
+        let reply = get_with(&url, &headers).await;
         assert_eq!(reply.status, 401, "{name}");
-        assert_eq!(reply.header("www-authenticate"), "Bearer", "{name}");
+        assert_eq!(
+            reply.header("www-authenticate").unwrap(),
+            "Bearer",
+            "{name}"
+        );
         assert_eq!(reply.text(), "A bearer token is required.");
     }
     assert_eq!(
@@ -444,7 +449,7 @@ async fn refuses_forgeries(layer: VerifyProxyJwtLayer, app: &App) {
 
     // The same valid token is accepted directly, with lower-case scheme too.
     let lower = format!("bearer {}", token.as_str());
-    let reply = get(&url, &[("authorization", lower.as_str())]).await;
+    let reply = get_with(&url, &[("authorization", lower.as_str())]).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["name"], "Alice");
 
@@ -493,7 +498,7 @@ async fn unknown_kids_cannot_hammer_the_jwks() {
     let url = format!("http://{target}/whoami");
 
     let good = signed_with(&app.pair, &app.keys.active_kid(), "Alice");
-    let reply = get(&url, &[("authorization", &format!("Bearer {good}"))]).await;
+    let reply = get_with(&url, &[("authorization", &format!("Bearer {good}"))]).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(app.fetches(), 1);
 
@@ -508,7 +513,7 @@ async fn unknown_kids_cannot_hammer_the_jwks() {
                 let token = signed_with(&attacker, &format!("kid-{flood}-{i}"), "Mallory");
                 let url = url.clone();
                 tokio::spawn(async move {
-                    get(&url, &[("authorization", &format!("Bearer {token}"))]).await
+                    get_with(&url, &[("authorization", &format!("Bearer {token}"))]).await
                 })
             })
             .collect();
@@ -536,13 +541,13 @@ async fn a_burst_of_one_fetches_only_at_start() {
     let (target, _) = start_target(layer).await;
     let url = format!("http://{target}/whoami");
     let good = signed_with(&app.pair, &app.keys.active_kid(), "Alice");
-    let reply = get(&url, &[("authorization", &format!("Bearer {good}"))]).await;
+    let reply = get_with(&url, &[("authorization", &format!("Bearer {good}"))]).await;
     assert_eq!(reply.status, 200);
     // A genuinely new key is refused while the limit holds: the documented window.
     let next = KeyPair::generate_rsa(2048).unwrap();
     let kid = app.keys.rotate(next.clone()).unwrap();
     let fresh = signed_with(&next, &kid, "Alice");
-    let reply = get(&url, &[("authorization", &format!("Bearer {fresh}"))]).await;
+    let reply = get_with(&url, &[("authorization", &format!("Bearer {fresh}"))]).await;
     assert_invalid_token("new key within the limit", &reply);
     assert_eq!(app.fetches(), 1);
 }
@@ -555,7 +560,7 @@ async fn a_rotation_soon_after_start_is_picked_up_with_the_default_limit() {
     let url = format!("http://{target}/whoami");
     let good = signed_with(&app.pair, &app.keys.active_kid(), "Alice");
     assert_eq!(
-        get(&url, &[("authorization", &format!("Bearer {good}"))])
+        get_with(&url, &[("authorization", &format!("Bearer {good}"))])
             .await
             .status,
         200
@@ -563,7 +568,7 @@ async fn a_rotation_soon_after_start_is_picked_up_with_the_default_limit() {
     let next = KeyPair::generate_rsa(2048).unwrap();
     let kid = app.keys.rotate(next.clone()).unwrap();
     let fresh = signed_with(&next, &kid, "Bob");
-    let reply = get(&url, &[("authorization", &format!("Bearer {fresh}"))]).await;
+    let reply = get_with(&url, &[("authorization", &format!("Bearer {fresh}"))]).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["name"], "Bob");
     assert_eq!(app.fetches(), 2);
@@ -579,7 +584,7 @@ async fn a_rotated_key_is_fetched_once_for_concurrent_requests() {
     let url = format!("http://{target}/whoami");
     let good = signed_with(&app.pair, &app.keys.active_kid(), "Alice");
     assert_eq!(
-        get(&url, &[("authorization", &format!("Bearer {good}"))])
+        get_with(&url, &[("authorization", &format!("Bearer {good}"))])
             .await
             .status,
         200
@@ -593,7 +598,7 @@ async fn a_rotated_key_is_fetched_once_for_concurrent_requests() {
             let token = signed_with(&next, &kid, &format!("user{i}"));
             let url = url.clone();
             tokio::spawn(async move {
-                get(&url, &[("authorization", &format!("Bearer {token}"))]).await
+                get_with(&url, &[("authorization", &format!("Bearer {token}"))]).await
             })
         })
         .collect();
@@ -604,7 +609,7 @@ async fn a_rotated_key_is_fetched_once_for_concurrent_requests() {
     }
     assert_eq!(app.fetches(), 2, "one fetch for the new kid");
     // The previous key is still published, so its tokens still pass.
-    let reply = get(&url, &[("authorization", &format!("Bearer {good}"))]).await;
+    let reply = get_with(&url, &[("authorization", &format!("Bearer {good}"))]).await;
     assert_eq!(reply.status, 200);
 }
 
@@ -634,7 +639,7 @@ async fn issuer_audience_and_optional_mode() {
             )
         )
     };
-    let ok = get(
+    let ok = get_with(
         &url,
         &[(
             "authorization",
@@ -650,11 +655,11 @@ async fn issuer_audience_and_optional_mode() {
     ] {
         assert_invalid_token(
             iss,
-            &get(&url, &[("authorization", &token(iss, aud))]).await,
+            &get_with(&url, &[("authorization", &token(iss, aud))]).await,
         );
     }
     // Optional: no token passes without an identity; a bad one is still refused.
-    let anonymous = get(&url, &[]).await;
+    let anonymous = get(&url).await;
     assert_eq!(anonymous.status, 200);
     assert_eq!(anonymous.json()["name"], Value::Null);
     assert_eq!(calls.load(Ordering::SeqCst), 2);

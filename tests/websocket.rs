@@ -3,12 +3,12 @@
 //! no task outlives the connection.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod proto_support;
+mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
+use common::*;
 use futures_util::{SinkExt, StreamExt};
-use proto_support::*;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -25,14 +25,14 @@ use tower_identity_proxy::ProxyClient;
 
 /// One WebSocket session through the app: handshake with a multi-token `Connection`,
 /// ping/pong both ways, text, binary, close. Returns the handshake the target saw.
-async fn session(app: SocketAddr, target: &mut Target) -> serde_json::Value {
+async fn session(app: SocketAddr, target: &mut EchoTarget) -> serde_json::Value {
     let stream = TcpStream::connect(app).await.unwrap();
     let mut req = format!("ws://{app}/proxy/ws")
         .into_client_request()
         .unwrap();
     req.headers_mut()
         .insert("connection", "keep-alive, Upgrade".parse().unwrap());
-    let (mut ws, res) = bounded("ws handshake", client_async(req, stream))
+    let (mut ws, res) = within("ws handshake", client_async(req, stream))
         .await
         .expect("handshake through the proxy");
     assert_eq!(res.status(), 101);
@@ -41,28 +41,28 @@ async fn session(app: SocketAddr, target: &mut Target) -> serde_json::Value {
 
     // The target pings first; tungstenite answers with a pong that the target reports.
     assert_eq!(
-        bounded("ping", ws_next(&mut ws)).await,
+        within("ping", ws_next(&mut ws)).await,
         Message::Ping("from-target".into())
     );
     assert_eq!(
-        bounded("pong report", ws_next(&mut ws)).await,
+        within("pong report", ws_next(&mut ws)).await,
         Message::text("pong seen: from-target")
     );
 
     ws.send(Message::text("hello")).await.unwrap();
     assert_eq!(
-        bounded("text", ws_next(&mut ws)).await,
+        within("text", ws_next(&mut ws)).await,
         Message::text("hello")
     );
     let binary = vec![0u8, 1, 2, 0xff, 0xfe];
     ws.send(Message::binary(binary.clone())).await.unwrap();
     assert_eq!(
-        bounded("binary", ws_next(&mut ws)).await,
+        within("binary", ws_next(&mut ws)).await,
         Message::binary(binary)
     );
     ws.send(Message::Ping("from-client".into())).await.unwrap();
     assert_eq!(
-        bounded("pong", ws_next(&mut ws)).await,
+        within("pong", ws_next(&mut ws)).await,
         Message::Pong("from-client".into())
     );
 
@@ -72,16 +72,16 @@ async fn session(app: SocketAddr, target: &mut Target) -> serde_json::Value {
     }))
     .await
     .unwrap();
-    match bounded("close", ws_next(&mut ws)).await {
+    match within("close", ws_next(&mut ws)).await {
         Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Normal),
         other => panic!("expected the target's close, got {other:?}"),
     }
     drop(ws);
     // The client's TCP close went through the tunnel to the target.
-    bounded("target sees the close", target.ws_closed.recv())
+    within("target sees the close", target.ws_closed.recv())
         .await
         .expect("close signal");
-    target.seen.last()
+    target.last().json()
 }
 
 async fn ws_next<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Message
@@ -129,10 +129,10 @@ async fn settles_to(baseline: usize) -> usize {
 
 #[tokio::test]
 async fn websocket_echo_carries_the_identity_and_leaks_no_task() {
-    let mut target = start_target().await;
-    let app = start_app(
+    let mut target = echo_target().await;
+    let app = alice_app(
         ProxyClient::new().unwrap(),
-        &format!("http://{}", target.addr),
+        &format!("http://{}", target.addr()),
     )
     .await;
 
@@ -150,12 +150,12 @@ async fn websocket_echo_carries_the_identity_and_leaks_no_task() {
 #[tokio::test]
 async fn websocket_with_an_h2c_client_still_upgrades_over_http1() {
     // The client speaks h2c to plain-http targets; an upgrade exists only in HTTP/1.1.
-    let mut target = start_target().await;
+    let mut target = echo_target().await;
     let client = ProxyClient::builder()
         .http2_prior_knowledge(true)
         .build()
         .unwrap();
-    let app = start_app(client, &format!("http://{}", target.addr)).await;
+    let app = alice_app(client, &format!("http://{}", target.addr())).await;
     let seen = session(app, &mut target).await;
     assert_handshake(&seen, app);
 }
@@ -167,12 +167,16 @@ async fn wss_follows_an_https_target_that_offers_h2() {
     // over HTTP/1.1, whatever ALPN would pick for ordinary requests.
     let ca = Ca::new("ws CA");
     let leaf = ca.leaf(&["localhost"], false);
-    let mut target = start_tls_target(server_config(&leaf, &[b"h2", b"http/1.1"], None)).await;
+    let mut target = tls_echo_target(server_config(&leaf, &[b"h2", b"http/1.1"], None)).await;
     let client = client_trusting(&ca).build().unwrap();
-    let app = start_app(client, &format!("https://localhost:{}", target.addr.port())).await;
+    let app = alice_app(
+        client,
+        &format!("https://localhost:{}", target.addr().port()),
+    )
+    .await;
 
     // Ordinary requests still use h2 on the same target.
-    let got = bounded("h2 get", get(&h1_client(), app, "/proxy/plain")).await;
+    let got = within("h2 get", get(&format!("http://{app}/proxy/plain"))).await;
     assert_eq!(got.json()["version"], "HTTP/2.0");
 
     let seen = session(app, &mut target).await;
@@ -182,19 +186,22 @@ async fn wss_follows_an_https_target_that_offers_h2() {
 
 /// Sends a raw upgrade request and returns the stream and the response head.
 async fn raw_upgrade(app: SocketAddr, path: &str, extra: &str) -> (TcpStream, String, Vec<u8>) {
-    let mut s = TcpStream::connect(app).await.unwrap();
+    let mut c = Raw::connect(app).await;
     let req = format!("GET /proxy{path} HTTP/1.1\r\nHost: {app}\r\n{extra}\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let (head, rest) = bounded("raw head", read_head(&mut s)).await;
-    (s, head, rest)
+    c.send(req.as_bytes()).await;
+    let head = within("raw head", c.wire.read_until(b"\r\n\r\n"))
+        .await
+        .expect("a response head before the connection closed");
+    let head = String::from_utf8_lossy(&head).into_owned();
+    (c.wire.stream, head, c.wire.buf)
 }
 
 #[tokio::test]
 async fn half_close_passes_both_ways() {
-    let target = start_target().await;
-    let app = start_app(
+    let target = echo_target().await;
+    let app = alice_app(
         ProxyClient::new().unwrap(),
-        &format!("http://{}", target.addr),
+        &format!("http://{}", target.addr()),
     )
     .await;
     let (mut s, head, rest) = raw_upgrade(
@@ -215,12 +222,12 @@ async fn half_close_passes_both_ways() {
     s.write_all(b"tunnel").await.unwrap();
     s.shutdown().await.unwrap();
     let mut got = Vec::new();
-    bounded("reply after half-close", s.read_to_end(&mut got))
+    within("reply after half-close", s.read_to_end(&mut got))
         .await
         .unwrap();
     assert_eq!(got, b"got: hello tunnel");
 
-    let seen = target.seen.last();
+    let seen = target.last().json();
     assert_alice(header_of(&seen, "authorization").unwrap());
     assert_eq!(header_of(&seen, "upgrade"), Some("x-echo"));
 
@@ -236,22 +243,22 @@ async fn half_close_passes_both_ways() {
     s.write_all(b"again").await.unwrap();
     s.shutdown().await.unwrap();
     let mut got = Vec::new();
-    bounded("second tunnel", s.read_to_end(&mut got))
+    within("second tunnel", s.read_to_end(&mut got))
         .await
         .unwrap();
     assert_eq!(got, b"got: again");
     assert_eq!(
-        header_of(&target.seen.last(), "upgrade"),
+        header_of(&target.last().json(), "upgrade"),
         Some("other/2, X-Echo")
     );
 }
 
 #[tokio::test]
 async fn no_tunnel_without_a_matching_101() {
-    let target = start_target().await;
-    let app = start_app(
+    let target = echo_target().await;
+    let app = alice_app(
         ProxyClient::new().unwrap(),
-        &format!("http://{}", target.addr),
+        &format!("http://{}", target.addr()),
     )
     .await;
 
@@ -266,7 +273,7 @@ async fn no_tunnel_without_a_matching_101() {
     assert!(head.starts_with("HTTP/1.1 502"), "{head}");
     while body.len() < want.len() {
         let mut more = [0u8; 256];
-        let n = bounded("502 body", s.read(&mut more)).await.unwrap();
+        let n = within("502 body", s.read(&mut more)).await.unwrap();
         assert!(n > 0, "closed early");
         body.extend_from_slice(&more[..n]);
     }
@@ -286,10 +293,10 @@ async fn no_tunnel_without_a_matching_101() {
 
 #[tokio::test]
 async fn h2c_upgrade_is_not_tunnelled() {
-    let target = start_target().await;
-    let app = start_app(
+    let target = echo_target().await;
+    let app = alice_app(
         ProxyClient::new().unwrap(),
-        &format!("http://{}", target.addr),
+        &format!("http://{}", target.addr()),
     )
     .await;
     let (_s, head, _) = raw_upgrade(
@@ -299,7 +306,7 @@ async fn h2c_upgrade_is_not_tunnelled() {
     )
     .await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let seen = target.seen.last();
+    let seen = target.last().json();
     for gone in ["upgrade", "connection", "http2-settings"] {
         assert!(header_of(&seen, gone).is_none(), "{gone}: {seen}");
     }
@@ -310,10 +317,10 @@ async fn h2c_upgrade_is_not_tunnelled() {
 async fn http2_extended_connect_is_refused_not_tunnelled() {
     // WebSockets over HTTP/2 (RFC 8441) are not proxied: the request is refused with a
     // plain 405 (CONNECT is never forwarded) and nothing reaches the target.
-    let target = start_target().await;
-    let app = start_app(
+    let target = echo_target().await;
+    let app = alice_app(
         ProxyClient::new().unwrap(),
-        &format!("http://{}", target.addr),
+        &format!("http://{}", target.addr()),
     )
     .await;
     let tcp = TcpStream::connect(app).await.unwrap();
@@ -324,13 +331,13 @@ async fn http2_extended_connect_is_refused_not_tunnelled() {
     .await
     .unwrap();
     tokio::spawn(conn);
-    bounded("ready", sender.ready()).await.unwrap();
+    within("ready", sender.ready()).await.unwrap();
     let req = http::Request::connect(format!("http://{app}/proxy/ws"))
         .extension(hyper::ext::Protocol::from_static("websocket"))
         .header("sec-websocket-version", "13")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
-    let res = bounded("extended connect", sender.send_request(req))
+    let res = within("extended connect", sender.send_request(req))
         .await
         .expect("an answer");
     assert_eq!(res.status(), 405);
@@ -339,5 +346,5 @@ async fn http2_extended_connect_is_refused_not_tunnelled() {
         .unwrap()
         .to_bytes();
     assert_eq!(&body[..], b"CONNECT cannot be proxied.");
-    assert!(target.seen.all().is_empty());
+    assert_eq!(target.count(), 0);
 }

@@ -49,7 +49,7 @@ async fn j1_h2_request_reaches_an_http11_target() {
     assert_eq!(got.one("x-forwarded-host"), "app.example:1337");
     assert_eq!(got.one("host"), up.addr.to_string());
     assert!(got.one("via").starts_with("2 tip-"), "{}", got.head_str());
-    decode_jwt(&got.bearer());
+    decode_rs512(&got.bearer());
 }
 
 // --- A minimal raw HTTP/2 client, to send what a well-behaved client library refuses to.

@@ -15,6 +15,8 @@
 
 #![allow(unreachable_pub)]
 
+#[path = "../common/mod.rs"]
+mod common;
 mod support;
 
 mod a_framing;

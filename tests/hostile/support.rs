@@ -5,7 +5,8 @@
 //!   reply, a reply computed from the request, or any byte-level misbehaviour.
 //! - [`App`]: an axum `Router` with the [`ProxyLayer`], served by hyper-util's auto (HTTP/1.1
 //!   and HTTP/2) connection builder on `127.0.0.1:0`.
-//! - [`Raw`]: a raw TCP client that writes bytes and parses the responses it reads back.
+//! - [`Raw`] (from the shared `common::raw`): a raw TCP client that writes bytes and parses the
+//!   responses it reads back.
 //!
 //! No timing is asserted anywhere: every wait has a generous liveness bound ([`LIVENESS`])
 //! that only turns a hang into a failure.
@@ -38,38 +39,24 @@ use hyper_util::{
     server::conn::auto,
     service::TowerToHyperService,
 };
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-    sync::Notify,
-};
+use tokio::{io::AsyncWriteExt, net::TcpListener, sync::Notify};
 use tower_identity_proxy::{
     Anonymous, BasicAuth, BearerJwt, CachingSigner, CredentialStore, IdentityExtractor, JwtSigner,
-    KeyPair, KeySigner, Or, ProxyHandle, ProxyLayer,
+    KeySigner, Or, ProxyHandle, ProxyLayer,
 };
 
-/// How long any single wait may take before the test fails as hung.
-pub const LIVENESS: Duration = Duration::from_secs(20);
-
-/// Awaits `f`, failing the test if it takes longer than [`LIVENESS`].
-pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(LIVENESS, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("hung (liveness bound exceeded): {what}"),
-    }
-}
+// The shared helpers the cases use (this module is also part of `tracing_redaction`).
+#[allow(unused_imports)]
+pub use crate::common::{
+    Head, Headers, Raw, ReadBody, Resp, Wire, bearer_token, decode_rs512, find, parse_head,
+    read_body, rsa_keys, values, within,
+};
 
 // ---------------------------------------------------------------------------------------
 // Keys and users, made once per test binary (RSA key generation and Argon2 are slow).
 
 pub const ALICE: &str = "alice";
 pub const ALICE_PW: &str = "alice-password";
-
-/// The app's RSA key pair (RS512 signing, as Atoti Server).
-pub fn keys() -> &'static KeyPair {
-    static KEYS: OnceLock<KeyPair> = OnceLock::new();
-    KEYS.get_or_init(|| KeyPair::generate_rsa(2048).expect("RSA key"))
-}
 
 pub fn users() -> CredentialStore {
     static USERS: OnceLock<CredentialStore> = OnceLock::new();
@@ -90,187 +77,13 @@ pub type DefaultLayer = ProxyLayer<DefaultIdentity, CachingSigner<KeySigner>>;
 /// The layer every test starts from: RS512 through the token cache, Basic users, the app's
 /// own Bearer tokens, else anonymous.
 pub fn layer() -> DefaultLayer {
-    ProxyLayer::new(KeySigner::rs512(keys().clone()).expect("signer"))
+    ProxyLayer::new(KeySigner::rs512(rsa_keys()).expect("signer"))
         .identity(
             BasicAuth::new(users())
-                .or(BearerJwt::new(keys().verifier()))
+                .or(BearerJwt::new(rsa_keys().verifier()))
                 .or_anonymous(),
         )
         .upstream_timeout(Duration::from_secs(15))
-}
-
-/// Decodes and verifies a token with jsonwebtoken directly (not the crate's verifier).
-pub fn decode_jwt(token: &str) -> serde_json::Value {
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS512);
-    v.set_required_spec_claims(&["exp", "sub"]);
-    v.leeway = 0;
-    let key = jsonwebtoken::DecodingKey::from_rsa_pem(keys().public_key_pem().as_bytes())
-        .expect("public key");
-    jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
-        .expect("token verifies")
-        .claims
-}
-
-// ---------------------------------------------------------------------------------------
-// Byte-level HTTP/1.1 reading, shared by the upstream and the client.
-
-/// Header lines as received: name as sent, value with surrounding blanks trimmed.
-pub type Headers = Vec<(String, Vec<u8>)>;
-
-pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Splits a head (start line + header lines) into the start line and the headers.
-pub fn parse_head(head: &[u8]) -> (String, Headers) {
-    let mut lines = head
-        .split(|b| *b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let start = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
-    let mut headers = Vec::new();
-    for line in lines {
-        if line.is_empty() {
-            continue;
-        }
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
-            headers.push((String::from_utf8_lossy(line).into_owned(), Vec::new()));
-            continue;
-        };
-        let name = String::from_utf8_lossy(&line[..colon]).into_owned();
-        let value = line[colon + 1..].trim_ascii().to_vec();
-        headers.push((name, value));
-    }
-    (start, headers)
-}
-
-pub fn values<'a>(headers: &'a Headers, name: &str) -> Vec<&'a [u8]> {
-    headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_slice())
-        .collect()
-}
-
-/// A stream (TCP, or its read half) with a read buffer.
-pub struct Wire<S = TcpStream> {
-    pub stream: S,
-    pub buf: Vec<u8>,
-    pub eof: bool,
-}
-
-impl<S: tokio::io::AsyncRead + Unpin> Wire<S> {
-    pub fn new(stream: S) -> Self {
-        Self {
-            stream,
-            buf: Vec::new(),
-            eof: false,
-        }
-    }
-
-    /// Reads more bytes; false at EOF or on a reset.
-    pub async fn fill(&mut self) -> bool {
-        if self.eof {
-            return false;
-        }
-        let mut chunk = [0u8; 16 * 1024];
-        match self.stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => {
-                self.eof = true;
-                false
-            }
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-        }
-    }
-
-    /// The bytes up to and including `pat`, or `None` at EOF (what was read stays buffered).
-    pub async fn read_until(&mut self, pat: &[u8]) -> Option<Vec<u8>> {
-        let mut from = 0;
-        loop {
-            if let Some(i) = find(&self.buf[from..], pat) {
-                let end = from + i + pat.len();
-                return Some(self.buf.drain(..end).collect());
-            }
-            from = self.buf.len().saturating_sub(pat.len());
-            if !self.fill().await {
-                return None;
-            }
-        }
-    }
-
-    /// Up to `n` bytes; the flag says whether all `n` arrived before EOF.
-    pub async fn read_n(&mut self, n: usize) -> (Vec<u8>, bool) {
-        while self.buf.len() < n {
-            if !self.fill().await {
-                let all = std::mem::take(&mut self.buf);
-                return (all, false);
-            }
-        }
-        (self.buf.drain(..n).collect(), true)
-    }
-
-    /// Everything until EOF.
-    pub async fn read_to_eof(&mut self) -> Vec<u8> {
-        while self.fill().await {}
-        std::mem::take(&mut self.buf)
-    }
-}
-
-/// A message body as received.
-#[derive(Clone, Debug, Default)]
-pub struct ReadBody {
-    /// The bytes as on the wire (chunk framing included).
-    pub raw: Vec<u8>,
-    /// The payload.
-    pub data: Vec<u8>,
-    pub trailers: Headers,
-    /// Whether the framing said the body ended (last chunk, or all `Content-Length` bytes).
-    pub complete: bool,
-}
-
-async fn read_chunked<S: tokio::io::AsyncRead + Unpin>(wire: &mut Wire<S>) -> ReadBody {
-    let mut body = ReadBody::default();
-    loop {
-        let Some(line) = wire.read_until(b"\r\n").await else {
-            body.raw.extend(std::mem::take(&mut wire.buf));
-            return body;
-        };
-        body.raw.extend_from_slice(&line);
-        let size_text = line[..line.len() - 2]
-            .split(|b| *b == b';')
-            .next()
-            .unwrap_or_default()
-            .trim_ascii();
-        let Some(size) = std::str::from_utf8(size_text)
-            .ok()
-            .and_then(|s| usize::from_str_radix(s, 16).ok())
-        else {
-            return body; // broken framing: incomplete
-        };
-        if size == 0 {
-            loop {
-                let Some(line) = wire.read_until(b"\r\n").await else {
-                    return body;
-                };
-                body.raw.extend_from_slice(&line);
-                if line == b"\r\n" {
-                    body.complete = true;
-                    return body;
-                }
-                let (_, mut t) = parse_head(&[b"-\r\n", line.as_slice()].concat());
-                body.trailers.append(&mut t);
-            }
-        }
-        let (data, all) = wire.read_n(size + 2).await;
-        body.raw.extend_from_slice(&data);
-        if !all {
-            body.data.extend_from_slice(&data[..data.len().min(size)]);
-            return body;
-        }
-        body.data.extend_from_slice(&data[..size]);
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -291,40 +104,14 @@ pub struct Captured {
 }
 
 impl Captured {
-    pub fn head_str(&self) -> String {
-        String::from_utf8_lossy(&self.head).into_owned()
-    }
-
     /// The whole request as received.
     pub fn raw(&self) -> Vec<u8> {
         [self.head.as_slice(), self.body.raw.as_slice()].concat()
     }
 
-    pub fn all(&self, name: &str) -> Vec<&[u8]> {
-        values(&self.headers, name)
-    }
-
-    pub fn count(&self, name: &str) -> usize {
-        self.all(name).len()
-    }
-
-    pub fn has(&self, name: &str) -> bool {
-        self.count(name) > 0
-    }
-
-    /// The value of a header that must appear exactly once.
-    pub fn one(&self, name: &str) -> String {
-        let all = self.all(name);
-        assert_eq!(all.len(), 1, "{name} lines in:\n{}", self.head_str());
-        String::from_utf8_lossy(all[0]).into_owned()
-    }
-
     /// The JWT of the `Authorization: Bearer` line, which must be the only one.
     pub fn bearer(&self) -> String {
-        let auth = self.one("authorization");
-        auth.strip_prefix("Bearer ")
-            .unwrap_or_else(|| panic!("not a bearer token: {auth}"))
-            .to_owned()
+        bearer_token(&self.one("authorization")).to_owned()
     }
 
     /// At most one framing header; exactly one when there is a body; `chunked` only.
@@ -352,6 +139,12 @@ impl Captured {
             );
         }
         assert!(self.body.complete, "incomplete body:\n{}", self.head_str());
+    }
+}
+
+impl Head for Captured {
+    fn head_lines(&self) -> (&[u8], &Headers) {
+        (&self.head, &self.headers)
     }
 }
 
@@ -415,27 +208,12 @@ impl UpConn {
         let method = words.next().unwrap_or_default().to_owned();
         let target = words.next().unwrap_or_default().to_owned();
         let version = words.next().unwrap_or_default().to_owned();
-        let chunked = values(&headers, "transfer-encoding")
-            .iter()
-            .any(|v| v.eq_ignore_ascii_case(b"chunked"));
-        let length = values(&headers, "content-length")
-            .first()
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<usize>().ok());
-        let body = if chunked {
-            read_chunked(&mut self.wire).await
-        } else if let Some(n) = length {
-            let (data, complete) = self.wire.read_n(n).await;
-            ReadBody {
-                raw: data.clone(),
-                data,
-                trailers: Vec::new(),
-                complete,
-            }
-        } else {
-            ReadBody {
+        let body = match read_body(&mut self.wire, &headers).await {
+            Some(body) => body,
+            None => ReadBody {
                 complete: true,
                 ..ReadBody::default()
-            }
+            },
         };
         let captured = Captured {
             conn: self.id,
@@ -817,13 +595,9 @@ impl App {
         Raw::connect(self.addr).await
     }
 
-    /// Sends `bytes` on a new connection and reads one response (HEAD-aware if `head`).
+    /// Sends `bytes` on a new connection and reads one response (HEAD-aware).
     pub async fn exchange(&self, bytes: &[u8]) -> (Resp, Raw) {
-        let mut c = self.raw().await;
-        c.send(bytes).await;
-        let head = bytes.starts_with(b"HEAD ");
-        let r = c.response(head).await.expect("a response");
-        (r, c)
+        crate::common::exchange(self.addr, bytes).await
     }
 
     /// A `GET` of `path` with `Host: <app>` plus `extra` header lines (each ending `\r\n`).
@@ -835,201 +609,6 @@ impl App {
 
 /// A handler for hyper servers used as targets in a few tests.
 pub type Infallibly = Result<hyper::Response<Body>, Infallible>;
-
-// ---------------------------------------------------------------------------------------
-// The raw client.
-
-/// One response as the client read it.
-#[derive(Clone, Debug)]
-pub struct Resp {
-    pub status: u16,
-    pub head: Vec<u8>,
-    pub headers: Headers,
-    pub body: ReadBody,
-    /// `true` if the body was delimited by the connection closing.
-    pub close_delimited: bool,
-}
-
-impl Resp {
-    pub fn all(&self, name: &str) -> Vec<&[u8]> {
-        values(&self.headers, name)
-    }
-    pub fn count(&self, name: &str) -> usize {
-        self.all(name).len()
-    }
-    pub fn has(&self, name: &str) -> bool {
-        self.count(name) > 0
-    }
-    pub fn one(&self, name: &str) -> String {
-        let all = self.all(name);
-        assert_eq!(all.len(), 1, "{name} lines in:\n{}", self.head_str());
-        String::from_utf8_lossy(all[0]).into_owned()
-    }
-    pub fn head_str(&self) -> String {
-        String::from_utf8_lossy(&self.head).into_owned()
-    }
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body.data).into_owned()
-    }
-}
-
-/// What came after a response on a connection.
-#[derive(Debug, PartialEq, Eq)]
-pub enum After {
-    /// The server closed the connection.
-    Closed,
-    /// More bytes arrived.
-    Data(Vec<u8>),
-}
-
-/// A raw TCP client (or the read half of one, after [`Raw::split`]).
-pub struct Raw<S = TcpStream> {
-    pub wire: Wire<S>,
-}
-
-impl Raw {
-    pub async fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        let _ = stream.set_nodelay(true);
-        Self {
-            wire: Wire::new(stream),
-        }
-    }
-
-    pub async fn send(&mut self, bytes: &[u8]) {
-        self.wire.stream.write_all(bytes).await.expect("write");
-        self.wire.stream.flush().await.expect("flush");
-    }
-
-    /// Sends, ignoring errors (the server may already have closed).
-    pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
-        self.wire.stream.write_all(bytes).await.is_ok()
-    }
-
-    /// A reader and a writer that can be used at the same time.
-    pub fn split(
-        self,
-    ) -> (
-        Raw<tokio::net::tcp::OwnedReadHalf>,
-        tokio::net::tcp::OwnedWriteHalf,
-    ) {
-        let (rd, wr) = self.wire.stream.into_split();
-        (
-            Raw {
-                wire: Wire {
-                    stream: rd,
-                    buf: self.wire.buf,
-                    eof: self.wire.eof,
-                },
-            },
-            wr,
-        )
-    }
-}
-
-impl<S: tokio::io::AsyncRead + Unpin> Raw<S> {
-    /// Reads one response (a `1xx` is a response of its own). `None` if the connection
-    /// closed before any byte of it.
-    pub async fn response(&mut self, head_request: bool) -> Option<Resp> {
-        within("reading a response", self.read_response(head_request)).await
-    }
-
-    async fn read_response(&mut self, head_request: bool) -> Option<Resp> {
-        let head = match self.wire.read_until(b"\r\n\r\n").await {
-            Some(h) => h,
-            None if self.wire.buf.is_empty() => return None,
-            None => panic!(
-                "connection closed inside a response head: {:?}",
-                String::from_utf8_lossy(&self.wire.buf)
-            ),
-        };
-        let (start, headers) = parse_head(&head);
-        let status: u16 = start
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {start:?}"));
-        let chunked = values(&headers, "transfer-encoding")
-            .iter()
-            .any(|v| v.eq_ignore_ascii_case(b"chunked"));
-        let length = values(&headers, "content-length")
-            .first()
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<usize>().ok());
-        let mut close_delimited = false;
-        let body = if head_request || (100..200).contains(&status) || status == 204 || status == 304
-        {
-            ReadBody {
-                complete: true,
-                ..ReadBody::default()
-            }
-        } else if chunked {
-            read_chunked(&mut self.wire).await
-        } else if let Some(n) = length {
-            let (data, complete) = self.wire.read_n(n).await;
-            ReadBody {
-                raw: data.clone(),
-                data,
-                trailers: Vec::new(),
-                complete,
-            }
-        } else {
-            close_delimited = true;
-            let data = self.wire.read_to_eof().await;
-            ReadBody {
-                raw: data.clone(),
-                data,
-                trailers: Vec::new(),
-                complete: true,
-            }
-        };
-        Some(Resp {
-            status,
-            head,
-            headers,
-            body,
-            close_delimited,
-        })
-    }
-
-    /// Reads a final response, skipping `1xx` ones.
-    pub async fn final_response(&mut self, head_request: bool) -> Option<Resp> {
-        loop {
-            let r = self.response(head_request).await?;
-            if !(100..200).contains(&r.status) {
-                return Some(r);
-            }
-        }
-    }
-
-    /// Waits for the server to close the connection or send more bytes.
-    pub async fn after(&mut self) -> After {
-        within("waiting for the connection to close", async {
-            if !self.wire.buf.is_empty() {
-                return After::Data(std::mem::take(&mut self.wire.buf));
-            }
-            if self.wire.fill().await {
-                After::Data(std::mem::take(&mut self.wire.buf))
-            } else {
-                After::Closed
-            }
-        })
-        .await
-    }
-
-    /// The connection must be closed by the server, with nothing more sent.
-    pub async fn assert_closed(&mut self) {
-        let after = self.after().await;
-        assert_eq!(
-            after,
-            After::Closed,
-            "expected the connection to close; got {:?}",
-            match &after {
-                After::Data(d) => String::from_utf8_lossy(d).into_owned(),
-                After::Closed => String::new(),
-            }
-        );
-    }
-}
 
 /// Bytes for `Host: <addr>`.
 pub fn host(addr: SocketAddr) -> String {

@@ -14,8 +14,8 @@ use tower_identity_proxy::{
 
 use crate::{
     common::{
-        self, RawResponse, TestBody, basic, empty, full, get, get_with, random_bytes, raw, send,
-        serve, spawn_app,
+        self, TestBody, basic, empty, full, get, get_with, random_bytes, raw, send, serve,
+        spawn_app,
     },
     layer, layer_to,
 };
@@ -49,7 +49,7 @@ async fn method_path_and_query_are_forwarded_byte_for_byte() {
     ] {
         let head =
             format!("GET {path_and_query} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n");
-        let res = RawResponse::parse(&raw(app.addr, head.as_bytes()).await);
+        let res = raw(app.addr, head.as_bytes()).await;
         assert_eq!(res.status, 200, "{path_and_query}");
         let expected = path_and_query.strip_prefix("/proxy").unwrap();
         assert_eq!(target.last().uri.to_string(), expected);
@@ -152,14 +152,12 @@ async fn a_chunked_upload_without_content_length_is_forwarded_chunked() {
     assert_eq!(seen.body, "first second third");
 
     // The same by hand, with chunk extensions and a trailer section.
-    let res = RawResponse::parse(
-        &raw(
-            app.addr,
-            b"POST /proxy/raw HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\
+    let res = raw(
+        app.addr,
+        b"POST /proxy/raw HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\
               Connection: close\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
-        )
-        .await,
-    );
+    )
+    .await;
     assert_eq!(res.status, 200);
     assert_eq!(target.last().body, "hello world");
 }
@@ -168,14 +166,12 @@ async fn a_chunked_upload_without_content_length_is_forwarded_chunked() {
 async fn a_get_with_a_body_keeps_it() {
     let target = common::echo_target().await;
     let app = spawn_app(layer_to(&target)).await;
-    let res = RawResponse::parse(
-        &raw(
-            app.addr,
-            b"GET /proxy/search HTTP/1.1\r\nHost: app.test\r\nContent-Length: 13\r\n\
+    let res = raw(
+        app.addr,
+        b"GET /proxy/search HTTP/1.1\r\nHost: app.test\r\nContent-Length: 13\r\n\
               Content-Type: application/json\r\nConnection: close\r\n\r\n{\"q\":\"rust\"}\n",
-        )
-        .await,
-    );
+    )
+    .await;
     assert_eq!(res.status, 200);
     let seen = target.last();
     assert_eq!(seen.method, "GET");
@@ -286,14 +282,12 @@ async fn authorization_is_always_replaced() {
         assert_eq!(seen.claims()["sub"], "anonymousUser");
     }
     // Two Authorization headers from the client: still exactly one, ours.
-    let r = RawResponse::parse(
-        &raw(
-            app.addr,
-            b"GET /proxy/two HTTP/1.1\r\nHost: a\r\nAuthorization: Basic eDp5\r\n\
+    let r = raw(
+        app.addr,
+        b"GET /proxy/two HTTP/1.1\r\nHost: a\r\nAuthorization: Basic eDp5\r\n\
               Authorization: Bearer x\r\nConnection: close\r\n\r\n",
-        )
-        .await,
-    );
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(target.last().claims()["sub"], "anonymousUser");
 
@@ -319,16 +313,14 @@ async fn authorization_is_always_replaced() {
 async fn x_forwarded_headers_are_set_and_host_is_the_targets() {
     let target = common::echo_target().await;
     let app = spawn_app(layer_to(&target)).await;
-    let res = RawResponse::parse(
-        &raw(
-            app.addr,
-            b"GET /proxy/fwd HTTP/1.1\r\nHost: example.com:1337\r\n\
+    let res = raw(
+        app.addr,
+        b"GET /proxy/fwd HTTP/1.1\r\nHost: example.com:1337\r\n\
               X-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: https\r\n\
               X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Port: 1\r\nForwarded: for=1.2.3.4\r\n\
               Connection: close\r\n\r\n",
-        )
-        .await,
-    );
+    )
+    .await;
     assert_eq!(res.status, 200);
     let seen = target.last();
     assert_eq!(seen.header("x-forwarded-host").unwrap(), "example.com:1337");
@@ -355,17 +347,15 @@ async fn x_forwarded_headers_are_set_and_host_is_the_targets() {
 async fn hop_by_hop_headers_are_removed_both_ways() {
     let target = common::echo_target().await;
     let app = spawn_app(layer_to(&target)).await;
-    let res = RawResponse::parse(
-        &raw(
-            app.addr,
-            b"GET /proxy/hop HTTP/1.1\r\nHost: app.test\r\n\
+    let res = raw(
+        app.addr,
+        b"GET /proxy/hop HTTP/1.1\r\nHost: app.test\r\n\
               Connection: close, X-Secret, Authorization\r\nConnection: x-other\r\n\
               X-Secret: s\r\nX-Other: o\r\nKeep-Alive: timeout=5\r\n\
               Proxy-Connection: keep-alive\r\nTE: gzip\r\nUpgrade: websocket\r\n\
               Proxy-Authorization: Basic eDp5\r\nX-End-To-End: kept\r\n\r\n",
-        )
-        .await,
-    );
+    )
+    .await;
     assert_eq!(res.status, 200);
     let seen = target.last();
     for gone in [

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm as A, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm as A, Validation};
 use tower_identity_proxy::{
     Algorithm, BasicAuth, CredentialStore, Identity, IdentityExtractor, JwtSigner, KeyPair,
     KeySigner, ProxyLayer, PublicKey, TokenPolicy, dangerous::InsecureUnsignedSigner,
@@ -12,8 +12,8 @@ use tower_identity_proxy::{
 use crate::{
     common::{
         self, EchoTarget, OTHER_RSA_PKCS8_PEM, RSA_PKCS1_PEM, RSA_PKCS8_PEM, RSA_PUBLIC_PEM,
-        bearer, decode_jwt, ec256_keys, ec384_keys, ed25519_keys, get, jwt_header, now_secs,
-        rsa_keys, spawn_app,
+        bearer, decode_jwt, decode_with, ec256_keys, ec384_keys, ed25519_keys, get, jwt_header,
+        now_secs, rsa_keys, spawn_app,
     },
     identity::refused_tokens,
     layer_to,
@@ -83,14 +83,11 @@ async fn issuer_audience_and_lifetime_are_configurable() {
             .audience("https://target.example"),
     );
     let (token, _target) = token_through(ProxyLayer::new(signer)).await;
-    let key = DecodingKey::from_rsa_pem(RSA_PUBLIC_PEM.as_bytes()).unwrap();
     let mut v = Validation::new(A::RS512);
     v.set_issuer(&["https://app.example"]);
     v.set_audience(&["https://target.example"]);
     v.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
-    let claims = jsonwebtoken::decode::<serde_json::Value>(&token, &key, &v)
-        .unwrap()
-        .claims;
+    let claims = decode_with(&token, RSA_PUBLIC_PEM, &v).unwrap();
     let (iat, exp) = (
         claims["iat"].as_u64().unwrap(),
         claims["exp"].as_u64().unwrap(),
@@ -98,7 +95,7 @@ async fn issuer_audience_and_lifetime_are_configurable() {
     assert_eq!(exp - iat, 65);
     // A verifier expecting another audience refuses it.
     v.set_audience(&["https://other.example"]);
-    assert!(jsonwebtoken::decode::<serde_json::Value>(&token, &key, &v).is_err());
+    assert!(decode_with(&token, RSA_PUBLIC_PEM, &v).is_err());
 }
 
 #[tokio::test]

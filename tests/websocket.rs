@@ -341,3 +341,101 @@ async fn http2_extended_connect_is_refused_not_tunnelled() {
     assert_eq!(&body[..], b"CONNECT cannot be proxied.");
     assert!(target.seen.all().is_empty());
 }
+
+// ---------------------------------------------------------------------------------------
+// Idle tunnels
+// ---------------------------------------------------------------------------------------
+
+/// The test app, its tunnels closed after `idle` without a byte moving.
+async fn start_app_idle(target: &Target, idle: Duration) -> SocketAddr {
+    let proxy = layer(
+        ProxyClient::new().unwrap(),
+        &format!("http://{}", target.addr),
+    )
+    .tunnel_idle_timeout(idle);
+    let app = axum::Router::new().layer(proxy);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// A WebSocket through `app` past the target's opening ping and pong report.
+async fn open_ws(app: SocketAddr) -> tokio_tungstenite::WebSocketStream<TcpStream> {
+    let stream = TcpStream::connect(app).await.unwrap();
+    let req = format!("ws://{app}/proxy/ws")
+        .into_client_request()
+        .unwrap();
+    let (mut ws, res) = bounded("ws handshake", client_async(req, stream))
+        .await
+        .expect("handshake through the proxy");
+    assert_eq!(res.status(), 101);
+    assert_eq!(
+        bounded("ping", ws_next(&mut ws)).await,
+        Message::Ping("from-target".into())
+    );
+    assert_eq!(
+        bounded("pong report", ws_next(&mut ws)).await,
+        Message::text("pong seen: from-target")
+    );
+    ws
+}
+
+#[tokio::test]
+async fn an_idle_tunnel_is_closed_on_both_sides() {
+    let mut target = start_target().await;
+    let app = start_app_idle(&target, Duration::from_millis(200)).await;
+    let before = alive();
+    let mut ws = open_ws(app).await;
+
+    // Nobody sends anything: the proxy closes the caller's connection (no close frame: the
+    // stream just ends) and the target's (its read sees EOF).
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the caller's side closed within 5 s");
+    assert!(
+        !matches!(end, Some(Ok(_))),
+        "a frame instead of the close: {end:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), target.ws_closed.recv())
+        .await
+        .expect("the target's side closed within 5 s")
+        .expect("close signal");
+    drop(ws);
+    assert_eq!(
+        settles_to(before).await,
+        before,
+        "tasks alive after the close"
+    );
+}
+
+#[tokio::test]
+async fn a_tunnel_with_traffic_stays_open() {
+    let mut target = start_target().await;
+    let app = start_app_idle(&target, Duration::from_millis(200)).await;
+    let mut ws = open_ws(app).await;
+
+    // A message every 50 ms for 600 ms, three times the idle timeout: never idle.
+    for i in 0..12 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ws.send(Message::text(format!("tick {i}"))).await.unwrap();
+        assert_eq!(
+            bounded("echo", ws_next(&mut ws)).await,
+            Message::text(format!("tick {i}"))
+        );
+    }
+    ws.send(Message::text("still there")).await.unwrap();
+    assert_eq!(
+        bounded("last echo", ws_next(&mut ws)).await,
+        Message::text("still there")
+    );
+    ws.close(None).await.unwrap();
+    assert!(matches!(
+        bounded("close", ws_next(&mut ws)).await,
+        Message::Close(_)
+    ));
+    drop(ws);
+    bounded("target sees the close", target.ws_closed.recv())
+        .await
+        .expect("close signal");
+}

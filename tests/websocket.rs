@@ -26,28 +26,9 @@ use tower_identity_proxy::ProxyClient;
 /// One WebSocket session through the app: handshake with a multi-token `Connection`,
 /// ping/pong both ways, text, binary, close. Returns the handshake the target saw.
 async fn session(app: SocketAddr, target: &mut Target) -> serde_json::Value {
-    let stream = TcpStream::connect(app).await.unwrap();
-    let mut req = format!("ws://{app}/proxy/ws")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("connection", "keep-alive, Upgrade".parse().unwrap());
-    let (mut ws, res) = bounded("ws handshake", client_async(req, stream))
-        .await
-        .expect("handshake through the proxy");
-    assert_eq!(res.status(), 101);
+    let (mut ws, res) = open_ws(app, Some("keep-alive, Upgrade")).await;
     assert_eq!(res.headers()["upgrade"], "websocket");
     assert!(res.headers().contains_key("via"));
-
-    // The target pings first; tungstenite answers with a pong that the target reports.
-    assert_eq!(
-        bounded("ping", ws_next(&mut ws)).await,
-        Message::Ping("from-target".into())
-    );
-    assert_eq!(
-        bounded("pong report", ws_next(&mut ws)).await,
-        Message::text("pong seen: from-target")
-    );
 
     ws.send(Message::text("hello")).await.unwrap();
     assert_eq!(
@@ -82,6 +63,41 @@ async fn session(app: SocketAddr, target: &mut Target) -> serde_json::Value {
         .await
         .expect("close signal");
     target.seen.last()
+}
+
+/// A WebSocket to the target's `/ws` through `app` (with this `Connection` header, if
+/// any), past the target's opening ping and its report of the pong: the socket and the
+/// `101`.
+async fn open_ws(
+    app: SocketAddr,
+    connection: Option<&str>,
+) -> (
+    tokio_tungstenite::WebSocketStream<TcpStream>,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+) {
+    let stream = TcpStream::connect(app).await.unwrap();
+    let mut req = format!("ws://{app}/proxy/ws")
+        .into_client_request()
+        .unwrap();
+    if let Some(connection) = connection {
+        req.headers_mut()
+            .insert("connection", connection.parse().unwrap());
+    }
+    let (mut ws, res) = bounded("ws handshake", client_async(req, stream))
+        .await
+        .expect("handshake through the proxy");
+    assert_eq!(res.status(), 101);
+
+    // The target pings first; tungstenite answers with a pong that the target reports.
+    assert_eq!(
+        bounded("ping", ws_next(&mut ws)).await,
+        Message::Ping("from-target".into())
+    );
+    assert_eq!(
+        bounded("pong report", ws_next(&mut ws)).await,
+        Message::text("pong seen: from-target")
+    );
+    (ws, res)
 }
 
 async fn ws_next<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Message
@@ -360,33 +376,12 @@ async fn start_app_idle(target: &Target, idle: Duration) -> SocketAddr {
     addr
 }
 
-/// A WebSocket through `app` past the target's opening ping and pong report.
-async fn open_ws(app: SocketAddr) -> tokio_tungstenite::WebSocketStream<TcpStream> {
-    let stream = TcpStream::connect(app).await.unwrap();
-    let req = format!("ws://{app}/proxy/ws")
-        .into_client_request()
-        .unwrap();
-    let (mut ws, res) = bounded("ws handshake", client_async(req, stream))
-        .await
-        .expect("handshake through the proxy");
-    assert_eq!(res.status(), 101);
-    assert_eq!(
-        bounded("ping", ws_next(&mut ws)).await,
-        Message::Ping("from-target".into())
-    );
-    assert_eq!(
-        bounded("pong report", ws_next(&mut ws)).await,
-        Message::text("pong seen: from-target")
-    );
-    ws
-}
-
 #[tokio::test]
 async fn an_idle_tunnel_is_closed_on_both_sides() {
     let mut target = start_target().await;
     let app = start_app_idle(&target, Duration::from_millis(200)).await;
     let before = alive();
-    let mut ws = open_ws(app).await;
+    let (mut ws, _) = open_ws(app, None).await;
 
     // Nobody sends anything: the proxy closes the caller's connection (no close frame: the
     // stream just ends) and the target's (its read sees EOF).
@@ -413,7 +408,7 @@ async fn an_idle_tunnel_is_closed_on_both_sides() {
 async fn a_tunnel_with_traffic_stays_open() {
     let mut target = start_target().await;
     let app = start_app_idle(&target, Duration::from_millis(200)).await;
-    let mut ws = open_ws(app).await;
+    let (mut ws, _) = open_ws(app, None).await;
 
     // A message every 50 ms for 600 ms, three times the idle timeout: never idle.
     for i in 0..12 {

@@ -182,7 +182,9 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    /// `401 Unauthorized` with an optional `WWW-Authenticate` challenge.
+    /// `401 Unauthorized` with an optional `WWW-Authenticate` challenge. Without one, the
+    /// proxy sends the extractor chain's challenges (see the
+    /// [module docs](crate::identity#challenges)).
     pub fn unauthorized(
         challenge: Option<HeaderValue>,
         message: impl Into<Cow<'static, str>>,

@@ -55,7 +55,7 @@ use std::{
 use axum::{
     Extension, Json, Router,
     extract::{Path, Request, State},
-    http::{StatusCode, request::Parts},
+    http::{HeaderValue, StatusCode, request::Parts},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
@@ -175,6 +175,13 @@ impl IdentityExtractor for DemoIdentity {
         match self {
             Self::Secured(e) => e.extract(parts).await,
             Self::Unsecured(e) => e.extract(parts).await,
+        }
+    }
+
+    fn challenges(&self) -> Vec<HeaderValue> {
+        match self {
+            Self::Secured(e) => e.challenges(),
+            Self::Unsecured(e) => e.challenges(),
         }
     }
 }

@@ -17,6 +17,8 @@
 //!   certificate that does not verify (unknown issuer, wrong name, expired) is a `502`;
 //! - plain http targets speak HTTP/1.1, or HTTP/2 with prior knowledge when
 //!   [`ClientBuilder::http2_prior_knowledge`] is set (h2c, as gRPC backends need);
+//! - no HTTP/2 keep-alive pings: see [`ClientBuilder::http2_keep_alive_interval`] for why,
+//!   and when to turn them on;
 //! - upgrade requests (WebSocket) always go over HTTP/1.1, through connections of their
 //!   own (ALPN offers `http/1.1` alone), since HTTP/2 has no `Upgrade`.
 //!
@@ -117,8 +119,39 @@ pub struct ClientBuilder {
     pool_idle_timeout: Duration,
     pool_max_idle_per_host: usize,
     h2c: bool,
+    h2_keep_alive: H2KeepAlive,
     #[cfg(feature = "https")]
     tls: TlsOptions,
+}
+
+/// HTTP/2 keep-alive pings (hyper's settings; off unless an interval is set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct H2KeepAlive {
+    interval: Option<Duration>,
+    timeout: Duration,
+    while_idle: bool,
+}
+
+impl Default for H2KeepAlive {
+    fn default() -> Self {
+        Self {
+            interval: None,
+            timeout: Duration::from_secs(20),
+            while_idle: false,
+        }
+    }
+}
+
+/// The longest keep-alive interval or timeout taken as given; longer ones are shortened to
+/// it (hyper adds them to instants, which must not overflow).
+const MAX_KEEP_ALIVE: Duration = Duration::from_secs(24 * 60 * 60);
+
+impl H2KeepAlive {
+    fn apply(self, b: &mut hyper_util::client::legacy::Builder) {
+        b.http2_keep_alive_interval(self.interval)
+            .http2_keep_alive_timeout(self.timeout)
+            .http2_keep_alive_while_idle(self.while_idle);
+    }
 }
 
 #[cfg(feature = "https")]
@@ -141,6 +174,7 @@ impl Default for ClientBuilder {
             pool_idle_timeout: Duration::from_millis(4500),
             pool_max_idle_per_host: 256,
             h2c: false,
+            h2_keep_alive: H2KeepAlive::default(),
             #[cfg(feature = "https")]
             tls: TlsOptions::default(),
         }
@@ -175,6 +209,59 @@ impl ClientBuilder {
     #[must_use]
     pub fn http2_prior_knowledge(mut self, on: bool) -> Self {
         self.h2c = on;
+        self
+    }
+
+    /// Sends an HTTP/2 `PING` to the target after this long without receiving a frame on a
+    /// connection, and closes the connection when no acknowledgement comes within
+    /// [`http2_keep_alive_timeout`](Self::http2_keep_alive_timeout): requests on it fail
+    /// (`502`) at once instead of waiting for the upstream timeouts, and the pool opens a new
+    /// connection for the next request. Applies to HTTP/2 connections only: h2c
+    /// ([`http2_prior_knowledge`](Self::http2_prior_knowledge)) and https targets that
+    /// choose `h2`.
+    ///
+    /// Default is `None`, no pings, because:
+    /// - gRPC servers, with grpc-go's and grpc-java's defaults, answer a client that pings
+    ///   more often than every five minutes while they send nothing with `GOAWAY`
+    ///   (`too_many_pings`), which cuts the calls in flight;
+    /// - requests are already bounded without them: the target's headers by
+    ///   [`upstream_timeout`](crate::ProxyLayer::upstream_timeout) (30 s), a silent body by
+    ///   [`upstream_body_timeout`](crate::ProxyLayer::upstream_body_timeout) (60 s), and idle
+    ///   pooled connections are dropped after
+    ///   [`pool_idle_timeout`](Self::pool_idle_timeout) (4.5 s).
+    ///
+    /// Turn them on for long-lived HTTP/2 streams that may stay silent (gRPC server
+    /// streaming with the body timeout off), or when a network path (a NAT, a firewall)
+    /// drops connections without a reset; keep the interval above what the target allows.
+    /// `None` or [`Duration::ZERO`] turns pings off; intervals longer than a day are taken
+    /// as a day.
+    #[must_use]
+    pub fn http2_keep_alive_interval(mut self, interval: impl Into<Option<Duration>>) -> Self {
+        self.h2_keep_alive.interval = interval
+            .into()
+            .filter(|i| !i.is_zero())
+            .map(|i| i.min(MAX_KEEP_ALIVE));
+        self
+    }
+
+    /// How long to wait for the acknowledgement of a keep-alive `PING` before closing the
+    /// connection. Default is 20 seconds (hyper's). Has no effect unless
+    /// [`http2_keep_alive_interval`](Self::http2_keep_alive_interval) is set; longer than a
+    /// day is taken as a day.
+    #[must_use]
+    pub fn http2_keep_alive_timeout(mut self, timeout: Duration) -> Self {
+        self.h2_keep_alive.timeout = timeout.min(MAX_KEEP_ALIVE);
+        self
+    }
+
+    /// Whether keep-alive pings are also sent on connections with no request in flight
+    /// (idle in the pool). Default is off: pings only while a request or stream is open;
+    /// an idle connection is closed by the pool after
+    /// [`pool_idle_timeout`](Self::pool_idle_timeout) anyway. Has no effect unless
+    /// [`http2_keep_alive_interval`](Self::http2_keep_alive_interval) is set.
+    #[must_use]
+    pub fn http2_keep_alive_while_idle(mut self, on: bool) -> Self {
+        self.h2_keep_alive.while_idle = on;
         self
     }
 
@@ -299,6 +386,8 @@ impl ClientBuilder {
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
             .retry_canceled_requests(true)
             .set_host(true);
+        // https targets that choose h2 by ALPN.
+        self.h2_keep_alive.apply(&mut b);
 
         #[cfg(feature = "https")]
         let (connector, h1_connector) = {
@@ -331,6 +420,7 @@ impl ClientBuilder {
                 .pool_max_idle_per_host(self.pool_max_idle_per_host)
                 .http2_only(true)
                 .retry_canceled_requests(true);
+            self.h2_keep_alive.apply(&mut b);
             b.build(self.http_connector(false))
         });
         Ok(ProxyClient { client, h1, h2c })
@@ -344,6 +434,7 @@ impl fmt::Debug for ClientBuilder {
             .field("pool_idle_timeout", &self.pool_idle_timeout)
             .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
             .field("h2c", &self.h2c)
+            .field("h2_keep_alive", &self.h2_keep_alive)
             .finish_non_exhaustive()
     }
 }
@@ -406,5 +497,25 @@ mod tests {
         assert_eq!(b.pool_idle_timeout, Duration::from_millis(4500));
         assert_eq!(b.connect_timeout, Duration::from_secs(10));
         assert!(!b.h2c);
+        assert_eq!(b.h2_keep_alive.interval, None);
+        assert_eq!(b.h2_keep_alive.timeout, Duration::from_secs(20));
+        assert!(!b.h2_keep_alive.while_idle);
+    }
+
+    #[test]
+    fn keep_alive_settings_are_bounded() {
+        let b = ProxyClient::builder()
+            .http2_keep_alive_interval(Duration::MAX)
+            .http2_keep_alive_timeout(Duration::MAX)
+            .http2_keep_alive_while_idle(true);
+        assert_eq!(b.h2_keep_alive.interval, Some(MAX_KEEP_ALIVE));
+        assert_eq!(b.h2_keep_alive.timeout, MAX_KEEP_ALIVE);
+        assert!(b.h2_keep_alive.while_idle);
+        // A client with them builds, and zero turns pings off.
+        assert!(b.clone().build().is_ok());
+        let b = b.http2_keep_alive_interval(Duration::ZERO);
+        assert_eq!(b.h2_keep_alive.interval, None);
+        let b = b.http2_keep_alive_interval(Duration::from_secs(30));
+        assert_eq!(b.h2_keep_alive.interval, Some(Duration::from_secs(30)));
     }
 }

@@ -5,7 +5,8 @@
 //! 1. no target → `501 The proxy is disabled.` (checked in the service, before any work);
 //! 2. the pure [`rewrite_request`](crate::rewrite::rewrite_request) → `400`/`405`/`501`/`508`
 //!    (or `200` for `OPTIONS` with `Max-Forwards: 0`);
-//! 3. the [`IdentityExtractor`] → its rejection (`401`), or `401` if no identity;
+//! 3. the [`IdentityExtractor`] → its rejection (`401`), or `401` if no identity, always
+//!    with `WWW-Authenticate` (see [`crate::identity`]);
 //! 4. the [`JwtSigner`] → `500` if it fails;
 //! 5. the pooled client, within the upstream timeout → `502` (unreachable, TLS failure,
 //!    broken response) or `504` (timeout); the target's response streams back with its
@@ -35,7 +36,7 @@ use crate::{
     client::ProxyClient,
     error::{BoxError, ProxyError, ProxyErrorKind},
     headers::connection_has,
-    identity::{IdentityExtractor, Rejection},
+    identity::{IdentityExtractor, refusal},
     rewrite::{
         Framing, RewriteConfig, check_response, rewrite_request, rewrite_response,
         scope_set_cookies,
@@ -54,6 +55,7 @@ pub(crate) struct Shared<I, J> {
     pub(crate) timeout: Duration,
     pub(crate) body_timeout: Option<Duration>,
     pub(crate) upgrades: bool,
+    pub(crate) tunnel_idle_timeout: Option<Duration>,
 }
 
 pub(crate) fn error_response<B>(error: &ProxyError) -> Response<ResponseBody<B>> {
@@ -176,12 +178,8 @@ where
 
     let identity = match shared.identity.extract(&parts).await {
         Ok(Some(identity)) => identity,
-        Ok(None) => {
-            return local(
-                Rejection::unauthorized(None, "Authentication is required.").into_response(),
-            );
-        }
-        Err(rejection) => return local(rejection.into_response()),
+        Ok(None) => return local(refusal(&shared.identity, None)),
+        Err(rejection) => return local(refusal(&shared.identity, Some(rejection))),
     };
     let token = match shared.signer.sign(&identity).await {
         Ok(t) => t,
@@ -331,7 +329,7 @@ fn respond<R, I, J>(
             }
         };
         let upstream_side = hyper::upgrade::on(&mut response);
-        crate::upgrade::spawn_tunnel(client_side, upstream_side);
+        crate::upgrade::spawn_tunnel(client_side, upstream_side, shared.tunnel_idle_timeout);
         let (mut parts, _) = response.into_parts();
         rewrite_response(&mut parts, &shared.rewrite);
         scope_set_cookies(&mut parts, &shared.rewrite, target);

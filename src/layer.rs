@@ -34,6 +34,7 @@ pub struct ProxyLayer<I = Anonymous, J = CachingSigner<KeySigner>> {
     timeout: Duration,
     body_timeout: Option<Duration>,
     upgrades: bool,
+    tunnel_idle_timeout: Option<Duration>,
 }
 
 impl<S: JwtSigner> ProxyLayer<Anonymous, CachingSigner<S>> {
@@ -58,6 +59,7 @@ impl<J: JwtSigner> ProxyLayer<Anonymous, J> {
             timeout: Duration::from_secs(30),
             body_timeout: Some(Duration::from_secs(60)),
             upgrades: true,
+            tunnel_idle_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -74,6 +76,7 @@ impl<I, J> ProxyLayer<I, J> {
             timeout: self.timeout,
             body_timeout: self.body_timeout,
             upgrades: self.upgrades,
+            tunnel_idle_timeout: self.tunnel_idle_timeout,
         }
     }
 
@@ -174,6 +177,23 @@ impl<I, J> ProxyLayer<I, J> {
         self
     }
 
+    /// How long an upgraded connection (a WebSocket tunnel) may stay silent, no byte moving
+    /// in either direction, before the proxy closes both the caller's and the target's
+    /// connection. Every byte either way restarts the wait, WebSocket pings included.
+    ///
+    /// Default is 60 seconds, as nginx's `proxy_read_timeout` applies to its WebSocket
+    /// tunnels: a tunnel whose peers vanished without a TCP close (a laptop put to sleep, a
+    /// NAT that forgot the flow) would otherwise hold two sockets and a task forever.
+    /// Applications that keep a quiet WebSocket open ping more often than that (Socket.IO
+    /// pings every 25 seconds, SignalR every 15). `None` lets a tunnel
+    /// live as long as both peers keep their connections open. The proxy closes the TCP
+    /// connections without a WebSocket close frame: it does not parse the tunnelled
+    /// protocol.
+    pub fn tunnel_idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.tunnel_idle_timeout = timeout.into();
+        self
+    }
+
     /// The client used to reach the target. Default is [`ProxyClient::new`].
     pub fn client(mut self, client: ProxyClient) -> Self {
         self.client = Some(client);
@@ -199,6 +219,7 @@ impl<I, J> ProxyLayer<I, J> {
             timeout: self.timeout,
             body_timeout: self.body_timeout,
             upgrades: self.upgrades,
+            tunnel_idle_timeout: self.tunnel_idle_timeout,
         })
     }
 }
@@ -227,6 +248,7 @@ impl<I: Clone, J> Clone for ProxyLayer<I, J> {
             timeout: self.timeout,
             body_timeout: self.body_timeout,
             upgrades: self.upgrades,
+            tunnel_idle_timeout: self.tunnel_idle_timeout,
         }
     }
 }
@@ -238,6 +260,8 @@ impl<I: fmt::Debug, J> fmt::Debug for ProxyLayer<I, J> {
             .field("identity", &self.identity)
             .field("handle", &self.handle)
             .field("timeout", &self.timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("tunnel_idle_timeout", &self.tunnel_idle_timeout)
             .finish_non_exhaustive()
     }
 }

@@ -120,7 +120,7 @@ pub use future::ResponseFuture;
 pub use headers::{CookiePolicy, X_FORWARDED_HOST, X_FORWARDED_PROTO, remove_hop_by_hop};
 pub use identity::{
     Anonymous, BasicAuth, BearerJwt, CredentialStore, FromExtensions, Identity, IdentityExtractor,
-    Or, Rejection,
+    Or, Rejection, WithChallenge,
 };
 pub use jwks::Jwks;
 pub use keys::{Algorithm, Curve, KeyPair, PublicKey};

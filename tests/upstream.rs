@@ -1,5 +1,6 @@
-//! HTTP/2 towards the target (h2c) with HTTP/1.1 and HTTP/2 callers, and the connection
-//! pool: reuse, idle timeout, max idle per host, stale connections.
+//! HTTP/2 towards the target (h2c) with HTTP/1.1 and HTTP/2 callers, the connection
+//! pool (reuse, idle timeout, max idle per host, stale connections) and HTTP/2 keep-alive
+//! pings (a dead connection is dropped).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -389,4 +390,221 @@ async fn connection_closed_after_keep_alive_response_never_hangs() {
             uploads_through_stale_connections(Stale::CloseAfterResponse, pause).await;
         assert_eq!(ok + bad_gateway, 12, "{log:?}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP/2 keep-alive pings
+// ---------------------------------------------------------------------------------------
+
+/// A TCP relay in front of a target, to watch the proxy's connections to it: bytes moved,
+/// connections accepted, and connections that go deaf (everything they carry is dropped,
+/// as on a dead network path that sends no reset).
+struct Relay {
+    addr: SocketAddr,
+    bytes: Arc<AtomicUsize>,
+    conns: Arc<AtomicUsize>,
+    deaf: Arc<Mutex<Vec<Arc<std::sync::atomic::AtomicBool>>>>,
+    /// Signalled when the proxy closes a connection (its side reads EOF or fails).
+    closed: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+impl Relay {
+    /// Every connection open now drops all it carries from here on.
+    fn deafen_open_connections(&self) {
+        for d in self.deaf.lock().unwrap().iter() {
+            d.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn relay(to: SocketAddr) -> Relay {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bytes = Arc::new(AtomicUsize::new(0));
+    let conns = Arc::new(AtomicUsize::new(0));
+    let deaf: Arc<Mutex<Vec<Arc<std::sync::atomic::AtomicBool>>>> = Arc::default();
+    let (tx, closed) = tokio::sync::mpsc::unbounded_channel();
+    let (b, c, d) = (bytes.clone(), conns.clone(), deaf.clone());
+    tokio::spawn(async move {
+        while let Ok((proxy_side, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let Ok(target_side) = TcpStream::connect(to).await else {
+                continue;
+            };
+            let is_deaf = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            d.lock().unwrap().push(is_deaf.clone());
+            let (pr, pw) = proxy_side.into_split();
+            let (tr, tw) = target_side.into_split();
+            let tx = tx.clone();
+            tokio::spawn(pipe(pr, tw, b.clone(), is_deaf.clone(), Some(tx)));
+            tokio::spawn(pipe(tr, pw, b.clone(), is_deaf, None));
+        }
+    });
+    Relay {
+        addr,
+        bytes,
+        conns,
+        deaf,
+        closed,
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    bytes: Arc<AtomicUsize>,
+    deaf: Arc<std::sync::atomic::AtomicBool>,
+    on_eof: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                bytes.fetch_add(n, Ordering::SeqCst);
+                if !deaf.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(tx) = on_eof {
+        let _ = tx.send(());
+    }
+    // A deaf connection passes nothing on, not even the close.
+    if !deaf.load(Ordering::SeqCst) {
+        let _ = to.shutdown().await;
+    }
+}
+
+/// A client whose pooled connections would outlive the test unless pings close them.
+fn pinging(
+    builder: tower_identity_proxy::client::ClientBuilder,
+    interval: Option<Duration>,
+    timeout: Duration,
+) -> ProxyClient {
+    builder
+        .pool_idle_timeout(Duration::from_secs(60))
+        .http2_keep_alive_interval(interval)
+        .http2_keep_alive_timeout(timeout)
+        .http2_keep_alive_while_idle(true)
+        .build()
+        .unwrap()
+}
+
+/// [`pinging`], speaking h2c.
+fn h2c_pinging(interval: Option<Duration>, timeout: Duration) -> ProxyClient {
+    pinging(
+        ProxyClient::builder().http2_prior_knowledge(true),
+        interval,
+        timeout,
+    )
+}
+
+#[tokio::test]
+async fn h2c_target_keeps_answering_with_keep_alive_pings_across_idle_time() {
+    let target = echo_target().await;
+    let relay = relay(target.addr()).await;
+    let app = alice_app(
+        h2c_pinging(Some(Duration::from_millis(100)), Duration::from_secs(2)),
+        &format!("http://{}", relay.addr),
+    )
+    .await;
+    let c = common::client();
+    let got = within("first", get_on(&c, &format!("http://{app}/proxy/one"))).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["version"], "HTTP/2.0");
+
+    // Idle for a while: pings and their acknowledgements keep crossing the connection.
+    let mut pinged = 0;
+    for _ in 0..6 {
+        let before = relay.bytes.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if relay.bytes.load(Ordering::SeqCst) > before {
+            pinged += 1;
+        }
+    }
+    assert!(
+        pinged >= 3,
+        "bytes moved in {pinged} of 6 idle half-seconds"
+    );
+
+    // The same connection still serves requests.
+    for path in ["/proxy/two", "/proxy/three"] {
+        let got = within("after idle", get_on(&c, &format!("http://{app}{path}"))).await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        assert_eq!(got.json()["version"], "HTTP/2.0");
+    }
+    assert_eq!(relay.conns.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn without_pings_an_idle_h2c_connection_is_silent() {
+    // The counterpart of the test above: what moves on an idle connection are the pings.
+    let target = echo_target().await;
+    let relay = relay(target.addr()).await;
+    let app = alice_app(
+        h2c_pinging(None, Duration::from_secs(2)),
+        &format!("http://{}", relay.addr),
+    )
+    .await;
+    let got = within(
+        "first",
+        get_on(&common::client(), &format!("http://{app}/proxy/one")),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = relay.bytes.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(relay.bytes.load(Ordering::SeqCst), before);
+}
+
+#[tokio::test]
+async fn an_h2c_target_that_stops_answering_pings_is_dropped_and_replaced() {
+    let target = echo_target().await;
+    let relay = relay(target.addr()).await;
+    let client = h2c_pinging(Some(Duration::from_millis(100)), Duration::from_millis(300));
+    let app = alice_app(client, &format!("http://{}", relay.addr)).await;
+    dead_connection_is_dropped_and_replaced(app, relay).await;
+}
+
+#[cfg(feature = "https")]
+#[tokio::test]
+async fn an_https_h2_target_that_stops_answering_pings_is_dropped_and_replaced() {
+    // The same over TLS, where the target chose h2 by ALPN.
+    let ca = Ca::new("keep-alive CA");
+    let leaf = ca.leaf(&["localhost"], false);
+    let target = tls_echo_target(server_config(&leaf, &[b"h2", b"http/1.1"], None)).await;
+    let relay = relay(target.addr()).await;
+    let client = pinging(
+        client_trusting(&ca),
+        Some(Duration::from_millis(100)),
+        Duration::from_millis(300),
+    );
+    let app = alice_app(client, &format!("https://localhost:{}", relay.addr.port())).await;
+    dead_connection_is_dropped_and_replaced(app, relay).await;
+    assert_eq!(target.last().json()["alpn"], "h2");
+}
+
+/// One request through `app` to the relay, then the relay's connection goes deaf: the
+/// proxy must close it after an unanswered ping and use a new one for the next request.
+async fn dead_connection_is_dropped_and_replaced(app: SocketAddr, mut relay: Relay) {
+    let c = common::client();
+    let got = within("first", get_on(&c, &format!("http://{app}/proxy/one"))).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["version"], "HTTP/2.0");
+
+    // The path to the target dies silently: no ping is acknowledged any more, so the proxy
+    // closes the connection (the pool would otherwise keep it for 60 s).
+    relay.deafen_open_connections();
+    tokio::time::timeout(Duration::from_secs(5), relay.closed.recv())
+        .await
+        .expect("the proxy closed the dead connection within 5 s")
+        .expect("close signal");
+
+    // The next request gets a new connection.
+    let got = within("after", get_on(&c, &format!("http://{app}/proxy/two"))).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(relay.conns.load(Ordering::SeqCst), 2);
 }

@@ -26,28 +26,9 @@ use tower_identity_proxy::ProxyClient;
 /// One WebSocket session through the app: handshake with a multi-token `Connection`,
 /// ping/pong both ways, text, binary, close. Returns the handshake the target saw.
 async fn session(app: SocketAddr, target: &mut EchoTarget) -> serde_json::Value {
-    let stream = TcpStream::connect(app).await.unwrap();
-    let mut req = format!("ws://{app}/proxy/ws")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("connection", "keep-alive, Upgrade".parse().unwrap());
-    let (mut ws, res) = within("ws handshake", client_async(req, stream))
-        .await
-        .expect("handshake through the proxy");
-    assert_eq!(res.status(), 101);
+    let (mut ws, res) = open_ws(app, Some("keep-alive, Upgrade")).await;
     assert_eq!(res.headers()["upgrade"], "websocket");
     assert!(res.headers().contains_key("via"));
-
-    // The target pings first; tungstenite answers with a pong that the target reports.
-    assert_eq!(
-        within("ping", ws_next(&mut ws)).await,
-        Message::Ping("from-target".into())
-    );
-    assert_eq!(
-        within("pong report", ws_next(&mut ws)).await,
-        Message::text("pong seen: from-target")
-    );
 
     ws.send(Message::text("hello")).await.unwrap();
     assert_eq!(
@@ -82,6 +63,41 @@ async fn session(app: SocketAddr, target: &mut EchoTarget) -> serde_json::Value 
         .await
         .expect("close signal");
     target.last().json()
+}
+
+/// A WebSocket to the target's `/ws` through `app` (with this `Connection` header, if
+/// any), past the target's opening ping and its report of the pong: the socket and the
+/// `101`.
+async fn open_ws(
+    app: SocketAddr,
+    connection: Option<&str>,
+) -> (
+    tokio_tungstenite::WebSocketStream<TcpStream>,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+) {
+    let stream = TcpStream::connect(app).await.unwrap();
+    let mut req = format!("ws://{app}/proxy/ws")
+        .into_client_request()
+        .unwrap();
+    if let Some(connection) = connection {
+        req.headers_mut()
+            .insert("connection", connection.parse().unwrap());
+    }
+    let (mut ws, res) = within("ws handshake", client_async(req, stream))
+        .await
+        .expect("handshake through the proxy");
+    assert_eq!(res.status(), 101);
+
+    // The target pings first; tungstenite answers with a pong that the target reports.
+    assert_eq!(
+        within("ping", ws_next(&mut ws)).await,
+        Message::Ping("from-target".into())
+    );
+    assert_eq!(
+        within("pong report", ws_next(&mut ws)).await,
+        Message::text("pong seen: from-target")
+    );
+    (ws, res)
 }
 
 async fn ws_next<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Message
@@ -347,4 +363,81 @@ async fn http2_extended_connect_is_refused_not_tunnelled() {
         .to_bytes();
     assert_eq!(&body[..], b"CONNECT cannot be proxied.");
     assert_eq!(target.count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Idle tunnels
+// ---------------------------------------------------------------------------------------
+
+/// The test app, its tunnels closed after `idle` without a byte moving.
+async fn start_app_idle(target: &EchoTarget, idle: Duration) -> SocketAddr {
+    let proxy = alice_layer(
+        ProxyClient::new().unwrap(),
+        &format!("http://{}", target.addr()),
+    )
+    .tunnel_idle_timeout(idle);
+    let app = axum::Router::new().layer(proxy);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test]
+async fn an_idle_tunnel_is_closed_on_both_sides() {
+    let mut target = echo_target().await;
+    let app = start_app_idle(&target, Duration::from_millis(200)).await;
+    let before = alive();
+    let (mut ws, _) = open_ws(app, None).await;
+
+    // Nobody sends anything: the proxy closes the caller's connection (no close frame: the
+    // stream just ends) and the target's (its read sees EOF).
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the caller's side closed within 5 s");
+    assert!(
+        !matches!(end, Some(Ok(_))),
+        "a frame instead of the close: {end:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), target.ws_closed.recv())
+        .await
+        .expect("the target's side closed within 5 s")
+        .expect("close signal");
+    drop(ws);
+    assert_eq!(
+        settles_to(before).await,
+        before,
+        "tasks alive after the close"
+    );
+}
+
+#[tokio::test]
+async fn a_tunnel_with_traffic_stays_open() {
+    let mut target = echo_target().await;
+    let app = start_app_idle(&target, Duration::from_millis(200)).await;
+    let (mut ws, _) = open_ws(app, None).await;
+
+    // A message every 50 ms for 600 ms, three times the idle timeout: never idle.
+    for i in 0..12 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ws.send(Message::text(format!("tick {i}"))).await.unwrap();
+        assert_eq!(
+            within("echo", ws_next(&mut ws)).await,
+            Message::text(format!("tick {i}"))
+        );
+    }
+    ws.send(Message::text("still there")).await.unwrap();
+    assert_eq!(
+        within("last echo", ws_next(&mut ws)).await,
+        Message::text("still there")
+    );
+    ws.close(None).await.unwrap();
+    assert!(matches!(
+        within("close", ws_next(&mut ws)).await,
+        Message::Close(_)
+    ));
+    drop(ws);
+    within("target sees the close", target.ws_closed.recv())
+        .await
+        .expect("close signal");
 }

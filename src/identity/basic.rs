@@ -169,8 +169,9 @@ impl fmt::Debug for CredentialStore {
 ///
 /// No `Authorization` header, or another scheme: no identity (the next extractor is asked).
 /// Malformed Basic credentials or a wrong user or password: `401` with
-/// `WWW-Authenticate: Basic realm="…", charset="UTF-8"`. The password check runs on tokio's
-/// blocking pool, never on the async workers.
+/// `WWW-Authenticate: Basic realm="…", charset="UTF-8"`, the challenge it also names when a
+/// chain finds no credentials. The password check runs on tokio's blocking pool, never on
+/// the async workers.
 #[derive(Clone, Debug)]
 pub struct BasicAuth {
     store: CredentialStore,
@@ -230,6 +231,11 @@ fn decode_basic(credentials: &str) -> Option<(String, String)> {
 }
 
 impl IdentityExtractor for BasicAuth {
+    /// `Basic realm="…", charset="UTF-8"`.
+    fn challenges(&self) -> Vec<HeaderValue> {
+        vec![self.challenge.clone()]
+    }
+
     async fn extract(&self, parts: &Parts) -> ExtractResult {
         let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
         let Some(value) = values.next() else {

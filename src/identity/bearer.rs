@@ -12,8 +12,9 @@ use crate::verifier::Verifier;
 /// With [`KeySet::verifier`](crate::KeySet::verifier), the key is chosen by the token's
 /// `kid` among every published key and follows rotations.
 ///
-/// No `Authorization` header or another scheme: no identity. A token that does not verify:
-/// `401` with `WWW-Authenticate: Bearer error="invalid_token"`.
+/// No `Authorization` header or another scheme: no identity (a chain that finds none answers
+/// `401` with `WWW-Authenticate: Bearer`). A token that does not verify: `401` with
+/// `WWW-Authenticate: Bearer error="invalid_token"`.
 #[derive(Clone, Debug)]
 pub struct BearerJwt {
     verifier: Verifier,
@@ -39,6 +40,11 @@ pub(crate) fn invalid_token(message: &'static str) -> Rejection {
 }
 
 impl IdentityExtractor for BearerJwt {
+    /// `Bearer` (RFC 6750 §3: no error code when the request carries no token).
+    fn challenges(&self) -> Vec<HeaderValue> {
+        vec![HeaderValue::from_static("Bearer")]
+    }
+
     async fn extract(&self, parts: &Parts) -> ExtractResult {
         let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
         let Some(value) = values.next() else {

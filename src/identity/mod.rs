@@ -13,6 +13,18 @@
 //! [`or_anonymous`](IdentityExtractor::or_anonymous) to let anonymous callers through, as
 //! Atoti Server does: `/proxy` needs no authentication.
 //!
+//! # Challenges
+//!
+//! A `401` always carries `WWW-Authenticate` (RFC 9110 §15.5.2). When no extractor found
+//! credentials, it lists the challenges the chain names
+//! ([`IdentityExtractor::challenges`]), one header line each, in chain order:
+//! [`BasicAuth`] names `Basic realm="proxy", charset="UTF-8"`, [`BearerJwt`] names
+//! `Bearer`, so `BasicAuth::new(users).or(BearerJwt::new(verifier))` answers both. When the
+//! chain names none (a closure, [`FromExtensions`]), the `401` carries
+//! [`FALLBACK_CHALLENGE`] (`Bearer`); name another with
+//! [`with_challenge`](IdentityExtractor::with_challenge). A `401` [`Rejection`] without a
+//! challenge of its own gets the same ones.
+//!
 //! # Example
 //!
 //! ## Basic, then the app's own Bearer tokens, else anonymous
@@ -64,6 +76,11 @@ mod basic;
 mod bearer;
 
 pub use basic::{BasicAuth, CredentialStore};
+
+/// The `WWW-Authenticate` challenge of a `401` when the extractors name none: `Bearer`
+/// (RFC 6750), the scheme of the tokens this crate issues and accepts. Unlike `Basic`, it
+/// makes no browser open a password dialog.
+pub const FALLBACK_CHALLENGE: HeaderValue = HeaderValue::from_static("Bearer");
 pub use bearer::BearerJwt;
 
 /// The caller: a name and a sorted, de-duplicated list of roles.
@@ -165,7 +182,9 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    /// `401 Unauthorized` with an optional `WWW-Authenticate` challenge.
+    /// `401 Unauthorized` with an optional `WWW-Authenticate` challenge. Without one, the
+    /// proxy sends the extractor chain's challenges (see the
+    /// [module docs](crate::identity#challenges)).
     pub fn unauthorized(
         challenge: Option<HeaderValue>,
         message: impl Into<Cow<'static, str>>,
@@ -225,6 +244,33 @@ pub trait IdentityExtractor: Clone + Send + Sync + 'static {
     /// Reads the caller's identity.
     fn extract(&self, parts: &Parts) -> impl Future<Output = ExtractResult> + Send;
 
+    /// The `WWW-Authenticate` challenges of the credentials this extractor accepts, sent
+    /// with the `401` that answers a request without any (see the
+    /// [module docs](crate::identity#challenges)). Default: none, so the chain's other
+    /// extractors name them, or [`FALLBACK_CHALLENGE`] is sent.
+    fn challenges(&self) -> Vec<HeaderValue> {
+        Vec::new()
+    }
+
+    /// Names `challenge` as this extractor's `WWW-Authenticate` challenge, instead of the
+    /// ones it names itself (for a closure: instead of none).
+    ///
+    /// ```
+    /// use http::{HeaderValue, request::Parts};
+    /// use tower_identity_proxy::{IdentityExtractor, Rejection};
+    ///
+    /// let from_session = |_: &Parts| async { Ok::<_, Rejection>(None) };
+    /// let extractor =
+    ///     from_session.with_challenge(HeaderValue::from_static(r#"Session realm="app""#));
+    /// assert_eq!(extractor.challenges(), [r#"Session realm="app""#]);
+    /// ```
+    fn with_challenge(self, challenge: HeaderValue) -> WithChallenge<Self> {
+        WithChallenge {
+            inner: self,
+            challenge,
+        }
+    }
+
     /// Asks `other` when `self` finds no credentials it understands.
     fn or<B>(self, other: B) -> Or<Self, B>
     where
@@ -266,6 +312,60 @@ impl<A: IdentityExtractor, B: IdentityExtractor> IdentityExtractor for Or<A, B> 
             None => self.second.extract(parts).await,
         }
     }
+
+    /// The first extractor's challenges, then the second's not already named.
+    fn challenges(&self) -> Vec<HeaderValue> {
+        let mut all = self.first.challenges();
+        for c in self.second.challenges() {
+            if !all.contains(&c) {
+                all.push(c);
+            }
+        }
+        all
+    }
+}
+
+/// An extractor with the `WWW-Authenticate` challenge named by
+/// [`with_challenge`](IdentityExtractor::with_challenge).
+#[derive(Clone, Debug)]
+pub struct WithChallenge<E> {
+    inner: E,
+    challenge: HeaderValue,
+}
+
+impl<E: IdentityExtractor> IdentityExtractor for WithChallenge<E> {
+    fn extract(&self, parts: &Parts) -> impl Future<Output = ExtractResult> + Send {
+        self.inner.extract(parts)
+    }
+
+    fn challenges(&self) -> Vec<HeaderValue> {
+        vec![self.challenge.clone()]
+    }
+}
+
+/// The response to a request refused by `extractor`'s `rejection`, or without an identity
+/// (`None`: `401`). A `401` always carries `WWW-Authenticate`: the rejection's own
+/// challenge, else the extractor's, else [`FALLBACK_CHALLENGE`].
+pub(crate) fn refusal<E: IdentityExtractor>(
+    extractor: &E,
+    rejection: Option<Rejection>,
+) -> Response<Full<Bytes>> {
+    let rejection =
+        rejection.unwrap_or_else(|| Rejection::unauthorized(None, "Authentication is required."));
+    let needs_challenge =
+        rejection.status() == StatusCode::UNAUTHORIZED && rejection.challenge().is_none();
+    let mut res = rejection.into_response();
+    if needs_challenge {
+        let challenges = extractor.challenges();
+        let headers = res.headers_mut();
+        if challenges.is_empty() {
+            headers.insert(header::WWW_AUTHENTICATE, FALLBACK_CHALLENGE);
+        }
+        for c in challenges {
+            headers.append(header::WWW_AUTHENTICATE, c);
+        }
+    }
+    res
 }
 
 /// Every caller is anonymous: `anonymousUser` with `ROLE_ANONYMOUS` by default.
@@ -399,6 +499,48 @@ mod tests {
         let err = reject.or_anonymous().extract(&p).await.unwrap_err();
         assert_eq!(err.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(none.or(none).extract(&p).await.unwrap(), None);
+    }
+
+    fn challenges_of(res: &Response<Full<Bytes>>) -> Vec<&str> {
+        res.headers()
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn every_401_names_a_challenge() {
+        let none = |_: &Parts| async { Ok(None) };
+        let basic = HeaderValue::from_static("Basic realm=\"x\"");
+        let bearer = HeaderValue::from_static("Bearer");
+
+        // Named by no one: the fallback.
+        let res = refusal(&none, None);
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(challenges_of(&res), ["Bearer"]);
+        // Named along the chain, in order, once each.
+        let chain = none
+            .with_challenge(basic.clone())
+            .or(none)
+            .or(none.with_challenge(bearer.clone()))
+            .or(none.with_challenge(basic.clone()));
+        assert_eq!(chain.challenges(), [basic.clone(), bearer.clone()]);
+        assert_eq!(
+            challenges_of(&refusal(&chain, None)),
+            ["Basic realm=\"x\"", "Bearer"]
+        );
+        // A 401 rejection without a challenge gets the chain's; one with its own keeps it.
+        let bare = Rejection::unauthorized(None, "no");
+        assert_eq!(
+            challenges_of(&refusal(&chain, Some(bare))),
+            ["Basic realm=\"x\"", "Bearer"]
+        );
+        let own = Rejection::unauthorized(Some(bearer), "no");
+        assert_eq!(challenges_of(&refusal(&chain, Some(own))), ["Bearer"]);
+        // Other statuses get none.
+        let forbidden = Rejection::new(StatusCode::FORBIDDEN, "no");
+        assert!(challenges_of(&refusal(&chain, Some(forbidden))).is_empty());
     }
 
     #[tokio::test]

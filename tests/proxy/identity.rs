@@ -5,7 +5,7 @@ use axum::{
     middleware::{self, Next},
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use http::{StatusCode, request::Parts};
+use http::{HeaderValue, StatusCode, request::Parts};
 use serde_json::json;
 use tower_identity_proxy::{
     Anonymous, BasicAuth, BearerJwt, CredentialStore, FromExtensions, Identity, IdentityExtractor,
@@ -387,4 +387,93 @@ async fn an_extractor_written_by_the_app() {
     assert_eq!(who(&app, &target, &[]).await.status, 200);
     assert_eq!(claims_of_last(&target).0, "anonymousUser");
     assert_eq!(target.count(), 2);
+}
+
+/// Every `WWW-Authenticate` line of a reply, in order.
+fn challenges(r: &Reply) -> Vec<String> {
+    r.headers
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+const BASIC_PROXY: &str = r#"Basic realm="proxy", charset="UTF-8""#;
+
+#[tokio::test]
+async fn a_401_without_credentials_names_the_schemes_the_chain_accepts() {
+    let target = common::echo_target().await;
+    let users = CredentialStore::new();
+    users.insert("Alice", "pw", ["ROLE_USER"]).unwrap();
+    let bearer = || BearerJwt::new(rsa_keys().verifier());
+
+    // Basic, then Bearer: both challenges, one line each, in chain order.
+    let app =
+        spawn_app(layer_to(&target).identity(BasicAuth::new(users.clone()).or(bearer()))).await;
+    for headers in [vec![], vec![("authorization", "Negotiate YIIB")]] {
+        let r = who(&app, &target, &headers).await;
+        assert_eq!(r.status, 401, "{headers:?}");
+        assert_eq!(challenges(&r), [BASIC_PROXY, "Bearer"], "{headers:?}");
+        assert_eq!(r.text(), "Authentication is required.");
+    }
+    // A rejected password: the Basic challenge, as before.
+    let r = who(&app, &target, &[("authorization", &basic("Alice", "nope"))]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(challenges(&r), [BASIC_PROXY]);
+    // A rejected token: the Bearer error.
+    let r = who(&app, &target, &[("authorization", "Bearer not.a.token")]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(challenges(&r), [r#"Bearer error="invalid_token""#]);
+
+    // Each alone, the realm as configured.
+    let basic_only = BasicAuth::new(users.clone()).realm("orders").unwrap();
+    let app = spawn_app(layer_to(&target).identity(basic_only)).await;
+    let r = who(&app, &target, &[]).await;
+    assert_eq!(challenges(&r), [r#"Basic realm="orders", charset="UTF-8""#]);
+    let r = who(&app, &target, &[("authorization", &basic("Bob", "pw"))]).await;
+    assert_eq!(challenges(&r), [r#"Basic realm="orders", charset="UTF-8""#]);
+    let app = spawn_app(layer_to(&target).identity(bearer())).await;
+    assert_eq!(challenges(&who(&app, &target, &[]).await), ["Bearer"]);
+    assert_eq!(target.count(), 0, "no refused request reached the target");
+}
+
+#[tokio::test]
+async fn a_401_from_extractors_that_name_no_challenge_falls_back_to_bearer() {
+    let target = common::echo_target().await;
+
+    // The app's own middleware found no one: the fallback.
+    let app = spawn_app(layer_to(&target).identity(FromExtensions)).await;
+    let r = who(&app, &target, &[]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(challenges(&r), ["Bearer"]);
+
+    // A closure's 401 without a challenge gets the fallback too; other statuses get none.
+    let by_cookie = |parts: &Parts| {
+        let cookie = parts.headers.get(http::header::COOKIE).cloned();
+        async move {
+            match cookie.as_ref().map(HeaderValue::as_bytes) {
+                None => Ok(None),
+                Some(b"session=gone") => Err(Rejection::new(StatusCode::FORBIDDEN, "Gone.")),
+                Some(_) => Err(Rejection::unauthorized(None, "The session is not valid.")),
+            }
+        }
+    };
+    let app = spawn_app(layer_to(&target).identity(by_cookie)).await;
+    for headers in [vec![], vec![("cookie", "session=stale")]] {
+        let r = who(&app, &target, &headers).await;
+        assert_eq!(r.status, 401, "{headers:?}");
+        assert_eq!(challenges(&r), ["Bearer"], "{headers:?}");
+    }
+    let r = who(&app, &target, &[("cookie", "session=gone")]).await;
+    assert_eq!(r.status, 403);
+    assert!(challenges(&r).is_empty());
+
+    // Named by the app.
+    let session = HeaderValue::from_static(r#"Session realm="app""#);
+    let app = spawn_app(layer_to(&target).identity(by_cookie.with_challenge(session))).await;
+    for headers in [vec![], vec![("cookie", "session=stale")]] {
+        let r = who(&app, &target, &headers).await;
+        assert_eq!(challenges(&r), [r#"Session realm="app""#], "{headers:?}");
+    }
+    assert_eq!(target.count(), 0);
 }

@@ -59,16 +59,15 @@ use axum::{
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
-    serve::ListenerExt,
 };
 use clap::Parser;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tower_identity_proxy::{
-    Algorithm, Anonymous, BasicAuth, BearerJwt, CredentialStore, Curve, Identity,
-    IdentityExtractor, KeyPair, KeySet, KeySigner, Or, ProxyClient, ProxyHandle, ProxyLayer,
-    client::ClientBuilder, identity::ExtractResult,
+    Algorithm, Anonymous, BasicAuth, BearerJwt, CachingSigner, CredentialStore, Curve, Identity,
+    IdentityExtractor, KeyPair, KeySet, KeySetSigner, KeySigner, Or, ProxyClient, ProxyHandle,
+    ProxyLayer, client::ClientBuilder, identity::ExtractResult,
 };
 
 /// A boxed error for the demo's start-up failures.
@@ -215,7 +214,13 @@ pub struct Demo {
 /// Builds the app again with a connection pool to the target of its own; the target handle,
 /// the token cache and the users stay shared with every other copy.
 #[derive(Clone)]
-pub struct WorkerApp(Arc<dyn Fn() -> Result<Router, Error> + Send + Sync>);
+pub struct WorkerApp(Arc<dyn Fn() -> Result<WorkerService, Error> + Send + Sync>);
+
+/// What each server thread of [`serve`] serves: the proxy layer around the whole router
+/// (`ProxyLayer::layer(router)`, as `ServiceBuilder` composes), so a request under `/proxy`
+/// goes straight to the proxy, before any routing.
+pub type WorkerService =
+    tower_identity_proxy::Proxy<Router, DemoIdentity, CachingSigner<KeySetSigner>>;
 
 impl std::fmt::Debug for WorkerApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -298,7 +303,7 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
         let (state, opts) = (state.clone(), opts.clone());
         WorkerApp(Arc::new(move || {
             let proxy = proxy.clone().client(upstream_client(&opts)?);
-            Ok(router(state.clone()).layer(proxy))
+            Ok(tower::Layer::layer(&proxy, router(state.clone())))
         }))
     };
     Ok(Demo {
@@ -452,10 +457,7 @@ pub fn serve(
                         }
                     };
                     let _ = up.send(Ok(()));
-                    let listener = listener.tap_io(|tcp| {
-                        let _ = tcp.set_nodelay(true);
-                    });
-                    axum::serve(listener, app).await
+                    accept_loop(listener, app).await
                 })
             })?;
         workers.push(worker);
@@ -472,6 +474,48 @@ pub fn serve(
         worker.join().map_err(|_| "a server thread panicked")??;
     }
     Ok(())
+}
+
+/// Serves every connection `listener` accepts with `app`: HTTP/1.1 or HTTP/2 (h2c), with
+/// upgrades, `TCP_NODELAY` on. hyper is driven directly, without `axum::serve`: a request
+/// under `/proxy` keeps hyper's own body type all the way to the target, instead of being
+/// boxed into axum's `Body` first.
+async fn accept_loop(listener: TcpListener, app: WorkerService) -> std::io::Result<()> {
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo},
+        server::conn::auto,
+        service::TowerToHyperService,
+    };
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            // Out of file descriptors and the like: wait instead of spinning, as axum::serve.
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let _ = builder
+                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+/// Errors of one connection that `accept` reports, which say nothing of the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
 }
 
 /// The number of server threads: `TOKIO_WORKER_THREADS` if set, else one per CPU this

@@ -13,7 +13,7 @@ mod common;
 use std::{collections::HashSet, time::Duration};
 
 use clap::Parser;
-use common::{RSA_PKCS8_PEM, RSA_PUBLIC_PEM, bearer, echo_target, get, remove_dir, temp_dir};
+use common::{RSA_PKCS8_PEM, RSA_PUBLIC_PEM, bearer, echo_target, get, get_on, h2_client, remove_dir, temp_dir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_server_thread_forwards_with_one_token_cache_and_one_target() {
@@ -78,6 +78,17 @@ async fn every_server_thread_forwards_with_one_token_cache_and_one_target() {
     let tokens: HashSet<String> = seen.iter().map(|s| bearer(&s.headers)).collect();
     assert_eq!(tokens.len(), 1);
 
+    // The app's own routes pass through the proxy layer, over HTTP/1.1 and h2c alike.
+    let jwks = get(&format!("http://{addr}/.well-known/jwks.json")).await;
+    assert_eq!(jwks.status, 200, "{}", jwks.text());
+    assert!(jwks.json()["keys"].as_array().is_some_and(|k| !k.is_empty()));
+    let whoami = get(&format!("http://{addr}/api/whoami")).await;
+    assert_eq!(whoami.json()["name"], "anonymousUser");
+    let h2 = get_on(&h2_client(), &format!("http://{addr}/proxy/h2")).await;
+    assert_eq!(h2.status, 200, "{}", h2.text());
+    assert_eq!(h2.version, http::Version::HTTP_2);
+    assert_eq!(target.count(), 13);
+
     // One target handle: disabling it disables every thread's app.
     handle.disable();
     for _ in 0..6 {
@@ -85,6 +96,6 @@ async fn every_server_thread_forwards_with_one_token_cache_and_one_target() {
         assert_eq!(reply.status, 501);
         assert_eq!(reply.text(), "The proxy is disabled.");
     }
-    assert_eq!(target.count(), 12);
+    assert_eq!(target.count(), 13);
     remove_dir(&keys);
 }

@@ -14,6 +14,10 @@
 #                   CPU 1); none: no pinning, every process on every CPU
 #   DEMO_BIN=path   use this binary instead of building `--example demo`
 #   DEMO_ARGS=...   extra arguments for the demo
+#   DEMO_UPSTREAM=h1  h1: the demo (and base) speak HTTP/1.1 to the upstream, as nginx does;
+#                   h2c: HTTP/2 with prior knowledge (`--upstream-h2c`) to a second listener
+#                   of the same nginx upstream (`listen ... http2`), one multiplexed
+#                   connection instead of one per request in flight
 #   BASE_BIN=path   also measure this build of the demo (e.g. an earlier commit's) as
 #                   system `base`, in the same rounds: prints demo/base ratios, the
 #                   before/after measure of a change
@@ -28,6 +32,7 @@ DURATION=${DURATION:-3}
 WARMUP=${WARMUP:-1}
 SCENARIOS=${SCENARIOS:-"small-32 small-100 1mib-32"}
 PIN=${PIN:-split}
+DEMO_UPSTREAM=${DEMO_UPSTREAM:-h1}
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -121,6 +126,15 @@ fi
 # --- nginx upstream and nginx proxy -----------------------------------------------------
 up_port=$(free_port)
 px_port=$(free_port)
+up_h2_port=$(free_port)
+case $DEMO_UPSTREAM in
+h1) demo_upstream=(--proxy-url "http://127.0.0.1:$up_port") ;;
+h2c) demo_upstream=(--proxy-url "http://127.0.0.1:$up_h2_port" --upstream-h2c) ;;
+*)
+    echo "load.sh: DEMO_UPSTREAM must be h1 or h2c" >&2
+    exit 1
+    ;;
+esac
 mkdir -p "$tmp/www/files"
 head -c $((1024 * 1024)) /dev/zero | tr '\0' 'x' >"$tmp/www/files/1m"
 chmod -R a+rX "$tmp/www"
@@ -151,6 +165,7 @@ EOF
 nginx_conf upstream "
     server {
         listen 127.0.0.1:$up_port;
+        listen 127.0.0.1:$up_h2_port http2;
         location / { default_type text/plain; return 200 'Hello world!'; }
         location = /auth { default_type text/plain; return 200 \$http_authorization; }
         location /files/ { root $tmp/www; }
@@ -195,7 +210,7 @@ wait_http "http://127.0.0.1:$px_port/"
 declare -A demo_pid=() demo_addr=()
 start_demo() { # name, binary
     TOKIO_WORKER_THREADS=$server_n taskset -c "$server_cpus" "$2" \
-        --listen 127.0.0.1:0 --unsecured --proxy-url "http://127.0.0.1:$up_port" \
+        --listen 127.0.0.1:0 --unsecured "${demo_upstream[@]}" \
         ${DEMO_ARGS:-} >"$tmp/$1.out" 2>"$tmp/$1.err" &
     pids+=($!)
     demo_pid[$1]=$!
@@ -288,6 +303,7 @@ cat <<EOF
 machine: $ncpu CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), kernel $(uname -r)
 versions: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), demo $DEMO_BIN${BASE_BIN:+, base $BASE_BIN}
 token header: $alg
+demo to upstream: $DEMO_UPSTREAM
 pinning: PIN=$PIN (wrk -t$wrk_threads on CPUs $client_cpus; nginx x2 and the demo on CPUs $server_cpus, $server_n worker(s) each)
 rounds: $ROUNDS x ${DURATION}s per system, systems in turn within each round; medians below
 cpu us/req: CPU time (user + system) per request of the system under test: the upstream for

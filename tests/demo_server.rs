@@ -13,7 +13,10 @@ mod common;
 use std::{collections::HashSet, time::Duration};
 
 use clap::Parser;
-use common::{RSA_PKCS8_PEM, RSA_PUBLIC_PEM, bearer, echo_target, get, get_on, h2_client, remove_dir, temp_dir};
+use common::{
+    RSA_PKCS8_PEM, RSA_PUBLIC_PEM, bearer, echo_target, get, get_on, h2_client, remove_dir,
+    temp_dir,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_server_thread_forwards_with_one_token_cache_and_one_target() {
@@ -81,7 +84,11 @@ async fn every_server_thread_forwards_with_one_token_cache_and_one_target() {
     // The app's own routes pass through the proxy layer, over HTTP/1.1 and h2c alike.
     let jwks = get(&format!("http://{addr}/.well-known/jwks.json")).await;
     assert_eq!(jwks.status, 200, "{}", jwks.text());
-    assert!(jwks.json()["keys"].as_array().is_some_and(|k| !k.is_empty()));
+    assert!(
+        jwks.json()["keys"]
+            .as_array()
+            .is_some_and(|k| !k.is_empty())
+    );
     let whoami = get(&format!("http://{addr}/api/whoami")).await;
     assert_eq!(whoami.json()["name"], "anonymousUser");
     let h2 = get_on(&h2_client(), &format!("http://{addr}/proxy/h2")).await;

@@ -564,7 +564,7 @@ async fn without_pings_an_idle_h2c_connection_is_silent() {
 async fn an_h2c_target_that_stops_answering_pings_is_dropped_and_replaced() {
     let target = echo_target().await;
     let relay = relay(target.addr()).await;
-    let client = h2c_pinging(Some(Duration::from_millis(100)), Duration::from_millis(300));
+    let client = h2c_pinging(Some(Duration::from_millis(100)), Duration::from_secs(1));
     let app = alice_app(client, &format!("http://{}", relay.addr)).await;
     dead_connection_is_dropped_and_replaced(app, relay).await;
 }
@@ -580,7 +580,7 @@ async fn an_https_h2_target_that_stops_answering_pings_is_dropped_and_replaced()
     let client = pinging(
         client_trusting(&ca),
         Some(Duration::from_millis(100)),
-        Duration::from_millis(300),
+        Duration::from_secs(1),
     );
     let app = alice_app(client, &format!("https://localhost:{}", relay.addr.port())).await;
     dead_connection_is_dropped_and_replaced(app, relay).await;

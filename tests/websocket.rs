@@ -414,12 +414,14 @@ async fn an_idle_tunnel_is_closed_on_both_sides() {
 #[tokio::test]
 async fn a_tunnel_with_traffic_stays_open() {
     let mut target = echo_target().await;
-    let app = start_app_idle(&target, Duration::from_millis(200)).await;
+    // An idle timeout ten times the gap between messages, so that a stalled test machine
+    // does not read as an idle tunnel.
+    let app = start_app_idle(&target, Duration::from_secs(1)).await;
     let (mut ws, _) = open_ws(app, None).await;
 
-    // A message every 50 ms for 600 ms, three times the idle timeout: never idle.
-    for i in 0..12 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // A message every 100 ms for 2.5 s, two and a half times the idle timeout: never idle.
+    for i in 0..25 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
         ws.send(Message::text(format!("tick {i}"))).await.unwrap();
         assert_eq!(
             within("echo", ws_next(&mut ws)).await,

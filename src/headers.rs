@@ -64,22 +64,32 @@ pub(crate) fn is_underscore_twin(name: &HeaderName) -> bool {
         )
 }
 
-/// The names listed in every `Connection` header line (case-insensitive, OWS trimmed).
-/// Tokens that are not valid header names are ignored.
-pub(crate) fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
-    let mut names = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
-        for token in value.as_bytes().split(|b| *b == b',') {
-            let token = token.trim_ascii();
-            if token.is_empty() {
-                continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(token) {
-                names.push(name);
-            }
-        }
+/// The comma-separated tokens of one `Connection` line, OWS trimmed, empty ones skipped.
+fn tokens(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    value
+        .as_bytes()
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// The names a message's `Connection` lines nominate as hop-by-hop, read in place: asking
+/// allocates nothing, and a message without `Connection` costs one lookup.
+pub(crate) struct Nominated<'a>(http::header::GetAll<'a, HeaderValue>);
+
+impl<'a> Nominated<'a> {
+    pub(crate) fn of(headers: &'a HeaderMap) -> Self {
+        Self(headers.get_all(header::CONNECTION))
     }
-    names
+
+    /// Whether some `Connection` line lists `name` (case-insensitively). Tokens that are not
+    /// header names match nothing.
+    pub(crate) fn contains(&self, name: &HeaderName) -> bool {
+        let name = name.as_str().as_bytes();
+        self.0
+            .iter()
+            .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(name)))
+    }
 }
 
 /// Whether `Connection` lists `token` (e.g. `upgrade`), case-insensitively.
@@ -92,14 +102,31 @@ pub(crate) fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 }
 
 /// Whether `name` is hop-by-hop for this message: fixed list or nominated by `Connection`.
-pub(crate) fn is_hop_by_hop(name: &HeaderName, nominated: &[HeaderName]) -> bool {
+pub(crate) fn is_hop_by_hop(name: &HeaderName, nominated: &Nominated<'_>) -> bool {
     HOP_BY_HOP.contains(name) || nominated.contains(name)
 }
 
 /// Removes the hop-by-hop headers, including every name listed on every `Connection` line.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    for name in connection_tokens(headers) {
-        headers.remove(&name);
+    // Line by line (a clone of a value is a reference count), so that the names are looked
+    // up as `&str`, on the stack, instead of being parsed into owned `HeaderName`s.
+    let mut line = 0;
+    while let Some(value) = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .nth(line)
+        .cloned()
+    {
+        for token in tokens(&value) {
+            // `Connection` itself goes last, with the fixed list: its later lines still count.
+            if token.eq_ignore_ascii_case(b"connection") {
+                continue;
+            }
+            if let Ok(name) = std::str::from_utf8(token) {
+                headers.remove(name);
+            }
+        }
+        line += 1;
     }
     for name in &HOP_BY_HOP {
         headers.remove(name);
@@ -349,6 +376,28 @@ mod tests {
         ]);
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-c"));
+    }
+
+    #[test]
+    fn nominated_names_are_matched_in_place_whatever_their_case() {
+        let mut h = map(&[
+            ("connection", "close, X-A, not a name, Connection"),
+            ("connection", "x-b"),
+            ("x-a", "1"),
+            ("x-b", "2"),
+            ("x-c", "3"),
+        ]);
+        let nominated = Nominated::of(&h);
+        for name in ["x-a", "x-b", "connection", "close"] {
+            assert!(nominated.contains(&HeaderName::from_static(name)), "{name}");
+        }
+        assert!(!nominated.contains(&HeaderName::from_static("x-c")));
+        assert!(!Nominated::of(&HeaderMap::new()).contains(&header::HOST));
+
+        // A line that nominates `Connection` itself does not hide the lines after it.
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-c"));
     }
 

@@ -59,7 +59,7 @@ use http::{
 use crate::{
     error::{ConfigError, ProxyError, ProxyErrorKind},
     headers::{
-        CookiePolicy, X_FORWARDED_HOST, X_FORWARDED_PROTO, append_via, connection_tokens,
+        CookiePolicy, Nominated, X_FORWARDED_HOST, X_FORWARDED_PROTO, append_via,
         is_forwarding_claim, is_hop_by_hop, is_underscore_twin, remove_hop_by_hop, via_contains,
     },
     target::Target,
@@ -497,7 +497,7 @@ pub fn rewrite_request(
         .build()
         .map_err(|_| bad("The path cannot be forwarded."))?;
 
-    let nominated = connection_tokens(&parts.headers);
+    let nominated = Nominated::of(&parts.headers);
     let mut headers = HeaderMap::with_capacity(parts.headers.len() + 4);
     for (name, value) in &parts.headers {
         // Framing is the proxy's: one Content-Length (the body's) or chunked, never both,

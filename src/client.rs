@@ -49,6 +49,7 @@ use hyper_util::{
 };
 
 use crate::{
+    connector::Quiet,
     error::{BoxError, ConfigError},
     target::Target,
 };
@@ -57,9 +58,9 @@ use crate::{
 pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
 #[cfg(feature = "https")]
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Connector = Quiet<hyper_rustls::HttpsConnector<HttpConnector>>;
 #[cfg(not(feature = "https"))]
-type Connector = HttpConnector;
+type Connector = Quiet<HttpConnector>;
 
 /// The pooled client used to reach the target. Cheap to clone: clones share the pool.
 #[derive(Clone)]
@@ -69,7 +70,7 @@ pub struct ProxyClient {
     /// HTTP/1.1, so they must not land on an h2 connection negotiated by ALPN or on h2c.
     h1: Client<Connector, UpstreamBody>,
     /// HTTP/2 with prior knowledge for plain-http targets, when configured.
-    h2c: Option<Client<HttpConnector, UpstreamBody>>,
+    h2c: Option<Client<Quiet<HttpConnector>, UpstreamBody>>,
 }
 
 impl ProxyClient {
@@ -410,8 +411,8 @@ impl ClientBuilder {
         #[cfg(not(feature = "https"))]
         let (connector, h1_connector) = (self.http_connector(false), self.http_connector(false));
 
-        let client = b.build(connector);
-        let h1 = b.build(h1_connector);
+        let client = b.build(Quiet(connector));
+        let h1 = b.build(Quiet(h1_connector));
         let h2c = self.h2c.then(|| {
             let mut b = Client::builder(TokioExecutor::new());
             b.pool_timer(TokioTimer::new())
@@ -421,7 +422,7 @@ impl ClientBuilder {
                 .http2_only(true)
                 .retry_canceled_requests(true);
             self.h2_keep_alive.apply(&mut b);
-            b.build(self.http_connector(false))
+            b.build(Quiet(self.http_connector(false)))
         });
         Ok(ProxyClient { client, h1, h2c })
     }

@@ -94,6 +94,7 @@
 mod body;
 mod claims;
 pub mod client;
+mod connector;
 pub mod dangerous;
 mod error;
 mod forward;

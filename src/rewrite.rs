@@ -301,18 +301,38 @@ fn client_authority(parts: &request::Parts) -> Result<HeaderValue, ProxyError> {
 /// that decode `%2F` before routing), so every one of `/`, `\`, `%2f` and `%5c` ends a
 /// segment here. The path itself is forwarded unchanged.
 fn check_path(rest: &str) -> Result<(), ProxyError> {
+    /// What is known of the segment read so far, without keeping its bytes.
+    #[derive(Default)]
+    struct Segment {
+        /// Decoded bytes of its name (before any `;`).
+        len: usize,
+        /// Whether they are all '.'.
+        dots_only: bool,
+        /// Past a `;`: `..;param` is `..` to servlet containers.
+        in_params: bool,
+    }
+    impl Segment {
+        fn push(&mut self, b: u8) {
+            if self.in_params {
+            } else if b == b';' {
+                self.in_params = true;
+            } else {
+                self.dots_only = (self.len == 0 || self.dots_only) && b == b'.';
+                self.len += 1;
+            }
+        }
+        fn end(&mut self) -> Result<(), ProxyError> {
+            if self.dots_only && (self.len == 1 || self.len == 2) {
+                return Err(bad("The path contains dot-segments."));
+            }
+            *self = Self::default();
+            Ok(())
+        }
+    }
+
     let bytes = rest.as_bytes();
     // Decode only what matters: `%2e`/`%2E` → '.'; `%2f`, `%5c` and '\' → '/'.
-    let mut segment: Vec<u8> = Vec::new();
-    let check = |segment: &mut Vec<u8>| -> Result<(), ProxyError> {
-        // `..;param` is `..` to servlet containers.
-        let name = segment.split(|b| *b == b';').next().unwrap_or_default();
-        if name == b"." || name == b".." {
-            return Err(bad("The path contains dot-segments."));
-        }
-        segment.clear();
-        Ok(())
-    };
+    let mut segment = Segment::default();
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -324,19 +344,19 @@ fn check_path(rest: &str) -> Result<(), ProxyError> {
                 continue;
             }
             if hex.eq_ignore_ascii_case(b"5c") || hex.eq_ignore_ascii_case(b"2f") {
-                check(&mut segment)?;
+                segment.end()?;
                 i += 3;
                 continue;
             }
         }
         if b == b'/' || b == b'\\' {
-            check(&mut segment)?;
+            segment.end()?;
         } else {
             segment.push(b);
         }
         i += 1;
     }
-    check(&mut segment)
+    segment.end()
 }
 
 /// Maps the request's path and query onto the target.
@@ -586,6 +606,71 @@ pub fn scope_set_cookies(parts: &mut response::Parts, config: &RewriteConfig, ta
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The dot-segment check as first written, keeping each segment's decoded bytes: the
+    /// oracle for the allocation-free one.
+    fn check_path_reference(rest: &str) -> bool {
+        let bytes = rest.as_bytes();
+        let mut segment: Vec<u8> = Vec::new();
+        let mut ok = true;
+        let mut check = |segment: &mut Vec<u8>| {
+            let name = segment.split(|b| *b == b';').next().unwrap_or_default();
+            if name == b"." || name == b".." {
+                ok = false;
+            }
+            segment.clear();
+        };
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b == b'%' && i + 2 < bytes.len() {
+                let hex = &bytes[i + 1..i + 3];
+                if hex.eq_ignore_ascii_case(b"2e") {
+                    segment.push(b'.');
+                    i += 3;
+                    continue;
+                }
+                if hex.eq_ignore_ascii_case(b"5c") || hex.eq_ignore_ascii_case(b"2f") {
+                    check(&mut segment);
+                    i += 3;
+                    continue;
+                }
+            }
+            if b == b'/' || b == b'\\' {
+                check(&mut segment);
+            } else {
+                segment.push(b);
+            }
+            i += 1;
+        }
+        check(&mut segment);
+        ok
+    }
+
+    #[test]
+    fn dot_segment_check_agrees_with_the_reference_on_every_short_path() {
+        let parts = [
+            "", ".", "..", "...", "%2e", "%2E", ";", ";x", "a", "a.", "%2f", "%5C", "/", "\\", "%",
+            "%2", "%3b",
+        ];
+        let mut checked = 0;
+        for a in parts {
+            for b in parts {
+                for c in parts {
+                    for d in parts {
+                        let path = format!("/{a}{b}{c}{d}");
+                        assert_eq!(
+                            check_path(&path).is_ok(),
+                            check_path_reference(&path),
+                            "{path}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, parts.len().pow(4));
+    }
 
     fn cfg() -> RewriteConfig {
         RewriteConfig::new("/proxy").unwrap()

@@ -94,13 +94,28 @@ impl ProxyClient {
     pub(crate) async fn send(
         &self,
         target: &Target,
-        req: Request<UpstreamBody>,
+        mut req: Request<UpstreamBody>,
         upgrade: bool,
     ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        // Where the request is sure to go over HTTP/1.1, it gets the target's ready `Host`
+        // (hyper-util would format one on every request); where ALPN may choose h2, the
+        // client writes it only if HTTP/1.1 is chosen, as HTTP/2 has `:authority`.
+        let mut host = || {
+            req.headers_mut()
+                .entry(http::header::HOST)
+                .or_insert_with(|| target.host_header().clone());
+        };
         match (&self.h2c, target.is_https()) {
-            _ if upgrade => self.h1.request(req).await,
+            _ if upgrade => {
+                host();
+                self.h1.request(req).await
+            }
             (Some(h2c), false) => h2c.request(req).await,
-            _ => self.client.request(req).await,
+            (_, false) => {
+                host();
+                self.client.request(req).await
+            }
+            (_, true) => self.client.request(req).await,
         }
     }
 }

@@ -210,7 +210,12 @@ where
         upstream.headers.insert(header::UPGRADE, proto.clone());
     }
 
-    let body = body.map_err(Into::into).boxed_unsync();
+    // An empty body (most GETs) is sent as `Empty`, whose box allocates nothing.
+    let body = if body.is_end_stream() {
+        http_body_util::combinators::UnsyncBoxBody::default()
+    } else {
+        body.map_err(Into::into).boxed_unsync()
+    };
     let request = Request::from_parts(upstream, body);
 
     let Some(client) = &shared.client else {

@@ -28,7 +28,10 @@
 use std::{fmt, str::FromStr, sync::Arc};
 
 use arc_swap::ArcSwapOption;
-use http::uri::{Authority, Scheme, Uri};
+use http::{
+    HeaderValue,
+    uri::{Authority, Scheme, Uri},
+};
 
 use crate::error::ConfigError;
 
@@ -41,6 +44,9 @@ pub struct Target {
     /// The base path without its trailing slash: `""` for the root.
     base_path: String,
     display: String,
+    /// The `Host` header for HTTP/1.1 requests to it, made once: the host, and the port
+    /// unless it is the scheme's default (as hyper-util's client writes it).
+    host: HeaderValue,
 }
 
 fn invalid(url: &str, reason: impl Into<std::borrow::Cow<'static, str>>) -> ConfigError {
@@ -115,17 +121,30 @@ impl Target {
             return Err(invalid(url, "the base path cannot contain dot-segments"));
         }
         let display = format!("{scheme}://{authority}{base_path}");
+        let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
+        let host = match authority.port_u16() {
+            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_owned(),
+        };
+        let host = HeaderValue::try_from(host)
+            .map_err(|_| invalid(url, "the host cannot be sent as a Host header"))?;
         Ok(Self {
             scheme,
             authority,
             base_path,
             display,
+            host,
         })
     }
 
     /// The scheme, `http` or `https`.
     pub fn scheme(&self) -> &Scheme {
         &self.scheme
+    }
+
+    /// The `Host` header of HTTP/1.1 requests to this target.
+    pub(crate) fn host_header(&self) -> &HeaderValue {
+        &self.host
     }
 
     /// Whether requests to this target go over TLS.
@@ -234,6 +253,21 @@ impl fmt::Debug for ProxyHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_header_names_the_port_unless_it_is_the_default() {
+        for (url, host) in [
+            ("http://127.0.0.1:8080", "127.0.0.1:8080"),
+            ("http://example.com:80/base", "example.com"),
+            ("http://example.com", "example.com"),
+            ("https://example.com:443/", "example.com"),
+            ("https://example.com:80", "example.com:80"),
+            ("http://[::1]:9000", "[::1]:9000"),
+            ("http://[::1]", "[::1]"),
+        ] {
+            assert_eq!(Target::parse(url).unwrap().host_header(), host, "{url}");
+        }
+    }
 
     #[test]
     fn accepts_http_and_https_with_base_paths() {

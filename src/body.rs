@@ -174,7 +174,7 @@ impl Idle {
     }
 
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let deadline = crate::deadline::after(tokio::time::Instant::now(), self.timeout);
         if !self.waiting {
             self.waiting = true;
             match &mut self.sleep {

@@ -158,8 +158,9 @@ impl Default for H2KeepAlive {
     }
 }
 
-/// The longest keep-alive interval or timeout taken as given; longer ones are shortened to
-/// it (hyper adds them to instants, which must not overflow).
+/// The longest keep-alive interval or timeout, or pool idle timeout, taken as given; longer
+/// ones are shortened to it (hyper and hyper-util add them to instants, which must not
+/// overflow).
 const MAX_KEEP_ALIVE: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl H2KeepAlive {
@@ -206,10 +207,11 @@ impl ClientBuilder {
     }
 
     /// How long an idle pooled connection is kept. Default is 4.5 seconds, below the 5 s
-    /// keep-alive timeout of Node.js servers.
+    /// keep-alive timeout of Node.js servers. Longer than a day is taken as a day (hyper-util
+    /// adds it to an instant, which `Duration::MAX` would overflow).
     #[must_use]
     pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.pool_idle_timeout = timeout;
+        self.pool_idle_timeout = timeout.min(MAX_KEEP_ALIVE);
         self
     }
 

@@ -221,7 +221,7 @@ where
     let Some(client) = &shared.client else {
         return error_response(&ProxyError::new(ProxyErrorKind::Unreachable));
     };
-    let deadline = tokio::time::Instant::now() + shared.timeout;
+    let deadline = crate::deadline::after(tokio::time::Instant::now(), shared.timeout);
     let response = match tokio::time::timeout_at(
         deadline,
         client.send(target, request, upgrade.is_some()),

@@ -96,6 +96,7 @@ mod claims;
 pub mod client;
 mod connector;
 pub mod dangerous;
+mod deadline;
 mod error;
 mod forward;
 mod future;

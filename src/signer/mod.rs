@@ -180,6 +180,9 @@ impl<J: JwtSigner> JwtSigner for Arc<J> {
 type ClaimsHook = Arc<dyn Fn(&Identity) -> Map<String, Value> + Send + Sync>;
 type RoleFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// The longest token lifetime [`TokenPolicy::lifetime`] accepts: 100 years.
+const MAX_LIFETIME: Duration = Duration::from_secs(86_400 * 365 * 100);
+
 /// How long tokens live and which optional claims they carry.
 #[derive(Clone)]
 pub struct TokenPolicy {
@@ -211,10 +214,11 @@ impl TokenPolicy {
         }
     }
 
-    /// How long a token is valid. Default is 5 minutes.
+    /// How long a token is valid. Default is 5 minutes; longer than 100 years is taken as
+    /// 100 years (`Duration::MAX` would not fit in an `exp`).
     #[must_use]
     pub fn lifetime(mut self, lifetime: Duration) -> Self {
-        self.lifetime = lifetime;
+        self.lifetime = lifetime.min(MAX_LIFETIME);
         self
     }
 
@@ -308,7 +312,7 @@ impl TokenPolicy {
     pub fn claims(&self, identity: &Identity) -> (Claims, SystemTime, SystemTime) {
         let now = SystemTime::now();
         let issued = now.checked_sub(self.backdate).unwrap_or(now);
-        let expires = now + self.lifetime;
+        let expires = now.checked_add(self.lifetime).unwrap_or(now + MAX_LIFETIME);
         let secs = |t: SystemTime| {
             t.duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())

@@ -8,8 +8,8 @@ use http::HeaderValue;
 use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::mpsc;
 use tower_identity_proxy::{
-    BasicAuth, CredentialStore, Identity, IdentityExtractor, JwtSigner, ProxyLayer, SignError,
-    Token,
+    BasicAuth, CredentialStore, Identity, IdentityExtractor, JwtSigner, KeySigner, ProxyClient,
+    ProxyLayer, SignError, Token, TokenPolicy,
 };
 
 use crate::{
@@ -520,4 +520,50 @@ async fn head_requests_keep_the_targets_length() {
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length").unwrap(), "1234");
     assert!(head.body.is_empty());
+}
+
+/// `Duration::MAX` as "no limit" for every timeout and the token's lifetime: a request
+/// still goes through (these used to overflow an instant and panic on the request path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbounded_timeouts_and_lifetime_forward_normally() {
+    let target = common::echo_target().await;
+    let signer = KeySigner::rs512(common::rsa_keys())
+        .unwrap()
+        .policy(TokenPolicy::new().lifetime(Duration::MAX));
+    let client = ProxyClient::builder()
+        .pool_idle_timeout(Duration::MAX)
+        .connect_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    let proxy = ProxyLayer::new(signer)
+        .upstream_timeout(Duration::MAX)
+        .upstream_body_timeout(Duration::MAX)
+        .client(client)
+        .target(&target.url())
+        .unwrap();
+    let app = spawn_app(proxy).await;
+    for size in [0, 4 * 1024 * 1024] {
+        let bytes = random_bytes(size);
+        let r = send(
+            request("POST", &app.url("/proxy/upload"))
+                .header("x-echo", "body")
+                .header("content-length", size)
+                .body(full(bytes.clone()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{size}: {}", r.text());
+        assert!(r.body == bytes, "the client got the bytes back ({size})");
+    }
+    // The token lives as long as the policy allows, 100 years, and verifies.
+    let claims = target.last().claims();
+    let (iat, exp) = (
+        claims["iat"].as_u64().unwrap(),
+        claims["exp"].as_u64().unwrap(),
+    );
+    let century = 86_400 * 365 * 100;
+    assert!(
+        exp >= iat + century && exp <= iat + century + 60,
+        "{claims}"
+    );
 }

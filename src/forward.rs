@@ -35,7 +35,7 @@ use crate::{
     body::{ResponseBody, local, plain_text},
     client::ProxyClient,
     error::{BoxError, ProxyError, ProxyErrorKind},
-    headers::connection_has,
+    headers::{connection_has, list_tokens},
     identity::{IdentityExtractor, refusal},
     rewrite::{
         Framing, RewriteConfig, check_response, rewrite_request, rewrite_response,
@@ -99,21 +99,12 @@ fn requested_upgrade(parts: &http::request::Parts) -> Option<HeaderValue> {
     (!is_h2c).then(|| value.clone())
 }
 
-/// The comma-separated tokens of an `Upgrade` value, trimmed.
-fn upgrade_tokens(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
-    value
-        .as_bytes()
-        .split(|b| *b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
-}
-
 /// Whether the protocols a `101` switches to (`chosen`) were all offered in the request.
 fn offered(offer: &HeaderValue, chosen: &HeaderValue) -> bool {
     let mut any = false;
-    for token in upgrade_tokens(chosen) {
+    for token in list_tokens(chosen) {
         any = true;
-        if !upgrade_tokens(offer).any(|o| o.eq_ignore_ascii_case(token)) {
+        if !list_tokens(offer).any(|o| o.eq_ignore_ascii_case(token)) {
             return false;
         }
     }

@@ -64,8 +64,9 @@ pub(crate) fn is_underscore_twin(name: &HeaderName) -> bool {
         )
 }
 
-/// The comma-separated tokens of one `Connection` line, OWS trimmed, empty ones skipped.
-fn tokens(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+/// The comma-separated tokens of one list-valued header line (`Connection`, `Upgrade`), OWS
+/// trimmed, empty ones skipped.
+pub(crate) fn list_tokens(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
     value
         .as_bytes()
         .split(|b| *b == b',')
@@ -88,7 +89,7 @@ impl<'a> Nominated<'a> {
         let name = name.as_str().as_bytes();
         self.0
             .iter()
-            .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(name)))
+            .any(|v| list_tokens(v).any(|t| t.eq_ignore_ascii_case(name)))
     }
 }
 
@@ -117,7 +118,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .nth(line)
         .cloned()
     {
-        for token in tokens(&value) {
+        for token in list_tokens(&value) {
             // `Connection` itself goes last, with the fixed list: its later lines still count.
             if token.eq_ignore_ascii_case(b"connection") {
                 continue;

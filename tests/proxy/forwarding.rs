@@ -89,14 +89,7 @@ async fn bodies_of_any_bytes_and_size_round_trip() {
     let app = spawn_app(layer_to(&target)).await;
     for size in [0, 1, 32, 65_537, 8 * 1024 * 1024] {
         let bytes = random_bytes(size);
-        let r = send(
-            request("POST", &app.url("/proxy/upload"))
-                .header("x-echo", "body")
-                .header("content-length", size)
-                .body(full(bytes.clone()))
-                .unwrap(),
-        )
-        .await;
+        let r = echo_upload(&app, &bytes).await;
         assert_eq!(r.status, 200, "{size}");
         // Content-Length preserved both ways.
         let seen = target.last();
@@ -113,6 +106,18 @@ async fn bodies_of_any_bytes_and_size_round_trip() {
         assert!(r.body == bytes, "the client got the bytes back ({size})");
         assert_eq!(r.header("x-custom-header").unwrap(), "lorem ipsum");
     }
+}
+
+/// POSTs `bytes` with a `Content-Length` to `/proxy/upload`, asking the target to echo them.
+async fn echo_upload(app: &common::Server, bytes: &[u8]) -> common::Reply {
+    send(
+        request("POST", &app.url("/proxy/upload"))
+            .header("x-echo", "body")
+            .header("content-length", bytes.len())
+            .body(full(bytes.to_vec()))
+            .unwrap(),
+    )
+    .await
 }
 
 /// A body sent in chunks through a channel, with no `Content-Length`.
@@ -544,14 +549,7 @@ async fn unbounded_timeouts_and_lifetime_forward_normally() {
     let app = spawn_app(proxy).await;
     for size in [0, 4 * 1024 * 1024] {
         let bytes = random_bytes(size);
-        let r = send(
-            request("POST", &app.url("/proxy/upload"))
-                .header("x-echo", "body")
-                .header("content-length", size)
-                .body(full(bytes.clone()))
-                .unwrap(),
-        )
-        .await;
+        let r = echo_upload(&app, &bytes).await;
         assert_eq!(r.status, 200, "{size}: {}", r.text());
         assert!(r.body == bytes, "the client got the bytes back ({size})");
     }

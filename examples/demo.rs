@@ -569,7 +569,20 @@ async fn authenticate(State(identity): State<DemoIdentity>, req: Request, next: 
             parts.extensions.insert(who);
             next.run(Request::from_parts(parts, body)).await
         }
-        Ok(None) => (StatusCode::UNAUTHORIZED, "Authentication is required.").into_response(),
+        // Unreachable with the demo's chains (both end anonymous), but a 401 names its
+        // challenges (RFC 9110 §15.5.2), as the proxy's own do.
+        Ok(None) => {
+            let mut res = (StatusCode::UNAUTHORIZED, "Authentication is required.").into_response();
+            let mut challenges = identity.challenges();
+            if challenges.is_empty() {
+                challenges.push(tower_identity_proxy::identity::FALLBACK_CHALLENGE);
+            }
+            for challenge in challenges {
+                res.headers_mut()
+                    .append(http::header::WWW_AUTHENTICATE, challenge);
+            }
+            res
+        }
         Err(rejection) => rejection.into_response().map(axum::body::Body::new),
     }
 }

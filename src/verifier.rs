@@ -105,6 +105,10 @@ impl VerifyingKey {
 /// cache).
 pub(crate) type SharedKeys = Arc<ArcSwap<Vec<VerifyingKey>>>;
 
+/// The longest leeway, in seconds (10 years): jsonwebtoken checks `exp` against the
+/// current time minus the leeway in seconds since 1970, which must not go below zero.
+const MAX_LEEWAY_SECS: u64 = 10 * 365 * 24 * 60 * 60;
+
 /// Checks identity tokens. Cheap to clone.
 #[derive(Clone)]
 pub struct Verifier {
@@ -144,10 +148,11 @@ impl Verifier {
         }
     }
 
-    /// The clock-skew leeway for `exp`, `nbf` and `iat`. Default is 30 seconds.
+    /// The clock-skew leeway for `exp`, `nbf` and `iat`. Default is 30 seconds; longer
+    /// than 10 years (such as [`Duration::MAX`]) is taken as 10 years.
     #[must_use]
     pub fn leeway(mut self, leeway: Duration) -> Self {
-        self.leeway = leeway.as_secs();
+        self.leeway = leeway.as_secs().min(MAX_LEEWAY_SECS);
         self
     }
 
@@ -268,7 +273,7 @@ impl Verifier {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        if claims.iat > now + self.leeway {
+        if claims.iat > now.saturating_add(self.leeway) {
             return Err(VerifyError("the token was issued in the future"));
         }
         Ok(claims)
@@ -290,5 +295,24 @@ impl KeyPair {
     /// A verifier for tokens this key signs with its default algorithm.
     pub fn verifier(&self) -> Verifier {
         Verifier::new(self.public_key(), self.default_algorithm())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Identity, JwtSigner, KeySigner, TokenPolicy};
+
+    #[tokio::test]
+    async fn a_leeway_too_long_for_the_clock_is_ten_years() {
+        let keys = KeyPair::generate_ed25519().unwrap();
+        let signer =
+            KeySigner::new(keys.clone()).policy(TokenPolicy::new().lifetime(Duration::ZERO));
+        let token = signer.sign(&Identity::new("Alice", ["R"])).await.unwrap();
+        let verifier = keys.verifier().leeway(Duration::MAX);
+        assert_eq!(verifier.verify(token.as_str()).unwrap().sub, "Alice");
+        assert_eq!(verifier.leeway, MAX_LEEWAY_SECS);
+        let verifier = keys.verifier().leeway(Duration::from_secs(90));
+        assert_eq!(verifier.leeway, 90);
     }
 }

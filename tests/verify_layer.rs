@@ -664,3 +664,46 @@ async fn issuer_audience_and_optional_mode() {
     assert_eq!(anonymous.json()["name"], Value::Null);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+/// `Duration::MAX`, "no limit", for every duration of the layer: no panic (nothing adds it
+/// to the clock as is); the leeway is taken as 10 years, so a token expired an hour ago
+/// passes while one twenty years old does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlimited_durations_verify_normally() {
+    let app = start_app().await;
+    let layer = VerifyProxyJwtLayer::jwks_url(&app.jwks_url())
+        .unwrap()
+        .leeway(Duration::MAX)
+        .min_refresh_interval(Duration::MAX)
+        .refresh_interval(Duration::MAX)
+        .fetch_timeout(Duration::MAX);
+    let (target, calls) = start_target(layer).await;
+    let url = format!("http://{target}/whoami");
+    let header = serde_json::to_vec(&json!({ "alg": "RS512", "kid": app.keys.active_kid() }));
+    let bearer = |iat: u64, exp: u64| {
+        let payload = json!({ "sub": "Alice", "authorities": [], "iat": iat, "exp": exp });
+        let key = Some((&rsa_key(&app.pair), JwtAlg::RS512));
+        let jwt = jws(
+            header.as_ref().unwrap(),
+            &serde_json::to_vec(&payload).unwrap(),
+            key,
+        );
+        format!("Bearer {jwt}")
+    };
+    for (what, iat, exp) in [
+        ("fresh", now() - 5, now() + 300),
+        ("expired an hour ago", now() - 7200, now() - 3600),
+    ] {
+        let reply = get_with(&url, &[("authorization", &bearer(iat, exp))]).await;
+        assert_eq!(reply.status, 200, "{what}: {}", reply.text());
+        assert_eq!(reply.json()["name"], "Alice");
+    }
+    let twenty_years = 20 * 365 * 24 * 3600;
+    let ancient = bearer(now() - twenty_years - 60, now() - twenty_years);
+    assert_invalid_token(
+        "twenty years old",
+        &get_with(&url, &[("authorization", &ancient)]).await,
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(app.fetches(), 1);
+}

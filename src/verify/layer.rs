@@ -152,7 +152,8 @@ impl VerifyProxyJwtLayer {
         self.with_fetch(|c| c.client = client)
     }
 
-    /// The clock-skew leeway for `exp`, `nbf` and `iat`. Default is 30 seconds.
+    /// The clock-skew leeway for `exp`, `nbf` and `iat`. Default is 30 seconds; longer
+    /// than 10 years (such as [`Duration::MAX`]) is taken as 10 years.
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.verifier = self.verifier.leeway(leeway);
         self

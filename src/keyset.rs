@@ -82,8 +82,8 @@ use crate::{
 struct Published {
     public: PublicKey,
     alg: Algorithm,
-    /// When it stops being published and verifying; `None` for the active key and for keys
-    /// published by hand.
+    /// When it stops being published and verifying; `None` for the active key, for keys
+    /// published by hand and for previous keys whose retirement is too late for the clock.
     retire_at: Option<SystemTime>,
 }
 
@@ -231,7 +231,11 @@ impl KeySet {
         let kid = signer.keys().kid().to_owned();
         self.write(|state, now, grace| {
             let previous = &state.signer;
-            let retire_at = now + previous.token_policy().token_lifetime() + grace;
+            // After its last token expires, plus the grace; never if that is too late for
+            // the clock (a `Duration::MAX` grace): the key then stays until revoked.
+            let retire_at = now
+                .checked_add(previous.token_policy().token_lifetime())
+                .and_then(|expires| expires.checked_add(grace));
             let mut published = vec![Published {
                 public: signer.keys().public_key().clone(),
                 alg: signer.algorithm(),
@@ -243,7 +247,7 @@ impl KeySet {
                 }
                 let mut p = p.clone();
                 if p.public.kid() == previous.keys().kid() {
-                    p.retire_at = Some(retire_at);
+                    p.retire_at = retire_at;
                 }
                 published.push(p);
             }
@@ -472,6 +476,26 @@ mod tests {
         assert_eq!(set.kids(), [second.kid()]);
         assert!(!verifier.knows_kid(first.kid()));
         assert_eq!(set.jwk_set()["keys"].as_array().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn rotation_with_unlimited_lifetime_and_grace_keeps_the_old_key() {
+        let first = KeyPair::generate_ec(Curve::P256).unwrap();
+        for (lifetime, grace) in [
+            (Duration::MAX, Duration::ZERO),
+            (Duration::ZERO, Duration::MAX),
+            (Duration::MAX, Duration::MAX),
+        ] {
+            let policy = TokenPolicy::new().lifetime(lifetime);
+            let set =
+                KeySet::new(KeySigner::new(first.clone()).policy(policy)).retirement_grace(grace);
+            let old = set.signer().sign(&Identity::new("u", ["R"])).await.unwrap();
+            let second = KeyPair::generate_ec(Curve::P256).unwrap();
+            set.rotate(second.clone()).unwrap();
+            assert_eq!(set.retire_expired(), 0, "{lifetime:?} {grace:?}");
+            assert_eq!(set.kids(), [second.kid(), first.kid()]);
+            assert!(set.verifier().verify(old.as_str()).is_ok());
+        }
     }
 
     #[test]

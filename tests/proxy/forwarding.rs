@@ -6,7 +6,10 @@ use axum::{Router, body::Body, extract::Request, response::Response};
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::{BodyExt, StreamBody};
-use tokio::sync::mpsc;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    sync::mpsc,
+};
 use tower_identity_proxy::{
     BasicAuth, CredentialStore, Identity, IdentityExtractor, JwtSigner, KeySigner, ProxyClient,
     ProxyLayer, SignError, Token, TokenPolicy,
@@ -564,4 +567,40 @@ async fn unbounded_timeouts_and_lifetime_forward_normally() {
         exp >= iat + century && exp <= iat + century + 60,
         "{claims}"
     );
+}
+
+/// A close-delimited body (HTTP/1.0 style, sent in two parts) is read ahead within the
+/// upstream timeout; with `Duration::MAX` that deadline is far off, not an overflow.
+#[tokio::test]
+async fn an_unbounded_timeout_reads_a_close_delimited_body_ahead() {
+    let old = common::Server::spawn(|listener| async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0; 1024];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nhello, ")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = stream.write_all(b"world").await;
+            });
+        }
+    })
+    .await;
+    let proxy = layer()
+        .upstream_timeout(Duration::MAX)
+        .upstream_body_timeout(Duration::MAX)
+        .target(&old.url(""))
+        .unwrap();
+    let app = spawn_app(proxy).await;
+    let r = get(&app.url("/proxy/old")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "hello, world");
+    assert_eq!(r.header("content-length").unwrap(), "12");
 }

@@ -187,6 +187,33 @@ async fn pool_reuses_within_idle_timeout_and_honours_max_idle() {
     assert_eq!(count.load(Ordering::SeqCst), 2);
 }
 
+/// `Duration::MAX`, "no limit", as the pool idle and connect timeouts: connections are
+/// pooled and reused, and the pool's idle task (which hyper-util spawns on this test's
+/// current-thread runtime, where tokio would swallow its panic) does not overflow the clock.
+#[tokio::test]
+async fn unlimited_pool_and_connect_timeouts_pool_without_panicking() {
+    let test_thread = std::thread::current().id();
+    let panicked = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&panicked);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() == test_thread {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+        previous(info);
+    }));
+    let (taddr, count) = counting_target().await;
+    let c = ProxyClient::builder()
+        .pool_idle_timeout(Duration::MAX)
+        .connect_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    let app = alice_app(c, &format!("http://{taddr}")).await;
+    sequential(app, 3, Duration::from_millis(50)).await;
+    assert_eq!(count.load(Ordering::SeqCst), 1, "one pooled connection");
+    assert_eq!(panicked.load(Ordering::SeqCst), 0, "a task panicked");
+}
+
 #[test]
 fn default_idle_timeout_is_below_nodes_keep_alive() {
     let debug = format!("{:?}", ProxyClient::builder());

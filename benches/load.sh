@@ -21,6 +21,11 @@
 #   BASE_BIN=path   also measure this build of the demo (e.g. an earlier commit's) as
 #                   system `base`, in the same rounds: prints demo/base ratios, the
 #                   before/after measure of a change
+#   FLOOR=1         also measure the floors of `benches/floor.rs` in the same rounds:
+#                   `relay` (bytes copied between a client connection and an upstream
+#                   connection of its own, no HTTP), `pool` (hyper's server and hyper-util's
+#                   pooled client alone, what the crate forwards with) and `sticky` (hyper's
+#                   server, one upstream connection per client connection, no pool)
 #
 # Prints, per scenario, requests/s, p50 and p99 (medians over the rounds) for each system
 # and the ratios demo/nginx and demo/direct; each round's figures are printed as they come.
@@ -33,6 +38,7 @@ WARMUP=${WARMUP:-1}
 SCENARIOS=${SCENARIOS:-"small-32 small-100 1mib-32"}
 PIN=${PIN:-split}
 DEMO_UPSTREAM=${DEMO_UPSTREAM:-h1}
+FLOOR=${FLOOR:-0}
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -122,6 +128,16 @@ if [[ -z ${DEMO_BIN:-} ]]; then
         sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
     DEMO_BIN="$target_dir/release/examples/demo"
 fi
+if [[ $FLOOR == 1 ]]; then
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "load.sh: FLOOR=1 needs cargo (it builds benches/floor.rs)" >&2
+        exit 1
+    fi
+    echo "building the floors (release)..." >&2
+    FLOOR_BIN=$(cd "$root" && cargo build --quiet --release --bench floor --message-format=json |
+        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+    [[ -x $FLOOR_BIN ]] || { echo "load.sh: the floor did not build" >&2; exit 1; }
+fi
 
 # --- nginx upstream and nginx proxy -----------------------------------------------------
 up_port=$(free_port)
@@ -169,6 +185,8 @@ nginx_conf upstream "
         location / { default_type text/plain; return 200 'Hello world!'; }
         location = /auth { default_type text/plain; return 200 \$http_authorization; }
         location /files/ { root $tmp/www; }
+        # The relay floor (FLOOR=1) forwards paths as they come, /proxy included.
+        location /proxy/files/ { alias $tmp/www/files/; }
     }" >"$tmp/upstream.conf"
 
 nginx_conf proxy "
@@ -237,8 +255,36 @@ start_demo() { # name, binary
 start_demo demo "$DEMO_BIN"
 alg=$(printf '%s' "${auth#Bearer }" | cut -d. -f1 | tr '_-' '/+' | base64 -d 2>/dev/null || true)
 [[ -n ${BASE_BIN:-} ]] && start_demo base "$BASE_BIN"
-for url in "http://127.0.0.1:$up_port" "http://127.0.0.1:$px_port" \
-    "http://${demo_addr[demo]}/proxy" ${BASE_BIN:+"http://${demo_addr[base]}/proxy"}; do
+floors=()
+start_floor() { # name, mode
+    TOKIO_WORKER_THREADS=$server_n taskset -c "$server_cpus" "$FLOOR_BIN" --mode "$2" \
+        --listen 127.0.0.1:0 --proxy-url "http://127.0.0.1:$up_port" >"$tmp/$1.out" 2>"$tmp/$1.err" &
+    pids+=($!)
+    demo_pid[$1]=$!
+    local addr=""
+    for _ in $(seq 1 100); do
+        addr=$(sed -n '1s|^listening on http://||p' "$tmp/$1.out")
+        [[ -n $addr ]] && break
+        sleep 0.1
+    done
+    if [[ -z $addr ]]; then
+        echo "load.sh: the $2 floor did not start:" >&2
+        cat "$tmp/$1.err" >&2
+        exit 1
+    fi
+    demo_addr[$1]=$addr
+    floors+=("$1")
+}
+if [[ $FLOOR == 1 ]]; then
+    start_floor relay relay
+    start_floor pool hyper-pool
+    start_floor sticky hyper-sticky
+fi
+demo_urls=()
+for sys in demo ${BASE_BIN:+base} "${floors[@]}"; do
+    demo_urls+=("http://${demo_addr[$sys]}/proxy")
+done
+for url in "http://127.0.0.1:$up_port" "http://127.0.0.1:$px_port" "${demo_urls[@]}"; do
     body=$(curl -fsS "$url/")
     [[ $body == "Hello world!" ]] || { echo "load.sh: $url/ answered '$body'" >&2; exit 1; }
     size=$(curl -fsS -o /dev/null -w '%{size_download}' "$url/files/1m")
@@ -298,6 +344,10 @@ if [[ -n ${BASE_BIN:-} ]]; then
     cpu_pids[base]=${demo_pid[base]}
     systems+=(base)
 fi
+for sys in "${floors[@]}"; do
+    cpu_pids[$sys]=${demo_pid[$sys]}
+    systems+=("$sys")
+done
 
 cat <<EOF
 machine: $ncpu CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), kernel $(uname -r)
@@ -323,6 +373,9 @@ for scenario in $SCENARIOS; do
         [demo]="http://${demo_addr[demo]}/proxy$path"
         [base]="http://${demo_addr[base]:-}/proxy$path"
     )
+    for sys in "${floors[@]}"; do
+        url[$sys]="http://${demo_addr[$sys]}/proxy$path"
+    done
     echo
     echo "== $scenario: GET $path, $conns connections =="
     for sys in "${systems[@]}"; do
@@ -357,5 +410,13 @@ for scenario in $SCENARIOS; do
         awk -v d="${med_rps[demo]}" -v b="${med_rps[base]}" -v dp="${med_p99[demo]}" \
             -v bp="${med_p99[base]}" -v dc="${med_cpu[demo]}" -v bc="${med_cpu[base]}" 'BEGIN {
             printf "  change: demo/base req/s %.2f  p99 %.2f  cpu/req %.2f\n", d / b, dp / bp, (bc > 0 ? dc / bc : 0) }'
+    fi
+    if ((${#floors[@]})); then
+        line="  floors/nginx req/s:"
+        for sys in "${floors[@]}"; do
+            line+=$(awk -v f="${med_rps[$sys]}" -v n="${med_rps[nginx]}" -v s="$sys" \
+                'BEGIN { printf "  %s %.2f", s, f / n }')
+        done
+        echo "$line"
     fi
 done

@@ -23,7 +23,10 @@ use std::{error::Error, net::SocketAddr, sync::Arc};
 
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty, combinators::BoxBody};
-use hyper::body::{Bytes, Incoming};
+use hyper::{
+    body::{Bytes, Incoming},
+    service::HttpService,
+};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioIo},
@@ -187,16 +190,10 @@ async fn hyper_pool(
                 return Ok::<_, hyper::Error>(bad_gateway());
             };
             parts.uri = uri;
-            Ok(match pool.request(Request::from_parts(parts, body)).await {
-                Ok(res) => res.map(BodyExt::boxed),
-                Err(_) => bad_gateway(),
-            })
+            relayed(pool.request(Request::from_parts(parts, body)).await)
         }
     });
-    hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(client), service)
-        .await?;
-    Ok(())
+    serve_h1(client, service).await
 }
 
 async fn hyper_sticky(client: TcpStream, upstream: &Upstream) -> Result<(), Box<dyn Error>> {
@@ -224,12 +221,26 @@ async fn hyper_sticky(client: TcpStream, upstream: &Upstream) -> Result<(), Box<
             }
             let response = send.send_request(Request::from_parts(parts, body));
             drop(send);
-            Ok(match response.await {
-                Ok(res) => res.map(BodyExt::boxed),
-                Err(_) => bad_gateway(),
-            })
+            relayed(response.await)
         }
     });
+    serve_h1(client, service).await
+}
+
+/// The target's response as it came, or `502` if there was none.
+fn relayed<E>(response: Result<Response<Incoming>, E>) -> Result<Response<Body>, hyper::Error> {
+    Ok(match response {
+        Ok(res) => res.map(BodyExt::boxed),
+        Err(_) => bad_gateway(),
+    })
+}
+
+/// Serves one client connection with hyper's HTTP/1.1 server.
+async fn serve_h1<S>(client: TcpStream, service: S) -> Result<(), Box<dyn Error>>
+where
+    S: HttpService<Incoming, ResBody = Body>,
+    S::Error: Into<Box<dyn Error + Send + Sync>>,
+{
     hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(client), service)
         .await?;

@@ -226,10 +226,9 @@ wait_http "http://127.0.0.1:$px_port/"
 
 # --- the demo (and the baseline build, if any) --------------------------------------------
 declare -A demo_pid=() demo_addr=()
-start_demo() { # name, binary
-    TOKIO_WORKER_THREADS=$server_n taskset -c "$server_cpus" "$2" \
-        --listen 127.0.0.1:0 --unsecured "${demo_upstream[@]}" \
-        ${DEMO_ARGS:-} >"$tmp/$1.out" 2>"$tmp/$1.err" &
+# Records the process just started in the background as system `name`, and its address
+# once it prints `listening on http://ADDR`.
+await_listening() { # name, what it is (for the error)
     pids+=($!)
     demo_pid[$1]=$!
     local addr=""
@@ -244,6 +243,13 @@ start_demo() { # name, binary
         exit 1
     fi
     demo_addr[$1]=$addr
+}
+start_demo() { # name, binary
+    TOKIO_WORKER_THREADS=$server_n taskset -c "$server_cpus" "$2" \
+        --listen 127.0.0.1:0 --unsecured "${demo_upstream[@]}" \
+        ${DEMO_ARGS:-} >"$tmp/$1.out" 2>"$tmp/$1.err" &
+    await_listening "$1" "$2"
+    local addr=${demo_addr[$1]}
     wait_http "http://$addr/proxy/"
     # The identity really is signed: the upstream echoes the Authorization it received.
     auth=$(curl -fsS "http://$addr/proxy/auth")
@@ -259,20 +265,7 @@ floors=()
 start_floor() { # name, mode
     TOKIO_WORKER_THREADS=$server_n taskset -c "$server_cpus" "$FLOOR_BIN" --mode "$2" \
         --listen 127.0.0.1:0 --proxy-url "http://127.0.0.1:$up_port" >"$tmp/$1.out" 2>"$tmp/$1.err" &
-    pids+=($!)
-    demo_pid[$1]=$!
-    local addr=""
-    for _ in $(seq 1 100); do
-        addr=$(sed -n '1s|^listening on http://||p' "$tmp/$1.out")
-        [[ -n $addr ]] && break
-        sleep 0.1
-    done
-    if [[ -z $addr ]]; then
-        echo "load.sh: the $2 floor did not start:" >&2
-        cat "$tmp/$1.err" >&2
-        exit 1
-    fi
-    demo_addr[$1]=$addr
+    await_listening "$1" "the $2 floor"
     floors+=("$1")
 }
 if [[ $FLOOR == 1 ]]; then

@@ -112,6 +112,13 @@ pub struct Options {
     /// Speak HTTP/2 with prior knowledge (h2c) to plain-http targets, as gRPC backends need.
     #[arg(long)]
     pub upstream_h2c: bool,
+
+    /// How long an HTTP/1.1 client may take to send a request's headers, in milliseconds,
+    /// counted from the moment the server waits for them (so also how long a keep-alive
+    /// connection may stay idle): a client slower than that (slowloris) is disconnected.
+    #[arg(long, value_name = "N", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
 }
 
 /// A `--user NAME:PASSWORD:ROLE,ROLE` option.
@@ -209,6 +216,9 @@ pub struct Demo {
     pub state: AppState,
     /// The same app again for each server thread of [`serve`].
     pub worker_app: WorkerApp,
+    /// How long [`serve`] waits for an HTTP/1.1 request's headers
+    /// (`--header-read-timeout-ms`).
+    pub header_read_timeout: Duration,
 }
 
 /// Builds the app again with a connection pool to the target of its own; the target handle,
@@ -310,6 +320,7 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
         router: app,
         state,
         worker_app,
+        header_read_timeout: Duration::from_millis(opts.header_read_timeout_ms),
     })
 }
 
@@ -441,6 +452,7 @@ pub fn serve(
     let mut workers = Vec::with_capacity(threads);
     for (i, socket) in sockets.into_iter().enumerate() {
         let app = (demo.worker_app.0)()?;
+        let header_read_timeout = demo.header_read_timeout;
         let up = up.clone();
         let worker = std::thread::Builder::new()
             .name(format!("demo-server-{i}"))
@@ -457,7 +469,7 @@ pub fn serve(
                         }
                     };
                     let _ = up.send(Ok(()));
-                    accept_loop(listener, app).await
+                    accept_loop(listener, app, header_read_timeout).await
                 })
             })?;
         workers.push(worker);
@@ -477,16 +489,27 @@ pub fn serve(
 }
 
 /// Serves every connection `listener` accepts with `app`: HTTP/1.1 or HTTP/2 (h2c), with
-/// upgrades, `TCP_NODELAY` on. hyper is driven directly, without `axum::serve`: a request
-/// under `/proxy` keeps hyper's own body type all the way to the target, instead of being
-/// boxed into axum's `Body` first.
-async fn accept_loop(listener: TcpListener, app: WorkerService) -> std::io::Result<()> {
+/// upgrades, `TCP_NODELAY` on, and an HTTP/1.1 client that takes longer than
+/// `header_read_timeout` to send a request's headers disconnected. hyper is driven
+/// directly, without `axum::serve`: a request under `/proxy` keeps hyper's own body type
+/// all the way to the target, instead of being boxed into axum's `Body` first.
+async fn accept_loop(
+    listener: TcpListener,
+    app: WorkerService,
+    header_read_timeout: Duration,
+) -> std::io::Result<()> {
     use hyper_util::{
-        rt::{TokioExecutor, TokioIo},
+        rt::{TokioExecutor, TokioIo, TokioTimer},
         server::conn::auto,
         service::TowerToHyperService,
     };
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The proxy layer bounds its own exchanges with the target; how long a client may take
+    // is the server's to bound (axum::serve sets no such limit).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
     loop {
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,

@@ -10,50 +10,68 @@ mod demo;
 
 mod common;
 
-use std::{collections::HashSet, time::Duration};
+use std::{collections::HashSet, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 use common::{
     RSA_PKCS8_PEM, RSA_PUBLIC_PEM, bearer, echo_target, get, get_on, h2_client, remove_dir,
-    temp_dir,
+    temp_dir, within,
 };
+use tower_identity_proxy::ProxyHandle;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_server_thread_forwards_with_one_token_cache_and_one_target() {
-    let target = echo_target().await;
+/// The demo, unsecured, with the fixture's keys and `extra` options, served by
+/// `demo::serve` with `threads` server threads: its address, target handle and key
+/// directory (to remove).
+async fn serve_demo(
+    target: &str,
+    threads: usize,
+    extra: &[&str],
+) -> (SocketAddr, ProxyHandle, PathBuf) {
     let keys = temp_dir("demo-server");
     std::fs::write(keys.join("private-key.pem"), RSA_PKCS8_PEM).unwrap();
     std::fs::write(keys.join("public-key.pem"), RSA_PUBLIC_PEM).unwrap();
-    let opts = demo::Options::try_parse_from([
+    let mut args = vec![
         "demo",
         "--keys",
         keys.to_str().unwrap(),
         "--unsecured",
         "--proxy-url",
-        &target.url(),
-    ])
-    .unwrap();
+        target,
+    ];
+    args.extend_from_slice(extra);
+    let opts = demo::Options::try_parse_from(args).unwrap();
     let built = demo::build(&opts).await.unwrap();
     let handle = built.state.handle.clone();
 
     let (ready, bound) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        demo::serve(&built, "127.0.0.1:0", 3, |addr| ready.send(addr).unwrap())
+        demo::serve(&built, "127.0.0.1:0", threads, |addr| {
+            ready.send(addr).unwrap()
+        })
     });
     let addr = tokio::task::spawn_blocking(move || bound.recv_timeout(Duration::from_secs(60)))
         .await
         .unwrap()
         .expect("the server listens");
+    (addr, handle, keys)
+}
 
-    // Three server threads, as asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_server_thread_forwards_with_one_token_cache_and_one_target() {
+    let target = echo_target().await;
+    let (addr, handle, keys) = serve_demo(&target.url(), 3, &[]).await;
+
+    // Three server threads, as asked (other tests of this binary run a `demo-server-0`).
     #[cfg(target_os = "linux")]
     {
-        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        let names: HashSet<String> = std::fs::read_dir("/proc/self/task")
             .unwrap()
             .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim_end().to_owned())
             .filter(|name| name.starts_with("demo-server-"))
             .collect();
-        assert_eq!(names.len(), 3, "{names:?}");
+        let want: HashSet<String> = (0..3).map(|i| format!("demo-server-{i}")).collect();
+        assert_eq!(names, want);
     }
 
     // Each request on a new connection: the kernel spreads them over the threads' sockets.
@@ -104,5 +122,58 @@ async fn every_server_thread_forwards_with_one_token_cache_and_one_target() {
         assert_eq!(reply.text(), "The proxy is disabled.");
     }
     assert_eq!(target.count(), 13);
+    remove_dir(&keys);
+}
+
+/// Slowloris: a client that sends its headers a byte at a time is disconnected once
+/// `--header-read-timeout-ms` has passed, while ordinary requests are served.
+#[tokio::test]
+async fn a_client_that_dribbles_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = echo_target().await;
+    let (addr, _handle, keys) =
+        serve_demo(&target.url(), 1, &["--header-read-timeout-ms", "500"]).await;
+
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let head = format!("GET /proxy/slow HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ");
+    wr.write_all(head.as_bytes()).await.unwrap();
+    let dribble = tokio::spawn(async move {
+        // One byte every 100 ms for up to 60 s (longer than `within` waits), until the
+        // server stops reading.
+        for _ in 0..600 {
+            if wr.write_all(b"a").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut got = Vec::new();
+    within("the server ends the slow connection", async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    dribble.abort();
+    // hyper answers 408 or just closes.
+    assert!(
+        got.is_empty() || got.starts_with(b"HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(
+        target.count(),
+        0,
+        "the slow request never reached the target"
+    );
+
+    let reply = get(&format!("http://{addr}/proxy/ok")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(target.count(), 1);
     remove_dir(&keys);
 }

@@ -113,9 +113,11 @@ pub struct Options {
     #[arg(long)]
     pub upstream_h2c: bool,
 
-    /// How long an HTTP/1.1 client may take to send a request's headers, in milliseconds,
-    /// counted from the moment the server waits for them (so also how long a keep-alive
-    /// connection may stay idle): a client slower than that (slowloris) is disconnected.
+    /// How long a client may take to send a request's headers, in milliseconds: a new
+    /// connection (HTTP/1.1 or h2c) must deliver its first request within it, and an
+    /// HTTP/1.1 connection each following request's headers, counted from the moment the
+    /// server waits for them (so also how long it may stay idle). A client slower than that
+    /// (slowloris) is disconnected.
     #[arg(long, value_name = "N", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub header_read_timeout_ms: u64,
@@ -503,6 +505,8 @@ async fn accept_loop(
         server::conn::auto,
         service::TowerToHyperService,
     };
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tower::ServiceExt;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The proxy layer bounds its own exchanges with the target; how long a client may take
     // is the server's to bound (axum::serve sets no such limit).
@@ -522,12 +526,28 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // Until its first request, a connection has `header_read_timeout` in all: hyper's
+        // timer covers a request's headers once it knows the protocol, not the silence
+        // before the first byte nor a partial HTTP/2 preface.
+        let started = Arc::new(AtomicBool::new(false));
+        let service = TowerToHyperService::new(app.clone().map_request({
+            let started = Arc::clone(&started);
+            move |req| {
+                started.store(true, Ordering::Relaxed);
+                req
+            }
+        }));
         let builder = builder.clone();
         tokio::spawn(async move {
-            let _ = builder
-                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                .await;
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = &mut connection => return,
+                () = tokio::time::sleep(header_read_timeout) => {}
+            }
+            if started.load(Ordering::Relaxed) {
+                let _ = connection.await;
+            }
         });
     }
 }

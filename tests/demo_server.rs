@@ -177,3 +177,27 @@ async fn a_client_that_dribbles_its_headers_is_disconnected() {
     assert_eq!(target.count(), 1);
     remove_dir(&keys);
 }
+
+/// A connection that never sends a whole request is closed once
+/// `--header-read-timeout-ms` has passed: silent from the start, or stopped in the middle
+/// of the HTTP/2 preface (where hyper's own header timer does not run yet).
+#[tokio::test]
+async fn a_connection_without_a_request_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = echo_target().await;
+    let (addr, _handle, keys) =
+        serve_demo(&target.url(), 1, &["--header-read-timeout-ms", "500"]).await;
+    for sent in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        let mut buf = [0u8; 64];
+        let read = within("the server closes the connection", stream.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "after {sent:?}: {read:?}, {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
+    assert_eq!(target.count(), 0);
+    remove_dir(&keys);
+}

@@ -56,12 +56,20 @@ impl<B> ResponseBody<B> {
         }
     }
 
-    pub(crate) fn prefixed(head: Bytes, body: Incoming, idle: Option<Duration>) -> Self {
+    /// `head`, already read, then the rest of the target's body; `last` is when the target
+    /// last sent a byte (or its headers), so that the silence allowed by `idle` counts from
+    /// there and not from the first poll.
+    pub(crate) fn prefixed(
+        head: Bytes,
+        body: Incoming,
+        idle: Option<Duration>,
+        last: tokio::time::Instant,
+    ) -> Self {
         Self {
             kind: Kind::Prefixed {
                 head: (!head.is_empty()).then_some(head),
                 body,
-                idle: idle.map(Idle::new),
+                idle: idle.map(|timeout| Idle::since(timeout, last)),
             },
         }
     }
@@ -134,6 +142,7 @@ fn poll_upstream(
         Poll::Ready(frame) => {
             if let Some(idle) = idle {
                 idle.waiting = false;
+                idle.flushed = false;
             }
             Poll::Ready(frame.map(|f| f.map_err(Into::into)))
         }
@@ -142,6 +151,14 @@ fn poll_upstream(
                 return Poll::Pending;
             };
             if !idle.expired(cx) {
+                return Poll::Pending;
+            }
+            // Once, before the abort: a connection that fails is closed without flushing,
+            // so let the server write out what it already has (the head and the bytes read
+            // ahead, when the silence began before the response did).
+            if !idle.flushed {
+                idle.flushed = true;
+                cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
             tracing::warn!(
@@ -162,6 +179,8 @@ struct Idle {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Whether the previous poll was already waiting.
     waiting: bool,
+    /// Whether the server was given a chance to flush after the timeout expired.
+    flushed: bool,
 }
 
 impl Idle {
@@ -170,6 +189,18 @@ impl Idle {
             timeout,
             sleep: None,
             waiting: false,
+            flushed: false,
+        }
+    }
+
+    /// A wait that started at `last`: the target has been silent since then.
+    fn since(timeout: Duration, last: tokio::time::Instant) -> Self {
+        let deadline = crate::deadline::after(last, timeout);
+        Self {
+            timeout,
+            sleep: Some(Box::pin(tokio::time::sleep_until(deadline))),
+            waiting: true,
+            flushed: false,
         }
     }
 

@@ -17,7 +17,8 @@
 //! style: no `Content-Length`, not chunked, as Python's `http.server` answers) is read
 //! ahead up to [`READ_AHEAD`] bytes within the upstream timeout: when it ends by then, the
 //! client gets it with a `Content-Length`, as the Atoti proxy does; otherwise what was read
-//! is sent first and the rest streams.
+//! is sent first and the rest streams. The upstream body timeout holds while reading ahead
+//! too: a body silent that long is sent as far as it came, then aborted.
 
 use std::{
     sync::Arc,
@@ -265,9 +266,17 @@ async fn read_ahead<R, I, J>(
     scope_set_cookies(&mut parts, &shared.rewrite, target);
     parts.version = Version::HTTP_11;
     let mut head = BytesMut::new();
+    // When the target last sent something: the body timeout bounds each silence here as it
+    // does once the body streams, however far off the upstream timeout's deadline is.
+    let mut last = tokio::time::Instant::now();
     loop {
-        match tokio::time::timeout_at(deadline, body.frame()).await {
+        let wait = match shared.body_timeout {
+            Some(idle) => deadline.min(crate::deadline::after(last, idle)),
+            None => deadline,
+        };
+        match tokio::time::timeout_at(wait, body.frame()).await {
             Ok(Some(Ok(frame))) => {
+                last = tokio::time::Instant::now();
                 if let Ok(data) = frame.into_data() {
                     head.extend_from_slice(&data);
                     if head.len() > READ_AHEAD {
@@ -290,13 +299,14 @@ async fn read_ahead<R, I, J>(
                 tracing::warn!(error = ?std::error::Error::source(&error), "target response broken");
                 return error_response(&error);
             }
-            // Slow: send what was read and stream the rest.
+            // Slow, or silent for the body timeout: send what was read and stream the rest
+            // (a silence that already lasted the body timeout aborts it at once).
             Err(_) => break,
         }
     }
     Response::from_parts(
         parts,
-        ResponseBody::prefixed(head.freeze(), body, shared.body_timeout),
+        ResponseBody::prefixed(head.freeze(), body, shared.body_timeout, last),
     )
 }
 

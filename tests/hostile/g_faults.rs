@@ -451,3 +451,26 @@ async fn g12_anonymous_flood_costs_one_signature() {
     assert_ne!(tokens[20], tokens[0]);
     assert_eq!(decode_rs512(&tokens[20])["sub"], ALICE);
 }
+
+#[tokio::test]
+async fn g3_close_delimited_stall_is_aborted_after_the_body_timeout() {
+    // A close-delimited body (no length, not chunked) that stops after 10 bytes while the
+    // connection stays open. It is read ahead within the upstream timeout, here far off: the
+    // body timeout must still end the silence, not the upstream timeout.
+    let up = Upstream::replying(|_| Action::stall(&b"HTTP/1.1 200 OK\r\n\r\n0123456789"[..])).await;
+    let app = start_app(
+        layer()
+            .upstream_timeout(Duration::from_secs(3600))
+            .upstream_body_timeout(Duration::from_millis(300)),
+    )
+    .await;
+    app.target(&up, "");
+    let (r, mut c) = app
+        .exchange(format!("GET /proxy/x HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr).as_bytes())
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(!r.body.complete, "a clean short body: {:?}", r.body);
+    assert_eq!(r.body.data, b"0123456789");
+    c.assert_closed().await;
+    up.wait("upstream connection closed", |v| v.eofs >= 1).await;
+}

@@ -171,7 +171,7 @@ impl<I, J> ProxyLayer<I, J> {
     /// HTTP/1.1 (`ws`/`wss` follow the target's `http`/`https`), and the app's server must
     /// hand upgrades over (`axum::serve` does; with hyper-util use
     /// `serve_connection_with_upgrades`). WebSockets over inbound HTTP/2 (extended
-    /// `CONNECT`, RFC 8441) are not proxied: such requests get `400`.
+    /// `CONNECT`, RFC 8441) are not proxied: such requests get `405`, as every `CONNECT`.
     pub fn upgrades(mut self, on: bool) -> Self {
         self.upgrades = on;
         self

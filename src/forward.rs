@@ -8,8 +8,9 @@
 //! 3. the [`IdentityExtractor`] → its rejection (`401`), or `401` if no identity, always
 //!    with `WWW-Authenticate` (see [`crate::identity`]);
 //! 4. the [`JwtSigner`] → `500` if it fails;
-//! 5. the pooled client, within the upstream timeout → `502` (unreachable, TLS failure,
-//!    broken response) or `504` (timeout); the target's response streams back with its
+//! 5. the pooled client, within the upstream timeout (counted from the request's last body
+//!    bytes while it is still uploading) → `502` (unreachable, TLS failure, broken
+//!    response) or `504` (timeout); the target's response streams back with its
 //!    hop-by-hop headers removed, `Via` added and its cookies scoped under the prefix; a body
 //!    that stalls longer than the upstream body timeout is aborted (the client sees it cut).
 //!
@@ -21,15 +22,22 @@
 //! too: a body silent that long is sent as far as it came, then aborted.
 
 use std::{
-    sync::Arc,
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, StatusCode, Version, header};
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use pin_project_lite::pin_project;
 use tracing::Instrument;
 
 use crate::{
@@ -202,26 +210,33 @@ where
         upstream.headers.insert(header::UPGRADE, proto.clone());
     }
 
-    // An empty body (most GETs) is sent as `Empty`, whose box allocates nothing.
-    let body = if body.is_end_stream() {
-        http_body_util::combinators::UnsyncBoxBody::default()
-    } else {
-        body.map_err(Into::into).boxed_unsync()
-    };
-    let request = Request::from_parts(upstream, body);
-
     let Some(client) = &shared.client else {
         return error_response(&ProxyError::new(ProxyErrorKind::Unreachable));
     };
-    let deadline = crate::deadline::after(tokio::time::Instant::now(), shared.timeout);
-    let response = match tokio::time::timeout_at(
-        deadline,
+    // An empty body (most GETs) is sent as `Empty`, whose box allocates nothing; any other
+    // body records when it last moved, for the upstream timeout.
+    let (body, progress) = if body.is_end_stream() {
+        (http_body_util::combinators::UnsyncBoxBody::default(), None)
+    } else {
+        let progress = Arc::new(Progress::new());
+        let body = Tracked {
+            body,
+            progress: Arc::clone(&progress),
+        };
+        (body.map_err(Into::into).boxed_unsync(), Some(progress))
+    };
+    let request = Request::from_parts(upstream, body);
+
+    let sent = await_response(
         client.send(target, request, upgrade.is_some()),
+        tokio::time::Instant::now(),
+        progress.as_deref(),
+        shared.timeout,
     )
-    .await
-    {
-        Ok(Ok(res)) => res,
-        Ok(Err(e)) => {
+    .await;
+    let (response, deadline) = match sent {
+        Some((Ok(res), deadline)) => (res, deadline),
+        Some((Err(e), _)) => {
             let error = ProxyError::with_source(ProxyErrorKind::Unreachable, e);
             tracing::warn!(
                 target = target.as_str(),
@@ -230,7 +245,7 @@ where
             );
             return error_response(&error);
         }
-        Err(_) => {
+        None => {
             tracing::warn!(target = target.as_str(), timeout = ?shared.timeout, "target timed out");
             return error_response(&ProxyError::new(ProxyErrorKind::Timeout));
         }
@@ -239,6 +254,91 @@ where
         return read_ahead(shared, target, response, deadline).await;
     }
     respond(shared, target, response, upgrade)
+}
+
+/// Awaits the target's response until `timeout` has passed since the request was sent or,
+/// while its body is still being sent, since the body last moved: an upload that keeps
+/// moving is never cut however long it takes, and the target gets the whole timeout once it
+/// has the request. Returns the response and the deadline then in force, or `None` on
+/// timeout.
+async fn await_response<F: Future>(
+    send: F,
+    sent: tokio::time::Instant,
+    progress: Option<&Progress>,
+    timeout: Duration,
+) -> Option<(F::Output, tokio::time::Instant)> {
+    let mut send = std::pin::pin!(send);
+    let mut since = sent;
+    loop {
+        let deadline = crate::deadline::after(since, timeout);
+        match tokio::time::timeout_at(deadline, send.as_mut()).await {
+            Ok(out) => return Some((out, deadline)),
+            Err(_) => match progress.map(Progress::last) {
+                Some(last) if last > since => since = last,
+                _ => return None,
+            },
+        }
+    }
+}
+
+/// When a request body last moved towards the target.
+struct Progress {
+    started: tokio::time::Instant,
+    /// Milliseconds after `started`.
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            started: tokio::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        let ms = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.started.checked_add(ms).unwrap_or(self.started)
+    }
+}
+
+pin_project! {
+    /// A request body that records in a [`Progress`] each frame it hands over, and its end.
+    struct Tracked<B> {
+        #[pin]
+        body: B,
+        progress: Arc<Progress>,
+    }
+}
+
+impl<B: Body> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.body.poll_frame(cx);
+        if matches!(polled, Poll::Ready(Some(Ok(_)) | None)) {
+            this.progress.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The most bytes of a close-delimited response body read ahead to give it a length.

@@ -116,6 +116,11 @@ impl<I, J> ProxyLayer<I, J> {
 
     /// How long the target may take to send its response headers before the client gets
     /// `504`. Default is 30 seconds.
+    ///
+    /// It counts from when the request is sent or, while its body is still being sent, from
+    /// the last bytes of the body that moved: an upload that keeps moving is never cut,
+    /// however long it takes, and one that makes no progress for this long (a stalled
+    /// client, or a target that stopped reading) gets `504`.
     pub fn upstream_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -474,3 +474,64 @@ async fn g3_close_delimited_stall_is_aborted_after_the_body_timeout() {
     c.assert_closed().await;
     up.wait("upstream connection closed", |v| v.eofs >= 1).await;
 }
+
+#[tokio::test]
+async fn g7_an_upload_slower_than_the_upstream_timeout_is_forwarded() {
+    // The upload keeps moving but takes longer, in all, than the upstream timeout: the
+    // target, which answers once it has the whole body, is not late, and the upload is
+    // not cut. (Each pause is a tenth of the timeout: only the total exceeds it.)
+    let up = Upstream::replying(|req| {
+        let n = req.body.data.len();
+        Action::keep(format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{n}",
+            n.to_string().len()
+        ))
+    })
+    .await;
+    let app = start_app(layer().upstream_timeout(Duration::from_secs(1))).await;
+    app.target(&up, "");
+    let parts = 30;
+    let mut c = app.raw().await;
+    c.send(
+        format!(
+            "POST /proxy/upload HTTP/1.1\r\nHost: {}\r\nContent-Length: {parts}\r\n\r\n",
+            app.addr
+        )
+        .as_bytes(),
+    )
+    .await;
+    for _ in 0..parts {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !c.try_send(b"u").await {
+            break;
+        }
+    }
+    let r = c.response(false).await.expect("a response");
+    assert_eq!((r.status, r.text()), (200, parts.to_string()));
+    assert_eq!(up.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn g2_an_upload_that_stops_moving_is_504_after_the_timeout() {
+    // The client sends 3 of 10 bytes and then nothing, its connection open: the wait for
+    // the target stays bounded by the upstream timeout, counted from the last bytes.
+    let up = Upstream::silent().await;
+    let app = start_app(layer().upstream_timeout(Duration::from_millis(300))).await;
+    app.target(&up, "");
+    let mut c = app.raw().await;
+    c.send(
+        format!(
+            "POST /proxy/upload HTTP/1.1\r\nHost: {}\r\nContent-Length: 10\r\n\r\nabc",
+            app.addr
+        )
+        .as_bytes(),
+    )
+    .await;
+    let r = c.response(false).await.expect("a response");
+    assert_eq!(r.status, 504);
+    up.wait("upstream connection closed", |v| v.eofs >= 1).await;
+    assert!(
+        up.requests().is_empty(),
+        "a complete request reached the target"
+    );
+}

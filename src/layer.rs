@@ -127,8 +127,10 @@ impl<I, J> ProxyLayer<I, J> {
     }
 
     /// How long the target's response body may stay silent (no bytes between two reads)
-    /// before the response is aborted: the client sees it cut off (connection closed, no
-    /// last chunk), never a clean short body. Default is 60 seconds, as nginx's
+    /// before the response is aborted: the client sees it cut off (connection closed before
+    /// the announced length, no last chunk, or an HTTP/2 stream reset), never a clean short
+    /// body — except an HTTP/1.0 client receiving a body of unknown length, which is
+    /// delimited by the close itself. Default is 60 seconds, as nginx's
     /// `proxy_read_timeout`; `None` waits forever (long polls that send nothing for longer).
     pub fn upstream_body_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.body_timeout = timeout.into();

@@ -535,3 +535,25 @@ async fn g2_an_upload_that_stops_moving_is_504_after_the_timeout() {
         "a complete request reached the target"
     );
 }
+
+#[tokio::test]
+async fn g3_an_http10_client_sees_a_stalled_body_of_unknown_length_end_cleanly() {
+    // The documented limit of the body timeout: a body of unknown length goes to an
+    // HTTP/1.0 client delimited by closing the connection, so the abort is a close the
+    // client cannot tell from the end (with a length, it could: see `g3_target_stalling_..`).
+    let up = Upstream::replying(|_| {
+        Action::stall(&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"[..])
+    })
+    .await;
+    let app = start_app(layer().upstream_body_timeout(Duration::from_millis(300))).await;
+    app.target(&up, "");
+    let (r, mut c) = app
+        .exchange(format!("GET /proxy/x HTTP/1.0\r\nHost: {}\r\n\r\n", app.addr).as_bytes())
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(!r.has("content-length") && !r.has("transfer-encoding"));
+    assert_eq!(r.body.data, b"first");
+    assert!(r.body.complete, "HTTP/1.0 has no way to mark it cut");
+    c.assert_closed().await;
+    up.wait("upstream connection closed", |v| v.eofs >= 1).await;
+}

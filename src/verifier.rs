@@ -244,14 +244,21 @@ impl Verifier {
         let mut validation = Validation::new(key.alg.to_jsonwebtoken());
         validation.leeway = self.leeway;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // jsonwebtoken checks `aud` and `iss` only when the token carries them: a required
+        // one must also be a required claim, or a token without it passes.
+        let mut required = vec!["exp", "sub"];
         match &self.audience {
-            Some(aud) => validation.set_audience(&[aud.as_ref()]),
+            Some(aud) => {
+                validation.set_audience(&[aud.as_ref()]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(iss) = &self.issuer {
             validation.set_issuer(&[iss.as_ref()]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             VerifyError(match e.kind() {
@@ -314,5 +321,51 @@ mod tests {
         assert_eq!(verifier.leeway, MAX_LEEWAY_SECS);
         let verifier = keys.verifier().leeway(Duration::from_secs(90));
         assert_eq!(verifier.leeway, 90);
+    }
+
+    /// A token signed by jsonwebtoken itself with `claims`.
+    fn foreign_token(keys: &KeyPair, claims: serde_json::Value) -> String {
+        let key =
+            jsonwebtoken::EncodingKey::from_ed_pem(keys.private_key_pem().as_bytes()).unwrap();
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    }
+
+    #[test]
+    fn a_required_issuer_or_audience_must_be_present() {
+        let keys = KeyPair::generate_ed25519().unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = |iss: Option<&str>, aud: Option<&str>| {
+            let mut c = serde_json::json!({
+                "sub": "Alice", "authorities": ["ROLE_USER"], "iat": now - 5, "exp": now + 300,
+            });
+            if let Some(iss) = iss {
+                c["iss"] = iss.into();
+            }
+            if let Some(aud) = aud {
+                c["aud"] = aud.into();
+            }
+            c
+        };
+        let verifier = keys
+            .verifier()
+            .issuer("https://app.example")
+            .audience("https://target.example");
+        let both = foreign_token(
+            &keys,
+            claims(Some("https://app.example"), Some("https://target.example")),
+        );
+        assert_eq!(verifier.verify(&both).unwrap().sub, "Alice");
+        for (what, iss, aud) in [
+            ("no aud", Some("https://app.example"), None),
+            ("no iss", None, Some("https://target.example")),
+            ("neither", None, None),
+        ] {
+            let token = foreign_token(&keys, claims(iss, aud));
+            assert!(verifier.verify(&token).is_err(), "{what} was accepted");
+        }
     }
 }

@@ -103,11 +103,10 @@ struct IdentityFields {
 }
 
 impl From<IdentityFields> for Identity {
+    /// Sorts and de-duplicates the roles, as [`Identity::new`]: serialised data (a session
+    /// store, another service) may list them in any order.
     fn from(fields: IdentityFields) -> Self {
-        Self {
-            name: fields.name.into(),
-            roles: fields.roles.into(),
-        }
+        Self::new(fields.name, fields.roles)
     }
 }
 
@@ -466,6 +465,32 @@ mod tests {
             serde_json::json!({"name": "Alice", "roles": ["ROLE_USER", "ROLE_WONDERLAND"]})
         );
         assert_eq!(serde_json::from_value::<Identity>(json).unwrap(), i);
+    }
+
+    #[test]
+    fn a_deserialised_identity_has_sorted_unique_roles() {
+        let json = serde_json::json!({
+            "name": "Alice", "roles": ["ROLE_WONDERLAND", "ROLE_USER", "ROLE_WONDERLAND"]
+        });
+        let i: Identity = serde_json::from_value(json).unwrap();
+        assert_eq!(i.roles(), ["ROLE_USER", "ROLE_WONDERLAND"]);
+        assert!(i.has_role("ROLE_WONDERLAND"));
+        assert_eq!(i, Identity::new("Alice", ["ROLE_USER", "ROLE_WONDERLAND"]));
+
+        // The token's `authorities`, read by jsonwebtoken itself, are sorted and unique.
+        let keys = crate::KeyPair::generate_ed25519().unwrap();
+        let token = crate::KeySigner::new(keys.clone())
+            .sign_blocking(&i)
+            .unwrap();
+        let key = jsonwebtoken::DecodingKey::from_ed_pem(keys.public_key_pem().as_bytes()).unwrap();
+        let validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+        let claims = jsonwebtoken::decode::<serde_json::Value>(token.as_str(), &key, &validation)
+            .unwrap()
+            .claims;
+        assert_eq!(
+            claims["authorities"],
+            serde_json::json!(["ROLE_USER", "ROLE_WONDERLAND"])
+        );
     }
 
     #[tokio::test]

@@ -534,6 +534,32 @@ mod tests {
         assert!(!verifier.knows_kid(a.kid()));
     }
 
+    #[tokio::test]
+    async fn a_verifier_with_an_extra_key_still_follows_the_set() {
+        let a = KeyPair::generate_ed25519().unwrap();
+        let replica = KeyPair::generate_ed25519().unwrap();
+        let set = KeySet::new(KeySigner::new(a.clone()));
+        let verifier = set
+            .verifier()
+            .with_key(replica.public_key(), Algorithm::EdDSA);
+        let id = Identity::new("u", ["R"]);
+        let old = set.signer().sign(&id).await.unwrap();
+        let from_replica = KeySigner::new(replica).sign(&id).await.unwrap();
+
+        set.rotate(KeyPair::generate_ed25519().unwrap()).unwrap();
+        let new = set.signer().sign(&id).await.unwrap();
+        assert!(verifier.verify(new.as_str()).is_ok(), "the rotated-to key");
+        assert!(verifier.verify(old.as_str()).is_ok(), "the previous key");
+
+        set.revoke(a.kid()).unwrap();
+        assert!(verifier.verify(old.as_str()).is_err(), "a revoked key");
+        assert!(!verifier.knows_kid(a.kid()));
+        assert!(
+            verifier.verify(from_replica.as_str()).is_ok(),
+            "the extra key"
+        );
+    }
+
     #[test]
     fn debug_shows_kids_only() {
         let k = KeyPair::generate_ed25519().unwrap();

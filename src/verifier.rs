@@ -112,7 +112,10 @@ const MAX_LEEWAY_SECS: u64 = 10 * 365 * 24 * 60 * 60;
 /// Checks identity tokens. Cheap to clone.
 #[derive(Clone)]
 pub struct Verifier {
+    /// The keys it shares with a key set or a JWKS cache (follows their changes).
     keys: SharedKeys,
+    /// Keys added with [`with_key`](Self::with_key), after the shared ones.
+    extra: Arc<[VerifyingKey]>,
     leeway: u64,
     issuer: Option<Arc<str>>,
     audience: Option<Arc<str>>,
@@ -130,6 +133,7 @@ impl Verifier {
         ensure_jwt_provider();
         Self {
             keys,
+            extra: Arc::new([]),
             leeway: 30,
             issuer: None,
             audience: None,
@@ -137,13 +141,14 @@ impl Verifier {
     }
 
     /// Also accepts tokens signed by `key` with `alg` (e.g. the previous key during a
-    /// rotation).
+    /// rotation, or another replica's key). A verifier of a [`KeySet`](crate::KeySet) keeps
+    /// following its rotations and revocations.
     #[must_use]
     pub fn with_key(self, key: &PublicKey, alg: Algorithm) -> Self {
-        let mut keys = Vec::clone(&self.keys.load());
-        keys.push(VerifyingKey::new(key, alg));
+        let mut extra = self.extra.to_vec();
+        extra.push(VerifyingKey::new(key, alg));
         Self {
-            keys: Arc::new(ArcSwap::from_pointee(keys)),
+            extra: extra.into(),
             ..self
         }
     }
@@ -178,6 +183,7 @@ impl Verifier {
             .keys
             .load()
             .iter()
+            .chain(self.extra.iter())
             .filter(|k| k.is_live(now))
             .map(|k| k.kid.clone())
             .collect();
@@ -191,6 +197,7 @@ impl Verifier {
         self.keys
             .load()
             .iter()
+            .chain(self.extra.iter())
             .any(|k| k.kid == kid && k.is_live(now))
     }
 
@@ -217,12 +224,10 @@ impl Verifier {
         }
         let keys = self.keys.load();
         let now = SystemTime::now();
+        let all = keys.iter().chain(self.extra.iter());
         let candidates: Vec<&VerifyingKey> = match &header.kid {
-            Some(kid) => keys
-                .iter()
-                .filter(|k| &k.kid == kid && k.is_live(now))
-                .collect(),
-            None => keys.iter().filter(|k| k.is_live(now)).collect(),
+            Some(kid) => all.filter(|k| &k.kid == kid && k.is_live(now)).collect(),
+            None => all.filter(|k| k.is_live(now)).collect(),
         };
         if candidates.is_empty() {
             return Err(VerifyError::UNKNOWN_KEY);

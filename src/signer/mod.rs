@@ -311,13 +311,16 @@ impl TokenPolicy {
     /// The claims for `identity`, issued now, with the token's validity window.
     pub fn claims(&self, identity: &Identity) -> (Claims, SystemTime, SystemTime) {
         let now = SystemTime::now();
-        let issued = now.checked_sub(self.backdate).unwrap_or(now);
-        let expires = now.checked_add(self.lifetime).unwrap_or(now + MAX_LIFETIME);
         let secs = |t: SystemTime| {
             t.duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0)
         };
+        // `iat` and `exp` count whole seconds: the window handed back (which the token cache
+        // trusts) is the one a verifier reads, never a fraction of a second longer.
+        let whole = |t: SystemTime| UNIX_EPOCH + Duration::from_secs(secs(t));
+        let issued = whole(now.checked_sub(self.backdate).unwrap_or(now));
+        let expires = whole(now.checked_add(self.lifetime).unwrap_or(now + MAX_LIFETIME));
         let mut extra = self.extra.as_ref().map(|f| f(identity)).unwrap_or_default();
         for reserved in ["sub", "authorities", "iat", "exp", "iss", "aud", "jti"] {
             extra.remove(reserved);
@@ -577,6 +580,31 @@ mod tests {
         let roles: Vec<String> = (0..100).map(|i| format!("ROLE_{i:04}")).collect();
         let err = signer.sign(&Identity::new("x", roles)).await.unwrap_err();
         assert!(err.to_string().contains("limit"));
+    }
+
+    /// The window the token cache trusts is exactly the one a verifier reads: `exp` and
+    /// `iat` count whole seconds, so `expires_at` may not fall later than `exp`.
+    #[tokio::test]
+    async fn the_validity_window_is_the_claims() {
+        let keys = KeyPair::generate_ed25519().unwrap();
+        for lifetime in [
+            Duration::ZERO,
+            Duration::from_millis(1500),
+            Duration::from_secs(300),
+        ] {
+            let signer = KeySigner::new(keys.clone()).policy(TokenPolicy::new().lifetime(lifetime));
+            let token = signer.sign(&Identity::new("Alice", ["R"])).await.unwrap();
+            let key =
+                jsonwebtoken::DecodingKey::from_ed_pem(keys.public_key_pem().as_bytes()).unwrap();
+            let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+            validation.validate_exp = false;
+            let claims = jsonwebtoken::decode::<Value>(token.as_str(), &key, &validation)
+                .unwrap()
+                .claims;
+            let at = |name: &str| UNIX_EPOCH + Duration::from_secs(claims[name].as_u64().unwrap());
+            assert_eq!(token.expires_at(), at("exp"), "{lifetime:?}");
+            assert_eq!(token.issued_at(), at("iat"), "{lifetime:?}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use argon2::{
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use http::{HeaderValue, header, request::Parts};
+use tokio::sync::Semaphore;
 
 use super::{ExtractResult, Identity, IdentityExtractor, Rejection, authorization_scheme};
 use crate::error::ConfigError;
@@ -170,21 +171,38 @@ impl fmt::Debug for CredentialStore {
 /// No `Authorization` header, or another scheme: no identity (the next extractor is asked).
 /// Malformed Basic credentials or a wrong user or password: `401` with
 /// `WWW-Authenticate: Basic realm="…", charset="UTF-8"`, the challenge it also names when a
-/// chain finds no credentials. The password check runs on tokio's blocking pool, never on
-/// the async workers.
+/// chain finds no credentials.
+///
+/// The password check runs on tokio's blocking pool, never on the async workers, and at
+/// most [`max_concurrent_checks`](Self::max_concurrent_checks) of them run at once (one per
+/// CPU by default); further requests wait their turn. Anyone may send credentials to a
+/// proxy that needs no login, and each Argon2id check takes tens of milliseconds and about
+/// 19 MiB: unbounded, a flood of wrong passwords would fill tokio's blocking pool (up to 512
+/// threads) and gigabytes of memory. A check whose request is abandoned keeps its place
+/// until the hash is done, so dropped connections cannot slip past the bound.
 #[derive(Clone, Debug)]
 pub struct BasicAuth {
     store: CredentialStore,
     challenge: HeaderValue,
+    checks: Arc<Semaphore>,
 }
 
 impl BasicAuth {
     /// Basic authentication against `store`, realm `proxy`.
     pub fn new(store: CredentialStore) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
             store,
             challenge: HeaderValue::from_static(r#"Basic realm="proxy", charset="UTF-8""#),
+            checks: Arc::new(Semaphore::new(cpus)),
         }
+    }
+
+    /// How many password checks may run at once, shared by the clones of this extractor.
+    /// Default is the number of CPUs this process may use. `0` is taken as `1`.
+    pub fn max_concurrent_checks(mut self, max: usize) -> Self {
+        self.checks = Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)));
+        self
     }
 
     /// Sets the realm in the challenge. Default is `proxy`.
@@ -222,6 +240,23 @@ impl BasicAuth {
     }
 }
 
+/// Runs `f` on tokio's blocking pool once one of `slots` is free; the slot is held by `f`
+/// itself, so it is given back when `f` returns, even if the caller stopped waiting. `None`
+/// if `f` panicked (or the semaphore was closed, which this crate never does).
+async fn bounded_blocking<T: Send + 'static>(
+    slots: Arc<Semaphore>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let slot = slots.acquire_owned().await.ok()?;
+    tokio::task::spawn_blocking(move || {
+        let out = f();
+        drop(slot);
+        out
+    })
+    .await
+    .ok()
+}
+
 /// Decodes `base64(user:password)`.
 fn decode_basic(credentials: &str) -> Option<(String, String)> {
     let bytes = STANDARD.decode(credentials.trim()).ok()?;
@@ -254,10 +289,11 @@ impl IdentityExtractor for BasicAuth {
             return Err(self.reject("The Basic credentials are malformed."));
         };
         let store = self.store.clone();
-        let verified = tokio::task::spawn_blocking(move || store.verify(&user, &password))
-            .await
-            .ok()
-            .flatten();
+        let verified = bounded_blocking(Arc::clone(&self.checks), move || {
+            store.verify(&user, &password)
+        })
+        .await
+        .flatten();
         verified
             .map(Some)
             .ok_or_else(|| self.reject("The user name or password is wrong."))
@@ -314,6 +350,87 @@ mod tests {
             );
         }
         assert_eq!(auth.extract(&parts("Bearer abc")).await.unwrap(), None);
+    }
+
+    /// At most as many checks as slots run at once, and a check whose caller gave up keeps
+    /// its slot until it is done.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checks_are_bounded_even_when_their_callers_give_up() {
+        use std::sync::{
+            Condvar, Mutex,
+            atomic::{AtomicUsize, Ordering},
+        };
+        use std::time::Duration;
+
+        /// Opens the gate when dropped, also when an assertion fails: the runtime waits for
+        /// its blocking threads, so a closed gate would turn a failure into a hang.
+        struct Gate(Arc<(Mutex<bool>, Condvar)>);
+        impl Gate {
+            fn open(&self) {
+                *self.0.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                self.0.1.notify_all();
+            }
+        }
+        impl Drop for Gate {
+            fn drop(&mut self) {
+                self.open();
+            }
+        }
+
+        let slots = Arc::new(Semaphore::new(2));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let gate = Gate(Arc::new((Mutex::new(false), Condvar::new())));
+        let (started, mut starts) = tokio::sync::mpsc::unbounded_channel();
+        let check = || {
+            let (running, most, gate, started) = (
+                running.clone(),
+                most.clone(),
+                gate.0.clone(),
+                started.clone(),
+            );
+            move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                let _ = started.send(());
+                let (open, opened) = &*gate;
+                let mut open = open.lock().unwrap();
+                while !*open {
+                    open = opened.wait(open).unwrap();
+                }
+                running.fetch_sub(1, Ordering::SeqCst);
+            }
+        };
+        let liveness = Duration::from_secs(20);
+
+        // Two checks start, then their callers give up (a client that disconnects).
+        let abandoned: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(bounded_blocking(slots.clone(), check())))
+            .collect();
+        for _ in 0..2 {
+            tokio::time::timeout(liveness, starts.recv()).await.unwrap();
+        }
+        for task in abandoned {
+            task.abort();
+        }
+        // Their hashing goes on and keeps both slots: no further check starts.
+        let waiting: Vec<_> = (0..4)
+            .map(|_| tokio::spawn(bounded_blocking(slots.clone(), check())))
+            .collect();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), starts.recv())
+                .await
+                .is_err(),
+            "a check started while two were running"
+        );
+        // Once they finish, the others run, two at a time.
+        gate.open();
+        for task in waiting {
+            let done = tokio::time::timeout(liveness, task).await.unwrap().unwrap();
+            assert_eq!(done, Some(()));
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+        assert_eq!(slots.available_permits(), 2);
     }
 
     #[test]

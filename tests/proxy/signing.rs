@@ -276,9 +276,11 @@ async fn the_unsigned_mode_is_explicit_and_unverifiable() {
     assert_eq!(target.count(), 1);
 }
 
+/// Each signature carries a random `jti`, so two tokens are equal only if one signature
+/// served both (RS512 alone is deterministic: within one second, an uncached signer would
+/// hand out equal tokens too).
 #[tokio::test]
 async fn tokens_are_cached_per_identity() {
-    let target = common::echo_target().await;
     let extractor = |parts: &http::request::Parts| {
         let user = parts
             .headers
@@ -288,20 +290,49 @@ async fn tokens_are_cached_per_identity() {
             .to_owned();
         async move { Ok(Some(Identity::new(user, ["ROLE_USER"]))) }
     };
-    let app = spawn_app(layer_to(&target).identity(extractor)).await;
-    let mut tokens = Vec::new();
-    for user in ["a", "a", "b", "a"] {
-        common::get_with(&app.url("/proxy/c"), &[("x-user", user)]).await;
-        let token = bearer(&target.last().headers);
-        assert_eq!(
-            decode_jwt(&token, RSA_PUBLIC_PEM, A::RS512).unwrap()["sub"],
-            user
-        );
-        tokens.push(token);
-    }
+    let signer = || {
+        KeySigner::rs512(rsa_keys())
+            .unwrap()
+            .policy(TokenPolicy::new().jti(true))
+    };
+    let tokens_of = |target: EchoTarget, app: common::Server| async move {
+        let mut tokens = Vec::new();
+        for user in ["a", "a", "b", "a"] {
+            common::get_with(&app.url("/proxy/c"), &[("x-user", user)]).await;
+            let token = bearer(&target.last().headers);
+            let claims = decode_jwt(&token, RSA_PUBLIC_PEM, A::RS512).unwrap();
+            assert_eq!(claims["sub"], user);
+            assert!(claims["jti"].is_string(), "{claims}");
+            tokens.push(token);
+        }
+        tokens
+    };
+
+    let target = common::echo_target().await;
+    let app = spawn_app(
+        ProxyLayer::new(signer())
+            .identity(extractor)
+            .target(&target.url())
+            .unwrap(),
+    )
+    .await;
+    let tokens = tokens_of(target, app).await;
     assert_eq!(tokens[0], tokens[1]);
     assert_eq!(tokens[0], tokens[3]);
     assert_ne!(tokens[0], tokens[2]);
+
+    // The control: without the cache, every request has a token of its own.
+    let target = common::echo_target().await;
+    let app = spawn_app(
+        ProxyLayer::uncached(signer())
+            .identity(extractor)
+            .target(&target.url())
+            .unwrap(),
+    )
+    .await;
+    let tokens = tokens_of(target, app).await;
+    assert_ne!(tokens[0], tokens[1]);
+    assert_ne!(tokens[0], tokens[3]);
 }
 
 thread_local! {

@@ -14,19 +14,19 @@ use std::{collections::HashSet, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 use common::{
-    RSA_PKCS8_PEM, RSA_PUBLIC_PEM, bearer, echo_target, get, get_on, h2_client, remove_dir,
-    temp_dir, within,
+    OTHER_RSA_PKCS8_PEM, RSA_PKCS8_PEM, RSA_PUBLIC_PEM, bearer, echo_target, get, get_on,
+    h2_client, remove_dir, temp_dir, within,
 };
-use tower_identity_proxy::ProxyHandle;
+use tower_identity_proxy::KeyPair;
 
 /// The demo, unsecured, with the fixture's keys and `extra` options, served by
-/// `demo::serve` with `threads` server threads: its address, target handle and key
-/// directory (to remove).
+/// `demo::serve` with `threads` server threads: its address, shared state (target handle,
+/// key set) and key directory (to remove).
 async fn serve_demo(
     target: &str,
     threads: usize,
     extra: &[&str],
-) -> (SocketAddr, ProxyHandle, PathBuf) {
+) -> (SocketAddr, demo::AppState, PathBuf) {
     let keys = temp_dir("demo-server");
     std::fs::write(keys.join("private-key.pem"), RSA_PKCS8_PEM).unwrap();
     std::fs::write(keys.join("public-key.pem"), RSA_PUBLIC_PEM).unwrap();
@@ -41,7 +41,7 @@ async fn serve_demo(
     args.extend_from_slice(extra);
     let opts = demo::Options::try_parse_from(args).unwrap();
     let built = demo::build(&opts).await.unwrap();
-    let handle = built.state.handle.clone();
+    let state = built.state.clone();
 
     let (ready, bound) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -53,13 +53,13 @@ async fn serve_demo(
         .await
         .unwrap()
         .expect("the server listens");
-    (addr, handle, keys)
+    (addr, state, keys)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_server_thread_forwards_with_one_token_cache_and_one_target() {
     let target = echo_target().await;
-    let (addr, handle, keys) = serve_demo(&target.url(), 3, &[]).await;
+    let (addr, state, keys) = serve_demo(&target.url(), 3, &[]).await;
 
     // Three server threads, as asked (other tests of this binary run a `demo-server-0`).
     #[cfg(target_os = "linux")]
@@ -75,9 +75,16 @@ async fn every_server_thread_forwards_with_one_token_cache_and_one_target() {
     }
 
     // Each request on a new connection: the kernel spreads them over the threads' sockets.
+    // After the first one, the key set rotates to another key. A rotation keeps cached
+    // tokens, so with one cache every thread forwards the first request's token, signed by
+    // the fixture key; a thread with a cache of its own would sign with the new key.
     for i in 0..12 {
         let reply = get(&format!("http://{addr}/proxy/n/{i}?q={i}")).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
+        if i == 0 {
+            let other = KeyPair::from_pem(OTHER_RSA_PKCS8_PEM.as_bytes(), None).unwrap();
+            state.key_set.rotate(other).unwrap();
+        }
     }
     let seen = target.seen();
     assert_eq!(seen.len(), 12);
@@ -87,7 +94,8 @@ async fn every_server_thread_forwards_with_one_token_cache_and_one_target() {
     want.sort();
     assert_eq!(paths, want);
     for s in &seen {
-        // Verified with jsonwebtoken and the fixture's public key, RS512 pinned.
+        // Verified with jsonwebtoken and the fixture's public key, RS512 pinned: the token
+        // the first request got, from the cache every thread shares.
         let claims = s.claims();
         assert_eq!(claims["sub"], "anonymousUser");
         assert_eq!(
@@ -115,7 +123,7 @@ async fn every_server_thread_forwards_with_one_token_cache_and_one_target() {
     assert_eq!(target.count(), 13);
 
     // One target handle: disabling it disables every thread's app.
-    handle.disable();
+    state.handle.disable();
     for _ in 0..6 {
         let reply = get(&format!("http://{addr}/proxy/n")).await;
         assert_eq!(reply.status, 501);
@@ -131,7 +139,7 @@ async fn every_server_thread_forwards_with_one_token_cache_and_one_target() {
 async fn a_client_that_dribbles_its_headers_is_disconnected() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let target = echo_target().await;
-    let (addr, _handle, keys) =
+    let (addr, _state, keys) =
         serve_demo(&target.url(), 1, &["--header-read-timeout-ms", "500"]).await;
 
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -185,7 +193,7 @@ async fn a_client_that_dribbles_its_headers_is_disconnected() {
 async fn a_connection_without_a_request_is_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let target = echo_target().await;
-    let (addr, _handle, keys) =
+    let (addr, _state, keys) =
         serve_demo(&target.url(), 1, &["--header-read-timeout-ms", "500"]).await;
     for sent in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();

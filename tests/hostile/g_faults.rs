@@ -1,8 +1,18 @@
 //! G. Timeouts, resource limits, cancellation, streaming.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::io::AsyncWriteExt;
+use tower_identity_proxy::{
+    BasicAuth, BearerJwt, Identity, IdentityExtractor as _, JwtSigner, KeySigner, ProxyLayer,
+    SignError, Token,
+};
 
 use crate::support::*;
 
@@ -443,14 +453,39 @@ async fn g10_stale_pooled_connections_never_replay_a_post() {
 // G11 (configured body limit): not offered by the layer; an app limits bodies with
 // `tower_http::limit::RequestBodyLimitLayer` in front of it, which this crate does not wrap.
 
+/// The default layer's signer, counting the signatures it makes.
+struct Counting(KeySigner, Arc<AtomicUsize>);
+
+impl JwtSigner for Counting {
+    async fn sign(&self, identity: &Identity) -> Result<Token, SignError> {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        self.0.sign(identity).await
+    }
+}
+
 #[tokio::test]
 async fn g12_anonymous_flood_costs_one_signature() {
     let up = Upstream::ok().await;
-    let app = start_app(layer()).await;
+    let signatures = Arc::new(AtomicUsize::new(0));
+    // As `layer()`, with the signatures counted (equal tokens alone would not tell: RS512
+    // signs the same claims, within one second, into the same token).
+    let signer = Counting(
+        KeySigner::rs512(rsa_keys()).unwrap(),
+        Arc::clone(&signatures),
+    );
+    let app = start_app(
+        ProxyLayer::new(signer).identity(
+            BasicAuth::new(users())
+                .or(BearerJwt::new(rsa_keys().verifier()))
+                .or_anonymous(),
+        ),
+    )
+    .await;
     app.target(&up, "");
     for _ in 0..20 {
         assert_eq!(app.get("/proxy/x", "").await.status, 200);
     }
+    assert_eq!(signatures.load(Ordering::SeqCst), 1);
     let basic = crate::h_credentials::base64_basic(ALICE, ALICE_PW);
     assert_eq!(
         app.get("/proxy/x", &format!("Authorization: Basic {basic}\r\n"))
@@ -458,9 +493,11 @@ async fn g12_anonymous_flood_costs_one_signature() {
             .status,
         200
     );
+    assert_eq!(signatures.load(Ordering::SeqCst), 2);
     let tokens: Vec<String> = up.requests().iter().map(|r| r.bearer()).collect();
     // One token (one signature) for every anonymous request; alice gets her own.
     assert!(tokens[..20].iter().all(|t| *t == tokens[0]));
+    assert_eq!(decode_rs512(&tokens[0])["sub"], "anonymousUser");
     assert_ne!(tokens[20], tokens[0]);
     assert_eq!(decode_rs512(&tokens[20])["sub"], ALICE);
 }

@@ -48,8 +48,8 @@ use tower_identity_proxy::{
 // The shared helpers the cases use (this module is also part of `tracing_redaction`).
 #[allow(unused_imports)]
 pub use crate::common::{
-    Head, Headers, Raw, ReadBody, Resp, Wire, bearer_token, decode_rs512, find, parse_head,
-    read_body, rsa_keys, values, within,
+    Head, Headers, LIVENESS, Raw, ReadBody, Resp, Wire, bearer_token, decode_rs512, find,
+    parse_head, read_body, rsa_keys, values, within,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -76,6 +76,10 @@ pub type DefaultLayer = ProxyLayer<DefaultIdentity, CachingSigner<KeySigner>>;
 
 /// The layer every test starts from: RS512 through the token cache, Basic users, the app's
 /// own Bearer tokens, else anonymous.
+///
+/// The upstream timeout is far beyond every wait of the suite ([`LIVENESS`]): an upstream
+/// request left running when it should have been cancelled shows as a hang, never ends
+/// by timing out first and passes.
 pub fn layer() -> DefaultLayer {
     ProxyLayer::new(KeySigner::rs512(rsa_keys()).expect("signer"))
         .identity(
@@ -83,7 +87,7 @@ pub fn layer() -> DefaultLayer {
                 .or(BearerJwt::new(rsa_keys().verifier()))
                 .or_anonymous(),
         )
-        .upstream_timeout(Duration::from_secs(15))
+        .upstream_timeout(3 * LIVENESS)
 }
 
 // ---------------------------------------------------------------------------------------

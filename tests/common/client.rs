@@ -13,6 +13,8 @@ use hyper_util::{
 };
 use serde_json::Value;
 
+use super::within;
+
 /// A boxed error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The request body type of [`send`]: anything, streamed.
@@ -87,7 +89,8 @@ where
         .build_http()
 }
 
-/// Sends `req` (absolute URI) over `client` and reads the whole response.
+/// Sends `req` (absolute URI) over `client` and reads the whole response, failing the test
+/// as hung past the [`LIVENESS`](super::LIVENESS) bound.
 pub async fn try_send_on<B>(
     client: &TestClient<B>,
     req: http::Request<B>,
@@ -97,15 +100,18 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let res = client.request(req).await?;
-    let (parts, body) = res.into_parts();
-    let body = body.collect().await?.to_bytes();
-    Ok(Reply {
-        status: parts.status,
-        version: parts.version,
-        headers: parts.headers,
-        body,
+    within("the response, whole", async {
+        let res = client.request(req).await?;
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            body,
+        })
     })
+    .await
 }
 
 /// Like [`try_send_on`], panicking if the request was not answered.

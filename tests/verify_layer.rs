@@ -19,9 +19,10 @@ use std::{
 
 use axum::{Extension, Json, Router, routing::get as route_get};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use common::{Reply, get, get_with, serve, user_header};
+use common::{Reply, get, get_with, serve, user_header, within};
 use jsonwebtoken::{Algorithm as JwtAlg, EncodingKey};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 use tower::ServiceBuilder;
 use tower_identity_proxy::{
     Algorithm, Claims, Identity, IdentityExtractor, KeyPair, KeySet, KeySigner, ProxyLayer,
@@ -36,6 +37,8 @@ struct App {
     keys: KeySet,
     pair: KeyPair,
     fetches: Arc<AtomicUsize>,
+    /// While `false`, JWKS fetches (counted already) wait before being answered.
+    jwks_open: watch::Sender<bool>,
     proxy: tower_identity_proxy::ProxyHandle,
 }
 
@@ -44,11 +47,21 @@ async fn start_app() -> App {
     let keys = KeySet::new(KeySigner::rs512(pair.clone()).unwrap());
     let fetches = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&fetches);
+    let (jwks_open, open) = watch::channel(true);
     let jwks = ServiceBuilder::new()
         .map_request(move |req: axum::extract::Request| {
             counter.fetch_add(1, Ordering::SeqCst);
             req
         })
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let mut open = open.clone();
+                async move {
+                    let _ = open.wait_for(|open| *open).await;
+                    next.run(req).await
+                }
+            },
+        ))
         .service(keys.jwks());
     let proxy = ProxyLayer::new(keys.signer()).identity(user_header.or_anonymous());
     let handle = proxy.handle();
@@ -60,6 +73,7 @@ async fn start_app() -> App {
         keys,
         pair,
         fetches,
+        jwks_open,
         proxy: handle,
     }
 }
@@ -76,6 +90,14 @@ impl App {
 
 /// A target whose `/whoami` answers the identity the layer found; counts handler calls.
 async fn start_target(layer: VerifyProxyJwtLayer) -> (SocketAddr, Arc<AtomicUsize>) {
+    start_target_counting(layer, watch::channel(0).0).await
+}
+
+/// [`start_target`], also counting in `arrived` the requests that reach the layer.
+async fn start_target_counting(
+    layer: VerifyProxyJwtLayer,
+    arrived: watch::Sender<usize>,
+) -> (SocketAddr, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
     let app = Router::new()
@@ -94,7 +116,13 @@ async fn start_target(layer: VerifyProxyJwtLayer) -> (SocketAddr, Arc<AtomicUsiz
                 },
             ),
         )
-        .layer(layer);
+        .layer(layer)
+        .layer(axum::middleware::map_request(
+            move |req: axum::extract::Request| {
+                arrived.send_modify(|n| *n += 1);
+                std::future::ready(req)
+            },
+        ));
     (serve(app).await.detach(), calls)
 }
 
@@ -580,7 +608,8 @@ async fn a_rotated_key_is_fetched_once_for_concurrent_requests() {
     let layer = VerifyProxyJwtLayer::jwks_url(&app.jwks_url())
         .unwrap()
         .min_refresh_interval(Duration::ZERO);
-    let (target, _) = start_target(layer).await;
+    let (arrived, mut arrivals) = watch::channel(0);
+    let (target, _) = start_target_counting(layer, arrived).await;
     let url = format!("http://{target}/whoami");
     let good = signed_with(&app.pair, &app.keys.active_kid(), "Alice");
     assert_eq!(
@@ -591,6 +620,9 @@ async fn a_rotated_key_is_fetched_once_for_concurrent_requests() {
     );
     assert_eq!(app.fetches(), 1);
 
+    // The JWKS holds its answers until all 20 requests for the new kid have reached the
+    // target's layer: they overlap the first one's fetch, whatever the machine's speed.
+    app.jwks_open.send_replace(false);
     let next = KeyPair::generate_rsa(2048).unwrap();
     let kid = app.keys.rotate(next.clone()).unwrap();
     let tasks: Vec<_> = (0..20)
@@ -602,6 +634,10 @@ async fn a_rotated_key_is_fetched_once_for_concurrent_requests() {
             })
         })
         .collect();
+    within("20 requests at the target", arrivals.wait_for(|n| *n >= 21))
+        .await
+        .unwrap();
+    app.jwks_open.send_replace(true);
     for (i, task) in tasks.into_iter().enumerate() {
         let reply = task.await.unwrap();
         assert_eq!(reply.status, 200, "{}", reply.text());

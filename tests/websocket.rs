@@ -392,16 +392,13 @@ async fn an_idle_tunnel_is_closed_on_both_sides() {
 
     // Nobody sends anything: the proxy closes the caller's connection (no close frame: the
     // stream just ends) and the target's (its read sees EOF).
-    let end = tokio::time::timeout(Duration::from_secs(5), ws.next())
-        .await
-        .expect("the caller's side closed within 5 s");
+    let end = within("the caller's side closed", ws.next()).await;
     assert!(
         !matches!(end, Some(Ok(_))),
         "a frame instead of the close: {end:?}"
     );
-    tokio::time::timeout(Duration::from_secs(5), target.ws_closed.recv())
+    within("the target's side closed", target.ws_closed.recv())
         .await
-        .expect("the target's side closed within 5 s")
         .expect("close signal");
     drop(ws);
     assert_eq!(

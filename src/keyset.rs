@@ -227,6 +227,12 @@ impl KeySet {
 
     /// Makes `signer` (its key, algorithm and token policy) the active one and returns its
     /// `kid`. Verifiers pinned to one algorithm will refuse tokens of another.
+    ///
+    /// A `kid` names a key, not a key and an algorithm: rotating to a key that is already
+    /// published (the active one included) with another algorithm (RS512 → PS512 on one RSA
+    /// key) publishes the new algorithm for it at once, and tokens issued with the old one
+    /// stop verifying. To change algorithms without refusing tokens already out, rotate to a
+    /// fresh key.
     pub fn rotate_to(&self, signer: KeySigner) -> String {
         let kid = signer.keys().kid().to_owned();
         self.write(|state, now, grace| {
@@ -260,6 +266,9 @@ impl KeySet {
     /// Publishes another public key, which then verifies tokens until it is
     /// [revoked](Self::revoke): the next key before a rotation (see the
     /// [JWKS caching caveat](crate::jwks#caching-caveat)), or another replica's key.
+    ///
+    /// A key already published (the same `kid`) is left as it is, with the algorithm it was
+    /// published with.
     ///
     /// # Errors
     ///
@@ -558,6 +567,20 @@ mod tests {
             verifier.verify(from_replica.as_str()).is_ok(),
             "the extra key"
         );
+    }
+
+    #[test]
+    fn kids_are_listed_once_even_when_given_again() {
+        let a = KeyPair::generate_ed25519().unwrap();
+        let b = KeyPair::generate_ed25519().unwrap();
+        let set = KeySet::new(KeySigner::new(a.clone()));
+        set.publish(b.public_key(), Algorithm::EdDSA).unwrap();
+        let verifier = set.verifier().with_key(a.public_key(), Algorithm::EdDSA);
+        let mut kids = verifier.kids();
+        kids.sort();
+        let mut want = vec![a.kid().to_owned(), b.kid().to_owned()];
+        want.sort();
+        assert_eq!(kids, want);
     }
 
     #[test]

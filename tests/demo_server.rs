@@ -14,8 +14,8 @@ use std::{collections::HashSet, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 use common::{
-    OTHER_RSA_PKCS8_PEM, RSA_PKCS8_PEM, RSA_PUBLIC_PEM, bearer, echo_target, get, get_on,
-    h2_client, remove_dir, temp_dir, within,
+    OTHER_RSA_PKCS8_PEM, RSA_PKCS8_PEM, RSA_PUBLIC_PEM, bearer, dribbled_headers, echo_target, get,
+    get_on, h2_client, remove_dir, temp_dir, within,
 };
 use tower_identity_proxy::KeyPair;
 
@@ -137,37 +137,11 @@ async fn every_server_thread_forwards_with_one_token_cache_and_one_target() {
 /// `--header-read-timeout-ms` has passed, while ordinary requests are served.
 #[tokio::test]
 async fn a_client_that_dribbles_its_headers_is_disconnected() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let target = echo_target().await;
     let (addr, _state, keys) =
         serve_demo(&target.url(), 1, &["--header-read-timeout-ms", "500"]).await;
 
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut rd, mut wr) = stream.into_split();
-    let head = format!("GET /proxy/slow HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ");
-    wr.write_all(head.as_bytes()).await.unwrap();
-    let dribble = tokio::spawn(async move {
-        // One byte every 100 ms for up to 60 s (longer than `within` waits), until the
-        // server stops reading.
-        for _ in 0..600 {
-            if wr.write_all(b"a").await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    let mut got = Vec::new();
-    within("the server ends the slow connection", async {
-        let mut buf = [0u8; 1024];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    dribble.abort();
+    let got = dribbled_headers(addr, "/proxy/slow").await;
     // hyper answers 408 or just closes.
     assert!(
         got.is_empty() || got.starts_with(b"HTTP/1.1 408"),

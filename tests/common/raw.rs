@@ -428,3 +428,34 @@ pub async fn exchange(addr: SocketAddr, request: &[u8]) -> (Resp, Raw) {
 pub async fn raw(addr: SocketAddr, request: &[u8]) -> Resp {
     exchange(addr, request).await.0
 }
+
+/// Slowloris: sends `GET {path}` with a header that never ends, one byte every 100 ms (for
+/// up to 60 s, longer than [`within`] waits), and returns what the server sent before it
+/// closed the connection. A server without a header read timeout fails the test as hung.
+pub async fn dribbled_headers(addr: SocketAddr, path: &str) -> Vec<u8> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ");
+    wr.write_all(head.as_bytes()).await.unwrap();
+    let dribble = tokio::spawn(async move {
+        for _ in 0..600 {
+            if wr.write_all(b"a").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    let mut got = Vec::new();
+    within("the server ends the slow connection", async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    dribble.abort();
+    got
+}

@@ -4,12 +4,9 @@
 
 mod common;
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
 };
 
 use axum::Router;
@@ -17,21 +14,25 @@ use bytes::Bytes;
 use common::{EchoTarget, client, decode_jwt, send_on, serve, token_target, user_header};
 use http_body_util::Full;
 use serde_json::{Value, json};
+use tokio::sync::watch;
 use tower_identity_proxy::{
     Identity, IdentityExtractor, JwtSigner, KeyPair, KeySigner, ProxyLayer, SignError, Token,
 };
 
-/// Counts signatures; each one takes a while, so concurrent cache misses overlap.
+/// Counts signatures; none finishes before every request of the batch has been through
+/// the identity step (the gate), so concurrent cache misses are sure to overlap.
 #[derive(Clone)]
 struct Counting {
     inner: KeySigner,
     calls: Arc<AtomicUsize>,
+    gate: watch::Receiver<bool>,
 }
 
 impl JwtSigner for Counting {
     async fn sign(&self, identity: &Identity) -> Result<Token, SignError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        let mut gate = self.gate.clone();
+        let _ = gate.wait_for(|open| *open).await;
         self.inner.sign(identity).await
     }
 }
@@ -71,15 +72,35 @@ async fn concurrent(app: std::net::SocketAddr, users: &[Option<&str>]) -> Vec<St
     tokens
 }
 
-async fn setup(cached: bool) -> (std::net::SocketAddr, KeyPair, Arc<AtomicUsize>, EchoTarget) {
+/// The app; its signatures wait until `batch` requests have had their identity extracted
+/// (the first concurrent batch of the test), then run freely.
+async fn setup(
+    cached: bool,
+    batch: usize,
+) -> (std::net::SocketAddr, KeyPair, Arc<AtomicUsize>, EchoTarget) {
     let keys = KeyPair::generate_rsa(2048).unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
+    let (open, gate) = watch::channel(false);
     let signer = Counting {
         inner: KeySigner::rs512(keys.clone()).unwrap(),
         calls: Arc::clone(&calls),
+        gate,
     };
     let target = token_target().await;
-    let identity = user_header.or_anonymous();
+    let open = Arc::new(open);
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let counted = move |parts: &http::request::Parts| {
+        let extracted = user_header(parts);
+        let (open, arrived) = (Arc::clone(&open), Arc::clone(&arrived));
+        async move {
+            let identity = extracted.await;
+            if arrived.fetch_add(1, Ordering::SeqCst) + 1 == batch {
+                open.send_replace(true);
+            }
+            identity
+        }
+    };
+    let identity = counted.or_anonymous();
     let app = if cached {
         let proxy = ProxyLayer::new(signer).identity(identity);
         proxy.handle().set_target(Some(&target.url())).unwrap();
@@ -94,7 +115,7 @@ async fn setup(cached: bool) -> (std::net::SocketAddr, KeyPair, Arc<AtomicUsize>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_signature_for_concurrent_requests_of_one_identity() {
-    let (app, keys, calls, _target) = setup(true).await;
+    let (app, keys, calls, _target) = setup(true, 32).await;
     let tokens = concurrent(app, &[Some("Alice:ROLE_USER,ROLE_WONDERLAND"); 32]).await;
     assert_eq!(
         calls.load(Ordering::SeqCst),
@@ -117,7 +138,7 @@ async fn one_signature_for_concurrent_requests_of_one_identity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_signature_per_identity_and_never_another_callers_token() {
-    let (app, keys, calls, _target) = setup(true).await;
+    let (app, keys, calls, _target) = setup(true, 48).await;
     let identities: [(Option<&str>, &str, Value); 6] = [
         (Some("Alice:ROLE_USER"), "Alice", json!(["ROLE_USER"])),
         (Some("Bob:ROLE_A"), "Bob", json!(["ROLE_A"])),
@@ -155,7 +176,7 @@ async fn one_signature_per_identity_and_never_another_callers_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uncached_layer_signs_every_request() {
-    let (app, keys, calls, _target) = setup(false).await;
+    let (app, keys, calls, _target) = setup(false, 6).await;
     let tokens = concurrent(app, &[Some("Alice:ROLE_USER"); 6]).await;
     assert_eq!(calls.load(Ordering::SeqCst), 6);
     for token in &tokens {

@@ -581,8 +581,20 @@ async fn without_pings_an_idle_h2c_connection_is_silent() {
     )
     .await;
     assert_eq!(got.status, 200, "{}", got.text());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = relay.bytes.load(Ordering::SeqCst);
+    // Settled: the frames that follow a response (window updates, acks) have all passed once
+    // no byte moved for 200 ms; on a loaded machine that may take more than one round.
+    let before = within("the connection settles", async {
+        let mut last = relay.bytes.load(Ordering::SeqCst);
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = relay.bytes.load(Ordering::SeqCst);
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(relay.bytes.load(Ordering::SeqCst), before);
 }

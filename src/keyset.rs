@@ -217,25 +217,47 @@ impl KeySet {
     /// # Errors
     ///
     /// [`ConfigError::InvalidKey`] if `keys` cannot sign with the current algorithm (use
-    /// [`rotate_to`](Self::rotate_to) to change it).
+    /// [`rotate_to`](Self::rotate_to) to change it), or if `keys` is already published for
+    /// another algorithm (see [`rotate_to`](Self::rotate_to)).
     pub fn rotate(&self, keys: KeyPair) -> Result<String, ConfigError> {
         let current = self.inner.state.load_full();
         let signer = KeySigner::with_algorithm(keys, current.signer.algorithm())?
             .policy(current.signer.token_policy().clone());
-        Ok(self.rotate_to(signer))
+        self.rotate_to(signer)
     }
 
     /// Makes `signer` (its key, algorithm and token policy) the active one and returns its
     /// `kid`. Verifiers pinned to one algorithm will refuse tokens of another.
     ///
-    /// A `kid` names a key, not a key and an algorithm: rotating to a key that is already
-    /// published (the active one included) with another algorithm (RS512 → PS512 on one RSA
-    /// key) publishes the new algorithm for it at once, and tokens issued with the old one
-    /// stop verifying. To change algorithms without refusing tokens already out, rotate to a
-    /// fresh key.
-    pub fn rotate_to(&self, signer: KeySigner) -> String {
+    /// A key is published for one algorithm. Rotating to a key that is already published
+    /// for another one (the active key, a previous key not yet retired, or a key given to
+    /// [`publish`](Self::publish)) is refused: its `kid` is the thumbprint of the key alone,
+    /// so the set could only replace that entry, and the verifier and the targets would
+    /// then refuse the tokens it already signed (a
+    /// [`CachingSigner`](crate::CachingSigner) hands them out for up to half their
+    /// lifetime), or publish two entries under one `kid`, which a target that picks the JWK
+    /// by `kid` cannot tell apart. To change the algorithm, rotate to a new key
+    /// (`KeySigner::with_algorithm(KeyPair::generate_rsa(3072)?, Algorithm::PS512)?`); the
+    /// same key can take another algorithm once its entry has retired or been
+    /// [revoked](Self::revoke).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidKey`] if `signer`'s key is published for another algorithm;
+    /// nothing changes then.
+    pub fn rotate_to(&self, signer: KeySigner) -> Result<String, ConfigError> {
         let kid = signer.keys().kid().to_owned();
+        let alg = signer.algorithm();
+        let mut published_for = None;
         self.write(|state, now, grace| {
+            if let Some(p) = state
+                .published
+                .iter()
+                .find(|p| p.public.kid() == kid && p.alg != alg)
+            {
+                published_for = Some(p.alg);
+                return None;
+            }
             let previous = &state.signer;
             // After its last token expires, plus the grace; never if that is too late for
             // the clock (a `Duration::MAX` grace): the key then stays until revoked.
@@ -259,8 +281,17 @@ impl KeySet {
             }
             Some(State::new(Arc::new(signer), published))
         });
+        if let Some(published) = published_for {
+            return Err(ConfigError::InvalidKey(
+                format!(
+                    "the key {kid} is published for {published}, so it cannot sign with {alg}; \
+                     rotate to a new key for {alg}"
+                )
+                .into(),
+            ));
+        }
         tracing::info!(target: "tower_identity_proxy", kid = %kid, "signing key rotated");
-        kid
+        Ok(kid)
     }
 
     /// Publishes another public key, which then verifies tokens until it is
@@ -460,6 +491,84 @@ mod tests {
             .unwrap()
     }
 
+    /// Verifies `token` with jsonwebtoken alone against the set's JWK Set, as a target
+    /// does: the JWK its `kid` names, with the algorithm that JWK declares.
+    fn decode_with_jwk_set(set: &KeySet, token: &Token) -> Result<String, String> {
+        crate::verifier::ensure_jwt_provider();
+        let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(set.jwk_set()).unwrap();
+        let kid = header_kid(token);
+        let jwk = jwks.find(&kid).ok_or("the kid is not published")?;
+        let alg: jsonwebtoken::Algorithm = jwk
+            .common
+            .key_algorithm
+            .unwrap()
+            .to_string()
+            .parse()
+            .unwrap();
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(alg);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        jsonwebtoken::decode::<serde_json::Value>(token.as_str(), &key, &validation)
+            .map(|data| data.claims["sub"].as_str().unwrap().to_owned())
+            .map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn rotating_a_published_key_to_another_algorithm_keeps_its_tokens_verifiable() {
+        let a = KeyPair::generate_rsa(2048).unwrap();
+        let b = KeyPair::generate_rsa(2048).unwrap();
+        let ps512 = |k: &KeyPair| KeySigner::with_algorithm(k.clone(), Algorithm::PS512).unwrap();
+        let id = Identity::new("u", ["R"]);
+
+        // The active key, to another algorithm.
+        let set = KeySet::new(KeySigner::rs512(a.clone()).unwrap());
+        let issued = set.signer().sign(&id).await.unwrap();
+        let refused = set.rotate_to(ps512(&a)).unwrap_err().to_string();
+        assert!(refused.contains("published for RS512"), "{refused}");
+        assert_eq!(
+            decode_with_jwk_set(&set, &issued).as_deref(),
+            Ok("u"),
+            "active"
+        );
+        assert_eq!(set.algorithm(), Algorithm::RS512);
+        assert_eq!(header_kid(&set.signer().sign(&id).await.unwrap()), a.kid());
+
+        // The previous key, still retiring, back with another algorithm.
+        let set = KeySet::new(KeySigner::rs512(a.clone()).unwrap());
+        let issued = set.signer().sign(&id).await.unwrap();
+        set.rotate(b.clone()).unwrap();
+        assert!(set.rotate_to(ps512(&a)).is_err());
+        assert_eq!(
+            decode_with_jwk_set(&set, &issued).as_deref(),
+            Ok("u"),
+            "previous"
+        );
+        assert_eq!(set.active_kid(), b.kid());
+        // Once revoked (or retired), the key may sign with another algorithm.
+        set.revoke(a.kid()).unwrap();
+        assert_eq!(set.rotate_to(ps512(&a)).unwrap(), a.kid());
+        assert_eq!(set.jwk_set()["keys"][0]["alg"], "PS512");
+
+        // A key published for PS512 (another replica signs with it), rotated to with RS512.
+        let set = KeySet::new(KeySigner::rs512(a.clone()).unwrap());
+        set.publish(b.public_key(), Algorithm::PS512).unwrap();
+        let from_replica = KeySigner::with_algorithm(b.clone(), Algorithm::PS512)
+            .unwrap()
+            .sign(&id)
+            .await
+            .unwrap();
+        assert!(set.rotate(b.clone()).is_err());
+        assert_eq!(
+            decode_with_jwk_set(&set, &from_replica).as_deref(),
+            Ok("u"),
+            "published"
+        );
+        assert_eq!(set.active_kid(), a.kid());
+        // With the algorithm it is published for, it becomes active.
+        assert_eq!(set.rotate_to(ps512(&b)).unwrap(), b.kid());
+        assert_eq!(decode_with_jwk_set(&set, &from_replica).as_deref(), Ok("u"));
+    }
+
     #[tokio::test]
     async fn rotation_switches_signing_and_keeps_the_old_key_until_retired() {
         let first = KeyPair::generate_ec(Curve::P256).unwrap();
@@ -512,7 +621,7 @@ mod tests {
         let set = KeySet::new(KeySigner::rs512(KeyPair::generate_rsa(2048).unwrap()).unwrap());
         assert!(set.rotate(KeyPair::generate_ed25519().unwrap()).is_err());
         let ed = KeyPair::generate_ed25519().unwrap();
-        assert_eq!(set.rotate_to(KeySigner::new(ed.clone())), ed.kid());
+        assert_eq!(set.rotate_to(KeySigner::new(ed.clone())).unwrap(), ed.kid());
         assert_eq!(set.algorithm(), Algorithm::EdDSA);
         // Rotating to the active key changes nothing.
         set.rotate(ed.clone()).unwrap();

@@ -298,20 +298,26 @@ impl KeySet {
     /// [revoked](Self::revoke): the next key before a rotation (see the
     /// [JWKS caching caveat](crate::jwks#caching-caveat)), or another replica's key.
     ///
-    /// A key already published (the same `kid`) is left as it is, with the algorithm it was
-    /// published with.
+    /// Publishing a key again for the algorithm it is published for changes nothing.
     ///
     /// # Errors
     ///
-    /// [`ConfigError::InvalidKey`] if `key` cannot verify `alg`.
+    /// [`ConfigError::InvalidKey`] if `key` cannot verify `alg`, or if it is already
+    /// published (or active) for another algorithm: a key is published for one algorithm
+    /// only, since its `kid` is the thumbprint of the key alone (see
+    /// [`rotate_to`](Self::rotate_to)). Nothing changes then.
     pub fn publish(&self, key: &PublicKey, alg: Algorithm) -> Result<(), ConfigError> {
         if !key.supports(alg) {
             return Err(ConfigError::InvalidKey(
                 format!("the key {} cannot verify {alg}", key.kid()).into(),
             ));
         }
+        let mut published_for = None;
         self.write(|state, _, _| {
-            if state.published.iter().any(|p| p.public.kid() == key.kid()) {
+            if let Some(p) = state.published.iter().find(|p| p.public.kid() == key.kid()) {
+                if p.alg != alg {
+                    published_for = Some(p.alg);
+                }
                 return None;
             }
             let mut published = state.published.clone();
@@ -322,7 +328,17 @@ impl KeySet {
             });
             Some(State::new(Arc::clone(&state.signer), published))
         });
-        Ok(())
+        match published_for {
+            Some(published) => Err(ConfigError::InvalidKey(
+                format!(
+                    "the key {} is already published for {published}, so it cannot be \
+                     published for {alg}",
+                    key.kid()
+                )
+                .into(),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Withdraws the key `kid` at once: it is no longer published or accepted, and cached
@@ -567,6 +583,39 @@ mod tests {
         // With the algorithm it is published for, it becomes active.
         assert_eq!(set.rotate_to(ps512(&b)).unwrap(), b.kid());
         assert_eq!(decode_with_jwk_set(&set, &from_replica).as_deref(), Ok("u"));
+    }
+
+    #[tokio::test]
+    async fn publishing_a_published_key_for_another_algorithm_is_refused() {
+        let a = KeyPair::generate_rsa(2048).unwrap();
+        let b = KeyPair::generate_rsa(2048).unwrap();
+        let set = KeySet::new(KeySigner::rs512(a.clone()).unwrap());
+        set.publish(b.public_key(), Algorithm::RS256).unwrap();
+        let jwks = set.jwk_set();
+        // Another replica signs with `b` and PS512: its tokens would not verify.
+        let from_replica = KeySigner::with_algorithm(b.clone(), Algorithm::PS512)
+            .unwrap()
+            .sign(&Identity::new("u", ["R"]))
+            .await
+            .unwrap();
+        assert!(decode_with_jwk_set(&set, &from_replica).is_err());
+
+        let refused = set.publish(b.public_key(), Algorithm::PS512);
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("published for RS256")),
+            "{refused:?}"
+        );
+        assert!(
+            set.publish(a.public_key(), Algorithm::PS512).is_err(),
+            "active"
+        );
+        assert_eq!(set.jwk_set(), jwks, "nothing changed");
+        // The same algorithm again changes nothing and is no error.
+        set.publish(b.public_key(), Algorithm::RS256).unwrap();
+        set.publish(a.public_key(), Algorithm::RS512).unwrap();
+        assert_eq!(set.jwk_set(), jwks);
     }
 
     #[tokio::test]

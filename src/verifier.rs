@@ -176,20 +176,18 @@ impl Verifier {
         self
     }
 
-    /// The `kid`s this verifier currently accepts.
+    /// The `kid`s this verifier currently accepts, each once, in the order of its keys
+    /// (the shared ones, then those of [`with_key`](Self::with_key)).
     pub fn kids(&self) -> Vec<String> {
         let now = SystemTime::now();
-        let mut kids: Vec<String> = self
-            .keys
-            .load()
-            .iter()
-            .chain(self.extra.iter())
-            .filter(|k| k.is_live(now))
-            .map(|k| k.kid.clone())
-            .collect();
-        // A key given to `with_key` may also be in the shared keys: not next to each other.
-        let mut seen = std::collections::HashSet::new();
-        kids.retain(|kid| seen.insert(kid.clone()));
+        let mut kids: Vec<String> = Vec::new();
+        // A `kid` can come back after others: one key for two algorithms in a JWK Set, or
+        // a `with_key` of a key already shared. The lists are short.
+        for key in self.keys.load().iter().chain(self.extra.iter()) {
+            if key.is_live(now) && !kids.contains(&key.kid) {
+                kids.push(key.kid.clone());
+            }
+        }
         kids
     }
 
@@ -328,6 +326,23 @@ mod tests {
         assert_eq!(verifier.leeway, MAX_LEEWAY_SECS);
         let verifier = keys.verifier().leeway(Duration::from_secs(90));
         assert_eq!(verifier.leeway, 90);
+    }
+
+    #[test]
+    fn kids_lists_each_kid_once() {
+        let a = KeyPair::generate_ed25519().unwrap();
+        let b = KeyPair::generate_ed25519().unwrap();
+        let verifier = a
+            .verifier()
+            .with_key(b.public_key(), Algorithm::EdDSA)
+            .with_key(a.public_key(), Algorithm::EdDSA);
+        assert_eq!(verifier.kids(), [a.kid(), b.kid()]);
+
+        // A key set's verifier given a key the set already publishes.
+        let set = crate::KeySet::new(KeySigner::new(a.clone()));
+        set.publish(b.public_key(), Algorithm::EdDSA).unwrap();
+        let verifier = set.verifier().with_key(a.public_key(), Algorithm::EdDSA);
+        assert_eq!(verifier.kids(), [a.kid(), b.kid()]);
     }
 
     /// A token signed by jsonwebtoken itself with `claims`.

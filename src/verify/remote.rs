@@ -278,4 +278,24 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn a_kid_named_twice_by_a_jwk_set_is_listed_once() {
+        // One RSA key published for two algorithms, around another key.
+        let rsa = KeyPair::generate_rsa(2048).unwrap();
+        let ed = KeyPair::generate_ed25519().unwrap();
+        let jwks = [
+            rsa.public_key().to_jwk(Algorithm::RS512),
+            ed.public_key().to_jwk(Algorithm::EdDSA),
+            rsa.public_key().to_jwk(Algorithm::PS512),
+        ];
+        let keys = parse_keys(
+            &jwks,
+            &[Algorithm::RS512, Algorithm::PS512, Algorithm::EdDSA],
+        );
+        assert_eq!(keys.len(), 3);
+        let verifier =
+            crate::Verifier::from_shared(Arc::new(arc_swap::ArcSwap::from_pointee(keys)));
+        assert_eq!(verifier.kids(), [rsa.kid(), ed.kid()]);
+    }
 }

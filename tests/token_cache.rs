@@ -11,7 +11,8 @@ use std::sync::{
 
 use axum::Router;
 use bytes::Bytes;
-use common::{EchoTarget, client, decode_jwt, send_on, serve, token_target, user_header};
+use common::{EchoTarget, client, decode_jwt, send_on, serve, token_target, user_header, within};
+use http::request::Parts;
 use http_body_util::Full;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -19,8 +20,9 @@ use tower_identity_proxy::{
     Identity, IdentityExtractor, JwtSigner, KeyPair, KeySigner, ProxyLayer, SignError, Token,
 };
 
-/// Counts signatures; none finishes before every request of the batch has been through
-/// the identity step (the gate), so concurrent cache misses are sure to overlap.
+/// Counts signatures; each one waits until the test opens the gate, which it does once
+/// every request it sent has been through the identity extractor (see [`concurrent`]), so
+/// concurrent cache misses overlap by construction, not by timing.
 #[derive(Clone)]
 struct Counting {
     inner: KeySigner,
@@ -32,9 +34,17 @@ impl JwtSigner for Counting {
     async fn sign(&self, identity: &Identity) -> Result<Token, SignError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let mut gate = self.gate.clone();
-        let _ = gate.wait_for(|open| *open).await;
+        gate.wait_for(|open| *open).await.unwrap();
         self.inner.sign(identity).await
     }
+}
+
+/// The app under test: its address, how many requests its identity extractor has seen, and
+/// the gate its signatures wait for.
+struct App {
+    addr: std::net::SocketAddr,
+    extracted: watch::Receiver<usize>,
+    gate: watch::Sender<bool>,
 }
 
 /// Verifies with jsonwebtoken and the public key PEM, as the Atoti document's target does.
@@ -47,15 +57,23 @@ fn verify(keys: &KeyPair, token: &str) -> Value {
     .unwrap()
 }
 
-/// Sends `users.len()` requests at once, each as its user (`None`: anonymous), and returns
+/// Sends `users.len()` requests at once, each as its user (`None`: anonymous), opens the
+/// signers' gate once all of them have been through the identity extractor, and returns
 /// the token each one's request carried to the target.
-async fn concurrent(app: std::net::SocketAddr, users: &[Option<&str>]) -> Vec<String> {
+///
+/// The layer looks the cache up in the same poll in which the extractor answers, so once
+/// the count is reached every request has done so (bar at most those a runtime worker is
+/// polling at that instant), and each miss waits for a signature that cannot finish before
+/// the gate opens: without single-flight, every one of them would sign.
+async fn concurrent(app: &App, users: &[Option<&str>]) -> Vec<String> {
     let client = client();
+    let arrived = *app.extracted.borrow() + users.len();
+    let addr = app.addr;
     let tasks: Vec<_> = users
         .iter()
         .map(|user| {
             let client = client.clone();
-            let mut req = http::Request::get(format!("http://{app}/proxy/who"));
+            let mut req = http::Request::get(format!("http://{addr}/proxy/who"));
             if let Some(user) = user {
                 req = req.header("x-test-user", *user);
             }
@@ -63,6 +81,14 @@ async fn concurrent(app: std::net::SocketAddr, users: &[Option<&str>]) -> Vec<St
             tokio::spawn(async move { send_on(&client, req).await })
         })
         .collect();
+    let mut extracted = app.extracted.clone();
+    within(
+        "every request reaches the identity extractor",
+        extracted.wait_for(|n| *n >= arrived),
+    )
+    .await
+    .unwrap();
+    app.gate.send_replace(true);
     let mut tokens = Vec::new();
     for task in tasks {
         let reply = task.await.unwrap();
@@ -72,36 +98,29 @@ async fn concurrent(app: std::net::SocketAddr, users: &[Option<&str>]) -> Vec<St
     tokens
 }
 
-/// The app; its signatures wait until `batch` requests have had their identity extracted
-/// (the first concurrent batch of the test), then run freely.
-async fn setup(
-    cached: bool,
-    batch: usize,
-) -> (std::net::SocketAddr, KeyPair, Arc<AtomicUsize>, EchoTarget) {
+async fn setup(cached: bool) -> (App, KeyPair, Arc<AtomicUsize>, EchoTarget) {
     let keys = KeyPair::generate_rsa(2048).unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
-    let (open, gate) = watch::channel(false);
+    let (gate, gate_rx) = watch::channel(false);
     let signer = Counting {
         inner: KeySigner::rs512(keys.clone()).unwrap(),
         calls: Arc::clone(&calls),
-        gate,
+        gate: gate_rx,
     };
     let target = token_target().await;
-    let open = Arc::new(open);
-    let arrived = Arc::new(AtomicUsize::new(0));
-    let counted = move |parts: &http::request::Parts| {
-        let extracted = user_header(parts);
-        let (open, arrived) = (Arc::clone(&open), Arc::clone(&arrived));
+    let (counter, extracted) = watch::channel(0_usize);
+    let counter = Arc::new(counter);
+    let counted = move |parts: &Parts| {
+        let identity = user_header(parts);
+        let counter = Arc::clone(&counter);
         async move {
-            let identity = extracted.await;
-            if arrived.fetch_add(1, Ordering::SeqCst) + 1 == batch {
-                open.send_replace(true);
-            }
+            let identity = identity.await;
+            counter.send_modify(|n| *n += 1);
             identity
         }
     };
     let identity = counted.or_anonymous();
-    let app = if cached {
+    let addr = if cached {
         let proxy = ProxyLayer::new(signer).identity(identity);
         proxy.handle().set_target(Some(&target.url())).unwrap();
         serve(Router::new().layer(proxy)).await.detach()
@@ -110,13 +129,18 @@ async fn setup(
         proxy.handle().set_target(Some(&target.url())).unwrap();
         serve(Router::new().layer(proxy)).await.detach()
     };
+    let app = App {
+        addr,
+        extracted,
+        gate,
+    };
     (app, keys, calls, target)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_signature_for_concurrent_requests_of_one_identity() {
-    let (app, keys, calls, _target) = setup(true, 32).await;
-    let tokens = concurrent(app, &[Some("Alice:ROLE_USER,ROLE_WONDERLAND"); 32]).await;
+    let (app, keys, calls, _target) = setup(true).await;
+    let tokens = concurrent(&app, &[Some("Alice:ROLE_USER,ROLE_WONDERLAND"); 32]).await;
     assert_eq!(
         calls.load(Ordering::SeqCst),
         1,
@@ -131,7 +155,7 @@ async fn one_signature_for_concurrent_requests_of_one_identity() {
     );
 
     // Later requests of the same identity reuse the token.
-    let again = concurrent(app, &[Some("Alice:ROLE_WONDERLAND,ROLE_USER"); 4]).await;
+    let again = concurrent(&app, &[Some("Alice:ROLE_WONDERLAND,ROLE_USER"); 4]).await;
     assert_eq!(again[0], tokens[0]);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
@@ -157,7 +181,7 @@ async fn one_signature_per_identity_and_never_another_callers_token() {
     let users: Vec<Option<&str>> = (0..8)
         .flat_map(|_| identities.iter().map(|(u, _, _)| *u))
         .collect();
-    let tokens = concurrent(app, &users).await;
+    let tokens = concurrent(&app, &users).await;
     assert_eq!(calls.load(Ordering::SeqCst), identities.len());
     for (i, token) in tokens.iter().enumerate() {
         let (_, sub, roles) = &identities[i % identities.len()];
@@ -176,8 +200,8 @@ async fn one_signature_per_identity_and_never_another_callers_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uncached_layer_signs_every_request() {
-    let (app, keys, calls, _target) = setup(false, 6).await;
-    let tokens = concurrent(app, &[Some("Alice:ROLE_USER"); 6]).await;
+    let (app, keys, calls, _target) = setup(false).await;
+    let tokens = concurrent(&app, &[Some("Alice:ROLE_USER"); 6]).await;
     assert_eq!(calls.load(Ordering::SeqCst), 6);
     for token in &tokens {
         assert_eq!(verify(&keys, token)["sub"], "Alice");

@@ -424,8 +424,8 @@ async fn connection_closed_after_keep_alive_response_never_hangs() {
 // ---------------------------------------------------------------------------------------
 
 /// A TCP relay in front of a target, to watch the proxy's connections to it: bytes moved,
-/// connections accepted, and connections that go deaf (everything they carry is dropped,
-/// as on a dead network path that sends no reset).
+/// connections accepted, HTTP/2 frames seen, and connections that go deaf (everything they
+/// carry is dropped, as on a dead network path that sends no reset).
 struct Relay {
     addr: SocketAddr,
     bytes: Arc<AtomicUsize>,
@@ -433,6 +433,78 @@ struct Relay {
     deaf: Arc<Mutex<Vec<Arc<std::sync::atomic::AtomicBool>>>>,
     /// Signalled when the proxy closes a connection (its side reads EOF or fails).
     closed: tokio::sync::mpsc::UnboundedReceiver<()>,
+    /// The frames of h2c connections, each direction in order (meaningless for other
+    /// traffic): proxy to target, and target to proxy.
+    frames: [tokio::sync::watch::Receiver<Vec<FrameHead>>; 2],
+}
+
+/// An HTTP/2 frame's type and flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FrameHead {
+    kind: u8,
+    flags: u8,
+}
+
+impl FrameHead {
+    const DATA: u8 = 0x0;
+    const HEADERS: u8 = 0x1;
+    const SETTINGS: u8 = 0x4;
+    /// `END_STREAM` on `DATA` and `HEADERS`, `ACK` on `SETTINGS` and `PING`.
+    const END_STREAM_OR_ACK: u8 = 0x1;
+
+    fn is_settings_ack(self) -> bool {
+        self.kind == Self::SETTINGS && self.flags & Self::END_STREAM_OR_ACK != 0
+    }
+
+    fn ends_stream(self) -> bool {
+        matches!(self.kind, Self::DATA | Self::HEADERS) && self.flags & Self::END_STREAM_OR_ACK != 0
+    }
+}
+
+/// Reads the frame heads out of one direction of one h2c connection as bytes pass.
+struct FrameReader {
+    out: Arc<tokio::sync::watch::Sender<Vec<FrameHead>>>,
+    /// Connection preface bytes still to skip (the proxy's direction only).
+    preface: usize,
+    head: Vec<u8>,
+    /// Payload bytes of the current frame still to skip.
+    payload: usize,
+}
+
+impl FrameReader {
+    fn new(out: Arc<tokio::sync::watch::Sender<Vec<FrameHead>>>, to_target: bool) -> Self {
+        Self {
+            out,
+            preface: if to_target { 24 } else { 0 },
+            head: Vec::with_capacity(9),
+            payload: 0,
+        }
+    }
+
+    fn feed(&mut self, mut data: &[u8]) {
+        let n = self.preface.min(data.len());
+        self.preface -= n;
+        data = &data[n..];
+        loop {
+            let n = self.payload.min(data.len());
+            self.payload -= n;
+            data = &data[n..];
+            let n = (9 - self.head.len()).min(data.len());
+            self.head.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.payload > 0 || self.head.len() < 9 {
+                return;
+            }
+            let h = &self.head;
+            self.payload = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+            let frame = FrameHead {
+                kind: h[3],
+                flags: h[4],
+            };
+            self.out.send_modify(|frames| frames.push(frame));
+            self.head.clear();
+        }
+    }
 }
 
 impl Relay {
@@ -451,6 +523,9 @@ async fn relay(to: SocketAddr) -> Relay {
     let conns = Arc::new(AtomicUsize::new(0));
     let deaf: Arc<Mutex<Vec<Arc<std::sync::atomic::AtomicBool>>>> = Arc::default();
     let (tx, closed) = tokio::sync::mpsc::unbounded_channel();
+    let (to_target, to_target_rx) = tokio::sync::watch::channel(Vec::new());
+    let (to_proxy, to_proxy_rx) = tokio::sync::watch::channel(Vec::new());
+    let (to_target, to_proxy) = (Arc::new(to_target), Arc::new(to_proxy));
     let (b, c, d) = (bytes.clone(), conns.clone(), deaf.clone());
     tokio::spawn(async move {
         while let Ok((proxy_side, _)) = listener.accept().await {
@@ -463,8 +538,10 @@ async fn relay(to: SocketAddr) -> Relay {
             let (pr, pw) = proxy_side.into_split();
             let (tr, tw) = target_side.into_split();
             let tx = tx.clone();
-            tokio::spawn(pipe(pr, tw, b.clone(), is_deaf.clone(), Some(tx)));
-            tokio::spawn(pipe(tr, pw, b.clone(), is_deaf, None));
+            let up = FrameReader::new(to_target.clone(), true);
+            let down = FrameReader::new(to_proxy.clone(), false);
+            tokio::spawn(pipe(pr, tw, b.clone(), up, is_deaf.clone(), Some(tx)));
+            tokio::spawn(pipe(tr, pw, b.clone(), down, is_deaf, None));
         }
     });
     Relay {
@@ -473,6 +550,7 @@ async fn relay(to: SocketAddr) -> Relay {
         conns,
         deaf,
         closed,
+        frames: [to_target_rx, to_proxy_rx],
     }
 }
 
@@ -480,6 +558,7 @@ async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     bytes: Arc<AtomicUsize>,
+    mut frames: FrameReader,
     deaf: Arc<std::sync::atomic::AtomicBool>,
     on_eof: Option<tokio::sync::mpsc::UnboundedSender<()>>,
 ) {
@@ -489,6 +568,7 @@ async fn pipe(
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 bytes.fetch_add(n, Ordering::SeqCst);
+                frames.feed(&buf[..n]);
                 if !deaf.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err() {
                     break;
                 }
@@ -581,22 +661,30 @@ async fn without_pings_an_idle_h2c_connection_is_silent() {
     )
     .await;
     assert_eq!(got.status, 200, "{}", got.text());
-    // Settled: the frames that follow a response (window updates, acks) have all passed once
-    // no byte moved for 200 ms; on a loaded machine that may take more than one round.
-    let before = within("the connection settles", async {
-        let mut last = relay.bytes.load(Ordering::SeqCst);
-        loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let now = relay.bytes.load(Ordering::SeqCst);
-            if now == last {
-                return now;
-            }
-            last = now;
-        }
+    // Settled once each side has acknowledged the other's settings and ended the stream:
+    // the last frames an exchange without pings makes cross. (The proxy acknowledges the
+    // target's settings after sending its request, so the ack can still be on its way when
+    // the response has been read.)
+    let [mut up, mut down] = relay.frames.clone();
+    let settled = |f: &Vec<FrameHead>| {
+        f.iter().any(|h| h.is_settings_ack()) && f.iter().any(|h| h.ends_stream())
+    };
+    within("the exchange's last frames cross the relay", async {
+        up.wait_for(settled).await.unwrap();
+        down.wait_for(settled).await.unwrap();
     })
     .await;
+    let before = relay.bytes.load(Ordering::SeqCst);
+    let seen = [up.borrow().len(), down.borrow().len()];
+    // Then nothing moves: a silence can only be watched for a while.
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(relay.bytes.load(Ordering::SeqCst), before);
+    assert_eq!(
+        relay.bytes.load(Ordering::SeqCst),
+        before,
+        "frames to the target {:?}, to the proxy {:?}",
+        &up.borrow()[seen[0]..],
+        &down.borrow()[seen[1]..]
+    );
 }
 
 #[tokio::test]

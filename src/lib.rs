@@ -48,10 +48,13 @@
 //! |---|---|
 //! | request line | same method; the path after the prefix appended to the target's base path; the query byte for byte |
 //! | `Authorization` | `Bearer <JWT>`, always replacing what the client sent |
-//! | `X-Forwarded-Proto`, `X-Forwarded-Host` | the scheme and `Host` the client used (client-sent values are replaced) |
+//! | `X-Forwarded-Proto` | the scheme set with [`ProxyLayer::forwarded_proto`] (default `http`) |
+//! | `X-Forwarded-Host` | the `Host` (HTTP/2: `:authority`) the client used |
+//! | `Forwarded`, `X-Forwarded-*`, `X-Real-IP` | never the client's: only the two `X-Forwarded-*` above, set by the proxy |
 //! | `Host` | the target's authority |
-//! | `Via` | the client's `Via` plus this proxy's pseudonym |
-//! | other headers | as sent, minus hop-by-hop headers, `Proxy-Authorization`, `Forwarded`, `X-Forwarded-*`, `Expect`, `Cookie` (see [`CookiePolicy`]) |
+//! | `Via` | the client's `Via` plus this proxy's pseudonym (a request that already names it is a loop: `508`) |
+//! | `Max-Forwards` | on `OPTIONS`: `0` is answered by the proxy itself (`200` with `Allow`, nothing forwarded), `n` is forwarded as `n - 1`, an invalid value or more than one is `400`; on other methods, as sent |
+//! | other headers | as sent, minus hop-by-hop headers, `Proxy-Authorization`, `Expect`, `Cookie` (see [`CookiePolicy`]), and the names with `_` that read, with `-` for `_`, as a header the proxy removes or sets (`X_Forwarded_Host`, `Transfer_Encoding`, `_Authorization`, `Max_Forwards`...), which CGI and WSGI targets would take for it |
 //! | body | streamed, any bytes, any size |
 //!
 //! # Identity and signing
@@ -63,12 +66,13 @@
 //!
 //! # Trust chain
 //!
-//! Every token names its key in a `kid` header (the key's RFC 7638 thumbprint). A
-//! [`KeySet`] holds the signing key and rotates it at run time, keeping the previous key
-//! published until its tokens have expired; [`Jwks`] serves the keys as a JWK Set (e.g. at
-//! `/.well-known/jwks.json`), so targets need no key handed over out of band. A Rust target
-//! verifies tokens with [`verify::VerifyProxyJwtLayer`]; a Python one with PyJWT's
-//! `PyJWKClient`.
+//! Every token signed by a [`KeySigner`] or a [`KeySet`] names its key in a `kid` header
+//! (the key's RFC 7638 thumbprint); the unsigned tokens of
+//! [`dangerous::InsecureUnsignedSigner`] carry none. A [`KeySet`] holds the signing key and
+//! rotates it at run time, keeping the previous key published until its tokens have
+//! expired; [`Jwks`] serves the keys as a JWK Set (e.g. at `/.well-known/jwks.json`), so
+//! targets need no key handed over out of band. A Rust target verifies tokens with
+//! [`verify::VerifyProxyJwtLayer`]; a Python one with PyJWT's `PyJWKClient`.
 //!
 //! # Security
 //!

@@ -162,7 +162,7 @@ async fn one_signature_for_concurrent_requests_of_one_identity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_signature_per_identity_and_never_another_callers_token() {
-    let (app, keys, calls, _target) = setup(true, 48).await;
+    let (app, keys, calls, _target) = setup(true).await;
     let identities: [(Option<&str>, &str, Value); 6] = [
         (Some("Alice:ROLE_USER"), "Alice", json!(["ROLE_USER"])),
         (Some("Bob:ROLE_A"), "Bob", json!(["ROLE_A"])),

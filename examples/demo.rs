@@ -25,6 +25,10 @@
 //!   targets (a private CA); the webpki roots stay trusted.
 //! - `--upstream-h2c`: speak HTTP/2 with prior knowledge to plain-http targets (h2c), as
 //!   gRPC backends need.
+//! - `--header-read-timeout-ms N` (default 30 000): how long a client may take to send a
+//!   request's headers, and a new connection its first request (slowloris).
+//! - `--idle-timeout-ms N` (default 75 000, as nginx's `keepalive_timeout`): a connection
+//!   with no request in flight that long is closed gracefully (h2c: `GOAWAY`).
 //!
 //! Routes:
 //! - `GET /api/whoami` → `{"name": …, "roles": [sorted]}` for callers holding `ROLE_USER`
@@ -121,6 +125,14 @@ pub struct Options {
     #[arg(long, value_name = "N", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub header_read_timeout_ms: u64,
+
+    /// How long a connection may stay open with no request in flight, in milliseconds,
+    /// before the server closes it gracefully (an HTTP/2 `GOAWAY`, or the end of an
+    /// HTTP/1.1 keep-alive connection, as nginx's `keepalive_timeout`). A request whose
+    /// response is still streaming keeps its connection open.
+    #[arg(long, value_name = "N", default_value_t = 75_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
 }
 
 /// A `--user NAME:PASSWORD:ROLE,ROLE` option.
@@ -221,6 +233,8 @@ pub struct Demo {
     /// How long [`serve`] waits for an HTTP/1.1 request's headers
     /// (`--header-read-timeout-ms`).
     pub header_read_timeout: Duration,
+    /// How long [`serve`] keeps a connection with no request in flight (`--idle-timeout-ms`).
+    pub idle_timeout: Duration,
 }
 
 /// Builds the app again with a connection pool to the target of its own; the target handle,
@@ -323,6 +337,7 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
         state,
         worker_app,
         header_read_timeout: Duration::from_millis(opts.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(opts.idle_timeout_ms),
     })
 }
 
@@ -454,7 +469,10 @@ pub fn serve(
     let mut workers = Vec::with_capacity(threads);
     for (i, socket) in sockets.into_iter().enumerate() {
         let app = (demo.worker_app.0)()?;
-        let header_read_timeout = demo.header_read_timeout;
+        let timeouts = Timeouts {
+            header_read: demo.header_read_timeout,
+            idle: demo.idle_timeout,
+        };
         let up = up.clone();
         let worker = std::thread::Builder::new()
             .name(format!("demo-server-{i}"))
@@ -471,7 +489,7 @@ pub fn serve(
                         }
                     };
                     let _ = up.send(Ok(()));
-                    accept_loop(listener, app, header_read_timeout).await
+                    accept_loop(listener, app, timeouts).await
                 })
             })?;
         workers.push(worker);
@@ -490,30 +508,38 @@ pub fn serve(
     Ok(())
 }
 
+/// How long [`serve`] waits for a client.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    /// For a request's headers, and for a new connection's first request.
+    header_read: Duration,
+    /// For the next request once none is in flight.
+    idle: Duration,
+}
+
 /// Serves every connection `listener` accepts with `app`: HTTP/1.1 or HTTP/2 (h2c), with
-/// upgrades, `TCP_NODELAY` on, and an HTTP/1.1 client that takes longer than
-/// `header_read_timeout` to send a request's headers disconnected. hyper is driven
-/// directly, without `axum::serve`: a request under `/proxy` keeps hyper's own body type
-/// all the way to the target, instead of being boxed into axum's `Body` first.
+/// upgrades, `TCP_NODELAY` on, an HTTP/1.1 client that takes longer than
+/// `timeouts.header_read` to send a request's headers disconnected, and a connection
+/// without a request in flight for `timeouts.idle` closed. hyper is driven directly,
+/// without `axum::serve`: a request under `/proxy` keeps hyper's own body type all the way
+/// to the target, instead of being boxed into axum's `Body` first.
 async fn accept_loop(
     listener: TcpListener,
     app: WorkerService,
-    header_read_timeout: Duration,
+    timeouts: Timeouts,
 ) -> std::io::Result<()> {
     use hyper_util::{
         rt::{TokioExecutor, TokioIo, TokioTimer},
         server::conn::auto,
         service::TowerToHyperService,
     };
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use tower::ServiceExt;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The proxy layer bounds its own exchanges with the target; how long a client may take
     // is the server's to bound (axum::serve sets no such limit).
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(timeouts.header_read);
     loop {
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
@@ -526,29 +552,210 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        // Until its first request, a connection has `header_read_timeout` in all: hyper's
-        // timer covers a request's headers once it knows the protocol, not the silence
-        // before the first byte nor a partial HTTP/2 preface.
-        let started = Arc::new(AtomicBool::new(false));
-        let service = TowerToHyperService::new(app.clone().map_request({
-            let started = Arc::clone(&started);
-            move |req| {
-                started.store(true, Ordering::Relaxed);
-                req
-            }
-        }));
+        let activity = Arc::new(Activity::new());
+        let service = TowerToHyperService::new(Tracked {
+            inner: app.clone(),
+            activity: Arc::clone(&activity),
+        });
         let builder = builder.clone();
         tokio::spawn(async move {
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = &mut connection => return,
-                () = tokio::time::sleep(header_read_timeout) => {}
-            }
-            if started.load(Ordering::Relaxed) {
-                let _ = connection.await;
-            }
+            watch_connection(connection, &activity, timeouts).await;
         });
+    }
+}
+
+/// Drives one connection until it ends, closing it when it has been quiet too long.
+///
+/// Until its first request a connection has `header_read` in all: hyper's timer covers a
+/// request's headers once it knows the protocol, not the silence before the first byte nor
+/// a partial HTTP/2 preface. After that, once no request has been in flight for `idle`, it
+/// is shut down gracefully; hyper has no idle timeout for HTTP/2 connections, so without
+/// this an h2c client could hold a connection (and its buffers) forever.
+async fn watch_connection(connection: Connection<'_>, activity: &Activity, timeouts: Timeouts) {
+    use tokio::time::{Instant, sleep_until};
+    tokio::pin!(connection);
+    let start = Instant::now();
+    let mut deadline = start + timeouts.header_read.min(timeouts.idle);
+    loop {
+        tokio::select! {
+            _ = &mut connection => return,
+            () = sleep_until(deadline) => {}
+        }
+        let now = Instant::now();
+        deadline = match activity.idle_since() {
+            // Not even a first request's headers in time.
+            Idle::NeverUsed if now >= start + timeouts.header_read => return,
+            Idle::NeverUsed => (start + timeouts.header_read).min(now + timeouts.idle),
+            Idle::Busy => now + timeouts.idle,
+            Idle::Since(since) if now < since + timeouts.idle => since + timeouts.idle,
+            Idle::Since(_) => break,
+        };
+    }
+    // HTTP/2: GOAWAY, then close once the streams in flight are done; HTTP/1.1: close
+    // after the request being read, if any.
+    connection.as_mut().graceful_shutdown();
+    // A well-behaved client closes at once; one that does not is dropped.
+    let _ = tokio::time::timeout(timeouts.header_read, connection).await;
+}
+
+/// A served connection of the demo.
+type Connection<'a> = hyper_util::server::conn::auto::UpgradeableConnection<
+    'a,
+    hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+    hyper_util::service::TowerToHyperService<Tracked<WorkerService>>,
+    hyper_util::rt::TokioExecutor,
+>;
+
+/// Requests in flight on one connection, and when the last one ended.
+#[derive(Debug)]
+struct Activity {
+    origin: tokio::time::Instant,
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Milliseconds from `origin` to the end of the last request; `u64::MAX` before the
+    /// first one.
+    idle_since_ms: std::sync::atomic::AtomicU64,
+}
+
+/// Whether a connection has a request in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Idle {
+    NeverUsed,
+    Busy,
+    Since(tokio::time::Instant),
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            origin: tokio::time::Instant::now(),
+            in_flight: 0.into(),
+            idle_since_ms: u64::MAX.into(),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    fn idle_since(&self) -> Idle {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.in_flight.load(Relaxed) > 0 {
+            return Idle::Busy;
+        }
+        match self.idle_since_ms.load(Relaxed) {
+            u64::MAX => Idle::NeverUsed,
+            ms => Idle::Since(self.origin + Duration::from_millis(ms)),
+        }
+    }
+}
+
+/// One request in flight, from its headers to the end (or drop) of its response body.
+#[derive(Debug)]
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let activity = &self.0;
+        // Rounded up: the idle clock never starts before the request ended.
+        let ms = activity.origin.elapsed().as_millis().saturating_add(1);
+        activity
+            .idle_since_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX - 1), Relaxed);
+        activity.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The app, counting the requests in flight on its connection.
+#[derive(Debug, Clone)]
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, R, B> tower::Service<http::Request<R>> for Tracked<S>
+where
+    S: tower::Service<http::Request<R>, Response = http::Response<B>>,
+{
+    type Response = http::Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = TrackedFuture<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<R>) -> Self::Future {
+        TrackedFuture {
+            in_flight: Some(self.activity.begin()),
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Tracked`]'s response future: hands the request's [`InFlight`] to the body.
+    struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F, B, E> std::future::Future for TrackedFuture<F>
+where
+    F: std::future::Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<TrackedBody<B>>, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let res = std::task::ready!(this.inner.poll(cx));
+        let in_flight = this.in_flight.take();
+        std::task::Poll::Ready(res.map(|res| {
+            res.map(|body| TrackedBody {
+                body,
+                _in_flight: in_flight,
+            })
+        }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted as in flight until it is done.
+    struct TrackedBody<B> {
+        #[pin]
+        body: B,
+        _in_flight: Option<InFlight>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -183,3 +183,65 @@ async fn a_connection_without_a_request_is_closed() {
     assert_eq!(target.count(), 0);
     remove_dir(&keys);
 }
+
+/// hyper has no idle timeout for HTTP/2 connections: the demo shuts down a connection that
+/// has had no request in flight for `--idle-timeout-ms` (h2c: `GOAWAY`, then closed;
+/// HTTP/1.1 keep-alive: closed), but never one whose response is still on its way.
+#[tokio::test]
+async fn an_idle_connection_is_closed_but_not_a_slow_request() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let target = echo_target().await;
+    // HTTP/1.1's own header timer far away: only the idle timeout can close.
+    let (addr, _state, keys) = serve_demo(
+        &target.url(),
+        1,
+        &[
+            "--idle-timeout-ms",
+            "300",
+            "--header-read-timeout-ms",
+            "600000",
+        ],
+    )
+    .await;
+
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    // A response that starts after three idle timeouts, between two that come at once:
+    // the connection stays open for the third.
+    for delay in ["0", "900", "0"] {
+        let req = http::Request::get(format!("http://{addr}/proxy/idle"))
+            .header("x-echo-delay-ms", delay)
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let res = within("the h2c response", send.send_request(req))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "after {delay} ms");
+        within("the h2c body", res.into_body().collect())
+            .await
+            .unwrap();
+    }
+    // Then nothing: the server ends the connection (hyper's client ends it without an
+    // error once the server's GOAWAY has come and no request is open).
+    within("the server closes the idle h2c connection", connection)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let mut wire = common::Raw::connect(addr).await;
+    for delay in ["0", "900", "0"] {
+        let request =
+            format!("GET /proxy/idle HTTP/1.1\r\nhost: demo\r\nx-echo-delay-ms: {delay}\r\n\r\n");
+        wire.send(request.as_bytes()).await;
+        let res = wire.response(false).await.expect("a response");
+        assert_eq!(res.status, 200, "after {delay} ms");
+    }
+    wire.assert_closed().await;
+    assert_eq!(target.count(), 6);
+    remove_dir(&keys);
+}

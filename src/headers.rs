@@ -23,6 +23,8 @@ pub(crate) const HOP_BY_HOP: [HeaderName; 9] = [
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`.
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Whether a client-sent header claims forwarding information that only the proxy may set
 /// (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`): such headers are never passed on.

@@ -149,6 +149,43 @@ impl<I, J> ProxyLayer<I, J> {
         Ok(self)
     }
 
+    /// Sends the target `X-Forwarded-For` with the client's address, as `client` finds it
+    /// in each request's head; a request where it returns `None` carries none. Default:
+    /// no `X-Forwarded-For` is sent.
+    ///
+    /// The client's own `X-Forwarded-For`, `Forwarded` and `X-Real-IP` never reach the
+    /// target, so the header holds exactly one address, the one `client` returns. Where the
+    /// address comes from is the server's to say: axum puts the peer's address in the
+    /// [`ConnectInfo`] extension when the app is served with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`. Behind a load balancer you
+    /// trust, `client` may read the address it reports instead (e.g. the last entry of its
+    /// `X-Forwarded-For`); never trust what the client itself sends.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use axum::extract::ConnectInfo;
+    /// use tower_identity_proxy::{KeyPair, KeySigner, ProxyLayer};
+    ///
+    /// let signer = KeySigner::new(KeyPair::generate_ed25519()?);
+    /// let proxy = ProxyLayer::new(signer).forwarded_for(|parts| {
+    ///     let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
+    ///     Some(peer.ip())
+    /// });
+    /// let app = axum::Router::<()>::new().layer(proxy);
+    /// // axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+    /// # let _ = app;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// [`ConnectInfo`]: https://docs.rs/axum/latest/axum/extract/struct.ConnectInfo.html
+    pub fn forwarded_for(
+        mut self,
+        client: impl Fn(&http::request::Parts) -> Option<std::net::IpAddr> + Send + Sync + 'static,
+    ) -> Self {
+        self.rewrite.set_forwarded_for(client);
+        self
+    }
+
     /// Which cookies cross the proxy. Default: none are forwarded (see [`CookiePolicy`]).
     ///
     /// # Security

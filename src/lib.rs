@@ -50,7 +50,8 @@
 //! | `Authorization` | `Bearer <JWT>`, always replacing what the client sent |
 //! | `X-Forwarded-Proto` | the scheme set with [`ProxyLayer::forwarded_proto`] (default `http`) |
 //! | `X-Forwarded-Host` | the `Host` (HTTP/2: `:authority`) the client used |
-//! | `Forwarded`, `X-Forwarded-*`, `X-Real-IP` | never the client's: only the two `X-Forwarded-*` above, set by the proxy |
+//! | `X-Forwarded-For` | only with [`ProxyLayer::forwarded_for`]: the client's address as the server reports it (e.g. axum's `ConnectInfo`) |
+//! | `Forwarded`, `X-Forwarded-*`, `X-Real-IP` | never the client's: only the `X-Forwarded-*` above, set by the proxy |
 //! | `Host` | the target's authority |
 //! | `Via` | the client's `Via` plus this proxy's pseudonym (a request that already names it is a loop: `508`) |
 //! | `Max-Forwards` | on `OPTIONS`: `0` is answered by the proxy itself (`200` with `Allow`, nothing forwarded), `n` is forwarded as `n - 1`, an invalid value or more than one is `400`; on other methods, as sent |
@@ -123,7 +124,9 @@ pub use claims::Claims;
 pub use client::ProxyClient;
 pub use error::{BoxError, ConfigError, ProxyError, ProxyErrorKind};
 pub use future::ResponseFuture;
-pub use headers::{CookiePolicy, X_FORWARDED_HOST, X_FORWARDED_PROTO, remove_hop_by_hop};
+pub use headers::{
+    CookiePolicy, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, remove_hop_by_hop,
+};
 pub use identity::{
     Anonymous, BasicAuth, BearerJwt, CredentialStore, FromExtensions, Identity, IdentityExtractor,
     Or, Rejection, WithChallenge,

@@ -20,7 +20,9 @@
 //!   token; `te: trailers` is kept when the client listed it;
 //! - the client's `Authorization`, `Proxy-Authorization`, `Forwarded`, `X-Forwarded-*`,
 //!   `X-Real-IP`, `Expect`, `Cookie` (see [`CookiePolicy`]) and their `_` twins
-//!   (`X_Forwarded_Host`) never pass; `X-Forwarded-Proto` and `X-Forwarded-Host` are set;
+//!   (`X_Forwarded_Host`) never pass; `X-Forwarded-Proto` and `X-Forwarded-Host` are set,
+//!   and `X-Forwarded-For` when the layer is told where to find the client's address
+//!   ([`ProxyLayer::forwarded_for`](crate::ProxyLayer::forwarded_for));
 //!   `Via` is appended (a request that already went through this proxy is a loop: `508`);
 //! - the version becomes HTTP/1.1 (the client speaks HTTP/2 where the target does).
 //!
@@ -51,6 +53,8 @@
 //! # Ok::<(), tower_identity_proxy::ConfigError>(())
 //! ```
 
+use std::{net::IpAddr, sync::Arc};
+
 use http::{
     HeaderMap, HeaderValue, Method, Request, Uri, Version, header, request, response,
     uri::{Authority, PathAndQuery},
@@ -59,7 +63,7 @@ use http::{
 use crate::{
     error::{ConfigError, ProxyError, ProxyErrorKind},
     headers::{
-        CookiePolicy, Nominated, X_FORWARDED_HOST, X_FORWARDED_PROTO, append_via,
+        CookiePolicy, Nominated, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, append_via,
         is_forwarding_claim, is_hop_by_hop, is_underscore_twin, remove_hop_by_hop, via_contains,
     },
     target::Target,
@@ -85,6 +89,21 @@ pub struct RewriteConfig {
     via_request: [HeaderValue; 3],
     via_response: [HeaderValue; 3],
     cookies: CookiePolicy,
+    forwarded_for: Option<ClientAddr>,
+}
+
+/// How to find the client's address for `X-Forwarded-For`: see
+/// [`ProxyLayer::forwarded_for`](crate::ProxyLayer::forwarded_for).
+#[derive(Clone)]
+pub(crate) struct ClientAddr(Arc<FindClientAddr>);
+
+/// A function that finds the client's address in a request's head.
+type FindClientAddr = dyn Fn(&request::Parts) -> Option<IpAddr> + Send + Sync;
+
+impl std::fmt::Debug for ClientAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientAddr(..)")
+    }
 }
 
 fn version_index(v: Version) -> usize {
@@ -158,6 +177,14 @@ impl RewriteConfig {
         self.cookies = cookies;
     }
 
+    /// Sends `X-Forwarded-For` with the address `client` finds in each request.
+    pub(crate) fn set_forwarded_for(
+        &mut self,
+        client: impl Fn(&request::Parts) -> Option<IpAddr> + Send + Sync + 'static,
+    ) {
+        self.forwarded_for = Some(ClientAddr(Arc::new(client)));
+    }
+
     /// The prefix the layer takes over.
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -194,6 +221,7 @@ impl Default for RewriteConfig {
             via_request: values.clone(),
             via_response: values,
             cookies: CookiePolicy::default(),
+            forwarded_for: None,
         }
     }
 }
@@ -572,6 +600,12 @@ pub fn rewrite_request(
     );
     headers.insert(X_FORWARDED_PROTO.clone(), config.forwarded_proto.clone());
     headers.insert(X_FORWARDED_HOST.clone(), forwarded_host);
+    if let Some(ClientAddr(client)) = &config.forwarded_for
+        && let Some(addr) = client(parts)
+        && let Ok(addr) = HeaderValue::try_from(addr.to_string())
+    {
+        headers.insert(X_FORWARDED_FOR.clone(), addr);
+    }
 
     let (mut out, ()) = Request::new(()).into_parts();
     out.method = parts.method.clone();
@@ -770,6 +804,38 @@ mod tests {
                 "{ok}"
             );
         }
+    }
+
+    #[test]
+    fn forwarded_for_is_the_address_the_layer_finds_never_the_clients() {
+        #[derive(Clone)]
+        struct Peer(IpAddr);
+        let mut config = cfg();
+        config.set_forwarded_for(|parts| parts.extensions.get::<Peer>().map(|p| p.0));
+        let spoofed = [
+            ("host", "example.com"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x_forwarded_for", "6.6.6.6"),
+        ];
+        for (peer, want) in [
+            (Some("127.0.0.1"), Some("127.0.0.1")),
+            (Some("::1"), Some("::1")),
+            (None, None),
+        ] {
+            let mut p = req("/proxy/x", &spoofed);
+            if let Some(peer) = peer {
+                p.extensions.insert(Peer(peer.parse().unwrap()));
+            }
+            let up = rewrite_request(&p, &target("http://t:1"), &config, Framing::Empty).unwrap();
+            let got: Vec<_> = up.headers.get_all("x-forwarded-for").iter().collect();
+            assert_eq!(got, want.into_iter().collect::<Vec<_>>(), "{peer:?}");
+            assert!(!up.headers.contains_key("x_forwarded_for"));
+        }
+        // Not configured: none at all, whatever the request holds.
+        let mut p = req("/proxy/x", &spoofed);
+        p.extensions.insert(Peer("127.0.0.1".parse().unwrap()));
+        let up = rewrite_request(&p, &target("http://t:1"), &cfg(), Framing::Empty).unwrap();
+        assert!(!up.headers.contains_key("x-forwarded-for"));
     }
 
     #[test]

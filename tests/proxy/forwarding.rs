@@ -317,6 +317,45 @@ async fn authorization_is_always_replaced() {
     assert_eq!(seen.claims()["sub"], "Alice");
 }
 
+/// `forwarded_for` with axum's `ConnectInfo`: the target learns the address the client
+/// connected from, over IPv4 and IPv6, whatever `X-Forwarded-For` the client sent.
+#[tokio::test]
+async fn x_forwarded_for_is_the_peer_address_axum_reports() {
+    use axum::extract::ConnectInfo;
+    use std::net::SocketAddr;
+    let target = common::echo_target().await;
+    let app = common::inner_echo().layer(layer_to(&target).forwarded_for(|parts| {
+        let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
+        Some(peer.ip())
+    }));
+    for local in ["127.0.0.1:0", "[::1]:0"] {
+        let Ok(listener) = tokio::net::TcpListener::bind(local).await else {
+            eprintln!("skipped {local}: no such loopback address here");
+            continue;
+        };
+        let addr = listener.local_addr().unwrap();
+        let served = app
+            .clone()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let server = tokio::spawn(async move { axum::serve(listener, served).await });
+        let reply = get_with(
+            &format!("http://{addr}/proxy/fwd"),
+            &[("x-forwarded-for", "6.6.6.6"), ("x-real-ip", "6.6.6.6")],
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let seen = target.last();
+        assert_eq!(
+            seen.header("x-forwarded-for").unwrap(),
+            addr.ip().to_string(),
+            "{local}"
+        );
+        assert!(seen.header("x-real-ip").is_none());
+        server.abort();
+    }
+    assert!(target.count() >= 1);
+}
+
 #[tokio::test]
 async fn x_forwarded_headers_are_set_and_host_is_the_targets() {
     let target = common::echo_target().await;

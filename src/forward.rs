@@ -79,8 +79,14 @@ pub(crate) fn error_response<B>(error: &ProxyError) -> Response<ResponseBody<B>>
     local(res)
 }
 
+/// How the request body goes to the target: with the client's `Content-Length`, empty, or
+/// chunked. An HTTP/2 request can follow a body of stated length with trailers, which an
+/// HTTP/1.1 message with `Content-Length` cannot carry: one that announces trailers
+/// (`Trailer`, RFC 9110 §6.6.2) goes chunked, so an HTTP/1.1 target gets them.
 fn framing<B: Body>(parts: &http::request::Parts, body: &B) -> Framing {
-    if parts.headers.contains_key(header::CONTENT_LENGTH) {
+    let trailers_announced =
+        parts.version >= Version::HTTP_2 && parts.headers.contains_key(header::TRAILER);
+    if parts.headers.contains_key(header::CONTENT_LENGTH) && !trailers_announced {
         Framing::Length
     } else if body.is_end_stream() {
         Framing::Empty

@@ -364,3 +364,57 @@ async fn j5_rapid_reset_cancels_upstream_work() {
     let r = app.get("/health", "").await;
     assert_eq!((r.status, r.text().as_str()), (200, "ok"));
 }
+
+/// An HTTP/2 request may carry trailers after a body whose length it states; an HTTP/1.1
+/// message with `Content-Length` cannot, so such a request (trailers announced with
+/// `Trailer`, RFC 9110 §6.6.2) goes chunked to an HTTP/1.1 target instead of losing them.
+#[tokio::test]
+async fn j_h2_request_trailers_survive_a_content_length() {
+    use http_body_util::{BodyExt, Full};
+    let (up, app) = setup().await;
+    let stream = TcpStream::connect(app.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for announced in [true, false] {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-sum", http::HeaderValue::from_static("42"));
+        let body =
+            Full::new(Bytes::from_static(b"hello")).with_trailers(std::future::ready(Some(Ok::<
+                _,
+                std::convert::Infallible,
+            >(
+                trailers,
+            ))));
+        let mut req = Request::post("http://app.example/proxy/echo")
+            .header("content-length", "5")
+            .header("te", "trailers");
+        if announced {
+            req = req.header("trailer", "x-sum");
+        }
+        let res = within("h2 response", sender.send_request(req.body(body).unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        within("h2 body", collect(res.into_body())).await.unwrap();
+    }
+    let got = up.requests();
+    assert_eq!(got.len(), 2);
+    for g in &got {
+        g.assert_framing();
+        assert_eq!(g.body.data, b"hello");
+    }
+    // Announced: chunked, with the trailer.
+    assert_eq!(
+        got[0].one("transfer-encoding"),
+        "chunked",
+        "{}",
+        got[0].head_str()
+    );
+    assert!(!got[0].has("content-length"));
+    assert_eq!(values(&got[0].body.trailers, "x-sum"), [b"42"]);
+    // Not announced: the stated length is kept, as any other request's.
+    assert_eq!(got[1].one("content-length"), "5", "{}", got[1].head_str());
+}

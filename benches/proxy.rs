@@ -345,7 +345,8 @@ where
 /// The layer on a request it does not take over must cost nothing measurable.
 ///
 /// - `passthrough/around-router`: `ProxyLayer` around the whole router (as
-///   `ServiceBuilder::new().layer(proxy).service(router)`), against the router alone;
+///   `ServiceBuilder::new().layer(proxy).service(router)`), against the router alone, and
+///   the router alone once more (`bare-again`: the noise between two runs of the same);
 /// - `passthrough/router-layer`: `Router.layer(ProxyLayer)`, against the router alone and
 ///   against `Router.layer(identity layer)`: axum wraps every route in each layer and boxes
 ///   the layered route's response body again, whatever the layer;
@@ -375,6 +376,11 @@ fn passthrough(c: &mut Criterion) {
         .sample_size(50);
     group.bench_function("bare", |b| b.iter_custom(paired(&rt, &bare, &wrapped)));
     group.bench_function("layer", |b| b.iter_custom(paired(&rt, &wrapped, &bare)));
+    // A/A: `bare` measured again, the same way: how far two measurements of the same
+    // service drift apart here, the resolution of the comparison above.
+    group.bench_function("bare-again", |b| {
+        b.iter_custom(paired(&rt, &bare, &wrapped))
+    });
     group.finish();
 
     let mut group = c.benchmark_group("passthrough/router-layer");

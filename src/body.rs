@@ -31,11 +31,21 @@ pin_project! {
     #[project = KindProj]
     enum Kind<B> {
         Inner { #[pin] body: B },
-        Upstream { #[pin] body: Incoming, idle: Option<Idle> },
-        // The first bytes of the target's body, already read, then the rest as it arrives.
-        Prefixed { head: Option<Bytes>, #[pin] body: Incoming, idle: Option<Idle> },
+        // Boxed: a pass-through response (`Inner`) moves a `ResponseBody` around as often as
+        // it is wrapped and unwrapped on its way out, and should not carry the size of the
+        // target's body and its timer (a box per proxied response is nothing next to the
+        // exchange with the target).
+        Upstream { body: Box<Upstream> },
         Local { #[pin] body: Full<Bytes> },
     }
+}
+
+/// The target's body: possibly a first part already read, then the rest as it arrives,
+/// with the silence allowed while waiting for it.
+struct Upstream {
+    head: Option<Bytes>,
+    body: Incoming,
+    idle: Option<Idle>,
 }
 
 impl<B> ResponseBody<B> {
@@ -50,8 +60,11 @@ impl<B> ResponseBody<B> {
     pub(crate) fn upstream(body: Incoming, idle: Option<Duration>) -> Self {
         Self {
             kind: Kind::Upstream {
-                body,
-                idle: idle.map(Idle::new),
+                body: Box::new(Upstream {
+                    head: None,
+                    body,
+                    idle: idle.map(Idle::new),
+                }),
             },
         }
     }
@@ -66,10 +79,12 @@ impl<B> ResponseBody<B> {
         last: tokio::time::Instant,
     ) -> Self {
         Self {
-            kind: Kind::Prefixed {
-                head: (!head.is_empty()).then_some(head),
-                body,
-                idle: idle.map(|timeout| Idle::since(timeout, last)),
+            kind: Kind::Upstream {
+                body: Box::new(Upstream {
+                    head: (!head.is_empty()).then_some(head),
+                    body,
+                    idle: idle.map(|timeout| Idle::since(timeout, last)),
+                }),
             },
         }
     }
@@ -95,10 +110,9 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
-            KindProj::Upstream { body, idle } => poll_upstream(body, idle, cx),
-            KindProj::Prefixed { head, body, idle } => match head.take() {
+            KindProj::Upstream { body } => match body.head.take() {
                 Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
-                None => poll_upstream(body, idle, cx),
+                None => poll_upstream(Pin::new(&mut body.body), &mut body.idle, cx),
             },
             KindProj::Local { body } => body.poll_frame(cx).map_err(|e| match e {}),
         }
@@ -107,8 +121,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
-            Kind::Upstream { body, .. } => body.is_end_stream(),
-            Kind::Prefixed { head, body, .. } => head.is_none() && body.is_end_stream(),
+            Kind::Upstream { body } => body.head.is_none() && body.body.is_end_stream(),
             Kind::Local { body } => body.is_end_stream(),
         }
     }
@@ -116,10 +129,12 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
-            Kind::Upstream { body, .. } => body.size_hint(),
-            Kind::Prefixed { head, body, .. } => {
-                let extra = head.as_ref().map_or(0, |h| h.len() as u64);
-                let inner = body.size_hint();
+            Kind::Upstream { body } => {
+                let inner = body.body.size_hint();
+                let Some(head) = &body.head else {
+                    return inner;
+                };
+                let extra = head.len() as u64;
                 let mut hint = SizeHint::new();
                 hint.set_lower(inner.lower().saturating_add(extra));
                 if let Some(upper) = inner.upper() {
@@ -236,7 +251,7 @@ impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
             Kind::Inner { .. } => "Inner",
-            Kind::Upstream { .. } | Kind::Prefixed { .. } => "Upstream",
+            Kind::Upstream { .. } => "Upstream",
             Kind::Local { .. } => "Local",
         };
         f.debug_tuple("ResponseBody").field(&kind).finish()

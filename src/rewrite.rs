@@ -28,8 +28,9 @@
 //!
 //! The `Authorization: Bearer` token is added afterwards, once the identity is known.
 //!
-//! On the way back, [`check_response`] refuses framing that cannot be relayed (`502`),
-//! [`rewrite_response`] removes hop-by-hop headers and appends `Via`, and
+//! On the way back, [`check_response`] refuses framing that cannot be relayed (`502`: a
+//! transfer coding other than `chunked`, an invalid `Content-Length`), [`rewrite_response`]
+//! removes hop-by-hop headers, states `Content-Length` once and appends `Via`, and
 //! [`scope_set_cookies`] keeps the target's cookies under the prefix.
 //!
 //! # Example
@@ -450,7 +451,10 @@ fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), Coding> {
 
 /// Checks the framing of a response from the target: no `Transfer-Encoding`, or exactly one
 /// `chunked`. A coding such as `gzip, chunked` cannot be relayed once the proxy re-frames
-/// the body (the client would get gzip bytes labelled as plain), so it is `502`.
+/// the body (the client would get gzip bytes labelled as plain), so it is `502`. Without
+/// `Transfer-Encoding`, the `Content-Length` lines, if any, must all state one decimal
+/// length (RFC 9112 §6.3: a proxy answers `502` to an invalid one), whether or not the
+/// response has content (`HEAD`, `204`, `304`).
 ///
 /// # Errors
 ///
@@ -460,7 +464,58 @@ pub fn check_response(parts: &response::Parts) -> Result<(), ProxyError> {
         ProxyError::new(ProxyErrorKind::BadResponse(
             "The proxy target sent a transfer coding the proxy cannot relay.",
         ))
-    })
+    })?;
+    if !parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && stated_length(&parts.headers).is_err()
+    {
+        return Err(ProxyError::new(ProxyErrorKind::BadResponse(
+            "The proxy target sent an invalid Content-Length.",
+        )));
+    }
+    Ok(())
+}
+
+/// `Content-Length` lines that do not state one decimal length.
+struct InvalidLength;
+
+/// The length a message's `Content-Length` lines state: `None` without any; the number when
+/// every element of every line is the same decimal number (`5`, `5, 5`, or two lines `5`,
+/// which RFC 9110 §8.6 lets a recipient take as the one value).
+fn stated_length(headers: &HeaderMap) -> Result<Option<u64>, InvalidLength> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for element in value.as_bytes().split(|b| *b == b',') {
+            let digits = element.trim_ascii();
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return Err(InvalidLength);
+            }
+            let n = digits.iter().try_fold(0u64, |n, d| {
+                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            });
+            match (n, length) {
+                (None, _) => return Err(InvalidLength),
+                (Some(n), Some(seen)) if n != seen => return Err(InvalidLength),
+                (Some(n), _) => length = Some(n),
+            }
+        }
+    }
+    Ok(length)
+}
+
+/// Rewrites a `Content-Length` stated as a list (`5, 5`, or several lines) as the one value:
+/// the list is tolerated on the way in (RFC 9110 §8.6), but an HTTP/2 client resets the
+/// stream on it and strict HTTP/1.1 clients refuse the response.
+fn normalize_content_length(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return;
+    };
+    if values.next().is_none() && first.as_bytes().iter().all(u8::is_ascii_digit) {
+        return;
+    }
+    if let Ok(Some(n)) = stated_length(headers) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
 }
 
 fn is_tchar(b: u8) -> bool {
@@ -616,11 +671,14 @@ pub fn rewrite_request(
 }
 
 /// Rewrites the target's response head in place: a stale `Content-Length` next to
-/// `Transfer-Encoding` is dropped (the body is forwarded whole, never cut to it), hop-by-hop
-/// headers are removed, protected `Set-Cookie`s are dropped, and `Via` is appended.
+/// `Transfer-Encoding` is dropped (the body is forwarded whole, never cut to it), one stated
+/// as a list (`5, 5`) becomes the one value, hop-by-hop headers are removed, protected
+/// `Set-Cookie`s are dropped, and `Via` is appended.
 pub fn rewrite_response(parts: &mut response::Parts, config: &RewriteConfig) {
     if parts.headers.contains_key(header::TRANSFER_ENCODING) {
         parts.headers.remove(header::CONTENT_LENGTH);
+    } else {
+        normalize_content_length(&mut parts.headers);
     }
     remove_hop_by_hop(&mut parts.headers);
     config.cookies.filter_set_cookie(&mut parts.headers);
@@ -1049,5 +1107,52 @@ mod tests {
             502
         );
         assert!(check_response(&parts("chunked, chunked")).is_err());
+    }
+
+    fn response_with_lengths(lengths: &[&str]) -> response::Parts {
+        let mut b = http::Response::builder();
+        for l in lengths {
+            b = b.header("content-length", *l);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn content_length_lists_are_relayed_as_one_value() {
+        for lengths in [&["5, 5"][..], &["5", "5"], &[" 5 ,5"], &["5", "5, 5"]] {
+            let mut parts = response_with_lengths(lengths);
+            assert!(check_response(&parts).is_ok(), "{lengths:?}");
+            rewrite_response(&mut parts, &cfg());
+            let got: Vec<_> = parts.headers.get_all("content-length").iter().collect();
+            assert_eq!(got, ["5"], "{lengths:?}");
+        }
+        let mut parts = response_with_lengths(&["007"]);
+        rewrite_response(&mut parts, &cfg());
+        assert_eq!(parts.headers["content-length"], "007");
+    }
+
+    #[test]
+    fn invalid_content_lengths_are_refused() {
+        for lengths in [
+            &["5, 6"][..],
+            &["5", "6"],
+            &["abc"],
+            &[""],
+            &["5,"],
+            &["-1"],
+            &["+5"],
+            &["99999999999999999999"],
+        ] {
+            let e = check_response(&response_with_lengths(lengths)).unwrap_err();
+            assert_eq!(e.status(), 502, "{lengths:?}");
+        }
+        // Next to `Transfer-Encoding` the length is stale and dropped, whatever it says.
+        let mut parts = response_with_lengths(&["abc"]);
+        parts
+            .headers
+            .insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        assert!(check_response(&parts).is_ok());
+        rewrite_response(&mut parts, &cfg());
+        assert!(!parts.headers.contains_key("content-length"));
     }
 }

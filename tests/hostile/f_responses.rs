@@ -116,6 +116,74 @@ async fn f3_broken_upstream_framing_is_502() {
 }
 
 #[tokio::test]
+async fn f3_a_content_length_list_is_relayed_as_one_value() {
+    // RFC 9110 §8.6 lets a recipient take `2, 2` (or two `2` lines) as `2`; relayed as is,
+    // an HTTP/2 client resets the stream and a strict HTTP/1.1 client refuses the response.
+    for reply in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+    ] {
+        let up = Upstream::canned(reply).await;
+        let app = app_for(&up).await;
+        let r = app.get("/proxy/x", "Connection: close\r\n").await;
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+        assert_eq!(r.one("content-length"), "2", "{}", r.head_str());
+
+        let mut h2 = crate::j_http2::h2_client(&app).await;
+        let req = hyper::Request::get(format!("http://{}/proxy/x", app.addr))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let res = within("h2 response", h2.send_request(req))
+            .await
+            .expect("an HTTP/2 response, not a reset stream");
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers().get_all("content-length").iter().count(), 1);
+        let body = within("h2 body", collect(res.into_body())).await.unwrap();
+        assert_eq!(&body[..], b"ok");
+    }
+}
+
+#[tokio::test]
+async fn f3_an_invalid_content_length_is_502_even_without_content() {
+    // hyper's client does not read `Content-Length` where no body can follow (HEAD, 204,
+    // 304), so the proxy checks it: relayed, it would reach the client as it came.
+    for (method, reply) in [
+        (
+            "HEAD",
+            &b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n"[..],
+        ),
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n"),
+        (
+            "HEAD",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        ),
+        (
+            "GET",
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1, 2\r\n\r\n",
+        ),
+        (
+            "GET",
+            b"HTTP/1.1 204 No Content\r\nContent-Length: x\r\n\r\n",
+        ),
+    ] {
+        let up = Upstream::canned(reply).await;
+        let app = app_for(&up).await;
+        let (r, _c) = app
+            .exchange(
+                format!("{method} /proxy/x HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr).as_bytes(),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            502,
+            "{:?}\n{}",
+            String::from_utf8_lossy(reply),
+            r.head_str()
+        );
+    }
+}
+
+#[tokio::test]
 async fn f5_extra_bytes_after_the_body_are_dropped_and_never_reused() {
     let up = Upstream::replying(|req| {
         if req.target == "/first" {

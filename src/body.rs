@@ -10,7 +10,7 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
+use http_body_util::{Empty, Full};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
@@ -37,6 +37,9 @@ pin_project! {
         // exchange with the target).
         Upstream { body: Box<Upstream> },
         Local { #[pin] body: Full<Bytes> },
+        // The target's response has no content (to `HEAD`, a `204`, a `304`): see
+        // `ResponseBody::no_content`.
+        NoContent { #[pin] body: Empty<Bytes> },
     }
 }
 
@@ -94,6 +97,17 @@ impl<B> ResponseBody<B> {
             kind: Kind::Local { body },
         }
     }
+
+    /// The body of a target's response that ended with its head (one to `HEAD`, a `204`,
+    /// a `304`): it ends at once, but its size is not given as 0, for the length such a
+    /// response states is the one in its `Content-Length`, if any, not that of the empty
+    /// body. A size of 0 would have axum (which fills in a missing `Content-Length` from
+    /// an exact size) tell the client that the `GET` of a `HEAD` has an empty body.
+    pub(crate) fn no_content() -> Self {
+        Self {
+            kind: Kind::NoContent { body: Empty::new() },
+        }
+    }
 }
 
 impl<B> Body for ResponseBody<B>
@@ -115,6 +129,7 @@ where
                 None => poll_upstream(Pin::new(&mut body.body), &mut body.idle, cx),
             },
             KindProj::Local { body } => body.poll_frame(cx).map_err(|e| match e {}),
+            KindProj::NoContent { body } => body.poll_frame(cx).map_err(|e| match e {}),
         }
     }
 
@@ -123,6 +138,7 @@ where
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Upstream { body } => body.head.is_none() && body.body.is_end_stream(),
             Kind::Local { body } => body.is_end_stream(),
+            Kind::NoContent { body } => body.is_end_stream(),
         }
     }
 
@@ -143,6 +159,8 @@ where
                 hint
             }
             Kind::Local { body } => body.size_hint(),
+            // Not `body.size_hint()`, exactly 0: see `ResponseBody::no_content`.
+            Kind::NoContent { .. } => SizeHint::new(),
         }
     }
 }
@@ -251,7 +269,7 @@ impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
             Kind::Inner { .. } => "Inner",
-            Kind::Upstream { .. } => "Upstream",
+            Kind::Upstream { .. } | Kind::NoContent { .. } => "Upstream",
             Kind::Local { .. } => "Local",
         };
         f.debug_tuple("ResponseBody").field(&kind).finish()

@@ -459,5 +459,11 @@ fn respond<R, I, J>(
     rewrite_response(&mut parts, &shared.rewrite);
     scope_set_cookies(&mut parts, &shared.rewrite, target);
     parts.version = Version::HTTP_11;
-    Response::from_parts(parts, ResponseBody::upstream(body, shared.body_timeout))
+    let body = if body.is_end_stream() && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        // No content (`HEAD`, `204`, `304`) and no length stated: none must be made up.
+        ResponseBody::no_content()
+    } else {
+        ResponseBody::upstream(body, shared.body_timeout)
+    };
+    Response::from_parts(parts, body)
 }

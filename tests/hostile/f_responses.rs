@@ -278,6 +278,65 @@ async fn f6_304_with_a_body_relays_no_body() {
 }
 
 #[tokio::test]
+async fn f6_head_response_states_no_length_the_target_did_not() {
+    // The target answers `HEAD` as it would `GET`, chunked: it states no length. The
+    // client must not be told `Content-Length: 0`, that the `GET` has an empty body.
+    let up = Upstream::replying(|req| {
+        if req.method == "HEAD" {
+            Action::keep(&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..])
+        } else {
+            Action::keep(OK)
+        }
+    })
+    .await;
+    let app = app_for(&up).await;
+    let a = app.addr;
+    let mut c = app.raw().await;
+    c.send(
+        format!(
+            "HEAD /proxy/x HTTP/1.1\r\nHost: {a}\r\n\r\nGET /proxy/y HTTP/1.1\r\nHost: {a}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let head = c.response(true).await.expect("HEAD response");
+    assert_eq!(head.status, 200);
+    assert!(!head.has("content-length"), "{}", head.head_str());
+    let next = c.response(false).await.expect("GET response");
+    assert_eq!((next.status, next.text().as_str()), (200, "ok"));
+
+    let mut h2 = crate::j_http2::h2_client(&app).await;
+    let req = hyper::Request::head(format!("http://{a}/proxy/x"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let res = within("h2 response", h2.send_request(req)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        !res.headers().contains_key("content-length"),
+        "{:?}",
+        res.headers()
+    );
+}
+
+#[tokio::test]
+async fn f6_204_carries_no_content_length_over_http2() {
+    // RFC 9110 §8.6: never a `Content-Length` in a `204`, none made up for it either.
+    let up = Upstream::canned(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+    let app = app_for(&up).await;
+    let mut h2 = crate::j_http2::h2_client(&app).await;
+    let req = hyper::Request::delete(format!("http://{}/proxy/x", app.addr))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let res = within("h2 response", h2.send_request(req)).await.unwrap();
+    assert_eq!(res.status(), 204);
+    assert!(
+        !res.headers().contains_key("content-length"),
+        "{:?}",
+        res.headers()
+    );
+}
+
+#[tokio::test]
 async fn f7_upstream_1xx_before_the_final_response() {
     for reply in [
         &b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"[..],

@@ -79,8 +79,8 @@ pub struct ProxyError {
 pub enum ProxyErrorKind {
     /// No target is set: `501 Not Implemented`, `The proxy is disabled.`
     Disabled,
-    /// The request cannot be forwarded safely (bad `Host`, dot-segments, smuggling attempt):
-    /// `400 Bad Request`.
+    /// The request cannot be forwarded safely (bad `Host`, dot-segments, smuggling attempt),
+    /// or its body broke while it was forwarded: `400 Bad Request`.
     BadRequest(&'static str),
     /// The request came back to this proxy through its own target: `508 Loop Detected`.
     LoopDetected,

@@ -10,9 +10,11 @@
 //! 4. the [`JwtSigner`] → `500` if it fails;
 //! 5. the pooled client, within the upstream timeout (counted from the request's last body
 //!    bytes while it is still uploading) → `502` (unreachable, TLS failure, broken
-//!    response) or `504` (timeout); the target's response streams back with its
-//!    hop-by-hop headers removed, `Via` added and its cookies scoped under the prefix; a body
-//!    that stalls longer than the upstream body timeout is aborted (the client sees it cut).
+//!    response), `504` (timeout), or `400` when the client's own body breaks on the way
+//!    (a malformed chunk, fewer bytes than its `Content-Length`); the target's response
+//!    streams back with its hop-by-hop headers removed, `Via` added and its cookies scoped
+//!    under the prefix; a body that stalls longer than the upstream body timeout is aborted
+//!    (the client sees it cut).
 //!
 //! A response whose end is marked only by the target closing the connection (HTTP/1.0
 //! style: no `Content-Length`, not chunked, as Python's `http.server` answers) is read
@@ -26,7 +28,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -242,6 +244,16 @@ where
     .await;
     let (response, deadline) = match sent {
         Some((Ok(res), deadline)) => (res, deadline),
+        // The client's own body broke (malformed chunked framing, fewer bytes than its
+        // `Content-Length`, a reset upload): the request failed through no fault of the
+        // target's, and the client, if still there, is told so.
+        Some((Err(e), _)) if progress.as_deref().is_some_and(Progress::failed) => {
+            tracing::debug!(error = %e, "request body broken; upstream request abandoned");
+            return error_response(&ProxyError::with_source(
+                ProxyErrorKind::BadRequest("The request body is incomplete or malformed."),
+                e,
+            ));
+        }
         Some((Err(e), _)) => {
             let error = ProxyError::with_source(ProxyErrorKind::Unreachable, e);
             tracing::warn!(
@@ -287,11 +299,13 @@ async fn await_response<F: Future>(
     }
 }
 
-/// When a request body last moved towards the target.
+/// When a request body last moved towards the target, and whether it failed.
 struct Progress {
     started: tokio::time::Instant,
     /// Milliseconds after `started`.
     last_ms: AtomicU64,
+    /// Whether reading the client's body failed.
+    failed: AtomicBool,
 }
 
 impl Progress {
@@ -299,7 +313,16 @@ impl Progress {
         Self {
             started: tokio::time::Instant::now(),
             last_ms: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
         }
+    }
+
+    fn fail(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
     }
 
     fn touch(&self) {
@@ -314,7 +337,8 @@ impl Progress {
 }
 
 pin_project! {
-    /// A request body that records in a [`Progress`] each frame it hands over, and its end.
+    /// A request body that records in a [`Progress`] each frame it hands over, its end, and
+    /// its failure.
     struct Tracked<B> {
         #[pin]
         body: B,
@@ -332,8 +356,10 @@ impl<B: Body> Body for Tracked<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let polled = this.body.poll_frame(cx);
-        if matches!(polled, Poll::Ready(Some(Ok(_)) | None)) {
-            this.progress.touch();
+        match &polled {
+            Poll::Ready(Some(Ok(_)) | None) => this.progress.touch(),
+            Poll::Ready(Some(Err(_))) => this.progress.fail(),
+            Poll::Pending => {}
         }
         polled
     }

@@ -101,6 +101,9 @@ pub enum ProxyErrorKind {
     BadResponse(&'static str),
     /// The target did not answer within the upstream timeout: `504 Gateway Timeout`.
     Timeout,
+    /// The client's request body stopped coming, the target waiting for it, for the upstream
+    /// timeout: `408 Request Timeout` (the client is late, not the target).
+    RequestTimeout,
 }
 
 impl ProxyError {
@@ -134,6 +137,7 @@ impl ProxyError {
             ProxyErrorKind::Signing => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyErrorKind::Unreachable | ProxyErrorKind::BadResponse(_) => StatusCode::BAD_GATEWAY,
             ProxyErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -150,6 +154,7 @@ impl ProxyError {
             ProxyErrorKind::Unreachable => "The proxy target could not be reached.",
             ProxyErrorKind::BadResponse(reason) => reason,
             ProxyErrorKind::Timeout => "The proxy target did not respond in time.",
+            ProxyErrorKind::RequestTimeout => "The request body did not arrive in time.",
         }
     }
 }
@@ -204,6 +209,10 @@ mod tests {
             "The proxy is disabled."
         );
         assert_eq!(ProxyError::new(ProxyErrorKind::Timeout).status(), 504);
+        assert_eq!(
+            ProxyError::new(ProxyErrorKind::RequestTimeout).status(),
+            408
+        );
         assert_eq!(ProxyError::new(ProxyErrorKind::LoopDetected).status(), 508);
     }
 

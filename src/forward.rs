@@ -10,11 +10,12 @@
 //! 4. the [`JwtSigner`] → `500` if it fails;
 //! 5. the pooled client, within the upstream timeout (counted from the request's last body
 //!    bytes while it is still uploading) → `502` (unreachable, TLS failure, broken
-//!    response), `504` (timeout), or `400` when the client's own body breaks on the way
-//!    (a malformed chunk, fewer bytes than its `Content-Length`); the target's response
-//!    streams back with its hop-by-hop headers removed, `Via` added and its cookies scoped
-//!    under the prefix; a body that stalls longer than the upstream body timeout is aborted
-//!    (the client sees it cut).
+//!    response), `504` (timeout), `408` when the timeout ends with the target waiting for
+//!    a client's upload that stopped coming, or `400` when the client's own body breaks on
+//!    the way (a malformed chunk, fewer bytes than its `Content-Length`); the target's
+//!    response streams back with its hop-by-hop headers removed, `Via` added and its cookies
+//!    scoped under the prefix; a body that stalls longer than the upstream body timeout is
+//!    aborted (the client sees it cut).
 //!
 //! A response whose end is marked only by the target closing the connection (HTTP/1.0
 //! style: no `Content-Length`, not chunked, as Python's `http.server` answers) is read
@@ -263,6 +264,18 @@ where
             );
             return error_response(&error);
         }
+        // The wait ended while the target was waiting for the client's body, which stopped
+        // coming: the client is late, not the target.
+        None if progress.as_deref().is_some_and(Progress::awaiting_client) => {
+            tracing::debug!(timeout = ?shared.timeout, "request body stalled; upstream request abandoned");
+            let mut res = error_response(&ProxyError::new(ProxyErrorKind::RequestTimeout));
+            // The rest of the body will not be read (RFC 9110 §15.5.9).
+            if parts.version < Version::HTTP_2 {
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return res;
+        }
         None => {
             tracing::warn!(target = target.as_str(), timeout = ?shared.timeout, "target timed out");
             return error_response(&ProxyError::new(ProxyErrorKind::Timeout));
@@ -299,11 +312,15 @@ async fn await_response<F: Future>(
     }
 }
 
-/// When a request body last moved towards the target, and whether it failed.
+/// When a request body last moved towards the target, whether it is waiting for the
+/// client, and whether it failed.
 struct Progress {
     started: tokio::time::Instant,
     /// Milliseconds after `started`.
     last_ms: AtomicU64,
+    /// Whether the body was last asked for bytes that the client had not sent yet (rather
+    /// than handing over what it had, or not being asked: the target not reading).
+    awaiting_client: AtomicBool,
     /// Whether reading the client's body failed.
     failed: AtomicBool,
 }
@@ -313,8 +330,13 @@ impl Progress {
         Self {
             started: tokio::time::Instant::now(),
             last_ms: AtomicU64::new(0),
+            awaiting_client: AtomicBool::new(false),
             failed: AtomicBool::new(false),
         }
+    }
+
+    fn awaiting_client(&self) -> bool {
+        self.awaiting_client.load(Ordering::Relaxed)
     }
 
     fn fail(&self) {
@@ -356,9 +378,13 @@ impl<B: Body> Body for Tracked<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let polled = this.body.poll_frame(cx);
+        let progress = this.progress;
+        progress
+            .awaiting_client
+            .store(polled.is_pending(), Ordering::Relaxed);
         match &polled {
-            Poll::Ready(Some(Ok(_)) | None) => this.progress.touch(),
-            Poll::Ready(Some(Err(_))) => this.progress.fail(),
+            Poll::Ready(Some(Ok(_)) | None) => progress.touch(),
+            Poll::Ready(Some(Err(_))) => progress.fail(),
             Poll::Pending => {}
         }
         polled

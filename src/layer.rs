@@ -119,8 +119,9 @@ impl<I, J> ProxyLayer<I, J> {
     ///
     /// It counts from when the request is sent or, while its body is still being sent, from
     /// the last bytes of the body that moved: an upload that keeps moving is never cut,
-    /// however long it takes, and one that makes no progress for this long (a stalled
-    /// client, or a target that stopped reading) gets `504`.
+    /// however long it takes, and one that makes no progress for this long gets `504` when
+    /// the target stopped reading it, or `408` (connection closed) when the client stopped
+    /// sending it, as nginx's `client_body_timeout`.
     pub fn upstream_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -535,9 +535,11 @@ async fn g7_an_upload_slower_than_the_upstream_timeout_is_forwarded() {
 }
 
 #[tokio::test]
-async fn g2_an_upload_that_stops_moving_is_504_after_the_timeout() {
-    // The client sends 3 of 10 bytes and then nothing, its connection open: the wait for
-    // the target stays bounded by the upstream timeout, counted from the last bytes.
+async fn g2_an_upload_the_client_stops_sending_is_408_after_the_timeout() {
+    // The client sends 3 of 10 bytes and then nothing, its connection open: the wait stays
+    // bounded by the upstream timeout, counted from the last bytes, and ends with the
+    // client's `408` (and the connection closed, the body unread), not a `504` blaming the
+    // target, which was waiting for the body as well.
     let up = Upstream::silent().await;
     let app = start_app(layer().upstream_timeout(Duration::from_millis(300))).await;
     app.target(&up, "");
@@ -551,12 +553,48 @@ async fn g2_an_upload_that_stops_moving_is_504_after_the_timeout() {
     )
     .await;
     let r = c.response(false).await.expect("a response");
-    assert_eq!(r.status, 504);
+    assert_eq!(r.status, 408, "{}", r.head_str());
+    assert_eq!(r.text(), "The request body did not arrive in time.");
+    assert_eq!(r.one("connection"), "close");
+    c.assert_closed().await;
     up.wait("upstream connection closed", |v| v.eofs >= 1).await;
     assert!(
         up.requests().is_empty(),
         "a complete request reached the target"
     );
+}
+
+#[tokio::test]
+async fn g2_an_upload_the_target_stops_reading_is_504_after_the_timeout() {
+    // The target reads the request head, then neither reads the body nor answers: the
+    // client keeps sending until every buffer on the way is full. The target is late.
+    let up = Upstream::script(|mut conn| async move {
+        if conn.read_head().await.is_some() {
+            std::future::pending::<()>().await;
+        }
+    })
+    .await;
+    let app = start_app(layer().upstream_timeout(Duration::from_millis(300))).await;
+    app.target(&up, "");
+    let size: usize = 256 * 1024 * 1024;
+    let (mut rd, mut wr) = app.raw().await.split();
+    let head = format!(
+        "POST /proxy/upload HTTP/1.1\r\nHost: {}\r\nContent-Length: {size}\r\n\r\n",
+        app.addr
+    );
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(head.as_bytes()).await;
+        let block = vec![b'u'; 64 * 1024];
+        for _ in 0..size / block.len() {
+            if wr.write_all(&block).await.is_err() {
+                return;
+            }
+        }
+    });
+    let r = rd.response(false).await.expect("a response");
+    assert_eq!(r.status, 504, "{}", r.head_str());
+    assert_eq!(r.text(), "The proxy target did not respond in time.");
+    writer.abort();
 }
 
 #[tokio::test]

@@ -104,6 +104,10 @@ pub enum ProxyErrorKind {
     /// The client's request body stopped coming, the target waiting for it, for the upstream
     /// timeout: `408 Request Timeout` (the client is late, not the target).
     RequestTimeout,
+    /// The client's request body outgrew a limit set in front of the proxy (such as
+    /// `tower_http::limit`, which wraps it in `http_body_util::Limited`) while it was
+    /// forwarded: `413 Content Too Large`.
+    BodyTooLarge,
 }
 
 impl ProxyError {
@@ -138,6 +142,7 @@ impl ProxyError {
             ProxyErrorKind::Unreachable | ProxyErrorKind::BadResponse(_) => StatusCode::BAD_GATEWAY,
             ProxyErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -155,6 +160,7 @@ impl ProxyError {
             ProxyErrorKind::BadResponse(reason) => reason,
             ProxyErrorKind::Timeout => "The proxy target did not respond in time.",
             ProxyErrorKind::RequestTimeout => "The request body did not arrive in time.",
+            ProxyErrorKind::BodyTooLarge => "The request body is too large.",
         }
     }
 }

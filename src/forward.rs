@@ -12,7 +12,8 @@
 //!    bytes while it is still uploading) → `502` (unreachable, TLS failure, broken
 //!    response), `504` (timeout), `408` when the timeout ends with the target waiting for
 //!    a client's upload that stopped coming, or `400` when the client's own body breaks on
-//!    the way (a malformed chunk, fewer bytes than its `Content-Length`); the target's
+//!    the way (a malformed chunk, fewer bytes than its `Content-Length`; `413` when it
+//!    outgrew a limit set in front, such as `tower_http::limit`); the target's
 //!    response streams back with its hop-by-hop headers removed, `Via` added and its cookies
 //!    scoped under the prefix; a body that stalls longer than the upstream body timeout is
 //!    aborted (the client sees it cut).
@@ -248,12 +249,16 @@ where
         // The client's own body broke (malformed chunked framing, fewer bytes than its
         // `Content-Length`, a reset upload): the request failed through no fault of the
         // target's, and the client, if still there, is told so.
+        // A body over a limit set in front of the proxy (`tower_http::limit`, or any body
+        // wrapped in `http_body_util::Limited`) is too large.
         Some((Err(e), _)) if progress.as_deref().is_some_and(Progress::failed) => {
             tracing::debug!(error = %e, "request body broken; upstream request abandoned");
-            return error_response(&ProxyError::with_source(
-                ProxyErrorKind::BadRequest("The request body is incomplete or malformed."),
-                e,
-            ));
+            let kind = if caused_by::<http_body_util::LengthLimitError>(&e) {
+                ProxyErrorKind::BodyTooLarge
+            } else {
+                ProxyErrorKind::BadRequest("The request body is incomplete or malformed.")
+            };
+            return error_response(&ProxyError::with_source(kind, e));
         }
         Some((Err(e), _)) => {
             let error = ProxyError::with_source(ProxyErrorKind::Unreachable, e);
@@ -285,6 +290,18 @@ where
         return read_ahead(shared, target, response, deadline).await;
     }
     respond(shared, target, response, upgrade)
+}
+
+/// Whether an error of type `T` is `error` or one of its causes.
+fn caused_by<T: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<T>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Awaits the target's response until `timeout` has passed since the request was sent or,

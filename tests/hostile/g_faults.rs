@@ -425,6 +425,41 @@ async fn g10_stale_pooled_connections_never_replay_a_post() {
 
 // G11 (configured body limit): not offered by the layer; an app limits bodies with
 // `tower_http::limit::RequestBodyLimitLayer` in front of it, which this crate does not wrap.
+// What the layer owes such a limit: an upload that outgrows it while it is forwarded is the
+// client's `413`, not a `502` or a `400`.
+
+#[tokio::test]
+async fn g11_an_upload_outgrowing_a_limit_in_front_is_413() {
+    use axum::{body::Body, extract::Request};
+    // What `RequestBodyLimitLayer` does to a body without `Content-Length`.
+    let limit = tower::util::MapRequestLayer::new(|req: Request| {
+        req.map(|body| Body::new(http_body_util::Limited::new(body, 8)))
+    });
+    let proxy = layer();
+    let handle = proxy.handle();
+    let app = serve_router(
+        inner_router().layer(proxy).layer(limit),
+        handle,
+        ServeOptions::default(),
+    )
+    .await;
+    let up = Upstream::ok().await;
+    app.target(&up, "");
+    let mut c = app.raw().await;
+    c.send(
+        format!(
+            "POST /proxy/up HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5\r\nhello\r\n5\r\nworld\r\n5\r\nagain\r\n0\r\n\r\n",
+            app.addr
+        )
+        .as_bytes(),
+    )
+    .await;
+    let r = c.response(false).await.expect("a response");
+    assert_eq!(r.status, 413, "{}", r.head_str());
+    assert_eq!(r.text(), "The request body is too large.");
+    assert_no_complete_request(&up).await;
+}
 
 /// The default layer's signer, counting the signatures it makes.
 struct Counting(KeySigner, Arc<AtomicUsize>);

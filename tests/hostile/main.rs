@@ -4,7 +4,8 @@
 //! A raw TCP client talks to a real app (axum `Router` + [`ProxyLayer`]) that forwards to a
 //! capturing upstream recording the exact bytes it receives (see [`support`]). Cases that do
 //! not apply are listed, one line each, in the module of their section:
-//! - G11 (configured body limit): the layer offers none; `tower_http::limit` does it.
+//! - G11 (configured body limit): the layer offers none; `tower_http::limit` does it (an
+//!   upload outgrowing such a limit is `413`: `g11_an_upload_outgrowing_a_limit_in_front_is_413`).
 //! - H6 (no secret in logs) is not here but in `tests/tracing_redaction.rs` (it needs a
 //!   global subscriber, hence its own binary).
 //!

@@ -51,8 +51,8 @@ use crate::{
     headers::{connection_has, list_tokens},
     identity::{IdentityExtractor, refusal},
     rewrite::{
-        Framing, RewriteConfig, check_response, rewrite_request, rewrite_response,
-        scope_set_cookies,
+        Framing, RewriteConfig, check_response, filter_request_trailers, rewrite_request,
+        rewrite_response, scope_set_cookies,
     },
     signer::JwtSigner,
     target::{ProxyHandle, Target},
@@ -377,7 +377,7 @@ impl Progress {
 
 pin_project! {
     /// A request body that records in a [`Progress`] each frame it hands over, its end, and
-    /// its failure.
+    /// its failure, and filters its trailers.
     struct Tracked<B> {
         #[pin]
         body: B,
@@ -399,12 +399,29 @@ impl<B: Body> Body for Tracked<B> {
         progress
             .awaiting_client
             .store(polled.is_pending(), Ordering::Relaxed);
-        match &polled {
-            Poll::Ready(Some(Ok(_)) | None) => progress.touch(),
-            Poll::Ready(Some(Err(_))) => progress.fail(),
-            Poll::Pending => {}
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                progress.touch();
+                // Trailers, if any, lose what the proxy manages (see `filter_request_trailers`).
+                let frame = match frame.into_trailers() {
+                    Ok(mut trailers) => {
+                        filter_request_trailers(&mut trailers);
+                        Frame::trailers(trailers)
+                    }
+                    Err(frame) => frame,
+                };
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                progress.touch();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                progress.fail();
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => Poll::Pending,
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

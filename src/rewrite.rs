@@ -24,7 +24,10 @@
 //!   and `X-Forwarded-For` when the layer is told where to find the client's address
 //!   ([`ProxyLayer::forwarded_for`](crate::ProxyLayer::forwarded_for));
 //!   `Via` is appended (a request that already went through this proxy is a loop: `508`);
-//! - the version becomes HTTP/1.1 (the client speaks HTTP/2 where the target does).
+//! - the version becomes HTTP/1.1 (the client speaks HTTP/2 where the target does);
+//! - the request's trailers, as the body streams, lose the same managed fields (and those
+//!   RFC 9110 §6.5.1 keeps out of trailers), so none can be smuggled past these rules to a
+//!   target that merges trailers into the header section.
 //!
 //! The `Authorization: Bearer` token is added afterwards, once the identity is known.
 //!
@@ -57,7 +60,7 @@
 use std::{net::IpAddr, sync::Arc};
 
 use http::{
-    HeaderMap, HeaderValue, Method, Request, Uri, Version, header, request, response,
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header, request, response,
     uri::{Authority, PathAndQuery},
 };
 
@@ -670,6 +673,44 @@ pub fn rewrite_request(
     Ok(out)
 }
 
+/// Removes from the client's request trailers (RFC 9110 §6.5) every field the proxy manages
+/// in the header section — hop-by-hop and framing fields, `Trailer`, `Host`,
+/// `Authorization`, `Cookie`, `Expect`, `Max-Forwards`, `Via`, `Forwarded`,
+/// `X-Forwarded-*`, `X-Real-IP` and their `_` twins — and the content and control fields
+/// that RFC 9110 §6.5.1 keeps out of trailers, as hyper's HTTP/1.1 encoder does (its HTTP/2
+/// one sends every field): a target that merges trailers into the header section, as some
+/// servers do, would take them for the header fields the proxy set or removed.
+pub(crate) fn filter_request_trailers(trailers: &mut HeaderMap) {
+    let managed = |name: &HeaderName| {
+        crate::headers::HOP_BY_HOP.contains(name)
+            || is_forwarding_claim(name)
+            || is_underscore_twin(name)
+            || [
+                header::HOST,
+                header::AUTHORIZATION,
+                header::COOKIE,
+                header::EXPECT,
+                header::MAX_FORWARDS,
+                header::VIA,
+                header::CONTENT_LENGTH,
+                header::TRAILER,
+                header::CACHE_CONTROL,
+                header::CONTENT_ENCODING,
+                header::CONTENT_RANGE,
+                header::CONTENT_TYPE,
+                header::SET_COOKIE,
+            ]
+            .contains(name)
+    };
+    if !trailers.keys().any(managed) {
+        return;
+    }
+    let dropped: Vec<HeaderName> = trailers.keys().filter(|n| managed(n)).cloned().collect();
+    for name in dropped {
+        trailers.remove(name);
+    }
+}
+
 /// Rewrites the target's response head in place: a stale `Content-Length` next to
 /// `Transfer-Encoding` is dropped (the body is forwarded whole, never cut to it), one stated
 /// as a list (`5, 5`) becomes the one value, hop-by-hop headers are removed, protected
@@ -1107,6 +1148,34 @@ mod tests {
             502
         );
         assert!(check_response(&parts("chunked, chunked")).is_err());
+    }
+
+    #[test]
+    fn request_trailers_lose_the_managed_fields() {
+        let mut t = HeaderMap::new();
+        for (n, v) in [
+            ("authorization", "Bearer forged"),
+            ("x-forwarded-host", "evil"),
+            ("x_forwarded_host", "evil"),
+            ("forwarded", "for=evil"),
+            ("x-real-ip", "1.2.3.4"),
+            ("cookie", "session=1"),
+            ("host", "evil"),
+            ("via", "1.1 forged"),
+            ("content-length", "9"),
+            ("transfer-encoding", "chunked"),
+            ("trailer", "x"),
+            ("max-forwards", "1"),
+            ("content-type", "text/evil"),
+            ("x-sum", "42"),
+            ("grpc-status", "0"),
+        ] {
+            t.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        filter_request_trailers(&mut t);
+        let mut kept: Vec<&str> = t.keys().map(HeaderName::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["grpc-status", "x-sum"]);
     }
 
     fn response_with_lengths(lengths: &[&str]) -> response::Parts {

@@ -1,5 +1,7 @@
 //! B. Hop-by-hop and control headers on the forwarded request.
 
+use http_body_util::BodyExt;
+
 use crate::support::*;
 
 #[tokio::test]
@@ -133,6 +135,77 @@ async fn b6_request_trailers_are_forwarded() {
     assert_eq!(got.body.data, b"hello");
     assert_eq!(got.one("trailer"), "X-Sum");
     assert_eq!(values(&got.body.trailers, "x-sum"), [b"42"]);
+}
+
+/// A chunked upload whose trailer section forges what the proxy manages, plus `X-Sum`.
+fn forged_trailers_request(app: &App) -> String {
+    const FORGED: &str = "Authorization: Bearer forged\r\nX-Forwarded-Host: evil.example\r\n\
+         Forwarded: for=evil\r\nX-Real-IP: 1.2.3.4\r\nX_Forwarded_Host: evil.example\r\n\
+         Cookie: session=s3cr3t\r\nProxy-Authorization: Basic eDp5\r\nVia: 1.1 forged\r\n\
+         Host: evil.example\r\nContent-Length: 99\r\nX-Sum: 42\r\n";
+    let names: Vec<&str> = FORGED
+        .split("\r\n")
+        .filter_map(|l| l.split(':').next())
+        .filter(|n| !n.is_empty())
+        .collect();
+    format!(
+        "POST /proxy/echo HTTP/1.1\r\nHost: {}\r\nTE: trailers\r\nTrailer: {}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n{FORGED}\r\n",
+        app.addr,
+        names.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn b6_request_trailers_never_carry_what_the_proxy_manages() {
+    // The header section's rules hold in the trailer section too: a target that merges
+    // trailers into the headers must not find the client's token, forwarding claims or
+    // cookies there.
+    let (up, app) = setup().await;
+    let (r, _c) = app.exchange(forged_trailers_request(&app).as_bytes()).await;
+    assert_eq!(r.status, 200);
+    let got = up.only();
+    assert_eq!(got.body.data, b"hello");
+    let names: Vec<&str> = got.body.trailers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["x-sum"], "{:?}", got.body.trailers);
+}
+
+#[tokio::test]
+async fn b6_request_trailers_to_an_h2c_target_never_carry_what_the_proxy_manages() {
+    use hyper::{Response, body::Incoming, service::service_fn};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    // An HTTP/2 target answering the names of the trailer fields it received.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let svc = service_fn(|req: hyper::Request<Incoming>| async move {
+                let collected = req.into_body().collect().await.unwrap();
+                let mut names: Vec<String> = collected
+                    .trailers()
+                    .map(|t| t.keys().map(|n| n.as_str().to_owned()).collect())
+                    .unwrap_or_default();
+                names.sort();
+                Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from(names.join(",")),
+                )))
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc),
+            );
+        }
+    });
+    let h2c = tower_identity_proxy::ProxyClient::builder()
+        .http2_prior_knowledge(true)
+        .build()
+        .unwrap();
+    let app = start_app(layer().client(h2c)).await;
+    app.handle
+        .set_target(Some(&format!("http://{target}")))
+        .unwrap();
+    let (r, _c) = app.exchange(forged_trailers_request(&app).as_bytes()).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "x-sum"));
 }
 
 #[tokio::test]

@@ -60,7 +60,8 @@
 use std::{net::IpAddr, sync::Arc};
 
 use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header, request, response,
+    HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version, header, request,
+    response,
     uri::{Authority, PathAndQuery},
 };
 
@@ -712,11 +713,15 @@ pub(crate) fn filter_request_trailers(trailers: &mut HeaderMap) {
 }
 
 /// Rewrites the target's response head in place: a stale `Content-Length` next to
-/// `Transfer-Encoding` is dropped (the body is forwarded whole, never cut to it), one stated
-/// as a list (`5, 5`) becomes the one value, hop-by-hop headers are removed, protected
+/// `Transfer-Encoding` is dropped (the body is forwarded whole, never cut to it), as is one
+/// on a `1xx` or a `204`, which must have none; one stated as a list (`5, 5`) becomes the
+/// one value, hop-by-hop headers are removed, protected
 /// `Set-Cookie`s are dropped, and `Via` is appended.
 pub fn rewrite_response(parts: &mut response::Parts, config: &RewriteConfig) {
-    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+    // RFC 9110 §8.6: no `Content-Length` in a `1xx` or a `204` (hyper's HTTP/1.1 server
+    // drops it; over HTTP/2 it would reach the client).
+    let no_length = parts.status.is_informational() || parts.status == StatusCode::NO_CONTENT;
+    if no_length || parts.headers.contains_key(header::TRANSFER_ENCODING) {
         parts.headers.remove(header::CONTENT_LENGTH);
     } else {
         normalize_content_length(&mut parts.headers);
@@ -1198,6 +1203,18 @@ mod tests {
         let mut parts = response_with_lengths(&["007"]);
         rewrite_response(&mut parts, &cfg());
         assert_eq!(parts.headers["content-length"], "007");
+    }
+
+    #[test]
+    fn a_204_has_no_content_length() {
+        let mut parts = response_with_lengths(&["0"]);
+        parts.status = StatusCode::NO_CONTENT;
+        rewrite_response(&mut parts, &cfg());
+        assert!(!parts.headers.contains_key("content-length"));
+        let mut parts = response_with_lengths(&["0"]);
+        parts.status = StatusCode::NOT_MODIFIED;
+        rewrite_response(&mut parts, &cfg());
+        assert_eq!(parts.headers["content-length"], "0");
     }
 
     #[test]

@@ -337,6 +337,30 @@ async fn f6_204_carries_no_content_length_over_http2() {
 }
 
 #[tokio::test]
+async fn f6_a_204_stating_a_content_length_loses_it_over_http2() {
+    // RFC 9110 §8.6: a server never sends `Content-Length` in a `204`; hyper's HTTP/1.1
+    // server drops the target's, its HTTP/2 server would relay it.
+    for reply in [
+        &b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"[..],
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nHELLO",
+    ] {
+        let up = Upstream::canned(reply).await;
+        let app = app_for(&up).await;
+        let mut h2 = crate::j_http2::h2_client(&app).await;
+        let req = hyper::Request::delete(format!("http://{}/proxy/x", app.addr))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let res = within("h2 response", h2.send_request(req)).await.unwrap();
+        assert_eq!(res.status(), 204);
+        assert!(
+            !res.headers().contains_key("content-length"),
+            "{:?}",
+            res.headers()
+        );
+    }
+}
+
+#[tokio::test]
 async fn f7_upstream_1xx_before_the_final_response() {
     for reply in [
         &b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"[..],

@@ -248,9 +248,9 @@ where
         Some((Ok(res), deadline)) => (res, deadline),
         // The client's own body broke (malformed chunked framing, fewer bytes than its
         // `Content-Length`, a reset upload): the request failed through no fault of the
-        // target's, and the client, if still there, is told so.
-        // A body over a limit set in front of the proxy (`tower_http::limit`, or any body
-        // wrapped in `http_body_util::Limited`) is too large.
+        // target's, and the client, if still there, is told so; a body that outgrew a limit
+        // set in front of the proxy (`tower_http::limit`, or any body wrapped in
+        // `http_body_util::Limited`) is too large.
         Some((Err(e), _)) if progress.as_deref().is_some_and(Progress::failed) => {
             tracing::debug!(error = %e, "request body broken; upstream request abandoned");
             let kind = if caused_by::<http_body_util::LengthLimitError>(&e) {

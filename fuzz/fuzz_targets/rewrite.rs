@@ -15,7 +15,9 @@
 //! - the upstream request is HTTP/1.1 with an absolute URI on the target's authority.
 //!
 //! On responses: no panic; no hop-by-hop header survives; never `Content-Length` next to
-//! `Transfer-Encoding`; every `Set-Cookie` ends up with one `Path` under the prefix.
+//! `Transfer-Encoding`; a response `check_response` lets through has at most one
+//! `Content-Length`, a plain decimal number, and none on a `1xx` or `204`; every
+//! `Set-Cookie` ends up with one `Path` under the prefix.
 
 #![no_main]
 
@@ -26,7 +28,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, V
 use libfuzzer_sys::fuzz_target;
 use tower_identity_proxy::{
     Target,
-    rewrite::{Framing, RewriteConfig, rewrite_request, rewrite_response, scope_set_cookies},
+    rewrite::{
+        Framing, RewriteConfig, check_response, rewrite_request, rewrite_response,
+        scope_set_cookies,
+    },
 };
 
 #[derive(Arbitrary, Debug)]
@@ -207,7 +212,21 @@ fuzz_target!(|input: Input<'_>| {
     res.status = status;
     res.headers = header_map(&input.response_headers);
     let had_te = res.headers.contains_key(header::TRANSFER_ENCODING);
+    // What the proxy relays at all: framing it can forward (else `502`).
+    let relayed = check_response(&res).is_ok();
     rewrite_response(&mut res, config);
+    if relayed {
+        // One length, a plain decimal number, and none where a status has no content.
+        let lengths: Vec<_> = res.headers.get_all(header::CONTENT_LENGTH).iter().collect();
+        assert!(lengths.len() <= 1, "{lengths:?}");
+        if let Some(length) = lengths.first() {
+            assert!(
+                !length.is_empty() && length.as_bytes().iter().all(u8::is_ascii_digit),
+                "{length:?}"
+            );
+            assert!(!status.is_informational() && status != http::StatusCode::NO_CONTENT);
+        }
+    }
     for name in [
         "connection",
         "keep-alive",

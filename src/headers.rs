@@ -33,6 +33,43 @@ pub(crate) fn is_forwarding_claim(name: &HeaderName) -> bool {
     n == "forwarded" || n.starts_with("x-forwarded-") || n == "x-real-ip"
 }
 
+/// Whether a client-sent header asks the target to serve another path than the request
+/// line's (`X-Original-URL`, `X-Rewrite-URL`: IIS URL Rewrite, Symfony and Zend honour them,
+/// as set by a front proxy): passed on, it would take a request out of the target's base
+/// path, so such headers are never passed on.
+pub(crate) fn is_path_override(name: &HeaderName) -> bool {
+    matches!(name.as_str(), "x-original-url" | "x-rewrite-url")
+}
+
+/// The headers with which a client may ask a target to take the request for another method
+/// (Google APIs, ASP.NET, Express's `method-override`...).
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Whether `name` is a method-override header, also spelt with `_`.
+pub(crate) fn is_method_override(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.starts_with('x')
+        && (METHOD_OVERRIDES.contains(&n)
+            || (n.contains('_') && METHOD_OVERRIDES.contains(&n.replace('_', "-").as_str())))
+}
+
+/// Whether this header is a method override (also spelt with `_`) naming a method the proxy
+/// refuses (`TRACE`, IIS's `TRACK`, `CONNECT`): a target that honours it would reflect the
+/// minted token, or open a tunnel, as the refused method itself would.
+pub(crate) fn is_refused_method_override(name: &HeaderName, value: &HeaderValue) -> bool {
+    is_method_override(name)
+        && value.as_bytes().split(|b| *b == b',').any(|m| {
+            let m = m.trim_ascii();
+            [&b"TRACE"[..], b"TRACK", b"CONNECT"]
+                .iter()
+                .any(|refused| m.eq_ignore_ascii_case(refused))
+        })
+}
+
 /// Whether `name` holds `_` and reads, with `_` as `-`, as a header the proxy removes or
 /// sets itself (`X_Forwarded_Host`, `Transfer_Encoding`, `Authorization_`...): CGI and WSGI
 /// targets map `-` and `_` to the same variable (RFC 9110 §17.10), so such twins are never
@@ -63,6 +100,8 @@ pub(crate) fn is_underscore_twin(name: &HeaderName) -> bool {
                 | "keep-alive"
                 | "proxy-connection"
                 | "max-forwards"
+                | "x-original-url"
+                | "x-rewrite-url"
         )
 }
 
@@ -362,6 +401,38 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn method_overrides_to_refused_methods_are_recognised_in_every_spelling() {
+        let refused = |name: &str, value: &str| {
+            is_refused_method_override(
+                &HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                &HeaderValue::from_str(value).unwrap(),
+            )
+        };
+        for (name, value) in [
+            ("x-http-method-override", "TRACE"),
+            ("x-http-method", " track "),
+            ("x-method-override", "connect"),
+            ("x_http_method_override", "Trace"),
+            ("x-http-method-override", "GET, TRACE"),
+        ] {
+            assert!(refused(name, value), "{name}: {value}");
+        }
+        for (name, value) in [
+            ("x-http-method-override", "PATCH"),
+            ("x-http-method-override", "TRACES"),
+            ("x-other", "TRACE"),
+            ("method-override", "TRACE"),
+        ] {
+            assert!(!refused(name, value), "{name}: {value}");
+        }
+        for name in ["x-original-url", "x-rewrite-url"] {
+            assert!(is_path_override(&HeaderName::from_static(name)));
+            let twin = HeaderName::from_bytes(name.replace('-', "_").as_bytes()).unwrap();
+            assert!(is_underscore_twin(&twin), "{twin}");
+        }
     }
 
     #[test]

@@ -55,9 +55,9 @@
 //! | `Host` | the target's authority |
 //! | `Via` | the client's `Via` plus this proxy's pseudonym (a request that already names it is a loop: `508`) |
 //! | `Max-Forwards` | on `OPTIONS`: `0` is answered by the proxy itself (`200` with `Allow`, nothing forwarded), `n` is forwarded as `n - 1`, an invalid value or more than one is `400`; on other methods, as sent |
-//! | other headers | as sent, minus hop-by-hop headers, `Proxy-Authorization`, `Expect`, `Cookie` (see [`CookiePolicy`]), and the names with `_` that read, with `-` for `_`, as a header the proxy removes or sets (`X_Forwarded_Host`, `Transfer_Encoding`, `_Authorization`, `Max_Forwards`...), which CGI and WSGI targets would take for it |
+//! | other headers | as sent, minus hop-by-hop headers, `Proxy-Authorization`, `Expect`, `Cookie` (see [`CookiePolicy`]), `X-Original-URL` and `X-Rewrite-URL` (a target that honours them would serve a path outside the base path), and the names with `_` that read, with `-` for `_`, as a header the proxy removes or sets (`X_Forwarded_Host`, `Transfer_Encoding`, `_Authorization`, `Max_Forwards`...), which CGI and WSGI targets would take for it |
 //! | body | streamed, any bytes, any size |
-//! | trailers | as sent, minus the fields the proxy manages in the header section (`Authorization`, `Host`, `Cookie`, `Via`, `Forwarded`, `X-Forwarded-*`, hop-by-hop and framing fields...) and the content and control fields RFC 9110 §6.5.1 keeps out of trailers |
+//! | trailers | as sent, minus the fields the proxy manages in the header section (`Authorization`, `Host`, `Cookie`, `Via`, `Forwarded`, `X-Forwarded-*`, hop-by-hop and framing fields, path and method overrides...) and the content and control fields RFC 9110 §6.5.1 keeps out of trailers |
 //!
 //! # Identity and signing
 //!

@@ -10,8 +10,10 @@
 //! - `Host` must be present once and valid (HTTP/2: `:authority`, and a `host` that
 //!   disagrees is refused); an absolute-form request target never chooses the upstream, and
 //!   one whose authority differs from `Host` is refused;
-//! - `CONNECT` and `TRACE` are refused (`405`); `OPTIONS` with `Max-Forwards: 0` is answered
-//!   by the proxy, other values are decremented (RFC 9110 §7.6.2);
+//! - `CONNECT` and `TRACE` are refused (`405`), also when asked for through a method-override
+//!   header (`X-HTTP-Method-Override: TRACE`, IIS's `TRACK`); `OPTIONS` with
+//!   `Max-Forwards: 0` is answered by the proxy, other values are decremented (RFC 9110
+//!   §7.6.2);
 //! - `Transfer-Encoding` must be exactly one `chunked` (`400`; another coding: `501`), and
 //!   the body framing is the proxy's: one `Content-Length` or chunked, never both, so a GET
 //!   with a body keeps it;
@@ -19,7 +21,9 @@
 //!   removed *before* the proxy adds its own, so `Connection: Authorization` cannot strip the
 //!   token; `te: trailers` is kept when the client listed it;
 //! - the client's `Authorization`, `Proxy-Authorization`, `Forwarded`, `X-Forwarded-*`,
-//!   `X-Real-IP`, `Expect`, `Cookie` (see [`CookiePolicy`]) and their `_` twins
+//!   `X-Real-IP`, `X-Original-URL`, `X-Rewrite-URL` (they would move the request out of the
+//!   base path on targets that honour them), `Expect`, `Cookie` (see [`CookiePolicy`]) and
+//!   their `_` twins
 //!   (`X_Forwarded_Host`) never pass; `X-Forwarded-Proto` and `X-Forwarded-Host` are set,
 //!   and `X-Forwarded-For` when the layer is told where to find the client's address
 //!   ([`ProxyLayer::forwarded_for`](crate::ProxyLayer::forwarded_for));
@@ -69,7 +73,8 @@ use crate::{
     error::{ConfigError, ProxyError, ProxyErrorKind},
     headers::{
         CookiePolicy, Nominated, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, append_via,
-        is_forwarding_claim, is_hop_by_hop, is_underscore_twin, remove_hop_by_hop, via_contains,
+        is_forwarding_claim, is_hop_by_hop, is_method_override, is_path_override,
+        is_refused_method_override, is_underscore_twin, remove_hop_by_hop, via_contains,
     },
     target::Target,
 };
@@ -609,6 +614,12 @@ pub fn rewrite_request(
     let nominated = Nominated::of(&parts.headers);
     let mut headers = HeaderMap::with_capacity(parts.headers.len() + 4);
     for (name, value) in &parts.headers {
+        // The methods refused above, asked for through a method-override header.
+        if is_refused_method_override(name, value) {
+            return Err(ProxyError::new(ProxyErrorKind::MethodNotAllowed(
+                "The method override names a method that cannot be proxied.",
+            )));
+        }
         // Framing is the proxy's: one Content-Length (the body's) or chunked, never both,
         // whatever `Connection` nominates.
         if name == header::CONTENT_LENGTH {
@@ -624,6 +635,7 @@ pub fn rewrite_request(
             || name == header::COOKIE
             || name == header::MAX_FORWARDS
             || is_forwarding_claim(name)
+            || is_path_override(name)
             || is_underscore_twin(name)
         {
             continue;
@@ -677,7 +689,8 @@ pub fn rewrite_request(
 /// Removes from the client's request trailers (RFC 9110 §6.5) every field the proxy manages
 /// in the header section — hop-by-hop and framing fields, `Trailer`, `Host`,
 /// `Authorization`, `Cookie`, `Expect`, `Max-Forwards`, `Via`, `Forwarded`,
-/// `X-Forwarded-*`, `X-Real-IP` and their `_` twins — and the content and control fields
+/// `X-Forwarded-*`, `X-Real-IP`, the path and method overrides (`X-Original-URL`,
+/// `X-HTTP-Method-Override`...) and their `_` twins — and the content and control fields
 /// that RFC 9110 §6.5.1 keeps out of trailers, as hyper's HTTP/1.1 encoder does (its HTTP/2
 /// one sends every field): a target that merges trailers into the header section, as some
 /// servers do, would take them for the header fields the proxy set or removed.
@@ -685,6 +698,8 @@ pub(crate) fn filter_request_trailers(trailers: &mut HeaderMap) {
     let managed = |name: &HeaderName| {
         crate::headers::HOP_BY_HOP.contains(name)
             || is_forwarding_claim(name)
+            || is_path_override(name)
+            || is_method_override(name)
             || is_underscore_twin(name)
             || [
                 header::HOST,
@@ -1172,6 +1187,9 @@ mod tests {
             ("trailer", "x"),
             ("max-forwards", "1"),
             ("content-type", "text/evil"),
+            ("x-original-url", "/admin"),
+            ("x_rewrite_url", "/admin"),
+            ("x-http-method-override", "TRACE"),
             ("x-sum", "42"),
             ("grpc-status", "0"),
         ] {

@@ -44,6 +44,26 @@ async fn c2_spoofed_forwarding_headers_are_replaced() {
     assert!(!got.head_str().contains("1.2.3.4"), "{}", got.head_str());
 }
 
+/// `X-Original-URL` / `X-Rewrite-URL` would have a target that honours them (IIS URL
+/// Rewrite, Symfony, Zend) serve another path than the request line's, outside the base
+/// path the proxy keeps every request under: they are a front proxy's to set, never passed.
+#[tokio::test]
+async fn c2_path_override_headers_never_reach_the_target() {
+    let (up, app) = setup().await;
+    let r = app
+        .get(
+            "/proxy/echo",
+            "X-Original-URL: /admin/evil\r\nX-Rewrite-URL: /admin/evil\r\n\
+             X_Original_URL: /admin/evil\r\nX-Kept: 1\r\n",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let got = up.only();
+    assert_eq!(got.target, "/api/v1/echo");
+    assert!(!got.head_str().contains("evil"), "{}", got.head_str());
+    assert_eq!(got.one("x-kept"), "1");
+}
+
 #[tokio::test]
 async fn c4_duplicate_host_is_400() {
     let (up, app) = setup().await;

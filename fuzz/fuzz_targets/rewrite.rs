@@ -103,7 +103,7 @@ fn lenient(path: &str) -> Vec<u8> {
     out
 }
 
-const NEVER_FORWARDED: [&str; 13] = [
+const NEVER_FORWARDED: [&str; 15] = [
     "authorization",
     "proxy-authorization",
     "cookie",
@@ -117,6 +117,8 @@ const NEVER_FORWARDED: [&str; 13] = [
     "host",
     "x-real-ip",
     "proxy-authenticate",
+    "x-original-url",
+    "x-rewrite-url",
 ];
 
 fuzz_target!(|input: Input<'_>| {

@@ -95,7 +95,9 @@ pub enum ProxyErrorKind {
     MaxForwardsReached,
     /// The identity token could not be signed: `500`; nothing was sent to the target.
     Signing,
-    /// The target could not be reached or the connection failed: `502 Bad Gateway`.
+    /// The target could not be reached (no connection, name not found, TLS refused):
+    /// `502 Bad Gateway`. A target reached that then sends no valid response is
+    /// [`BadResponse`](Self::BadResponse).
     Unreachable,
     /// The target answered something that cannot be forwarded: `502 Bad Gateway`.
     BadResponse(&'static str),

@@ -9,8 +9,9 @@
 //!    with `WWW-Authenticate` (see [`crate::identity`]);
 //! 4. the [`JwtSigner`] → `500` if it fails;
 //! 5. the pooled client, within the upstream timeout (counted from the request's last body
-//!    bytes while it is still uploading) → `502` (unreachable, TLS failure, broken
-//!    response), `504` (timeout), `408` when the timeout ends with the target waiting for
+//!    bytes while it is still uploading) → `502` (unreachable or TLS failure: "could not be
+//!    reached"; connected but no valid response head: "sent no valid response"; framing
+//!    that cannot be relayed), `504` (timeout), `408` when the timeout ends with the target waiting for
 //!    a client's upload that stopped coming, or `400` when the client's own body breaks on
 //!    the way (a malformed chunk, fewer bytes than its `Content-Length`; `413` when it
 //!    outgrew a limit set in front, such as `tower_http::limit`); the target's
@@ -260,12 +261,28 @@ where
             };
             return error_response(&ProxyError::with_source(kind, e));
         }
-        Some((Err(e), _)) => {
+        // No connection (refused, name not found, TLS handshake refused, a TLS 1.3 client
+        // certificate refused once the handshake looked done): unreachable.
+        Some((Err(e), _)) if e.is_connect() || tls_failure(&e) => {
             let error = ProxyError::with_source(ProxyErrorKind::Unreachable, e);
             tracing::warn!(
                 target = target.as_str(),
                 error = ?std::error::Error::source(&error),
                 "target unreachable"
+            );
+            return error_response(&error);
+        }
+        // Connected, but the exchange failed: the target closed or reset the connection
+        // before a whole response head, or sent something that is not one.
+        Some((Err(e), _)) => {
+            let error = ProxyError::with_source(
+                ProxyErrorKind::BadResponse("The proxy target sent no valid response."),
+                e,
+            );
+            tracing::warn!(
+                target = target.as_str(),
+                error = ?std::error::Error::source(&error),
+                "target sent no valid response"
             );
             return error_response(&error);
         }
@@ -290,6 +307,25 @@ where
         return read_ahead(shared, target, response, deadline).await;
     }
     respond(shared, target, response, upgrade)
+}
+
+/// Whether TLS with the target failed after the connection was made: a TLS 1.3 server
+/// refuses a client certificate (or its absence) only once the client considers the
+/// handshake done, so the refusal comes as the first read of the response, not as a
+/// connect error. TLS errors reach here as I/O errors of kind `InvalidData` (how
+/// tokio-rustls reports them, with the rustls error as text); a plain TCP connection never
+/// fails that way.
+fn tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Whether an error of type `T` is `error` or one of its causes.

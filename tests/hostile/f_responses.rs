@@ -424,6 +424,8 @@ async fn f9_oversized_or_non_http_upstream_replies_are_502() {
             "{:?}",
             String::from_utf8_lossy(&reply[..reply.len().min(40)])
         );
+        // The target was reached: the answer says what went wrong instead.
+        assert_eq!(r.text(), "The proxy target sent no valid response.");
     }
 }
 

@@ -203,11 +203,12 @@ async fn f5_extra_bytes_after_the_body_are_dropped_and_never_reused() {
     }
 }
 
-#[tokio::test]
-async fn f6_head_response_has_no_body_and_stays_in_sync() {
-    let up = Upstream::replying(|req| {
+/// The target answers `HEAD` with `head_reply` and anything else with `ok`; a client
+/// pipelines a `HEAD` and a `GET` on one connection. The app and both responses.
+async fn head_then_get(head_reply: &'static [u8]) -> (App, Resp, Resp) {
+    let up = Upstream::replying(move |req| {
         if req.method == "HEAD" {
-            Action::keep(&b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"[..])
+            Action::keep(head_reply)
         } else {
             Action::keep(OK)
         }
@@ -224,10 +225,17 @@ async fn f6_head_response_has_no_body_and_stays_in_sync() {
     )
     .await;
     let head = c.response(true).await.expect("HEAD response");
+    let next = c.response(false).await.expect("GET response");
+    // In sync: the `GET` got its own response, not bytes of the `HEAD`'s.
+    assert_eq!((next.status, next.text().as_str()), (200, "ok"));
+    (app, head, next)
+}
+
+#[tokio::test]
+async fn f6_head_response_has_no_body_and_stays_in_sync() {
+    let (_app, head, _) = head_then_get(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n").await;
     assert_eq!(head.status, 200);
     assert_eq!(head.one("content-length"), "1000");
-    let next = c.response(false).await.expect("GET response");
-    assert_eq!((next.status, next.text().as_str()), (200, "ok"));
 }
 
 /// The target sends a body where none is allowed: the client gets no body and its
@@ -281,36 +289,24 @@ async fn f6_304_with_a_body_relays_no_body() {
 async fn f6_head_response_states_no_length_the_target_did_not() {
     // The target answers `HEAD` as it would `GET`, chunked: it states no length. The
     // client must not be told `Content-Length: 0`, that the `GET` has an empty body.
-    let up = Upstream::replying(|req| {
-        if req.method == "HEAD" {
-            Action::keep(&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..])
-        } else {
-            Action::keep(OK)
-        }
-    })
-    .await;
-    let app = app_for(&up).await;
-    let a = app.addr;
-    let mut c = app.raw().await;
-    c.send(
-        format!(
-            "HEAD /proxy/x HTTP/1.1\r\nHost: {a}\r\n\r\nGET /proxy/y HTTP/1.1\r\nHost: {a}\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await;
-    let head = c.response(true).await.expect("HEAD response");
+    let (app, head, _) =
+        head_then_get(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").await;
     assert_eq!(head.status, 200);
     assert!(!head.has("content-length"), "{}", head.head_str());
-    let next = c.response(false).await.expect("GET response");
-    assert_eq!((next.status, next.text().as_str()), (200, "ok"));
 
-    let mut h2 = crate::j_http2::h2_client(&app).await;
-    let req = hyper::Request::head(format!("http://{a}/proxy/x"))
+    h2_has_no_length(&app, http::Method::HEAD, 200).await;
+}
+
+/// A `method` request for `/proxy/x` over HTTP/2: answered `status`, without `Content-Length`.
+async fn h2_has_no_length(app: &App, method: http::Method, status: u16) {
+    let mut h2 = crate::j_http2::h2_client(app).await;
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{}/proxy/x", app.addr))
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
     let res = within("h2 response", h2.send_request(req)).await.unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(res.status(), status);
     assert!(
         !res.headers().contains_key("content-length"),
         "{:?}",
@@ -319,44 +315,18 @@ async fn f6_head_response_states_no_length_the_target_did_not() {
 }
 
 #[tokio::test]
-async fn f6_204_carries_no_content_length_over_http2() {
-    // RFC 9110 §8.6: never a `Content-Length` in a `204`, none made up for it either.
-    let up = Upstream::canned(b"HTTP/1.1 204 No Content\r\n\r\n").await;
-    let app = app_for(&up).await;
-    let mut h2 = crate::j_http2::h2_client(&app).await;
-    let req = hyper::Request::delete(format!("http://{}/proxy/x", app.addr))
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
-    let res = within("h2 response", h2.send_request(req)).await.unwrap();
-    assert_eq!(res.status(), 204);
-    assert!(
-        !res.headers().contains_key("content-length"),
-        "{:?}",
-        res.headers()
-    );
-}
-
-#[tokio::test]
-async fn f6_a_204_stating_a_content_length_loses_it_over_http2() {
-    // RFC 9110 §8.6: a server never sends `Content-Length` in a `204`; hyper's HTTP/1.1
-    // server drops the target's, its HTTP/2 server would relay it.
+async fn f6_a_204_carries_no_content_length_over_http2() {
+    // RFC 9110 §8.6: a server never sends `Content-Length` in a `204`: none made up for it,
+    // and the target's dropped (hyper's HTTP/1.1 server drops it, its HTTP/2 server would
+    // relay it).
     for reply in [
-        &b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"[..],
+        &b"HTTP/1.1 204 No Content\r\n\r\n"[..],
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
         b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nHELLO",
     ] {
         let up = Upstream::canned(reply).await;
         let app = app_for(&up).await;
-        let mut h2 = crate::j_http2::h2_client(&app).await;
-        let req = hyper::Request::delete(format!("http://{}/proxy/x", app.addr))
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .unwrap();
-        let res = within("h2 response", h2.send_request(req)).await.unwrap();
-        assert_eq!(res.status(), 204);
-        assert!(
-            !res.headers().contains_key("content-length"),
-            "{:?}",
-            res.headers()
-        );
+        h2_has_no_length(&app, http::Method::DELETE, 204).await;
     }
 }
 

@@ -363,7 +363,16 @@ async fn g9_target_answering_early_reaches_the_client() {
     .await;
     let app = start_app(layer()).await;
     app.target(&up, "");
-    let size = 8 * 1024 * 1024;
+    let r = upload_while_reading(&app, 8 * 1024 * 1024).await;
+    // The target's own answer, not a 502 and not a deadlock.
+    assert_eq!(r.status, 413);
+    assert!(up.requests().is_empty(), "the upload was never complete");
+}
+
+/// Uploads `size` bytes of `Content-Length` body to `/proxy/upload` on one connection while
+/// reading the response on it: the response, whenever it comes (the rest of the upload is
+/// abandoned then).
+async fn upload_while_reading(app: &App, size: usize) -> Resp {
     let (mut rd, mut wr) = app.raw().await.split();
     let head = format!(
         "POST /proxy/upload HTTP/1.1\r\nHost: {}\r\nContent-Length: {size}\r\n\r\n",
@@ -379,10 +388,8 @@ async fn g9_target_answering_early_reaches_the_client() {
         }
     });
     let r = rd.response(false).await.expect("a response");
-    // The target's own answer, not a 502 and not a deadlock.
-    assert_eq!(r.status, 413);
     writer.abort();
-    assert!(up.requests().is_empty(), "the upload was never complete");
+    r
 }
 
 #[tokio::test]
@@ -611,25 +618,9 @@ async fn g2_an_upload_the_target_stops_reading_is_504_after_the_timeout() {
     .await;
     let app = start_app(layer().upstream_timeout(Duration::from_millis(300))).await;
     app.target(&up, "");
-    let size: usize = 256 * 1024 * 1024;
-    let (mut rd, mut wr) = app.raw().await.split();
-    let head = format!(
-        "POST /proxy/upload HTTP/1.1\r\nHost: {}\r\nContent-Length: {size}\r\n\r\n",
-        app.addr
-    );
-    let writer = tokio::spawn(async move {
-        let _ = wr.write_all(head.as_bytes()).await;
-        let block = vec![b'u'; 64 * 1024];
-        for _ in 0..size / block.len() {
-            if wr.write_all(&block).await.is_err() {
-                return;
-            }
-        }
-    });
-    let r = rd.response(false).await.expect("a response");
+    let r = upload_while_reading(&app, 256 * 1024 * 1024).await;
     assert_eq!(r.status, 504, "{}", r.head_str());
     assert_eq!(r.text(), "The proxy target did not respond in time.");
-    writer.abort();
 }
 
 #[tokio::test]

@@ -9,10 +9,12 @@ use tokio::net::TcpStream;
 use crate::support::*;
 
 /// An HTTP/2 (prior knowledge) client connection to the app.
-#[allow(dead_code)]
-pub async fn h2_client(
-    app: &App,
-) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>> {
+pub async fn h2_client<B>(app: &App) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = TcpStream::connect(app.addr).await.unwrap();
     let (sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -24,15 +26,8 @@ pub async fn h2_client(
 
 #[tokio::test]
 async fn j1_h2_request_reaches_an_http11_target() {
-    let up = Upstream::ok().await;
-    let app = start_app(layer()).await;
-    app.target(&up, "/api/v1");
-    let stream = TcpStream::connect(app.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (up, app) = setup().await;
+    let mut sender = h2_client(&app).await;
     let req = Request::get("http://app.example:1337/proxy/echo?x=1")
         .body(Empty::<Bytes>::new())
         .unwrap();
@@ -372,12 +367,7 @@ async fn j5_rapid_reset_cancels_upstream_work() {
 async fn j_h2_request_trailers_survive_a_content_length() {
     use http_body_util::{BodyExt, Full};
     let (up, app) = setup().await;
-    let stream = TcpStream::connect(app.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2_client(&app).await;
     for announced in [true, false] {
         let mut trailers = http::HeaderMap::new();
         trailers.insert("x-sum", http::HeaderValue::from_static("42"));

@@ -595,8 +595,17 @@ async fn watch_connection(connection: Connection<'_>, activity: &Activity, timeo
     // HTTP/2: GOAWAY, then close once the streams in flight are done; HTTP/1.1: close
     // after the request being read, if any.
     connection.as_mut().graceful_shutdown();
-    // A well-behaved client closes at once; one that does not is dropped.
-    let _ = tokio::time::timeout(timeouts.header_read, connection).await;
+    // A request that slipped in as the shutdown began is served to its end; then a client
+    // that does not close within `header_read` is dropped.
+    loop {
+        tokio::select! {
+            _ = &mut connection => return,
+            () = tokio::time::sleep(timeouts.header_read) => {}
+        }
+        if activity.idle_since() != Idle::Busy {
+            return;
+        }
+    }
 }
 
 /// A served connection of the demo.

@@ -450,11 +450,17 @@ impl FrameHead {
     const DATA: u8 = 0x0;
     const HEADERS: u8 = 0x1;
     const SETTINGS: u8 = 0x4;
+    const PING: u8 = 0x6;
     /// `END_STREAM` on `DATA` and `HEADERS`, `ACK` on `SETTINGS` and `PING`.
     const END_STREAM_OR_ACK: u8 = 0x1;
 
     fn is_settings_ack(self) -> bool {
         self.kind == Self::SETTINGS && self.flags & Self::END_STREAM_OR_ACK != 0
+    }
+
+    /// A `PING`, or its acknowledgement with `ack`.
+    fn is_ping(self, ack: bool) -> bool {
+        self.kind == Self::PING && (self.flags & Self::END_STREAM_OR_ACK != 0) == ack
     }
 
     fn ends_stream(self) -> bool {
@@ -609,12 +615,49 @@ fn h2c_pinging(interval: Option<Duration>, timeout: Duration) -> ProxyClient {
     )
 }
 
+/// The pings (`ack` false) or acknowledgements (`ack` true) among `frames`.
+fn pings(frames: &[FrameHead], ack: bool) -> usize {
+    frames.iter().filter(|f| f.is_ping(ack)).count()
+}
+
+impl Relay {
+    /// The keep-alive pings from the proxy and the acknowledgements from the target so far.
+    fn pings_so_far(&self) -> [usize; 2] {
+        [
+            pings(&self.frames[0].borrow(), false),
+            pings(&self.frames[1].borrow(), true),
+        ]
+    }
+
+    /// Waits until `n` more keep-alive pings and acknowledgements than `after` (as
+    /// [`pings_so_far`](Self::pings_so_far) counts them) have crossed.
+    async fn pinged(&self, n: usize, after: [usize; 2]) {
+        let [mut up, mut down] = self.frames.clone();
+        within("keep-alive pings and their acknowledgements", async {
+            // (Each borrow ends before the next wait: a held borrow blocks the relay.)
+            drop(
+                up.wait_for(|f| pings(f, false) >= after[0] + n)
+                    .await
+                    .unwrap(),
+            );
+            drop(
+                down.wait_for(|f| pings(f, true) >= after[1] + n)
+                    .await
+                    .unwrap(),
+            );
+        })
+        .await
+    }
+}
+
 #[tokio::test]
 async fn h2c_target_keeps_answering_with_keep_alive_pings_across_idle_time() {
     let target = echo_target().await;
     let relay = relay(target.addr()).await;
+    // Pings every 100 ms; an acknowledgement may take as long as any wait of the suite,
+    // so that a stalled test machine does not read as a dead target.
     let app = alice_app(
-        h2c_pinging(Some(Duration::from_millis(100)), Duration::from_secs(2)),
+        h2c_pinging(Some(Duration::from_millis(100)), LIVENESS),
         &format!("http://{}", relay.addr),
     )
     .await;
@@ -623,19 +666,8 @@ async fn h2c_target_keeps_answering_with_keep_alive_pings_across_idle_time() {
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.json()["version"], "HTTP/2.0");
 
-    // Idle for a while: pings and their acknowledgements keep crossing the connection.
-    let mut pinged = 0;
-    for _ in 0..6 {
-        let before = relay.bytes.load(Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if relay.bytes.load(Ordering::SeqCst) > before {
-            pinged += 1;
-        }
-    }
-    assert!(
-        pinged >= 3,
-        "bytes moved in {pinged} of 6 idle half-seconds"
-    );
+    // Idle, with no request in flight: pings cross the connection and are acknowledged.
+    relay.pinged(3, relay.pings_so_far()).await;
 
     // The same connection still serves requests.
     for path in ["/proxy/two", "/proxy/three"] {
@@ -656,12 +688,21 @@ async fn without_pings_an_idle_h2c_connection_is_silent() {
         &format!("http://{}", relay.addr),
     )
     .await;
-    let got = within(
-        "first",
-        get_on(&common::client(), &format!("http://{app}/proxy/one")),
+    // And a connection that pings every 100 ms, as the clock to watch the silence by.
+    let pinging_relay = self::relay(target.addr()).await;
+    let pinging_app = alice_app(
+        h2c_pinging(Some(Duration::from_millis(100)), LIVENESS),
+        &format!("http://{}", pinging_relay.addr),
     )
     .await;
-    assert_eq!(got.status, 200, "{}", got.text());
+    for app in [app, pinging_app] {
+        let got = within(
+            "first",
+            get_on(&common::client(), &format!("http://{app}/proxy/one")),
+        )
+        .await;
+        assert_eq!(got.status, 200, "{}", got.text());
+    }
     // Settled once each side has acknowledged the other's settings and ended the stream:
     // the last frames an exchange without pings makes cross. (The proxy acknowledges the
     // target's settings after sending its request, so the ack can still be on its way when
@@ -677,8 +718,9 @@ async fn without_pings_an_idle_h2c_connection_is_silent() {
     .await;
     let before = relay.bytes.load(Ordering::SeqCst);
     let seen = [up.borrow().len(), down.borrow().len()];
-    // Then nothing moves: a silence can only be watched for a while.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Then nothing moves, for as long as the other connection takes to ping ten times:
+    // ten of its 100 ms intervals, by the proxy's own clock.
+    pinging_relay.pinged(10, pinging_relay.pings_so_far()).await;
     assert_eq!(
         relay.bytes.load(Ordering::SeqCst),
         before,
@@ -726,9 +768,8 @@ async fn dead_connection_is_dropped_and_replaced(app: SocketAddr, mut relay: Rel
     // The path to the target dies silently: no ping is acknowledged any more, so the proxy
     // closes the connection (the pool would otherwise keep it for 60 s).
     relay.deafen_open_connections();
-    tokio::time::timeout(Duration::from_secs(5), relay.closed.recv())
+    within("the proxy closes the dead connection", relay.closed.recv())
         .await
-        .expect("the proxy closed the dead connection within 5 s")
         .expect("close signal");
 
     // The next request gets a new connection.

@@ -5,7 +5,10 @@
 
 mod common;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -65,16 +68,32 @@ async fn session(app: SocketAddr, target: &mut EchoTarget) -> serde_json::Value 
     target.last().json()
 }
 
+type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+type Handshake = tokio_tungstenite::tungstenite::handshake::client::Response;
+
+/// The frames the target sends first on every WebSocket: its ping, then its report of the
+/// pong (which tungstenite sends by itself).
+fn opening_frames() -> [Message; 2] {
+    [
+        Message::Ping("from-target".into()),
+        Message::text("pong seen: from-target"),
+    ]
+}
+
 /// A WebSocket to the target's `/ws` through `app` (with this `Connection` header, if
 /// any), past the target's opening ping and its report of the pong: the socket and the
 /// `101`.
-async fn open_ws(
-    app: SocketAddr,
-    connection: Option<&str>,
-) -> (
-    tokio_tungstenite::WebSocketStream<TcpStream>,
-    tokio_tungstenite::tungstenite::handshake::client::Response,
-) {
+async fn open_ws(app: SocketAddr, connection: Option<&str>) -> (Ws, Handshake) {
+    let (mut ws, res) = handshake(app, connection).await;
+    let [ping, report] = opening_frames();
+    // The target pings first; tungstenite answers with a pong that the target reports.
+    assert_eq!(within("ping", ws_next(&mut ws)).await, ping);
+    assert_eq!(within("pong report", ws_next(&mut ws)).await, report);
+    (ws, res)
+}
+
+/// [`open_ws`] up to the `101`, before any frame.
+async fn handshake(app: SocketAddr, connection: Option<&str>) -> (Ws, Handshake) {
     let stream = TcpStream::connect(app).await.unwrap();
     let mut req = format!("ws://{app}/proxy/ws")
         .into_client_request()
@@ -83,20 +102,10 @@ async fn open_ws(
         req.headers_mut()
             .insert("connection", connection.parse().unwrap());
     }
-    let (mut ws, res) = within("ws handshake", client_async(req, stream))
+    let (ws, res) = within("ws handshake", client_async(req, stream))
         .await
         .expect("handshake through the proxy");
     assert_eq!(res.status(), 101);
-
-    // The target pings first; tungstenite answers with a pong that the target reports.
-    assert_eq!(
-        within("ping", ws_next(&mut ws)).await,
-        Message::Ping("from-target".into())
-    );
-    assert_eq!(
-        within("pong report", ws_next(&mut ws)).await,
-        Message::text("pong seen: from-target")
-    );
     (ws, res)
 }
 
@@ -390,11 +399,18 @@ async fn an_idle_tunnel_is_closed_on_both_sides() {
     let mut target = echo_target().await;
     let app = start_app_idle(&target, Duration::from_millis(200)).await;
     let before = alive();
-    let (mut ws, _) = open_ws(app, None).await;
+    let (mut ws, _) = handshake(app, None).await;
 
     // Nobody sends anything: the proxy closes the caller's connection (no close frame: the
-    // stream just ends) and the target's (its read sees EOF).
-    let end = within("the caller's side closes", ws.next()).await;
+    // stream just ends) and the target's (its read sees EOF). The target's opening frames
+    // come first, unless the test machine stalled for the timeout before they crossed.
+    let mut opening = opening_frames().into_iter();
+    let end = loop {
+        match within("the caller's side closes", ws.next()).await {
+            Some(Ok(frame)) if opening.next().as_ref() == Some(&frame) => {}
+            end => break end,
+        }
+    };
     assert!(
         !matches!(end, Some(Ok(_))),
         "a frame instead of the close: {end:?}"
@@ -412,33 +428,61 @@ async fn an_idle_tunnel_is_closed_on_both_sides() {
 
 #[tokio::test]
 async fn a_tunnel_with_traffic_stays_open() {
-    let mut target = echo_target().await;
-    // An idle timeout ten times the gap between messages, so that a stalled test machine
-    // does not read as an idle tunnel.
-    let app = start_app_idle(&target, Duration::from_secs(1)).await;
-    let (mut ws, _) = open_ws(app, None).await;
+    despite_stalls(Duration::from_secs(1), traffic_keeps_a_tunnel_open).await;
+}
 
-    // A message every 100 ms for 2.5 s, two and a half times the idle timeout: never idle.
-    for i in 0..25 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        ws.send(Message::text(format!("tick {i}"))).await.unwrap();
-        assert_eq!(
-            within("echo", ws_next(&mut ws)).await,
-            Message::text(format!("tick {i}"))
-        );
+/// Sends a message every tenth of `idle` and reads its echo, until one went through more
+/// than twice `idle` after the tunnel opened: the tunnel stays open only if traffic resets
+/// its idle clock. A close is judged by [`stalled_or_broken`] from the sending of the last
+/// message echoed (the proxy moved it no earlier), or from before the handshake.
+async fn traffic_keeps_a_tunnel_open(idle: Duration) -> Attempt {
+    let mut target = echo_target().await;
+    let app = start_app_idle(&target, idle).await;
+    let mut quiet_since = Instant::now();
+    let (mut ws, _) = handshake(app, None).await;
+    for expected in opening_frames() {
+        match within("opening frame", ws.next()).await {
+            Some(Ok(frame)) => assert_eq!(frame, expected),
+            end => return stalled_or_broken(&format!("closed at {end:?}"), idle, quiet_since),
+        }
     }
-    ws.send(Message::text("still there")).await.unwrap();
-    assert_eq!(
-        within("last echo", ws_next(&mut ws)).await,
-        Message::text("still there")
-    );
-    ws.close(None).await.unwrap();
-    assert!(matches!(
-        within("close", ws_next(&mut ws)).await,
-        Message::Close(_)
-    ));
+    // The tunnel's clock started before its first frame reached the caller.
+    let opened_by = Instant::now();
+
+    let mut i = 0;
+    while quiet_since < opened_by + 2 * idle {
+        tokio::time::sleep(idle / 10).await;
+        let sent = Instant::now();
+        let text = format!("tick {i}");
+        let echo = match ws.send(Message::text(text.clone())).await {
+            Ok(()) => within("echo", ws.next()).await,
+            Err(e) => Some(Err(e)),
+        };
+        match echo {
+            Some(Ok(frame)) => assert_eq!(frame, Message::text(text)),
+            end => {
+                return stalled_or_broken(&format!("closed at {text}: {end:?}"), idle, quiet_since);
+            }
+        }
+        quiet_since = sent;
+        i += 1;
+    }
+
+    // Still open: closed by the caller, the close goes through.
+    let closed = match ws.close(None).await {
+        Ok(()) => within("close", ws.next()).await,
+        Err(e) => Some(Err(e)),
+    };
+    match closed {
+        Some(Ok(Message::Close(_))) => {}
+        Some(Ok(other)) => panic!("expected the target's close, got {other:?}"),
+        end => {
+            return stalled_or_broken(&format!("closed at the close: {end:?}"), idle, quiet_since);
+        }
+    }
     drop(ws);
     within("target sees the close", target.ws_closed.recv())
         .await
         .expect("close signal");
+    Attempt::Held
 }

@@ -56,6 +56,59 @@ pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
     }
 }
 
+/// What one attempt of a [`despite_stalls`] test found.
+#[derive(Debug)]
+pub enum Attempt {
+    /// The feature did what the test asks: the test passes.
+    Held,
+    /// The timeout under test fired, but only after a silence at least half as long as it
+    /// (see [`stalled_or_broken`]): the machine stalled, and the attempt tells nothing.
+    Stalled(String),
+}
+
+/// Runs a test of a timeout that traffic keeps from firing (an idle timeout, a timeout
+/// counted from the last bytes): `attempt` gets the timeout to configure, `first` and then
+/// twice as long after each attempt that a stall of the test machine made inconclusive, at
+/// most four attempts. No time is asserted: an attempt fails the test only when the timeout
+/// fired too early to be anything but the feature failing.
+pub async fn despite_stalls<F, Fut>(first: Duration, mut attempt: F)
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: Future<Output = Attempt>,
+{
+    let mut timeout = first;
+    let mut stalls = Vec::new();
+    for _ in 0..4 {
+        match attempt(timeout).await {
+            Attempt::Held => return,
+            Attempt::Stalled(why) => stalls.push(format!("timeout {timeout:?}: {why}")),
+        }
+        timeout *= 2;
+    }
+    panic!("inconclusive: the test machine stalled in every attempt: {stalls:#?}");
+}
+
+/// Judges a timeout (configured as `timeout`) that fired while the test kept traffic
+/// moving. `quiet_since` is an instant the test knows the feature's clock was reset at or
+/// after (the sending of the last bytes known to have crossed, or what happened before the
+/// clock started). Working as documented, the timeout fires no earlier than `timeout` after
+/// that, so less than half of it is the feature failing (this panics); anything longer is a
+/// stall of the machine ([`Attempt::Stalled`]). A slow machine only ever lengthens the
+/// silence: it cannot fail the test.
+pub fn stalled_or_broken(
+    what: &str,
+    timeout: Duration,
+    quiet_since: std::time::Instant,
+) -> Attempt {
+    let silence = quiet_since.elapsed();
+    assert!(
+        silence >= timeout / 2,
+        "{what} at most {silence:?} after the test last knew the {timeout:?} clock reset: \
+         too early for that timeout (a stall of the machine would take at least half of it)"
+    );
+    Attempt::Stalled(format!("{what} {silence:?} after the last known reset"))
+}
+
 /// A fresh temporary directory (removed by the caller with [`remove_dir`]).
 pub fn temp_dir(tag: &str) -> std::path::PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -5,7 +5,7 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::io::AsyncWriteExt;
@@ -545,6 +545,13 @@ async fn g7_an_upload_slower_than_the_upstream_timeout_is_forwarded() {
     // The upload keeps moving but takes longer, in all, than the upstream timeout: the
     // target, which answers once it has the whole body, is not late, and the upload is
     // not cut. (Each pause is a tenth of the timeout: only the total exceeds it.)
+    despite_stalls(Duration::from_secs(1), slow_upload_is_forwarded).await;
+}
+
+/// One run of [`g7_an_upload_slower_than_the_upstream_timeout_is_forwarded`] with this
+/// upstream timeout. A `504` is judged by [`stalled_or_broken`] from the sending of the last
+/// body byte the upstream received (the proxy moved it no earlier).
+async fn slow_upload_is_forwarded(timeout: Duration) -> Attempt {
     let up = Upstream::replying(|req| {
         let n = req.body.data.len();
         Action::keep(format!(
@@ -553,10 +560,11 @@ async fn g7_an_upload_slower_than_the_upstream_timeout_is_forwarded() {
         ))
     })
     .await;
-    let app = start_app(layer().upstream_timeout(Duration::from_secs(1))).await;
+    let app = start_app(layer().upstream_timeout(timeout)).await;
     app.target(&up, "");
     let parts = 30;
     let mut c = app.raw().await;
+    let started = Instant::now();
     c.send(
         format!(
             "POST /proxy/upload HTTP/1.1\r\nHost: {}\r\nContent-Length: {parts}\r\n\r\n",
@@ -565,15 +573,33 @@ async fn g7_an_upload_slower_than_the_upstream_timeout_is_forwarded() {
         .as_bytes(),
     )
     .await;
+    // When each body byte was sent.
+    let mut sent = Vec::new();
     for _ in 0..parts {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(timeout / 10).await;
+        let now = Instant::now();
         if !c.try_send(b"u").await {
             break;
         }
+        sent.push(now);
     }
     let r = c.response(false).await.expect("a response");
+    if r.status == 504 {
+        up.wait("the upstream connection closed", |v| v.eofs >= 1)
+            .await;
+        let received = up.partials().first().map_or(0, |(_, raw)| {
+            find(raw, b"\r\n\r\n").map_or(0, |head| raw.len() - head - 4)
+        });
+        let quiet_since = received.checked_sub(1).map_or(started, |last| sent[last]);
+        return stalled_or_broken(
+            &format!("504 after {received} of {parts} bytes upstream"),
+            timeout,
+            quiet_since,
+        );
+    }
     assert_eq!((r.status, r.text()), (200, parts.to_string()));
     assert_eq!(up.requests().len(), 1);
+    Attempt::Held
 }
 
 #[tokio::test]

@@ -48,8 +48,9 @@ use tower_identity_proxy::{
 // The shared helpers the cases use (this module is also part of `tracing_redaction`).
 #[allow(unused_imports)]
 pub use crate::common::{
-    Head, Headers, LIVENESS, Raw, ReadBody, Resp, Wire, bearer_token, decode_rs512,
-    dribbled_headers, find, parse_head, read_body, rsa_keys, values, within,
+    Attempt, Head, Headers, LIVENESS, Raw, ReadBody, Resp, Wire, bearer_token, decode_rs512,
+    despite_stalls, dribbled_headers, find, parse_head, read_body, rsa_keys, stalled_or_broken,
+    values, within,
 };
 
 // ---------------------------------------------------------------------------------------

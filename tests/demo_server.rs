@@ -10,7 +10,7 @@ mod demo;
 
 mod common;
 
-use std::{collections::HashSet, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::HashSet, net::SocketAddr, path::PathBuf};
 
 use clap::Parser;
 use common::{
@@ -49,7 +49,7 @@ async fn serve_demo(
             ready.send(addr).unwrap()
         })
     });
-    let addr = tokio::task::spawn_blocking(move || bound.recv_timeout(Duration::from_secs(60)))
+    let addr = tokio::task::spawn_blocking(move || bound.recv_timeout(common::LIVENESS))
         .await
         .unwrap()
         .expect("the server listens");

@@ -1,7 +1,7 @@
 //! The layer: which requests it takes over, pass-through, readiness, axum and tonic stacks,
 //! the disabled state, and the target handle.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     Router,
@@ -176,7 +176,11 @@ async fn inner_backpressure_is_forwarded_without_deadlock() {
     let url = |p: &str| format!("http://{addr}{p}");
 
     let hold = tokio::spawn(get_owned(url("/hold")));
-    entered.notified().await;
+    crate::common::within(
+        "the held request reaches the inner service",
+        entered.notified(),
+    )
+    .await;
     let mut others = Vec::new();
     for i in 0..12 {
         others.push(tokio::spawn(get_owned(url(&format!("/proxy/n{i}")))));
@@ -190,9 +194,7 @@ async fn inner_backpressure_is_forwarded_without_deadlock() {
         }
     };
     // A hang would be the bug; this bound only turns it into a failure.
-    tokio::time::timeout(Duration::from_secs(60), all)
-        .await
-        .expect("every request completes");
+    crate::common::within("every request completes", all).await;
     assert_eq!(target.count(), 12);
     server.abort();
 }

@@ -56,6 +56,29 @@ pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
     }
 }
 
+/// Awaits `f`, failing the test as hung only when `progress` (a count that grows while `f`
+/// gets anywhere, such as bytes moved) stays the same for [`LIVENESS`]: for a long transfer,
+/// which may take longer than that in all on a loaded machine.
+pub async fn while_progressing<F: Future>(
+    what: &str,
+    progress: impl Fn() -> usize,
+    f: F,
+) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut last = progress();
+    loop {
+        if let Ok(v) = tokio::time::timeout(LIVENESS, f.as_mut()).await {
+            return v;
+        }
+        let now = progress();
+        assert!(
+            now != last,
+            "hung (no progress for the liveness bound): {what}"
+        );
+        last = now;
+    }
+}
+
 /// What one attempt of a [`despite_stalls`] test found.
 #[derive(Debug)]
 pub enum Attempt {

@@ -321,8 +321,12 @@ async fn g8_large_binary_bodies_up_and_down_are_byte_exact() {
         "POST /proxy/echo HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
         app.addr
     );
-    // Write while reading, so no side needs to hold everything; chunked from the client.
+    // Chunked from the client. The upstream answers once it has the whole body: the upload
+    // is bounded by its progress (it may take longer in all than the liveness bound on a
+    // loaded machine), then each read of the answer by the liveness bound.
     let to_send = Arc::clone(&payload);
+    let sent = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::clone(&sent);
     let writer = tokio::spawn(async move {
         wr.write_all(head.as_bytes()).await.unwrap();
         for part in to_send.chunks(100_000) {
@@ -331,12 +335,15 @@ async fn g8_large_binary_bodies_up_and_down_are_byte_exact() {
                 .unwrap();
             wr.write_all(part).await.unwrap();
             wr.write_all(b"\r\n").await.unwrap();
+            progress.fetch_add(part.len(), Ordering::SeqCst);
         }
         wr.write_all(b"0\r\n\r\n").await.unwrap();
         wr
     });
+    let _wr = while_progressing("the upload", || sent.load(Ordering::SeqCst), writer)
+        .await
+        .unwrap();
     let r = rd.response(false).await.expect("echo");
-    let _wr = writer.await.unwrap();
     assert_eq!(r.status, 200);
     assert!(r.body.complete);
     assert!(r.body.data == *payload, "body changed");

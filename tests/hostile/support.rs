@@ -50,7 +50,7 @@ use tower_identity_proxy::{
 pub use crate::common::{
     Attempt, Head, Headers, LIVENESS, Raw, ReadBody, Resp, Wire, bearer_token, decode_rs512,
     despite_stalls, dribbled_headers, find, parse_head, read_body, rsa_keys, stalled_or_broken,
-    values, within,
+    values, while_progressing, within,
 };
 
 // ---------------------------------------------------------------------------------------

@@ -434,8 +434,10 @@ async fn the_demo_routes() {
         "bob:bob-pw:ROLE_USER",
         "--proxy-url",
         &target.url(),
+        // Every request proxied in this test must beat it: a 300 ms timeout made a stall of
+        // the loaded test machine a 504.
         "--upstream-timeout-ms",
-        "300",
+        "2000",
     ]))
     .await
     .unwrap();
@@ -494,8 +496,9 @@ async fn the_demo_routes() {
         json!({ "name": "bob", "roles": ["ROLE_USER"] })
     );
 
-    // --upstream-timeout-ms: a slow target is a 504.
-    let slow = get_with(&app("/proxy/slow"), &[("x-echo-delay-ms", "3000")]).await;
+    // --upstream-timeout-ms: a slow target is a 504. It answers a minute later, after any
+    // wait of the suite: only the timeout can answer first, however slow the machine.
+    let slow = get_with(&app("/proxy/slow"), &[("x-echo-delay-ms", "60000")]).await;
     assert_eq!(slow.status, 504);
 
     // /admin needs ROLE_ADMIN.

@@ -13,7 +13,7 @@ use hyper_util::{
 };
 use serde_json::Value;
 
-use super::within;
+use super::{LIVENESS, within_for};
 
 /// A boxed error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -100,7 +100,22 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    within("the response, whole", async {
+    try_send_on_within(LIVENESS, client, req).await
+}
+
+/// [`try_send_on`] for a request whose handling does CPU-heavy work (see
+/// [`within_for`](super::within_for)): bounded by `bound` instead of the liveness bound.
+pub async fn try_send_on_within<B>(
+    bound: std::time::Duration,
+    client: &TestClient<B>,
+    req: http::Request<B>,
+) -> Result<Reply, BoxError>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    within_for(bound, "the response, whole", async {
         let res = client.request(req).await?;
         let (parts, body) = res.into_parts();
         let body = body.collect().await?.to_bytes();

@@ -50,7 +50,13 @@ pub const LIVENESS: Duration = Duration::from_secs(20);
 /// Awaits `f`, failing the test if it takes longer than [`LIVENESS`]: a hang becomes a
 /// failure; no timing is asserted.
 pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(LIVENESS, f).await {
+    within_for(LIVENESS, what, f).await
+}
+
+/// [`within`] for a wait that does CPU-heavy work of its own (generating an RSA key, say),
+/// which a loaded machine stretches past [`LIVENESS`]: bounded by `bound` instead.
+pub async fn within_for<F: Future>(bound: Duration, what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(bound, f).await {
         Ok(v) => v,
         Err(_) => panic!("hung (liveness bound exceeded): {what}"),
     }

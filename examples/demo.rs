@@ -230,11 +230,8 @@ pub struct Demo {
     pub state: AppState,
     /// The same app again for each server thread of [`serve`].
     pub worker_app: WorkerApp,
-    /// How long [`serve`] waits for an HTTP/1.1 request's headers
-    /// (`--header-read-timeout-ms`).
-    pub header_read_timeout: Duration,
-    /// How long [`serve`] keeps a connection with no request in flight (`--idle-timeout-ms`).
-    pub idle_timeout: Duration,
+    /// How long [`serve`] waits for a client.
+    pub timeouts: Timeouts,
 }
 
 /// Builds the app again with a connection pool to the target of its own; the target handle,
@@ -336,8 +333,10 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
         router: app,
         state,
         worker_app,
-        header_read_timeout: Duration::from_millis(opts.header_read_timeout_ms),
-        idle_timeout: Duration::from_millis(opts.idle_timeout_ms),
+        timeouts: Timeouts {
+            header_read: Duration::from_millis(opts.header_read_timeout_ms),
+            idle: Duration::from_millis(opts.idle_timeout_ms),
+        },
     })
 }
 
@@ -469,10 +468,7 @@ pub fn serve(
     let mut workers = Vec::with_capacity(threads);
     for (i, socket) in sockets.into_iter().enumerate() {
         let app = (demo.worker_app.0)()?;
-        let timeouts = Timeouts {
-            header_read: demo.header_read_timeout,
-            idle: demo.idle_timeout,
-        };
+        let timeouts = demo.timeouts;
         let up = up.clone();
         let worker = std::thread::Builder::new()
             .name(format!("demo-server-{i}"))
@@ -510,11 +506,12 @@ pub fn serve(
 
 /// How long [`serve`] waits for a client.
 #[derive(Debug, Clone, Copy)]
-struct Timeouts {
-    /// For a request's headers, and for a new connection's first request.
-    header_read: Duration,
-    /// For the next request once none is in flight.
-    idle: Duration,
+pub struct Timeouts {
+    /// For a request's headers, and for a new connection's first request
+    /// (`--header-read-timeout-ms`).
+    pub header_read: Duration,
+    /// For the next request once none is in flight (`--idle-timeout-ms`).
+    pub idle: Duration,
 }
 
 /// Serves every connection `listener` accepts with `app`: HTTP/1.1 or HTTP/2 (h2c), with
@@ -575,7 +572,7 @@ async fn accept_loop(
 async fn watch_connection(connection: Connection<'_>, activity: &Activity, timeouts: Timeouts) {
     use tokio::time::{Instant, sleep_until};
     tokio::pin!(connection);
-    let start = Instant::now();
+    let start = activity.origin;
     let mut deadline = start + timeouts.header_read.min(timeouts.idle);
     loop {
         tokio::select! {

@@ -316,28 +316,22 @@ where
 /// tokio-rustls reports them, with the rustls error as text); a plain TCP connection never
 /// fails that way.
 fn tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(e) = cause {
-        if e.downcast_ref::<std::io::Error>()
+    causes(error).any(|e| {
+        e.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
-        {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
+    })
 }
 
 /// Whether an error of type `T` is `error` or one of its causes.
 fn caused_by<T: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(e) = cause {
-        if e.is::<T>() {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
+    causes(error).any(|e| e.is::<T>())
+}
+
+/// `error`, then its causes, outermost first.
+fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
 }
 
 /// Awaits the target's response until `timeout` has passed since the request was sent or,

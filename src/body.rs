@@ -10,7 +10,7 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{Empty, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
@@ -31,16 +31,25 @@ pin_project! {
     #[project = KindProj]
     enum Kind<B> {
         Inner { #[pin] body: B },
-        // Boxed: a pass-through response (`Inner`) moves a `ResponseBody` around as often as
-        // it is wrapped and unwrapped on its way out, and should not carry the size of the
-        // target's body and its timer (a box per proxied response is nothing next to the
-        // exchange with the target).
-        Upstream { body: Box<Upstream> },
-        Local { #[pin] body: Full<Bytes> },
-        // The target's response has no content (to `HEAD`, a `204`, a `304`): see
-        // `ResponseBody::no_content`.
-        NoContent { #[pin] body: Empty<Bytes> },
+        // Boxed: a pass-through response (`Inner`) is moved around as often as it is
+        // wrapped and unwrapped on its way out, and should be no larger than the inner
+        // service's body (with axum's `Body`, a `Response<ResponseBody<Body>>` is then as
+        // large as a `Response<Body>`, small enough to be moved without a `memcpy` call).
+        // A box per proxied or local response is nothing next to what such a response
+        // costs.
+        Own { body: Box<Own> },
     }
+}
+
+/// A body of the proxy's own making.
+enum Own {
+    /// The target's body.
+    Upstream(Upstream),
+    /// A short local message.
+    Local(Full<Bytes>),
+    /// The target's response has no content (to `HEAD`, a `204`, a `304`): see
+    /// `ResponseBody::no_content`.
+    NoContent,
 }
 
 /// The target's body: possibly a first part already read, then the rest as it arrives,
@@ -62,12 +71,12 @@ impl<B> ResponseBody<B> {
     /// [`ProxyLayer::upstream_body_timeout`](crate::ProxyLayer::upstream_body_timeout)).
     pub(crate) fn upstream(body: Incoming, idle: Option<Duration>) -> Self {
         Self {
-            kind: Kind::Upstream {
-                body: Box::new(Upstream {
+            kind: Kind::Own {
+                body: Box::new(Own::Upstream(Upstream {
                     head: None,
                     body,
                     idle: idle.map(Idle::new),
-                }),
+                })),
             },
         }
     }
@@ -82,19 +91,21 @@ impl<B> ResponseBody<B> {
         last: tokio::time::Instant,
     ) -> Self {
         Self {
-            kind: Kind::Upstream {
-                body: Box::new(Upstream {
+            kind: Kind::Own {
+                body: Box::new(Own::Upstream(Upstream {
                     head: (!head.is_empty()).then_some(head),
                     body,
                     idle: idle.map(|timeout| Idle::since(timeout, last)),
-                }),
+                })),
             },
         }
     }
 
     pub(crate) fn local(body: Full<Bytes>) -> Self {
         Self {
-            kind: Kind::Local { body },
+            kind: Kind::Own {
+                body: Box::new(Own::Local(body)),
+            },
         }
     }
 
@@ -105,7 +116,9 @@ impl<B> ResponseBody<B> {
     /// an exact size) tell the client that the `GET` of a `HEAD` has an empty body.
     pub(crate) fn no_content() -> Self {
         Self {
-            kind: Kind::NoContent { body: Empty::new() },
+            kind: Kind::Own {
+                body: Box::new(Own::NoContent),
+            },
         }
     }
 }
@@ -118,49 +131,56 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
+    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
-            KindProj::Upstream { body } => match body.head.take() {
-                Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
-                None => poll_upstream(Pin::new(&mut body.body), &mut body.idle, cx),
+            KindProj::Own { body } => match &mut **body {
+                Own::Upstream(body) => match body.head.take() {
+                    Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
+                    None => poll_upstream(Pin::new(&mut body.body), &mut body.idle, cx),
+                },
+                Own::Local(body) => Pin::new(body).poll_frame(cx).map_err(|e| match e {}),
+                Own::NoContent => Poll::Ready(None),
             },
-            KindProj::Local { body } => body.poll_frame(cx).map_err(|e| match e {}),
-            KindProj::NoContent { body } => body.poll_frame(cx).map_err(|e| match e {}),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
-            Kind::Upstream { body } => body.head.is_none() && body.body.is_end_stream(),
-            Kind::Local { body } => body.is_end_stream(),
-            Kind::NoContent { body } => body.is_end_stream(),
+            Kind::Own { body } => match &**body {
+                Own::Upstream(body) => body.head.is_none() && body.body.is_end_stream(),
+                Own::Local(body) => body.is_end_stream(),
+                Own::NoContent => true,
+            },
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
-            Kind::Upstream { body } => {
-                let inner = body.body.size_hint();
-                let Some(head) = &body.head else {
-                    return inner;
-                };
-                let extra = head.len() as u64;
-                let mut hint = SizeHint::new();
-                hint.set_lower(inner.lower().saturating_add(extra));
-                if let Some(upper) = inner.upper() {
-                    hint.set_upper(upper.saturating_add(extra));
+            Kind::Own { body } => match &**body {
+                Own::Upstream(body) => {
+                    let inner = body.body.size_hint();
+                    let Some(head) = &body.head else {
+                        return inner;
+                    };
+                    let extra = head.len() as u64;
+                    let mut hint = SizeHint::new();
+                    hint.set_lower(inner.lower().saturating_add(extra));
+                    if let Some(upper) = inner.upper() {
+                        hint.set_upper(upper.saturating_add(extra));
+                    }
+                    hint
                 }
-                hint
-            }
-            Kind::Local { body } => body.size_hint(),
-            // Not `body.size_hint()`, exactly 0: see `ResponseBody::no_content`.
-            Kind::NoContent { .. } => SizeHint::new(),
+                Own::Local(body) => body.size_hint(),
+                // Not exactly 0: see `ResponseBody::no_content`.
+                Own::NoContent => SizeHint::new(),
+            },
         }
     }
 }
@@ -269,8 +289,10 @@ impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
             Kind::Inner { .. } => "Inner",
-            Kind::Upstream { .. } | Kind::NoContent { .. } => "Upstream",
-            Kind::Local { .. } => "Local",
+            Kind::Own { body } => match &**body {
+                Own::Upstream(_) | Own::NoContent => "Upstream",
+                Own::Local(_) => "Local",
+            },
         };
         f.debug_tuple("ResponseBody").field(&kind).finish()
     }
@@ -290,4 +312,45 @@ pub(crate) fn plain_text(status: StatusCode, body: Bytes) -> Response<Full<Bytes
 /// A local plain-text response as a [`ResponseBody`].
 pub(crate) fn local<B>(res: Response<Full<Bytes>>) -> Response<ResponseBody<B>> {
     res.map(ResponseBody::local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty, combinators::UnsyncBoxBody};
+
+    type Boxed = UnsyncBoxBody<Bytes, BoxError>;
+
+    #[test]
+    fn a_pass_through_body_is_no_larger_than_the_inner_one() {
+        // What a pass-through response costs over the inner service's: with a boxed body
+        // (axum's `Body`), nothing in size.
+        assert_eq!(
+            std::mem::size_of::<ResponseBody<Boxed>>(),
+            std::mem::size_of::<Boxed>()
+        );
+        assert_eq!(
+            std::mem::size_of::<Response<ResponseBody<Boxed>>>(),
+            std::mem::size_of::<Response<Boxed>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn each_kind_reads_as_its_body() {
+        let inner = ResponseBody::inner(Full::new(Bytes::from_static(b"inner")));
+        assert_eq!(inner.size_hint().exact(), Some(5));
+        assert_eq!(inner.collect().await.unwrap().to_bytes(), "inner");
+
+        let local: ResponseBody<Empty<Bytes>> =
+            ResponseBody::local(Full::new(Bytes::from_static(b"local")));
+        assert_eq!(local.size_hint().exact(), Some(5));
+        assert!(!local.is_end_stream());
+        assert_eq!(local.collect().await.unwrap().to_bytes(), "local");
+
+        // Ends at once, with no exact size (see `ResponseBody::no_content`).
+        let none: ResponseBody<Empty<Bytes>> = ResponseBody::no_content();
+        assert!(none.is_end_stream());
+        assert_eq!(none.size_hint().exact(), None);
+        assert!(none.collect().await.unwrap().to_bytes().is_empty());
+    }
 }

@@ -206,6 +206,7 @@ impl RewriteConfig {
     }
 
     /// Whether `path` is under the prefix: exactly the prefix or `prefix/…`.
+    #[inline]
     pub fn matches(&self, path: &str) -> bool {
         match path.strip_prefix(self.prefix.as_str()) {
             Some(rest) => rest.is_empty() || rest.starts_with('/'),

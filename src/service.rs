@@ -94,6 +94,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         if !self.shared.rewrite.matches(req.uri().path()) {
             return ResponseFuture::inner(self.inner.call(req));

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The layer's pass-through cost in instructions per request, counted by callgrind: the
+# same figure on every run, however loaded the machine (see benches/instructions.rs).
+#
+#   benches/instructions.sh            # N1=2000 N2=12000 requests per mode
+#   N1=1000 N2=6000 benches/instructions.sh
+#
+# Needs valgrind (Debian: `apt-get install -y valgrind`) and cargo; installs nothing.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+N1="${N1:-2000}"
+N2="${N2:-12000}"
+if ! [[ "$N1" =~ ^[0-9]+$ && "$N2" =~ ^[0-9]+$ ]] || (( N2 <= N1 )); then
+    echo "N1 and N2 must be whole numbers with N2 > N1" >&2
+    exit 2
+fi
+if ! command -v valgrind >/dev/null; then
+    echo "missing: valgrind (Debian: apt-get install -y valgrind)" >&2
+    exit 1
+fi
+
+cargo build --release --bench instructions --message-format=json-render-diagnostics \
+    > "${TMPDIR:-/tmp}/instructions-build.json"
+bin=$(grep -o '"executable":"[^"]*instructions-[^"]*"' "${TMPDIR:-/tmp}/instructions-build.json" \
+    | tail -n 1 | cut -d'"' -f4)
+rm -f "${TMPDIR:-/tmp}/instructions-build.json"
+if [ ! -x "$bin" ]; then
+    echo "could not find the built benches/instructions.rs" >&2
+    exit 1
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Instructions of one run, counted only inside the request loop (`requests`): setting up
+# the layer draws on aws-lc's jitter entropy, whose instruction count varies from run to run.
+count() {
+    valgrind --tool=callgrind --toggle-collect='instructions::requests*' \
+        --callgrind-out-file="$work/out" "$bin" "$1" "$2" 2> "$work/err" > /dev/null
+    awk '/Collected :/ { print $NF }' "$work/err"
+}
+
+declare -A per
+for mode in bare layer; do
+    a=$(count "$mode" "$N1")
+    b=$(count "$mode" "$N2")
+    per[$mode]=$(awk -v a="$a" -v b="$b" -v n1="$N1" -v n2="$N2" \
+        'BEGIN { printf "%.1f", (b - a) / (n2 - n1) }')
+    printf '%-6s %12s instructions for %6s requests, %12s for %6s: %s per request\n' \
+        "$mode" "$a" "$N1" "$b" "$N2" "${per[$mode]}"
+done
+awk -v bare="${per[bare]}" -v layer="${per[layer]}" 'BEGIN {
+    printf "layer - bare: %+.1f instructions per request (%+.2f %%)\n",
+        layer - bare, (layer / bare - 1) * 100
+}'

@@ -90,7 +90,7 @@
 //! |---|---|---|
 //! | `https` | yes | https targets through rustls (aws-lc-rs provider) |
 //! | `webpki-roots` | yes | Mozilla's root certificates for https targets |
-//! | `native-roots` | no | the platform's root certificates for https targets |
+//! | `native-roots` | no | the platform's root certificates for https targets, trusted once a client is built with `ClientBuilder::native_roots(true)` |
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

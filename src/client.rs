@@ -1,6 +1,7 @@
 //! [`ProxyClient`]: the pooled hyper-util client every clone of a layer forwards through.
 //!
-//! One client (one connection pool) is shared by all services built from a
+//! One client (one set of connection pools: upgrades, and h2c when configured, have
+//! connections of their own) is shared by all services built from a
 //! [`ProxyLayer`](crate::ProxyLayer). Defaults suit a proxy in front of typical targets:
 //! - `TCP_NODELAY` on, connect timeout 10 s;
 //! - idle pooled connections are closed after 4.5 s, below the 5 s keep-alive of Node.js

@@ -84,8 +84,9 @@ pub enum ProxyErrorKind {
     BadRequest(&'static str),
     /// The request came back to this proxy through its own target: `508 Loop Detected`.
     LoopDetected,
-    /// `CONNECT` (a tunnel) or `TRACE` (it would reflect the identity token back):
-    /// `405 Method Not Allowed` with `Allow`.
+    /// `CONNECT` (a tunnel) or `TRACE` (it would reflect the identity token back), also when
+    /// asked for through a method-override header (`X-HTTP-Method-Override: TRACE`, or
+    /// IIS's `TRACK`): `405 Method Not Allowed` with `Allow`.
     MethodNotAllowed(&'static str),
     /// The request uses something the proxy cannot relay, such as a transfer coding other
     /// than `chunked`: `501 Not Implemented`.

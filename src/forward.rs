@@ -3,10 +3,11 @@
 //! The steps, in order (each failure is a plain-text response; nothing is sent upstream
 //! before the last step):
 //! 1. no target → `501 The proxy is disabled.` (checked in the service, before any work);
-//! 2. the pure [`rewrite_request`](crate::rewrite::rewrite_request) → `400`/`405`/`501`/`508`
+//! 2. the pure [`rewrite_request`] → `400`/`405`/`501`/`508`
 //!    (or `200` for `OPTIONS` with `Max-Forwards: 0`);
-//! 3. the [`IdentityExtractor`] → its rejection (`401`), or `401` if no identity, always
-//!    with `WWW-Authenticate` (see [`crate::identity`]);
+//! 3. the [`IdentityExtractor`] → its rejection (`401`, or the status a
+//!    [`Rejection`](crate::Rejection) names), or `401` if no identity; a `401` always with
+//!    `WWW-Authenticate` (see [`crate::identity`]);
 //! 4. the [`JwtSigner`] → `500` if it fails;
 //! 5. the pooled client, within the upstream timeout (counted from the request's last body
 //!    bytes while it is still uploading) → `502` (unreachable or TLS failure: "could not be

@@ -214,6 +214,19 @@ pub(crate) fn via_contains(headers: &HeaderMap, pseudonym: &str) -> bool {
 /// target's base path onto the prefix, as nginx's `proxy_cookie_path` does), so a target can
 /// never set or replace a cookie the app uses outside the prefix; cookies declared as the
 /// app's own are dropped.
+///
+/// # Example
+///
+/// ```
+/// use tower_identity_proxy::{CookiePolicy, KeyPair, KeySigner, ProxyLayer};
+///
+/// // Forward the client's cookies, except the app's session cookie, which is also never
+/// // set by the target.
+/// let proxy = ProxyLayer::new(KeySigner::new(KeyPair::generate_ed25519()?))
+///     .cookies(CookiePolicy::new().forward(true).protect("SESSION"));
+/// # let _ = proxy;
+/// # Ok::<(), tower_identity_proxy::ConfigError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct CookiePolicy {
     forward: bool,
@@ -238,9 +251,9 @@ impl CookiePolicy {
     }
 
     /// Whether the `Path` of every `Set-Cookie` from the target is rewritten to lie under
-    /// the proxy's prefix (`Path=/x` from target `http://t/base` → `Path=/proxy/x` when the
-    /// target's base path is `/`; `/base/x` → `/proxy/x` for base `/base`; a path outside the
-    /// base, or none, → `/proxy`). Default on.
+    /// the proxy's prefix (`Path=/x` → `Path=/proxy/x` for a target without base path,
+    /// such as `http://t`; `Path=/base/x` → `Path=/proxy/x` for `http://t/base`; a path
+    /// outside the base, `/`, or none → `Path=/proxy`). Default on.
     ///
     /// # Security
     ///

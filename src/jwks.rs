@@ -114,7 +114,8 @@ pub struct Jwks {
 }
 
 impl Jwks {
-    /// Serves the keys of `keys`: the active key and every previous key not yet retired.
+    /// Serves the keys of `keys`: the active key, every previous key not yet retired, and
+    /// the keys given to [`KeySet::publish`] until they are revoked.
     pub fn new(keys: &KeySet) -> Self {
         Self::with_source(Source::Set(keys.clone()))
     }

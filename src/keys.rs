@@ -3,24 +3,6 @@
 //!
 //! Keys are parsed once, when the `KeyPair` is built, and signing reuses the parsed key.
 //! Private key material never appears in `Debug` output or in logs.
-//!
-//! # Example
-//!
-//! ```
-//! use tower_identity_proxy::{Algorithm, KeyPair};
-//!
-//! // In a real deployment, read the PEM files of a key made with
-//! // `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072`.
-//! let generated = KeyPair::generate_rsa(2048)?;
-//! let keys = KeyPair::from_pem(
-//!     generated.private_key_pem().as_bytes(),
-//!     Some(generated.public_key_pem().as_bytes()),
-//! )?;
-//! assert_eq!(keys.kid(), generated.kid());
-//! assert!(keys.supports(Algorithm::RS512));
-//! assert!(!format!("{keys:?}").contains("PRIVATE"));
-//! # Ok::<(), tower_identity_proxy::ConfigError>(())
-//! ```
 
 use std::{fmt, sync::Arc};
 
@@ -167,6 +149,24 @@ struct PublicInner {
 /// A private key, parsed once, with its public key and `kid`.
 ///
 /// Cheap to clone. `Debug` shows the key type and `kid` only.
+///
+/// # Example
+///
+/// ```
+/// use tower_identity_proxy::{Algorithm, KeyPair};
+///
+/// // In a real deployment, read the PEM files of a key made with
+/// // `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072`.
+/// let generated = KeyPair::generate_rsa(2048)?;
+/// let keys = KeyPair::from_pem(
+///     generated.private_key_pem().as_bytes(),
+///     Some(generated.public_key_pem().as_bytes()),
+/// )?;
+/// assert_eq!(keys.kid(), generated.kid());
+/// assert!(keys.supports(Algorithm::RS512));
+/// assert!(!format!("{keys:?}").contains("PRIVATE"));
+/// # Ok::<(), tower_identity_proxy::ConfigError>(())
+/// ```
 #[derive(Clone)]
 pub struct KeyPair {
     private: Arc<PrivateKey>,

@@ -86,8 +86,9 @@ impl<I, J> ProxyLayer<I, J> {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::InvalidPrefix`] unless the prefix starts with `/`, does not end with
-    /// `/`, and holds only letters, digits, `/`, `-`, `.`, `_` and `~`.
+    /// [`ConfigError::InvalidPrefix`] unless the prefix starts with `/`, is not `/` alone,
+    /// does not end with `/`, holds only letters, digits, `/`, `-`, `.`, `_` and `~`, and has
+    /// no empty (`//`) or dot (`.`, `..`) segment.
     pub fn prefix(mut self, prefix: &str) -> Result<Self, ConfigError> {
         self.rewrite.set_prefix(prefix)?;
         Ok(self)
@@ -120,8 +121,8 @@ impl<I, J> ProxyLayer<I, J> {
     /// It counts from when the request is sent or, while its body is still being sent, from
     /// the last bytes of the body that moved: an upload that keeps moving is never cut,
     /// however long it takes, and one that makes no progress for this long gets `504` when
-    /// the target stopped reading it, or `408` (connection closed) when the client stopped
-    /// sending it, as nginx's `client_body_timeout`.
+    /// the target stopped reading it, or `408` (an HTTP/1.x connection is then closed) when
+    /// the client stopped sending it, as nginx's `client_body_timeout`.
     pub fn upstream_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

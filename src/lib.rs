@@ -89,8 +89,8 @@
 //! | Feature | Default? | What it adds |
 //! |---|---|---|
 //! | `https` | yes | https targets through rustls (aws-lc-rs provider) |
-//! | `webpki-roots` | yes | Mozilla's root certificates for https targets |
-//! | `native-roots` | no | the platform's root certificates for https targets |
+//! | `webpki-roots` | yes | Mozilla's root certificates for https targets; implies `https` |
+//! | `native-roots` | no | the platform's root certificates for https targets, trusted once a client is built with `ClientBuilder::native_roots(true)`; implies `https` |
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

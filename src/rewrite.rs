@@ -573,8 +573,9 @@ fn max_forwards(parts: &request::Parts) -> Result<Option<u32>, ProxyError> {
 /// # Errors
 ///
 /// A [`ProxyError`] of kind `BadRequest` (`400`), `MethodNotAllowed` (`405`, `CONNECT` and
-/// `TRACE`), `NotImplemented` (`501`, a transfer coding other than `chunked`),
-/// `LoopDetected` (`508`) or `MaxForwardsReached` (`200`, `OPTIONS` with `Max-Forwards: 0`).
+/// `TRACE`, also through a method-override header), `NotImplemented` (`501`, a transfer
+/// coding other than `chunked`), `LoopDetected` (`508`) or `MaxForwardsReached` (`200`,
+/// `OPTIONS` with `Max-Forwards: 0`).
 pub fn rewrite_request(
     parts: &request::Parts,
     target: &Target,

@@ -4,26 +4,6 @@
 //! changes the target from any thread; the request path reads it without taking a lock
 //! (an [`ArcSwapOption`]), and a request keeps the target it started with even if the
 //! target changes while it is in flight.
-//!
-//! # Example
-//!
-//! ```
-//! use tower_identity_proxy::ProxyHandle;
-//!
-//! let handle = ProxyHandle::new();
-//! assert!(handle.target().is_none()); // disabled by default
-//!
-//! handle.set_target(Some("http://127.0.0.1:1991/base"))?;
-//! assert_eq!(handle.target().unwrap().as_str(), "http://127.0.0.1:1991/base");
-//!
-//! // An invalid URL is refused and the previous target stays in force.
-//! assert!(handle.set_target(Some("ftp://example.com")).is_err());
-//! assert!(handle.target().is_some());
-//!
-//! handle.set_target(None)?; // disabled again
-//! assert!(handle.target().is_none());
-//! # Ok::<(), tower_identity_proxy::ConfigError>(())
-//! ```
 
 use std::{fmt, str::FromStr, sync::Arc};
 
@@ -61,9 +41,10 @@ impl Target {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError::InvalidTarget`] naming the problem when the URL cannot be parsed,
-    /// its scheme is not `http` or `https`, it has no host, or it carries user info, a
-    /// query or a fragment.
+    /// A [`ConfigError::InvalidTarget`] naming the problem when the URL cannot be parsed
+    /// (spaces or control characters included), its scheme is not `http` or `https`, it has
+    /// no host, an empty port or one of 65536 or more, a dot-segment (`.`, `..`) in its base
+    /// path, or it carries user info, a query or a fragment.
     pub fn parse(url: &str) -> Result<Self, ConfigError> {
         let trimmed = url.trim();
         if trimmed.is_empty() {
@@ -191,7 +172,28 @@ impl fmt::Debug for Target {
 /// Changes the proxy's target at run time; cheap to clone, usable from any thread.
 ///
 /// All clones and every service built from the same [`ProxyLayer`](crate::ProxyLayer)
-/// see the same target. Reads on the request path are lock-free.
+/// see the same target. Reads on the request path are lock-free, and a request keeps the
+/// target it started with even if the target changes while it is in flight.
+///
+/// # Example
+///
+/// ```
+/// use tower_identity_proxy::ProxyHandle;
+///
+/// let handle = ProxyHandle::new();
+/// assert!(handle.target().is_none()); // disabled by default
+///
+/// handle.set_target(Some("http://127.0.0.1:1991/base"))?;
+/// assert_eq!(handle.target().unwrap().as_str(), "http://127.0.0.1:1991/base");
+///
+/// // An invalid URL is refused and the previous target stays in force.
+/// assert!(handle.set_target(Some("ftp://example.com")).is_err());
+/// assert!(handle.target().is_some());
+///
+/// handle.set_target(None)?; // disabled again
+/// assert!(handle.target().is_none());
+/// # Ok::<(), tower_identity_proxy::ConfigError>(())
+/// ```
 #[derive(Clone, Default)]
 pub struct ProxyHandle {
     target: Arc<ArcSwapOption<Target>>,

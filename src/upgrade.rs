@@ -22,9 +22,9 @@ use tokio::{
     time::Instant,
 };
 
-/// Once both sides have switched protocols, copies bytes both ways until either side closes
-/// or, with an `idle_timeout`, until no byte moved either way for that long; a half-close is
-/// passed on, and the task ends when both directions are done.
+/// Once both sides have switched protocols, copies bytes both ways until both directions are
+/// done (a half-close is passed on and the other direction keeps flowing), either connection
+/// fails, or, with an `idle_timeout`, no byte moved either way for that long.
 pub(crate) fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, idle_timeout: Option<Duration>) {
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {

@@ -4,21 +4,6 @@
 //! leeway, checks `iss` and `aud` when configured, and refuses `alg: none`, HMAC algorithms
 //! (so a public key can never be used as an HMAC secret), and tokens whose header carries
 //! `jku`, `x5u`, `jwk` or `x5c` (keys are never taken from the token).
-//!
-//! # Example
-//!
-//! ```
-//! use tower_identity_proxy::{Identity, JwtSigner, KeyPair, KeySigner};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let keys = KeyPair::generate_ed25519()?;
-//! let token = KeySigner::new(keys.clone()).sign(&Identity::new("Alice", ["ROLE_USER"])).await?;
-//! let claims = keys.verifier().verify(token.as_str())?;
-//! assert_eq!(claims.sub, "Alice");
-//! assert!(keys.verifier().verify("eyJhbGciOiJub25lIn0.e30.").is_err());
-//! # Ok(()) }
-//! ```
 
 use std::{
     fmt,
@@ -110,6 +95,28 @@ pub(crate) type SharedKeys = Arc<ArcSwap<Vec<VerifyingKey>>>;
 const MAX_LEEWAY_SECS: u64 = 10 * 365 * 24 * 60 * 60;
 
 /// Checks identity tokens. Cheap to clone.
+///
+/// It pins the algorithm of each key, requires `exp` and `sub`, checks `exp`/`nbf`/`iat`
+/// with a [leeway](Self::leeway), checks `iss` and `aud` when configured (and refuses a
+/// token carrying an `aud` when none is), and refuses `alg: none`, HMAC algorithms (so a
+/// public key can never be used as an HMAC secret), tokens whose header carries `jku`,
+/// `x5u`, `jwk` or `x5c` (keys are never taken from the token) and tokens with `crit`
+/// header parameters.
+///
+/// # Example
+///
+/// ```
+/// use tower_identity_proxy::{Identity, JwtSigner, KeyPair, KeySigner};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let keys = KeyPair::generate_ed25519()?;
+/// let token = KeySigner::new(keys.clone()).sign(&Identity::new("Alice", ["ROLE_USER"])).await?;
+/// let claims = keys.verifier().verify(token.as_str())?;
+/// assert_eq!(claims.sub, "Alice");
+/// assert!(keys.verifier().verify("eyJhbGciOiJub25lIn0.e30.").is_err());
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Verifier {
     /// The keys it shares with a key set or a JWKS cache (follows their changes).

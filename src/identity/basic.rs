@@ -83,7 +83,7 @@ impl CredentialStore {
     /// # Errors
     ///
     /// [`ConfigError::InvalidSetting`] for an empty user name, a name containing `:` (which
-    /// Basic authentication cannot carry), or if hashing fails.
+    /// Basic authentication cannot carry) or control characters, or if hashing fails.
     pub fn insert<R: Into<String>>(
         &self,
         name: &str,

@@ -79,7 +79,9 @@ impl<J: JwtSigner> CachingSigner<J> {
         self.len() == 0
     }
 
-    /// Forgets every cached token (e.g. after a key rotation).
+    /// Forgets every cached token, so that every identity is signed afresh. A
+    /// [`KeySet`](crate::KeySet) rotation needs no call (see above), nor does a revocation,
+    /// which changes the [generation](JwtSigner::generation).
     pub fn clear(&self) {
         self.lock().clear();
     }

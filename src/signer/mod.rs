@@ -153,8 +153,9 @@ impl std::error::Error for SignError {}
 
 /// Turns an identity into a signed token.
 ///
-/// Implemented by [`KeySigner`], [`CachingSigner`] and, for tests and explicitly insecure
-/// setups, [`dangerous::InsecureUnsignedSigner`](crate::dangerous::InsecureUnsignedSigner).
+/// Implemented by [`KeySigner`], [`KeySetSigner`](crate::KeySetSigner), [`CachingSigner`],
+/// `Arc<J>` of any signer `J` and, for tests and explicitly insecure setups,
+/// [`dangerous::InsecureUnsignedSigner`](crate::dangerous::InsecureUnsignedSigner).
 pub trait JwtSigner: Send + Sync + 'static {
     /// Signs a token for `identity`.
     fn sign(&self, identity: &Identity) -> impl Future<Output = Result<Token, SignError>> + Send;

@@ -11,10 +11,10 @@ use argon2::{
     password_hash::{SaltString, rand_core::OsRng},
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use http::{HeaderValue, header, request::Parts};
+use http::{HeaderValue, request::Parts};
 use tokio::sync::Semaphore;
 
-use super::{ExtractResult, Identity, IdentityExtractor, Rejection, authorization_scheme};
+use super::{Authorization, ExtractResult, Identity, IdentityExtractor, Rejection, authorization};
 use crate::error::ConfigError;
 
 /// Users with their password hashes and roles, changeable at run time.
@@ -272,19 +272,20 @@ impl IdentityExtractor for BasicAuth {
     }
 
     async fn extract(&self, parts: &Parts) -> ExtractResult {
-        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
-        let Some(value) = values.next() else {
-            return Ok(None);
+        let credentials = match authorization(&parts.headers) {
+            Authorization::Absent => return Ok(None),
+            Authorization::Several => {
+                return Err(self.reject("Several Authorization headers were sent."));
+            }
+            Authorization::Malformed => {
+                return Err(self.reject("The Authorization header is malformed."));
+            }
+            Authorization::One {
+                scheme,
+                credentials,
+            } if scheme.eq_ignore_ascii_case("basic") => credentials,
+            Authorization::One { .. } => return Ok(None),
         };
-        let Some((scheme, credentials)) = authorization_scheme(value) else {
-            return Err(self.reject("The Authorization header is malformed."));
-        };
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return Ok(None);
-        }
-        if values.next().is_some() {
-            return Err(self.reject("Several Authorization headers were sent."));
-        }
         let Some((user, password)) = decode_basic(credentials) else {
             return Err(self.reject("The Basic credentials are malformed."));
         };
@@ -303,6 +304,7 @@ impl IdentityExtractor for BasicAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
 
     fn parts(auth: &str) -> Parts {
         http::Request::builder()
@@ -350,6 +352,20 @@ mod tests {
             );
         }
         assert_eq!(auth.extract(&parts("Bearer abc")).await.unwrap(), None);
+
+        // Two lines are refused whatever the first one's scheme: one of a scheme this
+        // extractor leaves to others must not hide wrong Basic credentials.
+        for (first, second) in [
+            (basic("Alice:abcdef123456"), "Bearer abc".to_owned()),
+            ("Foo x".to_owned(), basic("Alice:nope")),
+            ("Foo x".to_owned(), "Foo y".to_owned()),
+        ] {
+            let mut two = parts(&first);
+            two.headers
+                .append(header::AUTHORIZATION, second.parse().unwrap());
+            let err = auth.extract(&two).await.unwrap_err();
+            assert_eq!(err.status(), 401, "{first} then {second}");
+        }
     }
 
     /// At most as many checks as slots run at once, and a check whose caller gave up keeps

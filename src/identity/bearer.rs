@@ -1,9 +1,9 @@
 //! Bearer tokens signed by the app's own key, so a target can call the app back with the
 //! token it received.
 
-use http::{HeaderValue, header, request::Parts};
+use http::{HeaderValue, request::Parts};
 
-use super::{ExtractResult, IdentityExtractor, Rejection, authorization_scheme};
+use super::{Authorization, ExtractResult, IdentityExtractor, Rejection, authorization};
 use crate::verifier::Verifier;
 
 /// Accepts `Authorization: Bearer <JWT>` when the token verifies with the app's keys
@@ -46,25 +46,70 @@ impl IdentityExtractor for BearerJwt {
     }
 
     async fn extract(&self, parts: &Parts) -> ExtractResult {
-        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
-        let Some(value) = values.next() else {
-            return Ok(None);
+        let token = match authorization(&parts.headers) {
+            Authorization::Absent => return Ok(None),
+            Authorization::Several => {
+                return Err(invalid_token("Several Authorization headers were sent."));
+            }
+            Authorization::Malformed => {
+                return Err(invalid_token("The Authorization header is malformed."));
+            }
+            Authorization::One {
+                scheme,
+                credentials,
+            } if scheme.eq_ignore_ascii_case("bearer") => credentials,
+            Authorization::One { .. } => return Ok(None),
         };
-        let Some((scheme, token)) = authorization_scheme(value) else {
-            return Err(invalid_token("The Authorization header is malformed."));
-        };
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Ok(None);
-        }
-        if values.next().is_some() {
-            return Err(invalid_token("Several Authorization headers were sent."));
-        }
         match self.verifier.verify(token) {
             Ok(claims) => Ok(Some(claims.identity())),
             Err(e) => {
                 tracing::debug!(target: "tower_identity_proxy", reason = e.reason(), "bearer token refused");
                 Err(invalid_token("The bearer token is not valid."))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{KeyPair, KeySigner, signer::JwtSigner};
+    use http::header;
+
+    fn parts(lines: &[&str]) -> Parts {
+        let mut parts = http::Request::new(()).into_parts().0;
+        for line in lines {
+            parts
+                .headers
+                .append(header::AUTHORIZATION, line.parse().unwrap());
+        }
+        parts
+    }
+
+    #[tokio::test]
+    async fn one_good_token_only() {
+        let keys = KeyPair::generate_ed25519().unwrap();
+        let bearer = BearerJwt::new(keys.verifier());
+        let token = KeySigner::new(keys)
+            .sign(&crate::Identity::new("Alice", ["ROLE_USER"]))
+            .await
+            .unwrap();
+        let good = token.authorization().to_str().unwrap().to_owned();
+
+        let who = bearer.extract(&parts(&[&good])).await.unwrap().unwrap();
+        assert_eq!(who.name(), "Alice");
+        assert_eq!(bearer.extract(&parts(&[])).await.unwrap(), None);
+        assert_eq!(bearer.extract(&parts(&["Basic eDp5"])).await.unwrap(), None);
+        for lines in [
+            &["Bearer forged"][..],
+            &["Bearer"],
+            &[&good, &good],
+            // A line of another scheme must not hide a forged token in a second one.
+            &["Foo x", "Bearer forged"],
+            &["Basic eDp5", &good],
+        ] {
+            let got = bearer.extract(&parts(lines)).await;
+            assert_eq!(got.map_err(|e| e.status().as_u16()), Err(401), "{lines:?}");
         }
     }
 }

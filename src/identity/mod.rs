@@ -426,6 +426,40 @@ impl IdentityExtractor for FromExtensions {
     }
 }
 
+/// A request's `Authorization` field, as the credential extractors read it.
+pub(crate) enum Authorization<'a> {
+    /// No `Authorization` line.
+    Absent,
+    /// One line, with its scheme and credentials.
+    One {
+        scheme: &'a str,
+        credentials: &'a str,
+    },
+    /// One line without even a scheme.
+    Malformed,
+    /// Several lines, whatever their schemes: never the credentials of one caller, and a
+    /// line of a scheme no extractor knows must not hide wrong credentials in another.
+    Several,
+}
+
+/// Reads the `Authorization` field of a request's `headers`.
+pub(crate) fn authorization(headers: &http::HeaderMap) -> Authorization<'_> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Authorization::Absent;
+    };
+    if values.next().is_some() {
+        return Authorization::Several;
+    }
+    match authorization_scheme(value) {
+        Some((scheme, credentials)) => Authorization::One {
+            scheme,
+            credentials,
+        },
+        None => Authorization::Malformed,
+    }
+}
+
 /// Splits an `Authorization` value into its scheme and credentials, if it is well formed
 /// enough to have a scheme.
 pub(crate) fn authorization_scheme(value: &HeaderValue) -> Option<(&str, &str)> {

@@ -8,7 +8,7 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use http::{HeaderMap, HeaderValue, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -16,7 +16,7 @@ use super::remote::{FetchConfig, RemoteJwks};
 use crate::{
     body::{ResponseBody, local},
     claims::Claims,
-    identity::{Rejection, authorization_scheme},
+    identity::{Authorization, Rejection, authorization},
     verifier::{Verifier, VerifyError},
 };
 
@@ -58,18 +58,17 @@ fn refused(reason: VerifyError) -> Rejection {
 
 impl Checker {
     fn check(&self, headers: &HeaderMap) -> Outcome {
-        let mut values = headers.get_all(header::AUTHORIZATION).iter();
-        let Some(value) = values.next() else {
-            return Outcome::NoToken;
-        };
-        if values.next().is_some() {
-            return Outcome::Refused(invalid_token());
-        }
-        let token = match authorization_scheme(value) {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token,
+        let token = match authorization(headers) {
+            Authorization::Absent => return Outcome::NoToken,
+            Authorization::One {
+                scheme,
+                credentials,
+            } if scheme.eq_ignore_ascii_case("bearer") => credentials,
             // Another scheme: no bearer token.
-            Some(_) => return Outcome::NoToken,
-            None => return Outcome::Refused(invalid_token()),
+            Authorization::One { .. } => return Outcome::NoToken,
+            Authorization::Several | Authorization::Malformed => {
+                return Outcome::Refused(invalid_token());
+            }
         };
         if token.is_empty() || token.len() > self.max_token_len {
             return Outcome::Refused(invalid_token());

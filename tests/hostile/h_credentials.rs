@@ -42,6 +42,28 @@ async fn h1_two_authorization_lines_are_refused() {
     up.assert_untouched();
 }
 
+/// Whatever scheme the first line names: a line of a scheme no extractor knows must not
+/// hide a second one with wrong credentials, which would make the caller anonymous.
+#[tokio::test]
+async fn h1_two_authorization_lines_are_refused_whatever_the_first_scheme() {
+    let (up, app) = setup().await;
+    let wrong = base64_basic(ALICE, "not-her-password");
+    for lines in [
+        format!("Authorization: Foo x\r\nauthorization: Basic {wrong}\r\n"),
+        "Authorization: Foo x\r\nauthorization: Bearer forged\r\n".to_owned(),
+        "Authorization: Foo x\r\nauthorization: Foo y\r\n".to_owned(),
+    ] {
+        let r = app.get("/proxy/echo", &lines).await;
+        assert_eq!(r.status, 401, "{lines}: {}", r.text());
+        assert_eq!(
+            r.text(),
+            "Several Authorization headers were sent.",
+            "{lines}"
+        );
+    }
+    up.assert_untouched();
+}
+
 pub fn base64_basic(user: &str, pw: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))

@@ -79,8 +79,8 @@ impl ProxyClient {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Tls`] if the TLS configuration cannot be built (for example no root
-    /// certificate could be loaded with `native-roots` alone).
+    /// [`ConfigError::Tls`] if the TLS configuration cannot be built (see
+    /// [`ClientBuilder::build`]).
     pub fn new() -> Result<Self, ConfigError> {
         Self::builder().build()
     }
@@ -312,7 +312,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Does not trust the webpki (Mozilla) roots: only the extra and platform roots.
+    /// Does not trust the webpki (Mozilla) roots: only the extra and platform roots. A
+    /// client left with no root at all is refused by [`build`](Self::build).
     #[cfg(feature = "https")]
     #[must_use]
     pub fn without_webpki_roots(mut self) -> Self {
@@ -371,16 +372,43 @@ impl ClientBuilder {
                 roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
             }
             #[cfg(feature = "native-roots")]
+            let mut native_errors = Vec::new();
+            #[cfg(feature = "native-roots")]
             if self.tls.native_roots {
                 let found = rustls_native_certs::load_native_certs();
-                for cert in found.certs {
-                    let _ = roots.add(cert);
-                }
+                // A platform store often holds a few certificates rustls cannot use; the
+                // others are enough.
+                let _ = roots.add_parsable_certificates(found.certs);
+                native_errors = found.errors;
             }
             for cert in &self.tls.extra_roots {
                 roots.add(cert.clone()).map_err(|e| {
                     ConfigError::Tls(format!("a root certificate was refused: {e}"))
                 })?;
+            }
+            if roots.is_empty() {
+                // Every https target would fail its handshake with `502`.
+                #[cfg(feature = "native-roots")]
+                if self.tls.native_roots {
+                    let why = native_errors
+                        .first()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default();
+                    return Err(ConfigError::Tls(format!(
+                        "no root certificate could be loaded from the platform{why}, and no other root is trusted"
+                    )));
+                }
+                if self.tls.no_webpki_roots {
+                    return Err(ConfigError::Tls(
+                        "no root certificate is trusted: the webpki roots are turned off and no other root was given".into(),
+                    ));
+                }
+                // Not asked for any roots (the `https` feature without `webpki-roots`):
+                // plain http targets work, https ones cannot, which is worth saying once.
+                tracing::warn!(
+                    target: "tower_identity_proxy",
+                    "no root certificate is trusted: https targets will fail with 502 (enable the `webpki-roots` feature, `native_roots(true)`, or add a root)"
+                );
             }
             builder.with_root_certificates(roots)
         };
@@ -396,7 +424,11 @@ impl ClientBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Tls`] if the TLS configuration cannot be built.
+    /// [`ConfigError::Tls`] if the TLS configuration cannot be built: a client certificate
+    /// that does not fit its key, or no root certificate to verify https targets with after
+    /// [`without_webpki_roots`](Self::without_webpki_roots) or `native_roots(true)` (with
+    /// the `https` feature alone, which trusts no root, the client builds, logs a warning,
+    /// and serves plain http targets).
     pub fn build(self) -> Result<ProxyClient, ConfigError> {
         let mut b = Client::builder(TokioExecutor::new());
         b.pool_timer(TokioTimer::new())
@@ -519,6 +551,30 @@ mod tests {
         assert_eq!(b.h2_keep_alive.interval, None);
         assert_eq!(b.h2_keep_alive.timeout, Duration::from_secs(20));
         assert!(!b.h2_keep_alive.while_idle);
+    }
+
+    /// A client told to trust nothing is a configuration error, not a client on which
+    /// every https target fails with `502`.
+    #[cfg(feature = "https")]
+    #[test]
+    fn a_client_that_trusts_no_root_is_refused() {
+        let err = ProxyClient::builder()
+            .without_webpki_roots()
+            .build()
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Tls(m) if m.contains("no root certificate is trusted")),
+            "{err}"
+        );
+        // With a root of its own it builds.
+        let ca = rcgen::generate_simple_self_signed(["ca.test".to_owned()]).unwrap();
+        let built = ProxyClient::builder()
+            .without_webpki_roots()
+            .add_root_certificates_pem(ca.cert.pem().as_bytes())
+            .unwrap()
+            .build();
+        assert!(built.is_ok());
     }
 
     #[test]

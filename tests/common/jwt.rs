@@ -129,7 +129,7 @@ pub fn python_with_pyjwt(test: &str) -> Option<String> {
     }
     let why = format!(
         "{python} cannot `import jwt, cryptography`: set TIP_PYTHON to an interpreter with \
-         `pyjwt[crypto]` (see notes/ci-trust.md)"
+         `pyjwt[crypto]` (`.ci/run` makes one in a venv)"
     );
     if std::env::var_os("CI").is_some() {
         panic!("{test}: {why}");

@@ -31,6 +31,8 @@
 //!   with no request in flight that long is closed gracefully (h2c: `GOAWAY`).
 //! - `--shutdown-timeout-ms N` (default 30 000, as orchestrators' usual grace period): how
 //!   long a shutdown waits for the requests in flight (see below).
+//! - `--forwarded-for`: the target gets `X-Forwarded-For` with the client's address (the
+//!   TCP peer's IP; the client's own `X-Forwarded-For` is never forwarded). Off by default.
 //!
 //! Shutdown: on SIGTERM or Ctrl-C (SIGINT) the demo shuts down gracefully, as nginx's quit
 //! signal: every server thread closes its listening socket (new connections are refused),
@@ -69,7 +71,7 @@ use std::{
 
 use axum::{
     Extension, Json, Router,
-    extract::{Path, Request, State},
+    extract::{ConnectInfo, Path, Request, State},
     http::{HeaderValue, StatusCode, request::Parts},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -150,6 +152,11 @@ pub struct Options {
     /// once.
     #[arg(long, value_name = "N", default_value_t = 30_000)]
     pub shutdown_timeout_ms: u64,
+
+    /// Send the target `X-Forwarded-For` with the client's address (the TCP peer's IP),
+    /// never the client's own `X-Forwarded-For`.
+    #[arg(long)]
+    pub forwarded_for: bool,
 }
 
 /// A `--user NAME:PASSWORD:ROLE,ROLE` option.
@@ -249,6 +256,10 @@ pub struct Demo {
     pub worker_app: WorkerApp,
     /// How long [`serve`] waits for a client.
     pub timeouts: Timeouts,
+    /// Whether [`serve`] puts each connection's peer address into its requests, as axum's
+    /// `ConnectInfo<SocketAddr>` (`--forwarded-for` reads it there). Off, requests carry no
+    /// extension for it (inserting one allocates the request's extension map).
+    pub connect_info: bool,
 }
 
 /// Builds the app again with a connection pool to the target of its own; the target handle,
@@ -330,6 +341,13 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
     if let Some(url) = &opts.proxy_url {
         proxy = proxy.target(url)?;
     }
+    if opts.forwarded_for {
+        // The TCP peer, as `serve` (and `start`) put it in each request.
+        proxy = proxy.forwarded_for(|parts| {
+            let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
+            Some(peer.ip().to_canonical())
+        });
+    }
 
     let state = AppState {
         handle: proxy.handle(),
@@ -355,6 +373,7 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
             idle: Duration::from_millis(opts.idle_timeout_ms),
             shutdown: Duration::from_millis(opts.shutdown_timeout_ms),
         },
+        connect_info: opts.forwarded_for,
     })
 }
 
@@ -427,7 +446,14 @@ pub async fn start(opts: &Options) -> Result<Running, Error> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
     let addr = listener.local_addr()?;
-    let task = tokio::spawn(async move { axum::serve(listener, demo.router).await });
+    let task = if demo.connect_info {
+        let app = demo
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await })
+    } else {
+        tokio::spawn(async move { axum::serve(listener, demo.router).await })
+    };
     Ok(Running {
         addr,
         state: demo.state,
@@ -504,7 +530,7 @@ pub fn serve(
     let mut workers = Vec::with_capacity(threads);
     for (i, socket) in sockets.into_iter().enumerate() {
         let app = (demo.worker_app.0)()?;
-        let timeouts = demo.timeouts;
+        let (timeouts, connect_info) = (demo.timeouts, demo.connect_info);
         let (up, stopping, exited) = (up.clone(), stopping.clone(), Exited(exited.clone()));
         let worker = std::thread::Builder::new()
             .name(format!("demo-server-{i}"))
@@ -522,7 +548,7 @@ pub fn serve(
                         }
                     };
                     let _ = up.send(Ok(()));
-                    Ok(accept_loop(listener, app, timeouts, stopping).await)
+                    Ok(accept_loop(listener, app, timeouts, connect_info, stopping).await)
                 })
                 // Dropping the runtime drops the connections cut by the grace period.
             })?;
@@ -607,7 +633,8 @@ pub struct Timeouts {
 /// `timeouts.header_read` to send a request's headers disconnected, and a connection
 /// without a request in flight for `timeouts.idle` closed. hyper is driven directly,
 /// without `axum::serve`: a request under `/proxy` keeps hyper's own body type all the way
-/// to the target, instead of being boxed into axum's `Body` first.
+/// to the target, instead of being boxed into axum's `Body` first. With `connect_info`,
+/// each request carries its connection's peer address (axum's `ConnectInfo`).
 ///
 /// Once `stopping` says so, it closes the listener, lets every connection shut down
 /// gracefully and waits for them, at most `timeouts.shutdown`: it returns how many were
@@ -616,6 +643,7 @@ async fn accept_loop(
     listener: TcpListener,
     app: WorkerService,
     timeouts: Timeouts,
+    connect_info: bool,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> usize {
     use hyper_util::{
@@ -640,8 +668,8 @@ async fn accept_loop(
             Some(_) = connections.join_next() => continue,
             accepted = listener.accept() => accepted,
         };
-        let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) if is_connection_error(&e) => continue,
             // Out of file descriptors and the like: wait instead of spinning, as axum::serve.
             Err(e) => {
@@ -655,6 +683,7 @@ async fn accept_loop(
         let service = TowerToHyperService::new(Tracked {
             inner: app.clone(),
             activity: Arc::clone(&activity),
+            peer: connect_info.then_some(peer),
         });
         let (builder, stopping) = (builder.clone(), stopping.clone());
         connections.spawn(async move {
@@ -800,6 +829,8 @@ impl Drop for InFlight {
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    /// The connection's peer, put into each request as axum's `ConnectInfo` when set.
+    peer: Option<SocketAddr>,
 }
 
 impl<S, R, B> tower::Service<http::Request<R>> for Tracked<S>
@@ -817,7 +848,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<R>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<R>) -> Self::Future {
+        if let Some(peer) = self.peer {
+            req.extensions_mut().insert(ConnectInfo(peer));
+        }
         TrackedFuture {
             in_flight: Some(self.activity.begin()),
             inner: self.inner.call(req),

@@ -530,3 +530,67 @@ async fn the_shutdown_grace_period_cuts_a_response_that_never_ends() {
     let _ = within("the connection ends", connection).await.unwrap();
     assert_eq!(served.stopped().await.unwrap(), demo::Stopped { cut: 1 });
 }
+
+/// `--forwarded-for`: the target gets `X-Forwarded-For` with the TCP peer's address
+/// (`serve` puts it into each request), whatever the client claims, over HTTP/1.1 and h2c;
+/// without it, none.
+#[tokio::test]
+async fn forwarded_for_is_the_peer_address_never_the_clients() {
+    let target = echo_target().await;
+    for (extra, want) in [
+        (&["--forwarded-for"][..], Some("127.0.0.1")),
+        (&[][..], None),
+    ] {
+        let (addr, _state, keys) = serve_demo(&target.url(), 1, extra).await;
+        let url = format!("http://{addr}/proxy/xff");
+        let spoofed = || {
+            http::Request::get(&url)
+                .header("x-forwarded-for", "6.6.6.6")
+                .body(common::empty())
+                .unwrap()
+        };
+        for client in [common::client(), h2_client()] {
+            let reply = common::send_on(&client, spoofed()).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            assert_eq!(
+                target.last().header("x-forwarded-for").as_deref(),
+                want,
+                "{extra:?} over {:?}",
+                reply.version
+            );
+        }
+        remove_dir(&keys);
+    }
+    assert_eq!(target.count(), 4);
+
+    // `demo::start` (axum::serve) too: served with axum's `ConnectInfo`.
+    let keys = temp_dir("demo-server");
+    std::fs::write(keys.join("private-key.pem"), RSA_PKCS8_PEM).unwrap();
+    std::fs::write(keys.join("public-key.pem"), RSA_PUBLIC_PEM).unwrap();
+    let url = target.url();
+    let opts = demo::Options::try_parse_from([
+        "demo",
+        "--keys",
+        keys.to_str().unwrap(),
+        "--unsecured",
+        "--proxy-url",
+        &url,
+        "--listen",
+        "127.0.0.1:0",
+        "--forwarded-for",
+    ])
+    .unwrap();
+    let running = demo::start(&opts).await.unwrap();
+    let reply = common::get_with(
+        &format!("http://{}/proxy/xff", running.addr),
+        &[("x-forwarded-for", "6.6.6.6")],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        target.last().header("x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
+    running.task.abort();
+    remove_dir(&keys);
+}

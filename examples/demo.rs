@@ -29,6 +29,19 @@
 //!   request's headers, and a new connection its first request (slowloris).
 //! - `--idle-timeout-ms N` (default 75 000, as nginx's `keepalive_timeout`): a connection
 //!   with no request in flight that long is closed gracefully (h2c: `GOAWAY`).
+//! - `--shutdown-timeout-ms N` (default 30 000, as orchestrators' usual grace period): how
+//!   long a shutdown waits for the requests in flight (see below).
+//! - `--forwarded-for`: the target gets `X-Forwarded-For` with the client's address (the
+//!   TCP peer's IP; the client's own `X-Forwarded-For` is never forwarded). Off by default.
+//!
+//! Shutdown: on SIGTERM or Ctrl-C (SIGINT) the demo shuts down gracefully, as nginx's quit
+//! signal: every server thread closes its listening socket (new connections are refused),
+//! every open connection is shut down gracefully (HTTP/1.1: closed after the response in
+//! progress, at once when idle; h2c: `GOAWAY`, the streams in flight finish), and once the
+//! requests in flight have been served to their end (streaming responses included) the
+//! demo exits with status 0. Connections still open `--shutdown-timeout-ms` after the
+//! signal are dropped, with a warning saying how many, and the demo exits (still 0). A
+//! second SIGTERM or Ctrl-C exits at once (status 143 or 130).
 //!
 //! Routes:
 //! - `GET /api/whoami` → `{"name": …, "roles": [sorted]}` for callers holding `ROLE_USER`
@@ -58,7 +71,7 @@ use std::{
 
 use axum::{
     Extension, Json, Router,
-    extract::{Path, Request, State},
+    extract::{ConnectInfo, Path, Request, State},
     http::{HeaderValue, StatusCode, request::Parts},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -133,6 +146,17 @@ pub struct Options {
     #[arg(long, value_name = "N", default_value_t = 75_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_ms: u64,
+
+    /// How long a shutdown (SIGTERM, Ctrl-C) waits for the requests in flight, in
+    /// milliseconds: connections still open after it are dropped. A second signal exits at
+    /// once.
+    #[arg(long, value_name = "N", default_value_t = 30_000)]
+    pub shutdown_timeout_ms: u64,
+
+    /// Send the target `X-Forwarded-For` with the client's address (the TCP peer's IP),
+    /// never the client's own `X-Forwarded-For`.
+    #[arg(long)]
+    pub forwarded_for: bool,
 }
 
 /// A `--user NAME:PASSWORD:ROLE,ROLE` option.
@@ -232,6 +256,10 @@ pub struct Demo {
     pub worker_app: WorkerApp,
     /// How long [`serve`] waits for a client.
     pub timeouts: Timeouts,
+    /// Whether [`serve`] puts each connection's peer address into its requests, as axum's
+    /// `ConnectInfo<SocketAddr>` (`--forwarded-for` reads it there). Off, requests carry no
+    /// extension for it (inserting one allocates the request's extension map).
+    pub connect_info: bool,
 }
 
 /// Builds the app again with a connection pool to the target of its own; the target handle,
@@ -313,6 +341,13 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
     if let Some(url) = &opts.proxy_url {
         proxy = proxy.target(url)?;
     }
+    if opts.forwarded_for {
+        // The TCP peer, as `serve` (and `start`) put it in each request.
+        proxy = proxy.forwarded_for(|parts| {
+            let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
+            Some(peer.ip().to_canonical())
+        });
+    }
 
     let state = AppState {
         handle: proxy.handle(),
@@ -336,7 +371,9 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
         timeouts: Timeouts {
             header_read: Duration::from_millis(opts.header_read_timeout_ms),
             idle: Duration::from_millis(opts.idle_timeout_ms),
+            shutdown: Duration::from_millis(opts.shutdown_timeout_ms),
         },
+        connect_info: opts.forwarded_for,
     })
 }
 
@@ -409,7 +446,14 @@ pub async fn start(opts: &Options) -> Result<Running, Error> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
     let addr = listener.local_addr()?;
-    let task = tokio::spawn(async move { axum::serve(listener, demo.router).await });
+    let task = if demo.connect_info {
+        let app = demo
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await })
+    } else {
+        tokio::spawn(async move { axum::serve(listener, demo.router).await })
+    };
     Ok(Running {
         addr,
         state: demo.state,
@@ -417,8 +461,9 @@ pub async fn start(opts: &Options) -> Result<Running, Error> {
     })
 }
 
-/// Serves the demo on `listen` with `threads` server threads until one fails; `ready` is
-/// called with the bound address once every thread accepts connections.
+/// Serves the demo on `listen` with `threads` server threads until `shutdown` resolves (or
+/// a thread fails); `ready` is called with the bound address once every thread accepts
+/// connections.
 ///
 /// Each thread runs a single-threaded runtime with a listening socket of its own
 /// (`SO_REUSEPORT`: the kernel spreads connections over them) and an app of its own, so a
@@ -428,6 +473,13 @@ pub async fn start(opts: &Options) -> Result<Running, Error> {
 /// each request between threads several times.) Without `SO_REUSEPORT` (not unix), one
 /// thread serves.
 ///
+/// `shutdown` is polled on the calling thread (in a runtime of its own, with I/O and
+/// timers). Once it resolves, the shutdown is graceful: every thread closes its listening
+/// socket, so new connections are refused; every open connection is shut down gracefully
+/// (HTTP/1.1: closed after the response in progress, at once when idle; HTTP/2: `GOAWAY`,
+/// the streams in flight finish); `serve` returns once they are all closed, or once
+/// `demo.timeouts.shutdown` has passed, dropping those still open ([`Stopped::cut`]).
+///
 /// # Errors
 ///
 /// An address that cannot be bound, or a thread whose server fails.
@@ -436,7 +488,8 @@ pub fn serve(
     listen: &str,
     threads: usize,
     ready: impl FnOnce(SocketAddr),
-) -> Result<(), Error> {
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<Stopped, Error> {
     use std::net::ToSocketAddrs;
     let cannot = |e: std::io::Error| format!("cannot listen on {listen}: {e}");
     let addr = listen
@@ -463,16 +516,26 @@ pub fn serve(
     for _ in 1..threads {
         sockets.push(socket(addr).map_err(cannot)?);
     }
+    // Waits for `shutdown` on this thread.
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
 
+    // `true` once the server stops; a worker also stops if `stop` is dropped (an error
+    // return below).
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    // Told when a worker thread ends, which before the shutdown means it failed.
+    let (exited, mut worker_exited) = tokio::sync::mpsc::unbounded_channel();
     let (up, listening) = std::sync::mpsc::channel();
     let mut workers = Vec::with_capacity(threads);
     for (i, socket) in sockets.into_iter().enumerate() {
         let app = (demo.worker_app.0)()?;
-        let timeouts = demo.timeouts;
-        let up = up.clone();
+        let (timeouts, connect_info) = (demo.timeouts, demo.connect_info);
+        let (up, stopping, exited) = (up.clone(), stopping.clone(), Exited(exited.clone()));
         let worker = std::thread::Builder::new()
             .name(format!("demo-server-{i}"))
-            .spawn(move || -> std::io::Result<()> {
+            .spawn(move || -> std::io::Result<usize> {
+                let _exited = exited;
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
@@ -485,12 +548,13 @@ pub fn serve(
                         }
                     };
                     let _ = up.send(Ok(()));
-                    accept_loop(listener, app, timeouts).await
+                    Ok(accept_loop(listener, app, timeouts, connect_info, stopping).await)
                 })
+                // Dropping the runtime drops the connections cut by the grace period.
             })?;
         workers.push(worker);
     }
-    drop(up);
+    drop((up, exited, stopping));
     for _ in 0..threads {
         listening
             .recv()
@@ -498,10 +562,58 @@ pub fn serve(
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     }
     ready(addr);
+    control.block_on(async {
+        tokio::select! {
+            () = shutdown => tracing::info!(
+                grace_ms = demo.timeouts.shutdown.as_millis(),
+                "shutting down: no new connections, open ones close once their requests are served"
+            ),
+            _ = worker_exited.recv() => tracing::error!("a server thread stopped: shutting down"),
+        }
+    });
+    let _ = stop.send(true);
+    let mut cut = 0;
+    let mut failure: Option<Error> = None;
     for worker in workers {
-        worker.join().map_err(|_| "a server thread panicked")??;
+        match worker.join() {
+            Ok(Ok(n)) => cut += n,
+            Ok(Err(e)) => failure = failure.or_else(|| Some(e.into())),
+            Err(_) => failure = failure.or_else(|| Some("a server thread panicked".into())),
+        }
     }
-    Ok(())
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if cut > 0 {
+        tracing::warn!(
+            cut,
+            grace_ms = demo.timeouts.shutdown.as_millis(),
+            "the shutdown grace period ended: dropped {cut} connection(s) still open"
+        );
+    }
+    tracing::info!("stopped");
+    Ok(Stopped { cut })
+}
+
+/// How [`serve`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// The connections still open when the shutdown's grace period ended, dropped.
+    pub cut: usize,
+}
+
+/// Tells [`serve`] that its worker thread ended, however it did (a panic included).
+struct Exited(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl Drop for Exited {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// Resolves once [`serve`] says to stop, or is gone.
+async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
 }
 
 /// How long [`serve`] waits for a client.
@@ -512,6 +624,8 @@ pub struct Timeouts {
     pub header_read: Duration,
     /// For the next request once none is in flight (`--idle-timeout-ms`).
     pub idle: Duration,
+    /// For the requests in flight once a shutdown begins (`--shutdown-timeout-ms`).
+    pub shutdown: Duration,
 }
 
 /// Serves every connection `listener` accepts with `app`: HTTP/1.1 or HTTP/2 (h2c), with
@@ -519,12 +633,19 @@ pub struct Timeouts {
 /// `timeouts.header_read` to send a request's headers disconnected, and a connection
 /// without a request in flight for `timeouts.idle` closed. hyper is driven directly,
 /// without `axum::serve`: a request under `/proxy` keeps hyper's own body type all the way
-/// to the target, instead of being boxed into axum's `Body` first.
+/// to the target, instead of being boxed into axum's `Body` first. With `connect_info`,
+/// each request carries its connection's peer address (axum's `ConnectInfo`).
+///
+/// Once `stopping` says so, it closes the listener, lets every connection shut down
+/// gracefully and waits for them, at most `timeouts.shutdown`: it returns how many were
+/// still open then (the caller drops them with the runtime).
 async fn accept_loop(
     listener: TcpListener,
     app: WorkerService,
     timeouts: Timeouts,
-) -> std::io::Result<()> {
+    connect_info: bool,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> usize {
     use hyper_util::{
         rt::{TokioExecutor, TokioIo, TokioTimer},
         server::conn::auto,
@@ -537,11 +658,20 @@ async fn accept_loop(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header_read);
+    // The open connections, to wait for (and count) on shutdown.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
-            // Out of file descriptors and the like: wait instead of spinning, as axum::serve.
+        let accepted = tokio::select! {
+            biased;
+            () = stopped(&mut stopping) => break,
+            // Forgets the connections that ended.
+            Some(_) = connections.join_next() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) if is_connection_error(&e) => continue,
+            // Out of file descriptors and the like: wait instead of spinning, as axum::serve.
             Err(e) => {
                 tracing::error!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -553,13 +683,25 @@ async fn accept_loop(
         let service = TowerToHyperService::new(Tracked {
             inner: app.clone(),
             activity: Arc::clone(&activity),
+            peer: connect_info.then_some(peer),
         });
-        let builder = builder.clone();
-        tokio::spawn(async move {
+        let (builder, stopping) = (builder.clone(), stopping.clone());
+        connections.spawn(async move {
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-            watch_connection(connection, &activity, timeouts).await;
+            watch_connection(connection, &activity, timeouts, stopping).await;
         });
     }
+    // Closing the socket: new connections are refused (those in its backlog are reset).
+    drop(listener);
+    let drained = tokio::time::timeout(timeouts.shutdown, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_ok() {
+        return 0;
+    }
+    while connections.try_join_next().is_some() {}
+    connections.len()
 }
 
 /// Drives one connection until it ends, closing it when it has been quiet too long.
@@ -568,8 +710,14 @@ async fn accept_loop(
 /// request's headers once it knows the protocol, not the silence before the first byte nor
 /// a partial HTTP/2 preface. After that, once no request has been in flight for `idle`, it
 /// is shut down gracefully; hyper has no idle timeout for HTTP/2 connections, so without
-/// this an h2c client could hold a connection (and its buffers) forever.
-async fn watch_connection(connection: Connection<'_>, activity: &Activity, timeouts: Timeouts) {
+/// this an h2c client could hold a connection (and its buffers) forever. Once `stopping`
+/// says the server stops, it is shut down gracefully at once.
+async fn watch_connection(
+    connection: Connection<'_>,
+    activity: &Activity,
+    timeouts: Timeouts,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
     use tokio::time::{Instant, sleep_until};
     tokio::pin!(connection);
     let start = activity.origin;
@@ -578,6 +726,7 @@ async fn watch_connection(connection: Connection<'_>, activity: &Activity, timeo
         tokio::select! {
             _ = &mut connection => return,
             () = sleep_until(deadline) => {}
+            () = stopped(&mut stopping) => break,
         }
         let now = Instant::now();
         deadline = match activity.idle_since() {
@@ -680,6 +829,8 @@ impl Drop for InFlight {
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    /// The connection's peer, put into each request as axum's `ConnectInfo` when set.
+    peer: Option<SocketAddr>,
 }
 
 impl<S, R, B> tower::Service<http::Request<R>> for Tracked<S>
@@ -697,7 +848,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<R>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<R>) -> Self::Future {
+        if let Some(peer) = self.peer {
+            req.extensions_mut().insert(ConnectInfo(peer));
+        }
         TrackedFuture {
             in_flight: Some(self.activity.begin()),
             inner: self.inner.call(req),
@@ -786,35 +940,106 @@ fn server_threads() -> usize {
 }
 
 /// Starts the demo, writes `listening on http://ADDR` to `out` once it accepts connections
-/// (the first line the demo prints on stdout), then serves until the server stops.
+/// (the first line the demo prints on stdout), then serves until SIGTERM or Ctrl-C (SIGINT).
 ///
 /// It serves with [`serve`]: one single-threaded runtime per server thread
 /// (`TOKIO_WORKER_THREADS`, else one per CPU this process may use); the caller's runtime
-/// does the start-up work (key generation, password hashing) and waits.
+/// does the start-up work (key generation, password hashing) and waits for the signals.
+/// The first signal shuts the server down gracefully (see [`serve`]; so does dropping this
+/// future); `run` returns once it has stopped. A second one exits the process at once, with
+/// status 130 (SIGINT) or 143 (SIGTERM).
 ///
 /// # Errors
 ///
-/// Invalid options, an address that cannot be bound, or a failing server.
+/// Invalid options, an address that cannot be bound, a signal handler that cannot be
+/// installed, or a failing server.
 pub async fn run(
     opts: &Options,
     mut out: impl std::io::Write + Send + 'static,
 ) -> Result<(), Error> {
+    // First: a signal during start-up then shuts down instead of killing the process.
+    let mut signals = Signals::new()?;
     let demo = build(opts).await?;
     let listen = opts.listen.clone();
-    let (done, finished) = tokio::sync::oneshot::channel();
+    let (begin_shutdown, shutdown) = tokio::sync::oneshot::channel::<()>();
+    let (done, mut finished) = tokio::sync::oneshot::channel();
     // A thread of its own, not a blocking task: dropping the caller's runtime must not wait
     // for the server.
     std::thread::Builder::new()
         .name("demo-server".into())
         .spawn(move || {
-            let _ = done.send(serve(&demo, &listen, server_threads(), |addr| {
+            let ready = |addr| {
                 let _ = writeln!(out, "listening on http://{addr}");
                 let _ = out.flush();
-            }));
+            };
+            // A dropped sender (the caller gone) shuts down too.
+            let shutdown = async move {
+                let _ = shutdown.await;
+            };
+            let _ = done.send(serve(&demo, &listen, server_threads(), ready, shutdown));
         })?;
-    finished
-        .await
-        .map_err(|_| "the server thread stopped unexpectedly")?
+    let outcome = |res: Result<Result<Stopped, Error>, _>| {
+        res.map_err(|_| "the server thread stopped unexpectedly")?
+            .map(drop)
+    };
+    tokio::select! {
+        res = &mut finished => return outcome(res),
+        (signal, _) = signals.next() => {
+            tracing::info!(signal, "shutdown signal received");
+            let _ = begin_shutdown.send(());
+        }
+    }
+    tokio::select! {
+        res = finished => outcome(res),
+        (signal, status) = signals.next() => {
+            tracing::warn!(signal, "second shutdown signal: exiting at once");
+            std::process::exit(status)
+        }
+    }
+}
+
+/// The signals that stop the demo: Ctrl-C (SIGINT) and, on unix, SIGTERM. Installed once,
+/// so that none is lost between two waits.
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// The next signal: its name, and the exit status that says a process died of it.
+    async fn next(&mut self) -> (&'static str, i32) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                Some(()) = self.interrupt.recv() => ("SIGINT", 130),
+                Some(()) = self.terminate.recv() => ("SIGTERM", 143),
+                // No more signals (the runtime is going away): never.
+                else => std::future::pending().await,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => ("Ctrl-C", 130),
+                Err(_) => std::future::pending().await,
+            }
+        }
+    }
 }
 
 /// Puts the caller's [`Identity`] into the request extensions: `401` for bad credentials.
@@ -996,7 +1221,7 @@ async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "tower_identity_proxy=info".into()),
+                .unwrap_or_else(|_| "tower_identity_proxy=info,demo=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

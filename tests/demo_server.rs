@@ -20,40 +20,176 @@ use common::{
 use tower_identity_proxy::KeyPair;
 
 /// The demo, unsecured, with the fixture's keys and `extra` options, served by
-/// `demo::serve` with `threads` server threads: its address, shared state (target handle,
-/// key set) and key directory (to remove).
+/// `demo::serve` with `threads` server threads (never shut down): its address, shared state
+/// (target handle, key set) and key directory (to remove).
 async fn serve_demo(
     target: &str,
     threads: usize,
     extra: &[&str],
 ) -> (SocketAddr, demo::AppState, PathBuf) {
-    let keys = temp_dir("demo-server");
-    std::fs::write(keys.join("private-key.pem"), RSA_PKCS8_PEM).unwrap();
-    std::fs::write(keys.join("public-key.pem"), RSA_PUBLIC_PEM).unwrap();
-    let mut args = vec![
-        "demo",
-        "--keys",
-        keys.to_str().unwrap(),
-        "--unsecured",
-        "--proxy-url",
-        target,
-    ];
-    args.extend_from_slice(extra);
-    let opts = demo::Options::try_parse_from(args).unwrap();
-    let built = demo::build(&opts).await.unwrap();
-    let state = built.state.clone();
+    let served = Served::start(target, threads, extra, std::future::pending()).await;
+    (served.addr, served.state, served.keys)
+}
 
-    let (ready, bound) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        demo::serve(&built, "127.0.0.1:0", threads, |addr| {
-            ready.send(addr).unwrap()
+/// The result of `demo::serve`, on its thread.
+type ServeResult = Result<demo::Stopped, demo::Error>;
+
+/// A demo served by `demo::serve` on a thread of its own (see [`serve_demo`]), shut down
+/// by the test.
+struct Served {
+    addr: SocketAddr,
+    state: demo::AppState,
+    keys: PathBuf,
+    /// Sending (or dropping) it begins the shutdown, as SIGTERM does.
+    shut_down: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<ServeResult>>,
+}
+
+impl Served {
+    /// Builds and serves the demo until `shutdown` resolves.
+    async fn start(
+        target: &str,
+        threads: usize,
+        extra: &[&str],
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        let keys = temp_dir("demo-server");
+        std::fs::write(keys.join("private-key.pem"), RSA_PKCS8_PEM).unwrap();
+        std::fs::write(keys.join("public-key.pem"), RSA_PUBLIC_PEM).unwrap();
+        let mut args = vec![
+            "demo",
+            "--keys",
+            keys.to_str().unwrap(),
+            "--unsecured",
+            "--proxy-url",
+            target,
+        ];
+        args.extend_from_slice(extra);
+        let opts = demo::Options::try_parse_from(args).unwrap();
+        let built = demo::build(&opts).await.unwrap();
+        let state = built.state.clone();
+
+        let (ready, bound) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            demo::serve(
+                &built,
+                "127.0.0.1:0",
+                threads,
+                |addr| ready.send(addr).unwrap(),
+                shutdown,
+            )
+        });
+        let addr = tokio::task::spawn_blocking(move || bound.recv_timeout(common::LIVENESS))
+            .await
+            .unwrap()
+            .expect("the server listens");
+        Self {
+            addr,
+            state,
+            keys,
+            shut_down: None,
+            thread: Some(thread),
+        }
+    }
+
+    /// Serves until [`Self::shut_down`] is called.
+    async fn until_shut_down(target: &str, threads: usize, extra: &[&str]) -> Self {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut served = Self::start(target, threads, extra, async {
+            let _ = rx.await;
         })
-    });
-    let addr = tokio::task::spawn_blocking(move || bound.recv_timeout(common::LIVENESS))
+        .await;
+        served.shut_down = Some(tx);
+        served
+    }
+
+    /// Begins the graceful shutdown, as SIGTERM or Ctrl-C does.
+    fn shut_down(&mut self) {
+        let _ = self.shut_down.take().expect("not shut down yet").send(());
+    }
+
+    /// What `demo::serve` returned, failing the test if it has not within the liveness
+    /// bound.
+    async fn stopped(mut self) -> ServeResult {
+        let thread = self.thread.take().unwrap();
+        let joined = within(
+            "demo::serve returns",
+            tokio::task::spawn_blocking(move || thread.join()),
+        )
+        .await;
+        remove_dir(&self.keys);
+        joined.unwrap().expect("demo::serve does not panic")
+    }
+}
+
+/// The first part of every [`streaming_target`] response, sent at once.
+const FIRST: &str = "the first part, ";
+/// The rest, sent once the test releases it.
+const REST: &str = "and the rest";
+
+/// A target whose every response is `200` with a body of unknown length (chunked over
+/// HTTP/1.1): [`FIRST`] at once, then [`REST`] once the sender is set to `true` (never if it
+/// is not). Also returns how many requests it received.
+async fn streaming_target() -> (
+    common::Server,
+    tokio::sync::watch::Sender<bool>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use futures_util::StreamExt;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo},
+        server::conn::auto,
+    };
+    let (release, released) = tokio::sync::watch::channel(false);
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&count);
+    let server = common::Server::spawn(|listener| async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (released, seen) = (released.clone(), std::sync::Arc::clone(&seen));
+            let service = hyper::service::service_fn(move |_req| {
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut released = released.clone();
+                let first = futures_util::stream::once(async {
+                    Ok::<_, std::convert::Infallible>(Frame::data(bytes::Bytes::from(FIRST)))
+                });
+                let rest = futures_util::stream::once(async move {
+                    let _ = released.wait_for(|released| *released).await;
+                    Ok(Frame::data(bytes::Bytes::from(REST)))
+                });
+                let body = StreamBody::new(first.chain(rest));
+                async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
+            });
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    })
+    .await;
+    (server, release, count)
+}
+
+/// Sends `GET /proxy/stream` on a client connection and waits for the [`FIRST`] part of
+/// the response: the request is then in flight, from the client to the target.
+async fn first_part<B>(
+    send: impl Future<Output = hyper::Result<http::Response<B>>>,
+) -> http::Response<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    use http_body_util::BodyExt;
+    let mut res = within("the streaming response's head", send).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let frame = within("the first part", res.body_mut().frame())
         .await
-        .unwrap()
-        .expect("the server listens");
-    (addr, state, keys)
+        .expect("a first frame")
+        .unwrap();
+    assert_eq!(frame.into_data().unwrap(), FIRST);
+    res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,5 +379,218 @@ async fn an_idle_connection_is_closed_but_not_a_slow_request() {
     }
     wire.assert_closed().await;
     assert_eq!(target.count(), 6);
+    remove_dir(&keys);
+}
+
+/// SIGTERM's graceful shutdown, triggered through `demo::serve`'s shutdown future: the
+/// listening sockets close (new connections are refused) and an idle keep-alive connection
+/// is closed at once, while a streaming response on an HTTP/1.1 connection and another on
+/// an h2c one are served to their end; then both connections close (h2c: after `GOAWAY`,
+/// the client ends without an error) and `serve` returns, nothing cut. The grace period is
+/// far beyond every wait of the test: nothing it does can pass for the graceful shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_serves_the_requests_in_flight_and_refuses_new_connections() {
+    use common::Head as _;
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (target, release, received) = streaming_target().await;
+    // Only the shutdown can close a connection within the test's bounds.
+    let far = "600000";
+    let mut served = Served::until_shut_down(
+        &target.url(""),
+        2,
+        &[
+            "--shutdown-timeout-ms",
+            far,
+            "--idle-timeout-ms",
+            far,
+            "--header-read-timeout-ms",
+            far,
+        ],
+    )
+    .await;
+    let addr = served.addr;
+    // Origin form and `Host` over HTTP/1.1 (hyper's connection sends the URI as given),
+    // absolute over h2c (`:authority`).
+    let request = |uri: String| {
+        http::Request::get(uri)
+            .header("host", addr.to_string())
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+
+    // An idle HTTP/1.1 keep-alive connection.
+    let mut idle = common::Raw::connect(addr).await;
+    idle.send(b"GET /api/whoami HTTP/1.1\r\nhost: demo\r\n\r\n")
+        .await;
+    let res = idle.response(false).await.expect("a response");
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert!(!res.has("connection"), "{}", res.head_str());
+
+    // A streaming response in flight over HTTP/1.1, and another over h2c.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut h1, h1_connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let h1_connection = tokio::spawn(h1_connection);
+    let h1_res = first_part(h1.send_request(request("/proxy/stream".into()))).await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut h2, h2_connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let h2_connection = tokio::spawn(h2_connection);
+    let h2_res = first_part(h2.send_request(request(format!("http://{addr}/proxy/stream")))).await;
+    assert_eq!(received.load(std::sync::atomic::Ordering::Relaxed), 2);
+
+    served.shut_down();
+
+    // While both responses are held: the idle connection is closed...
+    idle.assert_closed().await;
+    // ... and new connections are refused once every thread has closed its socket. One
+    // made before a thread saw the shutdown was accepted (or queued in its socket's
+    // backlog): it is closed (or reset) without a byte. Nothing is sent on it, so no
+    // request can slip in as the shutdown begins.
+    within("new connections are refused", async {
+        use tokio::io::AsyncReadExt;
+        loop {
+            match tokio::net::TcpStream::connect(addr).await {
+                Err(e) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+                    break;
+                }
+                Ok(mut late) => {
+                    let mut buf = [0u8; 64];
+                    let read = late.read(&mut buf).await;
+                    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}: {buf:?}");
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(!h1_connection.is_finished() && !h2_connection.is_finished());
+
+    // The target finishes: both responses are served whole, then their connections close.
+    release.send(true).unwrap();
+    for (version, body) in [
+        (
+            "HTTP/1.1",
+            h1_res.into_body().collect().await.map(|b| b.to_bytes()),
+        ),
+        (
+            "h2c",
+            h2_res.into_body().collect().await.map(|b| b.to_bytes()),
+        ),
+    ] {
+        // The rest of it, after the first part `first_part` read.
+        assert_eq!(body.unwrap(), REST, "{version}");
+    }
+    within("the server closes the HTTP/1.1 connection", h1_connection)
+        .await
+        .unwrap()
+        .unwrap();
+    // hyper's h2 client ends without an error only once the server's GOAWAY has come.
+    within("the server closes the h2c connection", h2_connection)
+        .await
+        .unwrap()
+        .unwrap();
+    drop((h1, h2));
+
+    assert_eq!(served.stopped().await.unwrap(), demo::Stopped { cut: 0 });
+    assert_eq!(received.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
+
+/// A response still streaming when the grace period (`--shutdown-timeout-ms`) ends is cut
+/// (the client gets an incomplete body) and `serve` returns, counting it.
+#[tokio::test]
+async fn the_shutdown_grace_period_cuts_a_response_that_never_ends() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioIo;
+    // Never released.
+    let (target, _release, _) = streaming_target().await;
+    let mut served =
+        Served::until_shut_down(&target.url(""), 1, &["--shutdown-timeout-ms", "300"]).await;
+    let addr = served.addr;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut h1, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let req = http::Request::get("/proxy/stream")
+        .header("host", addr.to_string())
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let res = first_part(h1.send_request(req)).await;
+
+    served.shut_down();
+
+    let rest = within("the response is cut", res.into_body().collect()).await;
+    assert!(rest.is_err(), "an incomplete chunked body: {rest:?}");
+    let _ = within("the connection ends", connection).await.unwrap();
+    assert_eq!(served.stopped().await.unwrap(), demo::Stopped { cut: 1 });
+}
+
+/// `--forwarded-for`: the target gets `X-Forwarded-For` with the TCP peer's address
+/// (`serve` puts it into each request), whatever the client claims, over HTTP/1.1 and h2c;
+/// without it, none.
+#[tokio::test]
+async fn forwarded_for_is_the_peer_address_never_the_clients() {
+    let target = echo_target().await;
+    for (extra, want) in [
+        (&["--forwarded-for"][..], Some("127.0.0.1")),
+        (&[][..], None),
+    ] {
+        let (addr, _state, keys) = serve_demo(&target.url(), 1, extra).await;
+        let url = format!("http://{addr}/proxy/xff");
+        let spoofed = || {
+            http::Request::get(&url)
+                .header("x-forwarded-for", "6.6.6.6")
+                .body(common::empty())
+                .unwrap()
+        };
+        for client in [common::client(), h2_client()] {
+            let reply = common::send_on(&client, spoofed()).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            assert_eq!(
+                target.last().header("x-forwarded-for").as_deref(),
+                want,
+                "{extra:?} over {:?}",
+                reply.version
+            );
+        }
+        remove_dir(&keys);
+    }
+    assert_eq!(target.count(), 4);
+
+    // `demo::start` (axum::serve) too: served with axum's `ConnectInfo`.
+    let keys = temp_dir("demo-server");
+    std::fs::write(keys.join("private-key.pem"), RSA_PKCS8_PEM).unwrap();
+    std::fs::write(keys.join("public-key.pem"), RSA_PUBLIC_PEM).unwrap();
+    let url = target.url();
+    let opts = demo::Options::try_parse_from([
+        "demo",
+        "--keys",
+        keys.to_str().unwrap(),
+        "--unsecured",
+        "--proxy-url",
+        &url,
+        "--listen",
+        "127.0.0.1:0",
+        "--forwarded-for",
+    ])
+    .unwrap();
+    let running = demo::start(&opts).await.unwrap();
+    let reply = common::get_with(
+        &format!("http://{}/proxy/xff", running.addr),
+        &[("x-forwarded-for", "6.6.6.6")],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        target.last().header("x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
+    running.task.abort();
     remove_dir(&keys);
 }

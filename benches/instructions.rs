@@ -1,36 +1,60 @@
-//! Pass-through requests counted in instructions, for `benches/instructions.sh`: on a shared
-//! machine wall-clock benchmarks of a few hundred nanoseconds drift by a few percent between
-//! two runs of the same code, while `valgrind --tool=callgrind` counts the same instructions
-//! every time.
+//! Requests counted in instructions, for `benches/instructions.sh`: on a shared machine
+//! wall-clock benchmarks drift by a few percent between two runs of the same code, while
+//! `valgrind --tool=callgrind` counts the same instructions every time.
 //!
-//! `instructions MODE N` sends `N` requests for a non-`/proxy` route (`GET /api`, the route
-//! of `cargo bench --bench proxy -- passthrough`) one after the other through
-//! `ServiceExt::oneshot` on a clone of the service, and reads each response body:
+//! `instructions MODE N` sends `N` requests one after the other and reads each response
+//! body, all inside [`measured`] (what the script counts: one single-threaded runtime, so
+//! the tasks it spawns, hyper's connection tasks among them, are counted too):
 //!
-//! - `bare`: the axum `Router` alone;
-//! - `layer`: `ProxyLayer` around that router (`Layer::layer(&proxy, router)`).
+//! - `bare`: `GET /api`, a route of an axum `Router`, through `ServiceExt::oneshot` on a
+//!   clone of the router (the route of `cargo bench --bench proxy -- passthrough`);
+//! - `layer`: the same through `ProxyLayer` around that router: the pass-through cost;
+//! - `direct`: `GET /` to an HTTP/1.1 upstream on 127.0.0.1 (a child process, not counted)
+//!   with hyper-util's pooled client, as the crate's client is set up: the floor of any
+//!   proxy built on it;
+//! - `proxied`: `GET /proxy/` through `ProxyLayer` around the router to that upstream, the
+//!   identity (`Anonymous::unsecured`) signed once and then taken from the token cache:
+//!   what the layer adds to a proxied request, over `direct`.
 //!
 //! The script runs each mode with two request counts and divides the difference in
-//! instructions by the difference in requests, so that start-up costs cancel out.
+//! instructions by the difference in requests, so that start-up costs (the first
+//! connection, the first signature) cancel out.
 //!
 //! Build: `cargo build --release --bench instructions` (`bench = false`: `cargo bench` does
 //! not run it).
 
 #![allow(clippy::expect_used)] // a measurement that cannot set up should stop loudly
 
-use std::{convert::Infallible, error::Error, hint::black_box};
+use std::{
+    convert::Infallible,
+    error::Error,
+    future::Future,
+    hint::black_box,
+    io::{BufRead, Write},
+    net::SocketAddr,
+};
 
 use axum::{Router, body::Body, routing::get};
+use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+};
 use tower::ServiceExt;
 use tower_identity_proxy::{Anonymous, KeyPair, KeySigner, ProxyLayer};
 
+const USAGE: &str = "usage: instructions bare|layer|direct|proxied N";
+
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: instructions bare|layer N";
-    let mode = args.next().ok_or(usage)?;
-    let n: u64 = args.next().ok_or(usage)?.parse()?;
+    let mode = args.next().ok_or(USAGE)?;
+    if mode == "upstream" {
+        return upstream();
+    }
+    let n: u64 = args.next().ok_or(USAGE)?.parse()?;
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -39,39 +63,137 @@ fn main() -> Result<(), Box<dyn Error>> {
     let router = Router::new()
         .route("/api", get(|| async { "ok" }))
         .with_state::<()>(());
+    let layer = || -> Result<_, Box<dyn Error>> {
+        Ok(
+            ProxyLayer::new(KeySigner::new(KeyPair::generate_ed25519()?))
+                .identity(Anonymous::unsecured()),
+        )
+    };
     let bytes = match mode.as_str() {
-        "bare" => rt.block_on(requests(&router, n)),
+        "bare" => measured(&rt, requests(&router, "/api", n)),
         "layer" => {
-            let proxy = ProxyLayer::new(KeySigner::new(KeyPair::generate_ed25519()?))
-                .identity(Anonymous::unsecured())
-                .target("http://127.0.0.1:9")?;
-            let wrapped = tower::Layer::layer(&proxy, router);
-            rt.block_on(requests(&wrapped, n))
+            let wrapped = tower::Layer::layer(&layer()?.target("http://127.0.0.1:9")?, router);
+            measured(&rt, requests(&wrapped, "/api", n))
         }
-        _ => return Err(usage.into()),
+        "direct" => {
+            let child = Upstream::start()?;
+            let client = Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .pool_max_idle_per_host(256)
+                .build(connector());
+            let uri: http::Uri = format!("http://{}/", child.addr).parse()?;
+            let send = tower::service_fn(move |req: Request<Body>| {
+                let (mut parts, _) = req.into_parts();
+                parts.uri = uri.clone();
+                client.request(Request::from_parts(parts, Empty::<Bytes>::new()))
+            });
+            let bytes = measured(&rt, requests(&send, "/", n));
+            drop(child);
+            bytes
+        }
+        "proxied" => {
+            let child = Upstream::start()?;
+            let proxy = layer()?.target(&format!("http://{}", child.addr))?;
+            let wrapped = tower::Layer::layer(&proxy, router);
+            let bytes = measured(&rt, requests(&wrapped, "/proxy/", n));
+            drop(child);
+            bytes
+        }
+        _ => return Err(USAGE.into()),
     };
     println!("{mode}: {n} requests, {bytes} body bytes");
     Ok(())
 }
 
-/// Sends `n` requests for `GET /api` through clones of `app`; the body bytes read.
-async fn requests<S, B>(app: &S, n: u64) -> u64
+/// What `benches/instructions.sh` counts (`--toggle-collect`): everything the runtime does
+/// while it runs `work`.
+#[inline(never)]
+fn measured<F: Future>(rt: &tokio::runtime::Runtime, work: F) -> F::Output {
+    rt.block_on(work)
+}
+
+fn connector() -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http
+}
+
+/// Sends `n` requests for `GET path` through clones of `app`; the body bytes read.
+async fn requests<S, B, E>(app: &S, path: &str, n: u64) -> u64
 where
-    S: tower::Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone,
+    S: tower::Service<Request<Body>, Response = Response<B>, Error = E> + Clone,
     B: http_body::Body,
     B::Error: std::fmt::Debug,
+    E: std::fmt::Debug,
 {
     let mut bytes = 0;
     for _ in 0..n {
-        let req = Request::get("/api")
+        let req = Request::get(path)
             .header("host", "127.0.0.1:8080")
             .header("user-agent", "callgrind")
             .body(Body::empty())
             .expect("request");
-        let res = app.clone().oneshot(req).await.expect("infallible");
+        let res = app.clone().oneshot(req).await.expect("a response");
         assert!(res.status().is_success(), "status {}", res.status());
         let body = res.into_body().collect().await.expect("body").to_bytes();
         bytes += black_box(body.len()) as u64;
     }
     bytes
+}
+
+/// The upstream, in a child process of its own so that its instructions are not counted.
+struct Upstream {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Upstream {
+    fn start() -> Result<Self, Box<dyn Error>> {
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .arg("upstream")
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line.trim().parse()?;
+        Ok(Self { child, addr })
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `instructions upstream`: an HTTP/1.1 server on 127.0.0.1 answering `Hello world!`,
+/// until killed; prints its address first.
+fn upstream() -> Result<(), Box<dyn Error>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", listener.local_addr()?)?;
+        out.flush()?;
+        drop(out);
+        loop {
+            let (tcp, _) = listener.accept().await?;
+            let _ = tcp.set_nodelay(true);
+            tokio::spawn(async move {
+                let hello = service_fn(|_: Request<Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                        b"Hello world!",
+                    ))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), hello)
+                    .await;
+            });
+        }
+    })
 }

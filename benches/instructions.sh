@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The layer's pass-through cost in instructions per request, counted by callgrind: the
-# same figure on every run, however loaded the machine (see benches/instructions.rs).
+# The layer's cost in instructions per request, counted by callgrind: the same figure on
+# every run, however loaded the machine (see benches/instructions.rs). Pass-through: the
+# layer around a router against the router alone; proxied: a GET through the layer to an
+# upstream on 127.0.0.1 against the same GET sent with hyper-util's pooled client alone.
 #
 #   benches/instructions.sh            # N1=2000 N2=12000 requests per mode
 #   N1=1000 N2=6000 benches/instructions.sh
@@ -34,24 +36,29 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# Instructions of one run, counted only inside the request loop (`requests`): setting up
-# the layer draws on aws-lc's jitter entropy, whose instruction count varies from run to run.
+# Instructions of one run, counted only while the requests run (`measured`): setting up the
+# layer draws on aws-lc's jitter entropy, whose instruction count varies from run to run.
+# The upstream is a child process, not followed.
 count() {
-    valgrind --tool=callgrind --toggle-collect='instructions::requests*' \
+    valgrind --tool=callgrind --toggle-collect='instructions::measured*' \
         --callgrind-out-file="$work/out" "$bin" "$1" "$2" 2> "$work/err" > /dev/null
     awk '/Collected :/ { print $NF }' "$work/err"
 }
 
 declare -A per
-for mode in bare layer; do
+for mode in bare layer direct proxied; do
     a=$(count "$mode" "$N1")
     b=$(count "$mode" "$N2")
     per[$mode]=$(awk -v a="$a" -v b="$b" -v n1="$N1" -v n2="$N2" \
         'BEGIN { printf "%.1f", (b - a) / (n2 - n1) }')
-    printf '%-6s %12s instructions for %6s requests, %12s for %6s: %s per request\n' \
+    printf '%-8s %12s instructions for %6s requests, %12s for %6s: %s per request\n' \
         "$mode" "$a" "$N1" "$b" "$N2" "${per[$mode]}"
 done
-awk -v bare="${per[bare]}" -v layer="${per[layer]}" 'BEGIN {
-    printf "layer - bare: %+.1f instructions per request (%+.2f %%)\n",
-        layer - bare, (layer / bare - 1) * 100
-}'
+compare() {
+    awk -v base="${per[$2]}" -v with="${per[$1]}" -v what="$1 - $2" 'BEGIN {
+        printf "%s: %+.1f instructions per request (%+.2f %%)\n",
+            what, with - base, (with / base - 1) * 100
+    }'
+}
+compare layer bare
+compare proxied direct

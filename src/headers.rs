@@ -7,7 +7,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 ///
 /// `HTTP2-Settings` belongs to an `h2c` upgrade of this hop only (RFC 7540 §3.2.1); it is
 /// never passed on.
-pub(crate) const HOP_BY_HOP: [HeaderName; 9] = [
+pub(crate) static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -143,13 +143,35 @@ pub(crate) fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     })
 }
 
+/// Whether `name` is in [`HOP_BY_HOP`]: matched as a string, which costs less than
+/// comparing it with each name of the list in turn.
+pub(crate) fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "http2-settings"
+    )
+}
+
 /// Whether `name` is hop-by-hop for this message: fixed list or nominated by `Connection`.
 pub(crate) fn is_hop_by_hop(name: &HeaderName, nominated: &Nominated<'_>) -> bool {
-    HOP_BY_HOP.contains(name) || nominated.contains(name)
+    is_fixed_hop_by_hop(name) || nominated.contains(name)
 }
 
 /// Removes the hop-by-hop headers, including every name listed on every `Connection` line.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none (`Connection` is in the list): one pass over their few names
+    // costs less than a lookup per hop-by-hop name.
+    if !headers.keys().any(is_fixed_hop_by_hop) {
+        return;
+    }
     // Line by line (a clone of a value is a reference count), so that the names are looked
     // up as `&str`, on the stack, instead of being parsed into owned `HeaderName`s.
     let mut line = 0;
@@ -404,6 +426,28 @@ fn cookie_path_under(path: Option<&[u8]>, prefix: &str, base: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fixed_hop_by_hop_match_is_the_list() {
+        for name in &HOP_BY_HOP {
+            assert!(is_fixed_hop_by_hop(name), "{name}");
+        }
+        let others = [
+            "content-length",
+            "host",
+            "via",
+            "x-te",
+            "tee",
+            "proxy",
+            "upgrade-insecure-requests",
+        ];
+        for name in others {
+            assert!(
+                !is_fixed_hop_by_hop(&HeaderName::from_static(name)),
+                "{name}"
+            );
+        }
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

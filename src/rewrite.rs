@@ -614,7 +614,9 @@ pub fn rewrite_request(
         .map_err(|_| bad("The path cannot be forwarded."))?;
 
     let nominated = Nominated::of(&parts.headers);
-    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 4);
+    // Room for what the proxy adds (`Via`, `X-Forwarded-*`, `Authorization`, `TE`...)
+    // without growing the map.
+    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 8);
     for (name, value) in &parts.headers {
         // The methods refused above, asked for through a method-override header.
         if is_refused_method_override(name, value) {
@@ -698,7 +700,7 @@ pub fn rewrite_request(
 /// servers do, would take them for the header fields the proxy set or removed.
 pub(crate) fn filter_request_trailers(trailers: &mut HeaderMap) {
     let managed = |name: &HeaderName| {
-        crate::headers::HOP_BY_HOP.contains(name)
+        crate::headers::is_fixed_hop_by_hop(name)
             || is_forwarding_claim(name)
             || is_path_override(name)
             || is_method_override(name)

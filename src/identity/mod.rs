@@ -87,11 +87,46 @@ pub use bearer::BearerJwt;
 ///
 /// Immutable and cheap to clone (the name and roles are shared): an extractor that gives
 /// every request the same identity, such as [`Anonymous`], hands it out without allocating.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(from = "IdentityFields", into = "IdentityFields")]
 pub struct Identity {
     name: Arc<str>,
     roles: Arc<[String]>,
+    /// The name and roles hashed once, when the identity is made: the token cache looks an
+    /// identity up on every proxied request, and a fixed identity ([`Anonymous`], a user of
+    /// [`CredentialStore`]) is then never hashed again.
+    digest: u64,
+}
+
+impl Identity {
+    fn from_parts(name: Arc<str>, roles: Arc<[String]>) -> Self {
+        // Keyed at random once per process, as `HashMap`'s own hashing: names can come from
+        // clients, and collisions must not be something they can aim for.
+        static KEY: std::sync::LazyLock<std::hash::RandomState> =
+            std::sync::LazyLock::new(std::hash::RandomState::new);
+        let digest = std::hash::BuildHasher::hash_one(&*KEY, (&*name, &*roles));
+        Self {
+            name,
+            roles,
+            digest,
+        }
+    }
+}
+
+impl PartialEq for Identity {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest && self.name == other.name && self.roles == other.roles
+    }
+}
+
+impl Eq for Identity {}
+
+impl std::hash::Hash for Identity {
+    /// Writes the digest of the name and roles, computed when the identity was made: equal
+    /// identities write the same.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.digest);
+    }
 }
 
 /// How an [`Identity`] is (de)serialised: `{"name": "…", "roles": ["…"]}`.
@@ -133,10 +168,7 @@ impl Identity {
         let mut roles: Vec<String> = roles.into_iter().map(Into::into).collect();
         roles.sort_unstable();
         roles.dedup();
-        Self {
-            name: name.into().into(),
-            roles: roles.into(),
-        }
+        Self::from_parts(name.into().into(), roles.into())
     }
 
     /// `anonymousUser` with `ROLE_ANONYMOUS`.
@@ -480,6 +512,33 @@ mod tests {
             b = b.header(header::AUTHORIZATION, a);
         }
         b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn equal_identities_hash_alike_however_they_were_made() {
+        use std::hash::BuildHasher;
+        let hasher = std::hash::RandomState::new();
+        let a = Identity::new("Alice", ["ROLE_WONDERLAND", "ROLE_USER"]);
+        let b = Identity::new(
+            String::from("Alice"),
+            ["ROLE_USER", "ROLE_WONDERLAND", "ROLE_USER"],
+        );
+        let c: Identity =
+            serde_json::from_str(r#"{"name":"Alice","roles":["ROLE_WONDERLAND","ROLE_USER"]}"#)
+                .unwrap();
+        for same in [&b, &c] {
+            assert_eq!(&a, same);
+            assert_eq!(hasher.hash_one(&a), hasher.hash_one(same));
+        }
+        for other in [
+            Identity::new("Alice", ["ROLE_USER"]),
+            Identity::new("alice", ["ROLE_USER", "ROLE_WONDERLAND"]),
+            // Name and roles are hashed apart: moving a string across does not collide.
+            Identity::new("AliceROLE_USER", ["ROLE_WONDERLAND"]),
+        ] {
+            assert_ne!(a, other);
+            assert_ne!(hasher.hash_one(&a), hasher.hash_one(&other), "{other:?}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::{
     collections::HashMap,
     fmt,
+    hash::{BuildHasherDefault, Hasher},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
@@ -15,6 +16,31 @@ use crate::identity::Identity;
 type Slot = Arc<OnceCell<Token>>;
 /// A slot and the inner signer's [`generation`](JwtSigner::generation) it was made in.
 type Entry = (u64, Slot);
+
+/// The cached tokens, by identity.
+type Slots = HashMap<Identity, Entry, BuildHasherDefault<DigestHasher>>;
+
+/// Takes an [`Identity`]'s hash as it is: the digest it writes is already a keyed hash of
+/// its name and roles, computed once when it was made.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    /// Not what an `Identity` writes; FNV-1a, should anything else be hashed with it.
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
 
 /// A [`JwtSigner`] that reuses the token of an identity (name and sorted roles) until half
 /// its lifetime is gone, then signs a new one.
@@ -33,7 +59,7 @@ type Entry = (u64, Slot);
 /// [`ProxyLayer::new`](crate::ProxyLayer::new) puts one in front of the signer it is given.
 pub struct CachingSigner<J> {
     inner: J,
-    slots: Mutex<HashMap<Identity, Entry>>,
+    slots: Mutex<Slots>,
     max_entries: usize,
     min_validity: Option<Duration>,
 }
@@ -43,7 +69,7 @@ impl<J: JwtSigner> CachingSigner<J> {
     pub fn new(inner: J) -> Self {
         Self {
             inner,
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots::default()),
             max_entries: 10_000,
             min_validity: None,
         }
@@ -86,7 +112,7 @@ impl<J: JwtSigner> CachingSigner<J> {
         self.lock().clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 

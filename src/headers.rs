@@ -105,6 +105,49 @@ pub(crate) fn is_underscore_twin(name: &HeaderName) -> bool {
         )
 }
 
+/// Which of the fields the proxy reads a message holds, found in one pass over its names.
+///
+/// Each check of a field is a map lookup (the name hashed, then probed) even when the field
+/// is absent, which it mostly is: `Via`, `TE`, `Transfer-Encoding`, `Connection`... A
+/// message's few names are matched once instead, and a check is skipped only when its field
+/// is known to be absent. Taken before the message changes, it may say a field is present
+/// that a later step removed (the check then finds nothing), never the other way round.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Present(u16);
+
+impl Present {
+    pub(crate) const VIA: u16 = 1;
+    pub(crate) const TE: u16 = 1 << 1;
+    pub(crate) const TRANSFER_ENCODING: u16 = 1 << 2;
+    pub(crate) const CONNECTION: u16 = 1 << 3;
+    pub(crate) const MAX_FORWARDS: u16 = 1 << 4;
+    pub(crate) const CONTENT_LENGTH: u16 = 1 << 5;
+    /// Any of [`HOP_BY_HOP`].
+    pub(crate) const HOP_BY_HOP: u16 = 1 << 6;
+
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        let mut bits = 0;
+        for name in headers.keys() {
+            bits |= match name.as_str() {
+                "via" => Self::VIA,
+                "te" => Self::TE | Self::HOP_BY_HOP,
+                "transfer-encoding" => Self::TRANSFER_ENCODING | Self::HOP_BY_HOP,
+                "connection" => Self::CONNECTION | Self::HOP_BY_HOP,
+                "max-forwards" => Self::MAX_FORWARDS,
+                "content-length" => Self::CONTENT_LENGTH,
+                _ if is_fixed_hop_by_hop(name) => Self::HOP_BY_HOP,
+                _ => 0,
+            };
+        }
+        Self(bits)
+    }
+
+    /// Whether the message may hold `field` (one of the constants).
+    pub(crate) fn may_have(self, field: u16) -> bool {
+        self.0 & field != 0
+    }
+}
+
 /// The comma-separated tokens of one list-valued header line (`Connection`, `Upgrade`), OWS
 /// trimmed, empty ones skipped.
 pub(crate) fn list_tokens(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
@@ -116,19 +159,27 @@ pub(crate) fn list_tokens(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
 }
 
 /// The names a message's `Connection` lines nominate as hop-by-hop, read in place: asking
-/// allocates nothing, and a message without `Connection` costs one lookup.
-pub(crate) struct Nominated<'a>(http::header::GetAll<'a, HeaderValue>);
+/// allocates nothing, and a message without `Connection` costs nothing.
+pub(crate) struct Nominated<'a>(Option<http::header::GetAll<'a, HeaderValue>>);
 
 impl<'a> Nominated<'a> {
-    pub(crate) fn of(headers: &'a HeaderMap) -> Self {
-        Self(headers.get_all(header::CONNECTION))
+    /// The `Connection` lines of `headers`, which holds what `present` says.
+    pub(crate) fn given(headers: &'a HeaderMap, present: Present) -> Self {
+        Self(
+            present
+                .may_have(Present::CONNECTION)
+                .then(|| headers.get_all(header::CONNECTION)),
+        )
     }
 
     /// Whether some `Connection` line lists `name` (case-insensitively). Tokens that are not
     /// header names match nothing.
     pub(crate) fn contains(&self, name: &HeaderName) -> bool {
+        let Some(lines) = &self.0 else {
+            return false;
+        };
         let name = name.as_str().as_bytes();
-        self.0
+        lines
             .iter()
             .any(|v| list_tokens(v).any(|t| t.eq_ignore_ascii_case(name)))
     }
@@ -167,9 +218,14 @@ pub(crate) fn is_hop_by_hop(name: &HeaderName, nominated: &Nominated<'_>) -> boo
 
 /// Removes the hop-by-hop headers, including every name listed on every `Connection` line.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    remove_hop_by_hop_given(headers, Present::of(headers));
+}
+
+/// [`remove_hop_by_hop`], with what `headers` holds already known.
+pub(crate) fn remove_hop_by_hop_given(headers: &mut HeaderMap, present: Present) {
     // Most messages have none (`Connection` is in the list): one pass over their few names
     // costs less than a lookup per hop-by-hop name.
-    if !headers.keys().any(is_fixed_hop_by_hop) {
+    if !present.may_have(Present::HOP_BY_HOP) {
         return;
     }
     // Line by line (a clone of a value is a reference count), so that the names are looked
@@ -198,7 +254,11 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Appends our `Via` entry to whatever `Via` lines the message had, as one line.
-pub(crate) fn append_via(headers: &mut HeaderMap, entry: &HeaderValue) {
+pub(crate) fn append_via(headers: &mut HeaderMap, entry: &HeaderValue, present: Present) {
+    if !present.may_have(Present::VIA) {
+        headers.insert(header::VIA, entry.clone());
+        return;
+    }
     let mut combined: Vec<u8> = Vec::new();
     for v in headers.get_all(header::VIA) {
         if !combined.is_empty() {
@@ -428,6 +488,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn present_says_what_a_lookup_would() {
+        let fields = [
+            (Present::VIA, header::VIA),
+            (Present::TE, header::TE),
+            (Present::TRANSFER_ENCODING, header::TRANSFER_ENCODING),
+            (Present::CONNECTION, header::CONNECTION),
+            (Present::MAX_FORWARDS, header::MAX_FORWARDS),
+            (Present::CONTENT_LENGTH, header::CONTENT_LENGTH),
+        ];
+        let mut names: Vec<HeaderName> = fields.iter().map(|(_, n)| n.clone()).collect();
+        names.extend(HOP_BY_HOP.iter().cloned());
+        names.extend(["host", "x-via", "via-not", "content-type"].map(HeaderName::from_static));
+        // Every message of up to two of these names.
+        for a in &names {
+            for b in &names {
+                let mut h = HeaderMap::new();
+                h.append(a.clone(), HeaderValue::from_static("x"));
+                h.append(b.clone(), HeaderValue::from_static("y"));
+                let present = Present::of(&h);
+                for (bit, name) in &fields {
+                    assert_eq!(
+                        present.may_have(*bit),
+                        h.contains_key(name),
+                        "{a} {b}: {name}"
+                    );
+                }
+                assert_eq!(
+                    present.may_have(Present::HOP_BY_HOP),
+                    h.keys().any(|n| HOP_BY_HOP.contains(n)),
+                    "{a} {b}"
+                );
+            }
+        }
+        assert!(!Present::of(&HeaderMap::new()).may_have(u16::MAX));
+    }
+
+    #[test]
     fn the_fixed_hop_by_hop_match_is_the_list() {
         for name in &HOP_BY_HOP {
             assert!(is_fixed_hop_by_hop(name), "{name}");
@@ -519,12 +616,13 @@ mod tests {
             ("x-b", "2"),
             ("x-c", "3"),
         ]);
-        let nominated = Nominated::of(&h);
+        let nominated = Nominated::given(&h, Present::of(&h));
         for name in ["x-a", "x-b", "connection", "close"] {
             assert!(nominated.contains(&HeaderName::from_static(name)), "{name}");
         }
         assert!(!nominated.contains(&HeaderName::from_static("x-c")));
-        assert!(!Nominated::of(&HeaderMap::new()).contains(&header::HOST));
+        let none = HeaderMap::new();
+        assert!(!Nominated::given(&none, Present::of(&none)).contains(&header::HOST));
 
         // A line that nominates `Connection` itself does not hide the lines after it.
         remove_hop_by_hop(&mut h);
@@ -534,9 +632,20 @@ mod tests {
 
     #[test]
     fn via_is_appended_and_detected() {
+        let ours = HeaderValue::from_static("1.1 tip-1234");
         let mut h = map(&[("via", "1.0 fred"), ("via", "1.1 p.example.net")]);
-        append_via(&mut h, &HeaderValue::from_static("1.1 tip-1234"));
+        let present = Present::of(&h);
+        append_via(&mut h, &ours, present);
         assert_eq!(h["via"], "1.0 fred, 1.1 p.example.net, 1.1 tip-1234");
+        // Without `Via`, ours alone; a stale `present` (the lines since removed) as well.
+        let mut none = HeaderMap::new();
+        append_via(&mut none, &ours, Present::of(&HeaderMap::new()));
+        assert_eq!(none["via"], "1.1 tip-1234");
+        let mut gone = map(&[("via", "1.0 fred")]);
+        let stale = Present::of(&gone);
+        gone.remove("via");
+        append_via(&mut gone, &ours, stale);
+        assert_eq!(gone["via"], "1.1 tip-1234");
         assert!(via_contains(&h, "tip-1234"));
         assert!(!via_contains(&h, "tip-12"));
         assert!(!via_contains(&h, "fred2"));

@@ -72,9 +72,9 @@ use http::{
 use crate::{
     error::{ConfigError, ProxyError, ProxyErrorKind},
     headers::{
-        CookiePolicy, Nominated, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, append_via,
-        is_forwarding_claim, is_hop_by_hop, is_method_override, is_path_override,
-        is_refused_method_override, is_underscore_twin, remove_hop_by_hop, via_contains,
+        CookiePolicy, Nominated, Present, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+        append_via, is_forwarding_claim, is_hop_by_hop, is_method_override, is_path_override,
+        is_refused_method_override, is_underscore_twin, remove_hop_by_hop_given, via_contains,
     },
     target::Target,
 };
@@ -470,13 +470,16 @@ fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), Coding> {
 ///
 /// A [`ProxyError`] of kind `BadResponse` (`502`).
 pub fn check_response(parts: &response::Parts) -> Result<(), ProxyError> {
-    check_transfer_encoding(&parts.headers).map_err(|_| {
-        ProxyError::new(ProxyErrorKind::BadResponse(
-            "The proxy target sent a transfer coding the proxy cannot relay.",
-        ))
-    })?;
-    if !parts.headers.contains_key(header::TRANSFER_ENCODING)
-        && stated_length(&parts.headers).is_err()
+    let present = Present::of(&parts.headers);
+    let coded = present.may_have(Present::TRANSFER_ENCODING);
+    if coded {
+        check_transfer_encoding(&parts.headers).map_err(|_| {
+            ProxyError::new(ProxyErrorKind::BadResponse(
+                "The proxy target sent a transfer coding the proxy cannot relay.",
+            ))
+        })?;
+    }
+    if !coded && present.may_have(Present::CONTENT_LENGTH) && stated_length(&parts.headers).is_err()
     {
         return Err(ProxyError::new(ProxyErrorKind::BadResponse(
             "The proxy target sent an invalid Content-Length.",
@@ -582,7 +585,8 @@ pub fn rewrite_request(
     config: &RewriteConfig,
     framing: Framing,
 ) -> Result<request::Parts, ProxyError> {
-    if via_contains(&parts.headers, &config.pseudonym) {
+    let present = Present::of(&parts.headers);
+    if present.may_have(Present::VIA) && via_contains(&parts.headers, &config.pseudonym) {
         return Err(ProxyError::new(ProxyErrorKind::LoopDetected));
     }
     // CONNECT would ask the target for a tunnel; TRACE would reflect the minted token back
@@ -597,12 +601,14 @@ pub fn rewrite_request(
             "TRACE cannot be proxied.",
         )));
     }
-    check_transfer_encoding(&parts.headers).map_err(|e| match e {
-        Coding::Ambiguous => bad("The request's Transfer-Encoding is invalid."),
-        Coding::Unsupported => ProxyError::new(ProxyErrorKind::NotImplemented(
-            "The request's transfer coding is not supported.",
-        )),
-    })?;
+    if present.may_have(Present::TRANSFER_ENCODING) {
+        check_transfer_encoding(&parts.headers).map_err(|e| match e {
+            Coding::Ambiguous => bad("The request's Transfer-Encoding is invalid."),
+            Coding::Unsupported => ProxyError::new(ProxyErrorKind::NotImplemented(
+                "The request's transfer coding is not supported.",
+            )),
+        })?;
+    }
     let max_forwards = max_forwards(parts)?;
     let forwarded_host = client_authority(parts)?;
     let path = map_path(config, target, &parts.uri)?;
@@ -613,7 +619,7 @@ pub fn rewrite_request(
         .build()
         .map_err(|_| bad("The path cannot be forwarded."))?;
 
-    let nominated = Nominated::of(&parts.headers);
+    let nominated = Nominated::given(&parts.headers, present);
     // Room for what the proxy adds (`Via`, `X-Forwarded-*`, `Authorization`, `TE`...)
     // without growing the map.
     let mut headers = HeaderMap::with_capacity(parts.headers.len() + 8);
@@ -647,18 +653,19 @@ pub fn rewrite_request(
         headers.append(name.clone(), value.clone());
     }
     // `TE` is hop-by-hop; of its values only `trailers` means something to the next hop.
-    if te_lists_trailers(&parts.headers) {
+    if present.may_have(Present::TE) && te_lists_trailers(&parts.headers) {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     match max_forwards {
         Some(n) => {
             headers.insert(header::MAX_FORWARDS, HeaderValue::from(n));
         }
-        None => {
+        None if present.may_have(Present::MAX_FORWARDS) => {
             for v in parts.headers.get_all(header::MAX_FORWARDS) {
                 headers.append(header::MAX_FORWARDS, v.clone());
             }
         }
+        None => {}
     }
     if framing == Framing::Unknown {
         headers.insert(
@@ -672,6 +679,7 @@ pub fn rewrite_request(
     append_via(
         &mut headers,
         &config.via_request[version_index(parts.version)],
+        present,
     );
     headers.insert(X_FORWARDED_PROTO.clone(), config.forwarded_proto.clone());
     headers.insert(X_FORWARDED_HOST.clone(), forwarded_host);
@@ -739,17 +747,21 @@ pub(crate) fn filter_request_trailers(trailers: &mut HeaderMap) {
 pub fn rewrite_response(parts: &mut response::Parts, config: &RewriteConfig) {
     // RFC 9110 §8.6: no `Content-Length` in a `1xx` or a `204` (hyper's HTTP/1.1 server
     // drops it; over HTTP/2 it would reach the client).
+    let present = Present::of(&parts.headers);
     let no_length = parts.status.is_informational() || parts.status == StatusCode::NO_CONTENT;
-    if no_length || parts.headers.contains_key(header::TRANSFER_ENCODING) {
-        parts.headers.remove(header::CONTENT_LENGTH);
-    } else {
-        normalize_content_length(&mut parts.headers);
+    if present.may_have(Present::CONTENT_LENGTH) {
+        if no_length || present.may_have(Present::TRANSFER_ENCODING) {
+            parts.headers.remove(header::CONTENT_LENGTH);
+        } else {
+            normalize_content_length(&mut parts.headers);
+        }
     }
-    remove_hop_by_hop(&mut parts.headers);
+    remove_hop_by_hop_given(&mut parts.headers, present);
     config.cookies.filter_set_cookie(&mut parts.headers);
     append_via(
         &mut parts.headers,
         &config.via_response[version_index(parts.version)],
+        present,
     );
 }
 

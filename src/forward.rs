@@ -157,10 +157,10 @@ where
         duration_ms = tracing::field::Empty,
     );
     if span.is_disabled() {
-        return run(&shared, &target, req).await;
+        return run(&shared, target, req).await;
     }
     let started = Instant::now();
-    let res = run(&shared, &target, req).instrument(span.clone()).await;
+    let res = run(&shared, target, req).instrument(span.clone()).await;
     let status = res.status().as_u16();
     span.record("status", status);
     span.record("duration_ms", started.elapsed().as_secs_f64() * 1000.0);
@@ -169,7 +169,7 @@ where
 
 async fn run<B, R, I, J>(
     shared: &Shared<I, J>,
-    target: &Target,
+    target: Arc<Target>,
     req: Request<B>,
 ) -> Response<ResponseBody<R>>
 where
@@ -180,7 +180,7 @@ where
 {
     let (mut parts, body) = req.into_parts();
     let framing = framing(&parts, &body);
-    let mut upstream = match rewrite_request(&parts, target, &shared.rewrite, framing) {
+    let mut upstream = match rewrite_request(&parts, &target, &shared.rewrite, framing) {
         Ok(p) => p,
         Err(e) => {
             tracing::debug!(reason = e.body_text(), "request refused");
@@ -200,6 +200,26 @@ where
             return error_response(&ProxyError::new(ProxyErrorKind::Signing));
         }
     };
+    // Identifying the caller can take long (a queue of password checks, a session store):
+    // the token goes to the target in force now, never to one replaced meanwhile, and
+    // nowhere once the proxy was disabled.
+    let target = if shared.handle.is_current(&target) {
+        target
+    } else {
+        let Some(now) = shared.handle.target() else {
+            return error_response(&ProxyError::new(ProxyErrorKind::Disabled));
+        };
+        upstream = match rewrite_request(&parts, &now, &shared.rewrite, framing) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(reason = e.body_text(), "request refused");
+                return error_response(&e);
+            }
+        };
+        tracing::Span::current().record("target", now.as_str());
+        now
+    };
+    let target = &*target;
     upstream
         .headers
         .insert(header::AUTHORIZATION, token.authorization().clone());

@@ -238,6 +238,14 @@ impl ProxyHandle {
         self.target.load_full()
     }
 
+    /// Whether `target` is the target in force (the same one, not an equal one set again).
+    pub(crate) fn is_current(&self, target: &Arc<Target>) -> bool {
+        self.target
+            .load()
+            .as_ref()
+            .is_some_and(|now| Arc::ptr_eq(now, target))
+    }
+
     /// Whether a target is set.
     pub fn is_enabled(&self) -> bool {
         self.target.load().is_some()

@@ -107,6 +107,8 @@ mod tests {
             // A line of another scheme must not hide a forged token in a second one.
             &["Foo x", "Bearer forged"],
             &["Basic eDp5", &good],
+            // A tab where the space belongs: no scheme, not "another scheme".
+            &["Bearer\tforged"],
         ] {
             let got = bearer.extract(&parts(lines)).await;
             assert_eq!(got.map_err(|e| e.status().as_u16()), Err(401), "{lines:?}");

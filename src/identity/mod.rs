@@ -493,13 +493,17 @@ pub(crate) fn authorization(headers: &http::HeaderMap) -> Authorization<'_> {
 }
 
 /// Splits an `Authorization` value into its scheme and credentials, if it is well formed
-/// enough to have a scheme.
+/// enough to have a scheme: an RFC 9110 token, then a space or nothing. A scheme followed by
+/// a tab or a comma (`Basic\t<credentials>`) is no scheme at all: read as "another scheme",
+/// the credentials behind it would make the caller anonymous instead of `401`.
 pub(crate) fn authorization_scheme(value: &HeaderValue) -> Option<(&str, &str)> {
     let value = value.to_str().ok()?.trim();
-    match value.split_once(' ') {
-        Some((scheme, rest)) => Some((scheme, rest.trim())),
-        None => Some((value, "")),
-    }
+    let (scheme, credentials) = match value.split_once(' ') {
+        Some((scheme, rest)) => (scheme, rest.trim()),
+        None => (value, ""),
+    };
+    let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    (!scheme.is_empty() && scheme.bytes().all(is_tchar)).then_some((scheme, credentials))
 }
 
 #[cfg(test)]

@@ -167,6 +167,26 @@ async fn h4_wrong_credentials_are_401_never_anonymous() {
     up.assert_untouched();
 }
 
+/// A scheme that is not an RFC 9110 token (a tab or another character where the space
+/// belongs, a comma, nothing at all) is a malformed field, not "another scheme": wrong
+/// credentials behind it are `401`, never anonymous.
+#[tokio::test]
+async fn h4_credentials_behind_a_malformed_scheme_are_401_never_anonymous() {
+    let (up, app) = setup().await;
+    let wrong = base64_basic(ALICE, "wrong");
+    for line in [
+        format!("Authorization: Basic\t{wrong}"),
+        "Authorization: Bearer\tforged".to_owned(),
+        "Authorization: Bearer,forged".to_owned(),
+        "Authorization: ".to_owned(),
+    ] {
+        let r = app.get("/proxy/echo", &format!("{line}\r\n")).await;
+        assert_eq!(r.status, 401, "{line:?}: {}", r.text());
+        assert!(r.has("www-authenticate"), "{}", r.head_str());
+    }
+    up.assert_untouched();
+}
+
 #[tokio::test]
 async fn h7_https_target_that_is_not_tls_is_502_and_gets_no_token() {
     // The "https" target is a plain HTTP server: it answers the TLS hello with a 400, as

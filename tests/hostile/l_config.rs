@@ -124,3 +124,70 @@ async fn l3_invalid_target_urls_are_refused_and_change_nothing() {
     assert_eq!(app.get("/proxy/x", "").await.status, 200);
     assert_eq!(up.only().target, "/base/x");
 }
+
+/// The target in force when the token is ready gets it, never one replaced (or the proxy
+/// disabled) while the caller was being identified: identification can take long (a queue
+/// of Argon2 checks, a session store), and an admin who moves the proxy off a target expects
+/// it to receive no further token.
+#[tokio::test]
+async fn l4_a_target_replaced_while_the_caller_is_identified_gets_no_token() {
+    use tokio::sync::{Notify, Semaphore};
+    use tower_identity_proxy::{Identity, KeySigner, ProxyLayer};
+
+    let old = Upstream::ok().await;
+    let new = Upstream::ok().await;
+    let entered = Arc::new(Notify::new());
+    let release = Arc::new(Semaphore::new(0));
+    let extractor = {
+        let entered = Arc::clone(&entered);
+        let release = Arc::clone(&release);
+        move |_: &http::request::Parts| {
+            let entered = Arc::clone(&entered);
+            let release = Arc::clone(&release);
+            async move {
+                entered.notify_one();
+                release.acquire().await.expect("gate").forget();
+                Ok(Some(Identity::new(ALICE, ["ROLE_USER"])))
+            }
+        }
+    };
+    let layer = ProxyLayer::new(KeySigner::rs512(rsa_keys()).expect("signer"))
+        .identity(extractor)
+        .upstream_timeout(3 * LIVENESS);
+    let app = start_app(layer).await;
+    app.target(&old, "/old");
+
+    let send = |path: &'static str| {
+        let addr = app.addr;
+        tokio::spawn(async move {
+            let mut c = Raw::connect(addr).await;
+            c.send(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+                .await;
+            c.response(false).await.expect("response")
+        })
+    };
+
+    // Replaced: the request goes to the new target, whole.
+    let pending = send("/proxy/x");
+    within("extractor entered", entered.notified()).await;
+    app.target(&new, "/new");
+    release.add_permits(1);
+    let res = within("response", pending).await.unwrap();
+    assert_eq!(res.status, 200);
+    old.assert_untouched();
+    let got = new.only();
+    assert_eq!(got.target, "/new/x");
+    assert_eq!(got.one("host"), new.addr.to_string());
+    assert_eq!(decode_rs512(&got.bearer())["sub"], ALICE);
+
+    // Disabled: nothing is sent anywhere.
+    let pending = send("/proxy/y");
+    within("extractor entered", entered.notified()).await;
+    app.handle.disable();
+    release.add_permits(1);
+    let res = within("response", pending).await.unwrap();
+    assert_eq!(res.status, 501);
+    assert_eq!(res.text(), "The proxy is disabled.");
+    old.assert_untouched();
+    assert_eq!(new.requests().len(), 1);
+}

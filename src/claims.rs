@@ -32,8 +32,11 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// The identity these claims carry.
+    /// The identity these claims carry, vouched for until `exp` (see
+    /// [`Identity::valid_until`](crate::Identity::valid_until)): a token signed for it does
+    /// not outlive this one.
     pub fn identity(&self) -> crate::Identity {
         crate::Identity::new(self.sub.clone(), self.authorities.iter().cloned())
+            .valid_until(std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.exp))
     }
 }

@@ -65,7 +65,7 @@
 //! # let _ = extractor;
 //! ```
 
-use std::{borrow::Cow, fmt, future::Future, sync::Arc};
+use std::{borrow::Cow, fmt, future::Future, sync::Arc, time::SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header, request::Parts};
@@ -92,22 +92,25 @@ pub use bearer::BearerJwt;
 pub struct Identity {
     name: Arc<str>,
     roles: Arc<[String]>,
-    /// The name and roles hashed once, when the identity is made: the token cache looks an
-    /// identity up on every proxied request, and a fixed identity ([`Anonymous`], a user of
-    /// [`CredentialStore`]) is then never hashed again.
+    /// See [`Identity::valid_until`].
+    valid_until: Option<SystemTime>,
+    /// The name, roles and bound hashed once, when the identity is made: the token cache
+    /// looks an identity up on every proxied request, and a fixed identity ([`Anonymous`],
+    /// a user of [`CredentialStore`]) is then never hashed again.
     digest: u64,
 }
 
 impl Identity {
-    fn from_parts(name: Arc<str>, roles: Arc<[String]>) -> Self {
+    fn from_parts(name: Arc<str>, roles: Arc<[String]>, valid_until: Option<SystemTime>) -> Self {
         // Keyed at random once per process, as `HashMap`'s own hashing: names can come from
         // clients, and collisions must not be something they can aim for.
         static KEY: std::sync::LazyLock<std::hash::RandomState> =
             std::sync::LazyLock::new(std::hash::RandomState::new);
-        let digest = std::hash::BuildHasher::hash_one(&*KEY, (&*name, &*roles));
+        let digest = std::hash::BuildHasher::hash_one(&*KEY, (&*name, &*roles, valid_until));
         Self {
             name,
             roles,
+            valid_until,
             digest,
         }
     }
@@ -115,15 +118,18 @@ impl Identity {
 
 impl PartialEq for Identity {
     fn eq(&self, other: &Self) -> bool {
-        self.digest == other.digest && self.name == other.name && self.roles == other.roles
+        self.digest == other.digest
+            && self.name == other.name
+            && self.roles == other.roles
+            && self.valid_until == other.valid_until
     }
 }
 
 impl Eq for Identity {}
 
 impl std::hash::Hash for Identity {
-    /// Writes the digest of the name and roles, computed when the identity was made: equal
-    /// identities write the same.
+    /// Writes the digest of the name, roles and bound, computed when the identity was made:
+    /// equal identities write the same.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         state.write_u64(self.digest);
     }
@@ -168,7 +174,26 @@ impl Identity {
         let mut roles: Vec<String> = roles.into_iter().map(Into::into).collect();
         roles.sort_unstable();
         roles.dedup();
-        Self::from_parts(name.into().into(), roles.into())
+        Self::from_parts(name.into().into(), roles.into(), None)
+    }
+
+    /// The same caller, vouched for only until `at`: a token signed for this identity
+    /// expires no later, whatever the signer's lifetime.
+    ///
+    /// [`Claims::identity`](crate::Claims::identity) bounds the identity it reads from a
+    /// token by that token's `exp`, so [`BearerJwt`] identities carry their token's expiry:
+    /// a token that comes back to the proxy (a target calling the app back) is re-signed
+    /// with its own expiry at most, and a holder cannot refresh it for ever by presenting
+    /// each new token in turn. An earlier bound already set is kept.
+    #[must_use]
+    pub fn valid_until(self, at: SystemTime) -> Self {
+        let at = self.valid_until.map_or(at, |was| was.min(at));
+        Self::from_parts(self.name, self.roles, Some(at))
+    }
+
+    /// The bound set by [`valid_until`](Self::valid_until), if any.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.valid_until
     }
 
     /// `anonymousUser` with `ROLE_ANONYMOUS`.
@@ -196,10 +221,12 @@ impl Identity {
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Identity")
-            .field("name", &self.name)
-            .field("roles", &self.roles)
-            .finish()
+        let mut d = f.debug_struct("Identity");
+        d.field("name", &self.name).field("roles", &self.roles);
+        if let Some(at) = self.valid_until {
+            d.field("valid_until", &at);
+        }
+        d.finish()
     }
 }
 
@@ -543,6 +570,23 @@ mod tests {
             assert_ne!(a, other);
             assert_ne!(hasher.hash_one(&a), hasher.hash_one(&other), "{other:?}");
         }
+    }
+
+    #[test]
+    fn a_bound_only_ever_comes_earlier() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let (early, late) = (
+            UNIX_EPOCH + Duration::from_secs(100),
+            UNIX_EPOCH + Duration::from_secs(200),
+        );
+        let alice = Identity::new("Alice", ["ROLE_USER"]);
+        assert_eq!(alice.expires_at(), None);
+        let bounded = alice.clone().valid_until(late).valid_until(early);
+        assert_eq!(bounded.expires_at(), Some(early));
+        assert_eq!(bounded.clone().valid_until(late).expires_at(), Some(early));
+        // Another key for the token cache: its tokens are not the unbounded caller's.
+        assert_ne!(alice, bounded);
+        assert_eq!(bounded.name(), "Alice");
     }
 
     #[test]

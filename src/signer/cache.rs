@@ -116,7 +116,7 @@ impl<J: JwtSigner> CachingSigner<J> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn is_fresh(&self, token: &Token, now: SystemTime) -> bool {
+    fn is_fresh(&self, identity: &Identity, token: &Token, now: SystemTime) -> bool {
         let min = self.min_validity.unwrap_or_else(|| {
             token
                 .expires_at()
@@ -124,10 +124,15 @@ impl<J: JwtSigner> CachingSigner<J> {
                 .unwrap_or_default()
                 / 2
         });
-        token
+        let Ok(left) = token.expires_at().duration_since(now) else {
+            return false;
+        };
+        // A token that already lasts as long as its identity is vouched for cannot be
+        // bettered: signing again for each request would only cost a signature each.
+        let at_bound = identity
             .expires_at()
-            .duration_since(now)
-            .is_ok_and(|left| left > min)
+            .is_some_and(|bound| token.expires_at() + Duration::from_secs(1) > bound);
+        left > min || (at_bound && !left.is_zero())
     }
 
     fn slot(&self, identity: &Identity) -> Slot {
@@ -136,13 +141,14 @@ impl<J: JwtSigner> CachingSigner<J> {
         let mut slots = self.lock();
         if let Some((made_in, slot)) = slots.get(identity) {
             // A pending slot (another request is signing) is shared: one signature.
-            if *made_in == generation && slot.get().is_none_or(|t| self.is_fresh(t, now)) {
+            if *made_in == generation && slot.get().is_none_or(|t| self.is_fresh(identity, t, now))
+            {
                 return Arc::clone(slot);
             }
         }
         if slots.len() >= self.max_entries && !slots.contains_key(identity) {
-            slots.retain(|_, (made_in, s)| {
-                *made_in == generation && s.get().is_some_and(|t| self.is_fresh(t, now))
+            slots.retain(|id, (made_in, s)| {
+                *made_in == generation && s.get().is_some_and(|t| self.is_fresh(id, t, now))
             });
             while slots.len() >= self.max_entries {
                 let Some(victim) = slots.keys().next().cloned() else {
@@ -209,12 +215,30 @@ mod tests {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
             let now = SystemTime::now();
-            Token::new(
-                &format!("{}.{n}", identity.name()),
-                now,
-                now + self.lifetime,
-            )
+            let expires = now + self.lifetime;
+            let expires = identity.expires_at().map_or(expires, |at| at.min(expires));
+            Token::new(&format!("{}.{n}", identity.name()), now, expires)
         }
+    }
+
+    /// An identity vouched for only a short while (read from a token) gets tokens that
+    /// expire with it: such a token is reused as long as it is valid, even when it has less
+    /// left than `min_validity` asks, instead of a signature per request.
+    #[tokio::test]
+    async fn a_token_as_long_as_its_identity_is_reused_until_it_expires() {
+        let cache = counting(Duration::from_secs(300)).min_validity(Duration::from_secs(60));
+        let bound = SystemTime::now() + Duration::from_secs(10);
+        let alice = Identity::new("alice", ["R"]).valid_until(bound);
+        let first = cache.sign(&alice).await.unwrap();
+        assert!(first.expires_at() <= bound);
+        for _ in 0..5 {
+            assert_eq!(cache.sign(&alice).await.unwrap().as_str(), first.as_str());
+        }
+        assert_eq!(cache.inner.calls.load(Ordering::SeqCst), 1);
+        // The same caller without the bound is another key, with its own full-length token.
+        let unbounded = cache.sign(&Identity::new("alice", ["R"])).await.unwrap();
+        assert!(unbounded.expires_at() > bound + Duration::from_secs(200));
+        assert_eq!(cache.inner.calls.load(Ordering::SeqCst), 2);
     }
 
     fn counting(lifetime: Duration) -> CachingSigner<Counting> {

@@ -321,7 +321,9 @@ impl TokenPolicy {
         // trusts) is the one a verifier reads, never a fraction of a second longer.
         let whole = |t: SystemTime| UNIX_EPOCH + Duration::from_secs(secs(t));
         let issued = whole(now.checked_sub(self.backdate).unwrap_or(now));
-        let expires = whole(now.checked_add(self.lifetime).unwrap_or(now + MAX_LIFETIME));
+        let expires = now.checked_add(self.lifetime).unwrap_or(now + MAX_LIFETIME);
+        // An identity vouched for only so long (one read from a token) gets no longer.
+        let expires = whole(identity.expires_at().map_or(expires, |at| at.min(expires)));
         let mut extra = self.extra.as_ref().map(|f| f(identity)).unwrap_or_default();
         for reserved in ["sub", "authorities", "iat", "exp", "iss", "aud", "jti"] {
             extra.remove(reserved);

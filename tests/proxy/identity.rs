@@ -210,6 +210,45 @@ async fn bearer_tokens_signed_by_the_app_are_accepted() {
     );
 }
 
+/// A token that comes back (the target calling the app back) is re-signed with its own
+/// expiry at most: presenting each new token in turn never extends a caller's access
+/// (before: each call handed out a token with a fresh five-minute lifetime, for ever, even
+/// for a user removed since).
+#[tokio::test]
+async fn a_token_that_comes_back_is_never_re_signed_past_its_expiry() {
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    let target = common::echo_target().await;
+    let app = spawn_app(layer_to(&target).identity(BearerJwt::new(rsa_keys().verifier()))).await;
+    let now = now_secs();
+    let exp = now + 40;
+    let own = EncodingKey::from_rsa_pem(RSA_PKCS8_PEM.as_bytes()).unwrap();
+    let mut token = forge(
+        Algorithm::RS512,
+        &own,
+        &json!({ "sub": "Alice", "authorities": ["ROLE_USER"], "iat": now, "exp": exp }),
+    );
+    for round in 0..3 {
+        let r = who(
+            &app,
+            &target,
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+        assert_eq!(r.status, 200, "round {round}: {}", r.text());
+        let claims = target.last().claims();
+        assert_eq!(claims["sub"], "Alice");
+        let got = claims["exp"].as_u64().unwrap();
+        assert!(
+            got <= exp,
+            "round {round}: exp {got} past the presented {exp}"
+        );
+        // The layer's lifetime (five minutes) would have given much more.
+        assert!(got + 200 < now + 300, "round {round}: exp {got}");
+        // The target calls back with what it received.
+        token = common::bearer(&target.last().headers);
+    }
+}
+
 #[tokio::test]
 async fn no_credentials_means_the_next_extractor_then_anonymous() {
     let target = common::echo_target().await;

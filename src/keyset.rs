@@ -353,6 +353,12 @@ impl KeySet {
                 "the active key cannot be revoked; rotate to another key first".into(),
             ));
         }
+        // The generation first: a token the cache holds, signed by the key, must not be
+        // handed out once the key is gone from the set, not even between the two steps.
+        // (A kid not found costs one needless re-signing per cached identity.)
+        if self.kids().iter().any(|k| k == kid) {
+            self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        }
         let mut found = false;
         self.write(|state, _, _| {
             if state.signer.keys().kid() == kid {
@@ -368,6 +374,8 @@ impl KeySet {
             found.then(|| State::new(Arc::clone(&state.signer), published))
         });
         if found {
+            // Again: a token signed by the key in the meantime (by a signer that read the
+            // set before the swap) is not reused either.
             self.inner.generation.fetch_add(1, Ordering::AcqRel);
             tracing::warn!(target: "tower_identity_proxy", kid, "key revoked");
         }
@@ -694,9 +702,12 @@ mod tests {
         assert!(set.revoke(b.kid()).is_err(), "the active key stays");
         assert_eq!(set.generation(), 0);
         assert!(set.revoke(a.kid()).unwrap());
+        let revoked = set.generation();
+        assert_ne!(revoked, 0, "a revocation changes the generation");
+        assert_eq!(set.signer().generation(), revoked);
+        // Revoking a kid that is not there changes nothing.
         assert!(!set.revoke(a.kid()).unwrap());
-        assert_eq!(set.generation(), 1);
-        assert_eq!(set.signer().generation(), 1);
+        assert_eq!(set.generation(), revoked);
         assert_eq!(set.kids(), [b.kid()]);
         assert!(!verifier.knows_kid(a.kid()));
     }

@@ -176,12 +176,74 @@ impl fmt::Debug for CredentialStore {
 /// proxy that needs no login, and each Argon2id check takes tens of milliseconds and about
 /// 19 MiB: unbounded, a flood of wrong passwords would fill tokio's blocking pool (up to 512
 /// threads) and gigabytes of memory. A check whose request is abandoned keeps its place
-/// until the hash is done, so dropped connections cannot slip past the bound.
+/// until the hash is done, so dropped connections cannot slip past the bound. At most
+/// [`max_queued_checks`](Self::max_queued_checks) requests wait for a turn (128 by
+/// default); more are answered `503 Service Unavailable` at once, so that a flood of wrong
+/// passwords delays real sign-ins by a bounded time instead of minutes.
 #[derive(Clone, Debug)]
 pub struct BasicAuth {
     store: CredentialStore,
     challenge: HeaderValue,
-    checks: Arc<Semaphore>,
+    checks: Arc<Checks>,
+}
+
+/// The password checks of a [`BasicAuth`] and its clones.
+#[derive(Debug)]
+struct Checks {
+    /// One per check that may run at once.
+    slots: Arc<Semaphore>,
+    /// How many there are in all.
+    slot_count: usize,
+    /// Requests waiting for a slot.
+    queued: std::sync::atomic::AtomicUsize,
+    max_queued: usize,
+}
+
+impl Checks {
+    fn new(slots: usize, max_queued: usize) -> Arc<Self> {
+        let slot_count = slots.clamp(1, Semaphore::MAX_PERMITS);
+        Arc::new(Self {
+            slots: Arc::new(Semaphore::new(slot_count)),
+            slot_count,
+            queued: 0.into(),
+            max_queued,
+        })
+    }
+}
+
+/// Too many requests already wait for a password check.
+#[derive(Debug, PartialEq, Eq)]
+struct Busy;
+
+/// Counts a request as waiting for a slot until it gets one or gives up.
+struct Queued<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// [`bounded_blocking`] for `checks`, unless `checks.max_queued` requests already wait for
+/// a slot: `Err(Busy)` at once then.
+async fn queued_blocking<T: Send + 'static>(
+    checks: &Checks,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<Option<T>, Busy> {
+    use std::sync::atomic::Ordering::AcqRel;
+    if let Ok(slot) = Arc::clone(&checks.slots).try_acquire_owned() {
+        return Ok(run_holding(slot, f).await);
+    }
+    if checks.queued.fetch_add(1, AcqRel) >= checks.max_queued {
+        checks.queued.fetch_sub(1, AcqRel);
+        return Err(Busy);
+    }
+    let queued = Queued(&checks.queued);
+    let Ok(slot) = Arc::clone(&checks.slots).acquire_owned().await else {
+        return Ok(None);
+    };
+    drop(queued);
+    Ok(run_holding(slot, f).await)
 }
 
 impl BasicAuth {
@@ -191,14 +253,22 @@ impl BasicAuth {
         Self {
             store,
             challenge: HeaderValue::from_static(r#"Basic realm="proxy", charset="UTF-8""#),
-            checks: Arc::new(Semaphore::new(cpus)),
+            checks: Checks::new(cpus, DEFAULT_MAX_QUEUED),
         }
     }
 
     /// How many password checks may run at once, shared by the clones of this extractor.
     /// Default is the number of CPUs this process may use. `0` is taken as `1`.
     pub fn max_concurrent_checks(mut self, max: usize) -> Self {
-        self.checks = Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)));
+        self.checks = Checks::new(max, self.checks.max_queued);
+        self
+    }
+
+    /// How many requests may wait for a password check while the
+    /// [`max_concurrent_checks`](Self::max_concurrent_checks) run, shared by the clones of
+    /// this extractor; more are answered `503` at once. Default is 128.
+    pub fn max_queued_checks(mut self, max: usize) -> Self {
+        self.checks = Checks::new(self.checks.slot_count, max);
         self
     }
 
@@ -237,14 +307,26 @@ impl BasicAuth {
     }
 }
 
+/// How many requests may wait for a password check by default.
+const DEFAULT_MAX_QUEUED: usize = 128;
+
 /// Runs `f` on tokio's blocking pool once one of `slots` is free; the slot is held by `f`
 /// itself, so it is given back when `f` returns, even if the caller stopped waiting. `None`
 /// if `f` panicked (or the semaphore was closed, which this crate never does).
+#[cfg(test)]
 async fn bounded_blocking<T: Send + 'static>(
     slots: Arc<Semaphore>,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
     let slot = slots.acquire_owned().await.ok()?;
+    run_holding(slot, f).await
+}
+
+/// Runs `f` on tokio's blocking pool, holding `slot` until `f` returns.
+async fn run_holding<T: Send + 'static>(
+    slot: tokio::sync::OwnedSemaphorePermit,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
     tokio::task::spawn_blocking(move || {
         let out = f();
         drop(slot);
@@ -287,11 +369,21 @@ impl IdentityExtractor for BasicAuth {
             return Err(self.reject("The Basic credentials are malformed."));
         };
         let store = self.store.clone();
-        let verified = bounded_blocking(Arc::clone(&self.checks), move || {
-            store.verify(&user, &password)
-        })
-        .await
-        .flatten();
+        let verified =
+            match queued_blocking(&self.checks, move || store.verify(&user, &password)).await {
+                Ok(verified) => verified.flatten(),
+                Err(Busy) => {
+                    tracing::warn!(
+                        target: "tower_identity_proxy",
+                        max_queued = self.checks.max_queued,
+                        "too many password checks waiting; request refused with 503"
+                    );
+                    return Err(Rejection::new(
+                        http::StatusCode::SERVICE_UNAVAILABLE,
+                        "Too many sign-ins are being checked; try again shortly.",
+                    ));
+                }
+            };
         verified
             .map(Some)
             .ok_or_else(|| self.reject("The user name or password is wrong."))
@@ -446,6 +538,53 @@ mod tests {
         // Every slot comes back, the abandoned checks' too (they may finish last).
         let all = tokio::time::timeout(liveness, slots.acquire_many(2)).await;
         assert!(matches!(all, Ok(Ok(_))), "a slot was never given back");
+    }
+
+    /// Past `max_queued` requests waiting for a slot, the next is refused at once; those
+    /// waiting run in turn, and the count goes back to zero.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_of_checks_refuses_at_once() {
+        use std::time::Duration;
+        let checks = Checks::new(1, 1);
+        let liveness = Duration::from_secs(20);
+        // The one slot, held until told.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, mut starts) = tokio::sync::mpsc::unbounded_channel();
+        let running = {
+            let checks = Arc::clone(&checks);
+            tokio::spawn(async move {
+                queued_blocking(&checks, move || {
+                    let _ = started.send(());
+                    let _ = held.recv_timeout(Duration::from_secs(20));
+                    1
+                })
+                .await
+            })
+        };
+        tokio::time::timeout(liveness, starts.recv()).await.unwrap();
+        // One waits for it...
+        let waiting = {
+            let checks = Arc::clone(&checks);
+            tokio::spawn(async move { queued_blocking(&checks, || 2).await })
+        };
+        tokio::time::timeout(liveness, async {
+            while checks.queued.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        // ...and the next is refused without waiting.
+        let refused = tokio::time::timeout(liveness, queued_blocking(&checks, || 3)).await;
+        assert_eq!(refused, Ok(Err(Busy)), "the third request waited");
+        release.send(()).unwrap();
+        let running = tokio::time::timeout(liveness, running).await.unwrap();
+        assert_eq!(running.unwrap(), Ok(Some(1)));
+        let waiting = tokio::time::timeout(liveness, waiting).await.unwrap();
+        assert_eq!(waiting.unwrap(), Ok(Some(2)));
+        assert_eq!(checks.queued.load(std::sync::atomic::Ordering::Acquire), 0);
+        // A slot is free again: no queue, no refusal.
+        assert_eq!(queued_blocking(&checks, || 4).await, Ok(Some(4)));
     }
 
     #[test]

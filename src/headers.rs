@@ -579,6 +579,9 @@ mod tests {
             ("x-http-method-override", "TRACES"),
             ("x-other", "TRACE"),
             ("method-override", "TRACE"),
+            // A name with `_` is a method override only when it reads as one with `-`.
+            ("x_other", "TRACE"),
+            ("x_request_id", "connect"),
         ] {
             assert!(!refused(name, value), "{name}: {value}");
         }

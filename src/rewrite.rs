@@ -1045,6 +1045,11 @@ mod tests {
             status(req("/proxy", &[("host", "a:8x")])),
             Err(400.try_into().unwrap())
         );
+        // A port without a host (`:80`) parses as an authority, but names no one.
+        assert_eq!(
+            status(req("/proxy", &[("host", ":80")])),
+            Err(400.try_into().unwrap())
+        );
         assert!(status(req("/proxy", &[("host", "[::1]:8080")])).is_ok());
         // Absolute form: the URI's authority is the host, but never chooses the upstream,
         // and a `Host` that disagrees with it is refused.
@@ -1063,6 +1068,27 @@ mod tests {
         let p = req("/proxy", &[("host", "a"), ("via", &via)]);
         let e = rewrite_request(&p, &target("http://t:1"), &c, Framing::Empty).unwrap_err();
         assert_eq!(e.status(), 508);
+    }
+
+    #[test]
+    fn via_names_the_version_each_message_came_in() {
+        let c = cfg();
+        let t = target("http://t:1");
+        for (version, proto) in [
+            (Version::HTTP_10, "1.0"),
+            (Version::HTTP_11, "1.1"),
+            (Version::HTTP_2, "2"),
+        ] {
+            let want = format!("{proto} {}", c.pseudonym());
+            let mut p = req("/proxy", &[("host", "a")]);
+            p.version = version;
+            let up = rewrite_request(&p, &t, &c, Framing::Empty).unwrap();
+            assert_eq!(up.headers["via"], want.as_str(), "{version:?} request");
+            let (mut parts, ()) = http::Response::new(()).into_parts();
+            parts.version = version;
+            rewrite_response(&mut parts, &c);
+            assert_eq!(parts.headers["via"], want.as_str(), "{version:?} response");
+        }
     }
 
     #[test]

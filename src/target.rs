@@ -303,6 +303,7 @@ mod tests {
             ("http://u:p@h/", "user info"),
             ("http://h/#frag", "fragment"),
             ("http://h/?q=1", "query"),
+            ("http://h/p?", "query"),
             ("http://h:/", "port"),
             ("http://h:99999/", "port"),
             ("http://h:8x/", "port"),
@@ -320,10 +321,15 @@ mod tests {
         let h = ProxyHandle::new();
         assert!(!h.is_enabled());
         h.set_target(Some("http://a:1")).unwrap();
+        assert!(h.is_enabled());
         assert!(h.set_target(Some("nope")).is_err());
         assert_eq!(h.target().unwrap().as_str(), "http://a:1");
         let clone = h.clone();
         clone.set_target(None).unwrap();
         assert!(!h.is_enabled());
+        h.set_target(Some("http://a:1")).unwrap();
+        clone.disable();
+        assert!(!h.is_enabled());
+        assert!(h.target().is_none());
     }
 }

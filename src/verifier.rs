@@ -331,6 +331,7 @@ mod tests {
         let verifier = keys.verifier().leeway(Duration::MAX);
         assert_eq!(verifier.verify(token.as_str()).unwrap().sub, "Alice");
         assert_eq!(verifier.leeway, MAX_LEEWAY_SECS);
+        assert_eq!(MAX_LEEWAY_SECS, 315_360_000, "ten years of 365 days");
         let verifier = keys.verifier().leeway(Duration::from_secs(90));
         assert_eq!(verifier.leeway, 90);
     }
@@ -395,6 +396,107 @@ mod tests {
         ] {
             let token = foreign_token(&keys, claims(iss, aud));
             assert!(verifier.verify(&token).is_err(), "{what} was accepted");
+        }
+    }
+
+    #[test]
+    fn a_refusal_says_why() {
+        let keys = KeyPair::generate_ed25519().unwrap();
+        let e = keys.verifier().verify("not a token").unwrap_err();
+        assert_eq!(e.reason(), "the token is malformed");
+        assert_eq!(e.to_string(), e.reason());
+    }
+
+    #[tokio::test]
+    async fn a_retired_key_verifies_nothing() {
+        let keys = KeyPair::generate_ed25519().unwrap();
+        let token = KeySigner::new(keys.clone())
+            .sign(&Identity::new("Alice", ["R"]))
+            .await
+            .unwrap();
+        let with = |not_after| {
+            let mut key = VerifyingKey::new(keys.public_key(), keys.default_algorithm());
+            key.not_after = Some(not_after);
+            Verifier::from_shared(Arc::new(ArcSwap::from_pointee(vec![key])))
+        };
+        let retired = with(SystemTime::now() - Duration::from_secs(60));
+        assert_eq!(
+            retired.verify(token.as_str()).unwrap_err(),
+            VerifyError::UNKNOWN_KEY
+        );
+        assert!(!retired.knows_kid(keys.kid()));
+        assert!(retired.kids().is_empty());
+        let live = with(SystemTime::now() + Duration::from_secs(3600));
+        assert_eq!(live.verify(token.as_str()).unwrap().sub, "Alice");
+        assert!(live.knows_kid(keys.kid()));
+        assert_eq!(live.kids(), [keys.kid()]);
+    }
+
+    #[test]
+    fn each_refusal_names_its_reason() {
+        use serde_json::json;
+
+        let keys = KeyPair::generate_ed25519().unwrap();
+        let other = KeyPair::generate_ed25519().unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = |extra: serde_json::Value| {
+            let mut c = serde_json::json!({
+                "sub": "Alice", "authorities": ["ROLE_USER"], "iat": now - 5, "exp": now + 300,
+            });
+            for (k, v) in extra.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            c
+        };
+        let reason = |verifier: &Verifier, signer: &KeyPair, extra| {
+            verifier
+                .verify(&foreign_token(signer, claims(extra)))
+                .unwrap_err()
+                .reason()
+        };
+        let plain = keys.verifier();
+        for (verifier, signer, extra, want) in [
+            (
+                &plain,
+                &keys,
+                json!({"iat": now - 7200, "exp": now - 3600}),
+                "the token has expired",
+            ),
+            (
+                &plain,
+                &keys,
+                json!({"nbf": now + 3600}),
+                "the token is not valid yet",
+            ),
+            (
+                &plain,
+                &other,
+                json!({}),
+                "the token's signature is invalid",
+            ),
+            (
+                &plain.clone().audience("https://target.example"),
+                &keys,
+                json!({"aud": "https://elsewhere.example"}),
+                "the token is meant for another audience",
+            ),
+            (
+                &plain.clone().issuer("https://app.example"),
+                &keys,
+                json!({"iss": "https://elsewhere.example"}),
+                "the token comes from another issuer",
+            ),
+            (
+                &plain.clone().issuer("https://app.example"),
+                &keys,
+                json!({}),
+                "the token lacks a required claim",
+            ),
+        ] {
+            assert_eq!(reason(verifier, signer, extra), want);
         }
     }
 }

@@ -598,4 +598,45 @@ mod tests {
         assert!(store.insert("a:b", "x", ["R"]).is_err());
         assert!(!format!("{store:?}").contains("argon2"));
     }
+
+    #[test]
+    fn users_are_added_replaced_and_removed() {
+        let store = CredentialStore::new();
+        assert!(!store.contains("Alice"));
+        store
+            .insert("Alice", "first-password", ["ROLE_USER"])
+            .unwrap();
+        assert!(store.contains("Alice"));
+        assert!(!store.contains("alice"), "names are case-sensitive");
+        // The extractor checks against the same users, not a copy.
+        assert!(BasicAuth::new(store.clone()).store().contains("Alice"));
+        store
+            .insert("Alice", "second-password", ["ROLE_ADMIN"])
+            .unwrap();
+        assert!(store.verify("Alice", "first-password").is_none());
+        let alice = store.verify("Alice", "second-password").unwrap();
+        assert_eq!(alice.roles(), ["ROLE_ADMIN"]);
+        assert!(store.remove("Alice"));
+        assert!(!store.remove("Alice"));
+        assert!(!store.contains("Alice"));
+        assert!(store.verify("Alice", "second-password").is_none());
+        for bad in ["", "a:b", "a\nb", "a\tb"] {
+            assert!(store.insert(bad, "x", ["R"]).is_err(), "{bad:?}");
+            assert!(!store.contains(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_realm_cannot_break_out_of_its_quotes() {
+        let store = CredentialStore::new();
+        let auth = BasicAuth::new(store.clone()).realm("orders").unwrap();
+        assert_eq!(
+            auth.challenges(),
+            [r#"Basic realm="orders", charset="UTF-8""#]
+        );
+        // A tab is a valid header value byte: only the realm check refuses it.
+        for bad in [r#"a", charset="x"#, r"a\", "a\tb", "a\nb"] {
+            assert!(BasicAuth::new(store.clone()).realm(bad).is_err(), "{bad:?}");
+        }
+    }
 }

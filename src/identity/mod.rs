@@ -717,4 +717,17 @@ mod tests {
         let got = FromExtensions.extract(&p).await.unwrap().unwrap();
         assert_eq!(got.name(), "bob");
     }
+
+    #[test]
+    fn a_rejection_tells_its_status_message_and_challenge() {
+        let challenge = HeaderValue::from_static("Bearer");
+        let r = Rejection::unauthorized(Some(challenge.clone()), "The token is not valid.");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.message(), "The token is not valid.");
+        assert_eq!(r.challenge(), Some(&challenge));
+        let r = Rejection::new(StatusCode::FORBIDDEN, String::from("Not for you."));
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(r.message(), "Not for you.");
+        assert_eq!(r.challenge(), None);
+    }
 }

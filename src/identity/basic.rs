@@ -224,8 +224,10 @@ impl Drop for Queued<'_> {
     }
 }
 
-/// [`bounded_blocking`] for `checks`, unless `checks.max_queued` requests already wait for
-/// a slot: `Err(Busy)` at once then.
+/// Runs `f` on tokio's blocking pool once one of `checks.slots` is free (see
+/// [`run_holding`]), unless `checks.max_queued` requests already wait for a slot:
+/// `Err(Busy)` at once then. `Ok(None)` if `f` panicked (or the semaphore was closed, which
+/// this crate never does).
 async fn queued_blocking<T: Send + 'static>(
     checks: &Checks,
     f: impl FnOnce() -> T + Send + 'static,
@@ -310,19 +312,8 @@ impl BasicAuth {
 /// How many requests may wait for a password check by default.
 const DEFAULT_MAX_QUEUED: usize = 128;
 
-/// Runs `f` on tokio's blocking pool once one of `slots` is free; the slot is held by `f`
-/// itself, so it is given back when `f` returns, even if the caller stopped waiting. `None`
-/// if `f` panicked (or the semaphore was closed, which this crate never does).
-#[cfg(test)]
-async fn bounded_blocking<T: Send + 'static>(
-    slots: Arc<Semaphore>,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    let slot = slots.acquire_owned().await.ok()?;
-    run_holding(slot, f).await
-}
-
-/// Runs `f` on tokio's blocking pool, holding `slot` until `f` returns.
+/// Runs `f` on tokio's blocking pool, holding `slot` until `f` returns: the slot is given
+/// back when the check is done, even if the caller stopped waiting. `None` if `f` panicked.
 async fn run_holding<T: Send + 'static>(
     slot: tokio::sync::OwnedSemaphorePermit,
     f: impl FnOnce() -> T + Send + 'static,
@@ -482,7 +473,12 @@ mod tests {
             }
         }
 
-        let slots = Arc::new(Semaphore::new(2));
+        // No bound on the queue here: this is about the slots.
+        let checks = Checks::new(2, usize::MAX);
+        let queued = |f| {
+            let checks = Arc::clone(&checks);
+            tokio::spawn(async move { queued_blocking(&checks, f).await })
+        };
         let running = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
         let gate = Gate(Arc::new((Mutex::new(false), Condvar::new())));
@@ -509,9 +505,7 @@ mod tests {
         let liveness = Duration::from_secs(20);
 
         // Two checks start, then their callers give up (a client that disconnects).
-        let abandoned: Vec<_> = (0..2)
-            .map(|_| tokio::spawn(bounded_blocking(slots.clone(), check())))
-            .collect();
+        let abandoned: Vec<_> = (0..2).map(|_| queued(check())).collect();
         for _ in 0..2 {
             tokio::time::timeout(liveness, starts.recv()).await.unwrap();
         }
@@ -519,9 +513,7 @@ mod tests {
             task.abort();
         }
         // Their hashing goes on and keeps both slots: no further check starts.
-        let waiting: Vec<_> = (0..4)
-            .map(|_| tokio::spawn(bounded_blocking(slots.clone(), check())))
-            .collect();
+        let waiting: Vec<_> = (0..4).map(|_| queued(check())).collect();
         assert!(
             tokio::time::timeout(Duration::from_millis(300), starts.recv())
                 .await
@@ -532,11 +524,11 @@ mod tests {
         gate.open();
         for task in waiting {
             let done = tokio::time::timeout(liveness, task).await.unwrap().unwrap();
-            assert_eq!(done, Some(()));
+            assert_eq!(done, Ok(Some(())));
         }
         assert_eq!(most.load(Ordering::SeqCst), 2);
         // Every slot comes back, the abandoned checks' too (they may finish last).
-        let all = tokio::time::timeout(liveness, slots.acquire_many(2)).await;
+        let all = tokio::time::timeout(liveness, checks.slots.acquire_many(2)).await;
         assert!(matches!(all, Ok(Ok(_))), "a slot was never given back");
     }
 

@@ -14,7 +14,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use http::{HeaderValue, request::Parts};
 use tokio::sync::Semaphore;
 
-use super::{Authorization, ExtractResult, Identity, IdentityExtractor, Rejection, authorization};
+use super::{ExtractResult, Identity, IdentityExtractor, Rejection, credentials_for};
 use crate::error::ConfigError;
 
 /// Users with their password hashes and roles, changeable at run time.
@@ -342,19 +342,10 @@ impl IdentityExtractor for BasicAuth {
     }
 
     async fn extract(&self, parts: &Parts) -> ExtractResult {
-        let credentials = match authorization(&parts.headers) {
-            Authorization::Absent => return Ok(None),
-            Authorization::Several => {
-                return Err(self.reject("Several Authorization headers were sent."));
-            }
-            Authorization::Malformed => {
-                return Err(self.reject("The Authorization header is malformed."));
-            }
-            Authorization::One {
-                scheme,
-                credentials,
-            } if scheme.eq_ignore_ascii_case("basic") => credentials,
-            Authorization::One { .. } => return Ok(None),
+        let Some(credentials) =
+            credentials_for(&parts.headers, "basic").map_err(|why| self.reject(why))?
+        else {
+            return Ok(None);
         };
         let Some((user, password)) = decode_basic(credentials) else {
             return Err(self.reject("The Basic credentials are malformed."));

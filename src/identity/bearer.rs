@@ -3,7 +3,7 @@
 
 use http::{HeaderValue, request::Parts};
 
-use super::{Authorization, ExtractResult, IdentityExtractor, Rejection, authorization};
+use super::{ExtractResult, IdentityExtractor, Rejection, credentials_for};
 use crate::verifier::Verifier;
 
 /// Accepts `Authorization: Bearer <JWT>` when the token verifies with the app's keys
@@ -46,19 +46,8 @@ impl IdentityExtractor for BearerJwt {
     }
 
     async fn extract(&self, parts: &Parts) -> ExtractResult {
-        let token = match authorization(&parts.headers) {
-            Authorization::Absent => return Ok(None),
-            Authorization::Several => {
-                return Err(invalid_token("Several Authorization headers were sent."));
-            }
-            Authorization::Malformed => {
-                return Err(invalid_token("The Authorization header is malformed."));
-            }
-            Authorization::One {
-                scheme,
-                credentials,
-            } if scheme.eq_ignore_ascii_case("bearer") => credentials,
-            Authorization::One { .. } => return Ok(None),
+        let Some(token) = credentials_for(&parts.headers, "bearer").map_err(invalid_token)? else {
+            return Ok(None);
         };
         match self.verifier.verify(token) {
             Ok(claims) => Ok(Some(claims.identity())),

@@ -485,37 +485,26 @@ impl IdentityExtractor for FromExtensions {
     }
 }
 
-/// A request's `Authorization` field, as the credential extractors read it.
-pub(crate) enum Authorization<'a> {
-    /// No `Authorization` line.
-    Absent,
-    /// One line, with its scheme and credentials.
-    One {
-        scheme: &'a str,
-        credentials: &'a str,
-    },
-    /// One line without even a scheme.
-    Malformed,
-    /// Several lines, whatever their schemes: never the credentials of one caller, and a
-    /// line of a scheme no extractor knows must not hide wrong credentials in another.
-    Several,
-}
-
-/// Reads the `Authorization` field of a request's `headers`.
-pub(crate) fn authorization(headers: &http::HeaderMap) -> Authorization<'_> {
+/// The credentials of `scheme` (`basic`, `bearer`: matched case-insensitively) in a
+/// request's `Authorization` field: `Ok(None)` without the field or for another scheme,
+/// `Err` with the reason for a field no extractor may read: without even a scheme, or in
+/// several lines, whatever their schemes (never the credentials of one caller, and a line
+/// of a scheme no extractor knows must not hide wrong credentials in another).
+pub(crate) fn credentials_for<'a>(
+    headers: &'a http::HeaderMap,
+    scheme: &str,
+) -> Result<Option<&'a str>, &'static str> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
-        return Authorization::Absent;
+        return Ok(None);
     };
     if values.next().is_some() {
-        return Authorization::Several;
+        return Err("Several Authorization headers were sent.");
     }
     match authorization_scheme(value) {
-        Some((scheme, credentials)) => Authorization::One {
-            scheme,
-            credentials,
-        },
-        None => Authorization::Malformed,
+        Some((named, credentials)) if named.eq_ignore_ascii_case(scheme) => Ok(Some(credentials)),
+        Some(_) => Ok(None),
+        None => Err("The Authorization header is malformed."),
     }
 }
 

@@ -16,7 +16,7 @@ use super::remote::{FetchConfig, RemoteJwks};
 use crate::{
     body::{ResponseBody, local},
     claims::Claims,
-    identity::{Authorization, Rejection, authorization},
+    identity::{Rejection, credentials_for},
     verifier::{Verifier, VerifyError},
 };
 
@@ -58,17 +58,11 @@ fn refused(reason: VerifyError) -> Rejection {
 
 impl Checker {
     fn check(&self, headers: &HeaderMap) -> Outcome {
-        let token = match authorization(headers) {
-            Authorization::Absent => return Outcome::NoToken,
-            Authorization::One {
-                scheme,
-                credentials,
-            } if scheme.eq_ignore_ascii_case("bearer") => credentials,
-            // Another scheme: no bearer token.
-            Authorization::One { .. } => return Outcome::NoToken,
-            Authorization::Several | Authorization::Malformed => {
-                return Outcome::Refused(invalid_token());
-            }
+        let token = match credentials_for(headers, "bearer") {
+            Ok(Some(token)) => token,
+            // No field, or another scheme: no bearer token.
+            Ok(None) => return Outcome::NoToken,
+            Err(_) => return Outcome::Refused(invalid_token()),
         };
         if token.is_empty() || token.len() > self.max_token_len {
             return Outcome::Refused(invalid_token());

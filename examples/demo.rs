@@ -84,7 +84,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tower_identity_proxy::{
     Algorithm, Anonymous, BasicAuth, BearerJwt, CachingSigner, CredentialStore, Curve, Identity,
     IdentityExtractor, KeyPair, KeySet, KeySetSigner, KeySigner, Or, ProxyClient, ProxyHandle,
-    ProxyLayer, client::ClientBuilder, identity::ExtractResult,
+    ProxyLayer, Tunnels, client::ClientBuilder, identity::ExtractResult,
 };
 
 /// A boxed error for the demo's start-up failures.
@@ -262,10 +262,11 @@ pub struct Demo {
     pub connect_info: bool,
 }
 
-/// Builds the app again with a connection pool to the target of its own; the target handle,
-/// the token cache and the users stay shared with every other copy.
+/// Builds the app again with a connection pool to the target of its own, and a set of
+/// WebSocket tunnels of its own (to wait for on shutdown); the target handle, the token
+/// cache and the users stay shared with every other copy.
 #[derive(Clone)]
-pub struct WorkerApp(Arc<dyn Fn() -> Result<WorkerService, Error> + Send + Sync>);
+pub struct WorkerApp(Arc<dyn Fn() -> Result<(WorkerService, Tunnels), Error> + Send + Sync>);
 
 /// What each server thread of [`serve`] serves: the proxy layer around the whole router
 /// (`ProxyLayer::layer(router)`, as `ServiceBuilder` composes), so a request under `/proxy`
@@ -360,8 +361,12 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
     let worker_app = {
         let (state, opts) = (state.clone(), opts.clone());
         WorkerApp(Arc::new(move || {
-            let proxy = proxy.clone().client(upstream_client(&opts)?);
-            Ok(tower::Layer::layer(&proxy, router(state.clone())))
+            let proxy = proxy
+                .clone()
+                .client(upstream_client(&opts)?)
+                .with_tunnels(Tunnels::new());
+            let tunnels = proxy.tunnels();
+            Ok((tower::Layer::layer(&proxy, router(state.clone())), tunnels))
         }))
     };
     Ok(Demo {
@@ -477,8 +482,9 @@ pub async fn start(opts: &Options) -> Result<Running, Error> {
 /// timers). Once it resolves, the shutdown is graceful: every thread closes its listening
 /// socket, so new connections are refused; every open connection is shut down gracefully
 /// (HTTP/1.1: closed after the response in progress, at once when idle; HTTP/2: `GOAWAY`,
-/// the streams in flight finish); `serve` returns once they are all closed, or once
-/// `demo.timeouts.shutdown` has passed, dropping those still open ([`Stopped::cut`]).
+/// the streams in flight finish), and WebSocket tunnels keep running; `serve` returns once
+/// they are all closed, or once `demo.timeouts.shutdown` has passed, dropping those still
+/// open ([`Stopped::cut`]).
 ///
 /// # Errors
 ///
@@ -529,7 +535,7 @@ pub fn serve(
     let (up, listening) = std::sync::mpsc::channel();
     let mut workers = Vec::with_capacity(threads);
     for (i, socket) in sockets.into_iter().enumerate() {
-        let app = (demo.worker_app.0)()?;
+        let (app, tunnels) = (demo.worker_app.0)()?;
         let (timeouts, connect_info) = (demo.timeouts, demo.connect_info);
         let (up, stopping, exited) = (up.clone(), stopping.clone(), Exited(exited.clone()));
         let worker = std::thread::Builder::new()
@@ -548,7 +554,13 @@ pub fn serve(
                         }
                     };
                     let _ = up.send(Ok(()));
-                    Ok(accept_loop(listener, app, timeouts, connect_info, stopping).await)
+                    let worker = Worker {
+                        app,
+                        tunnels,
+                        timeouts,
+                        connect_info,
+                    };
+                    Ok(accept_loop(listener, worker, stopping).await)
                 })
                 // Dropping the runtime drops the connections cut by the grace period.
             })?;
@@ -598,7 +610,8 @@ pub fn serve(
 /// How [`serve`] stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stopped {
-    /// The connections still open when the shutdown's grace period ended, dropped.
+    /// The connections still open when the shutdown's grace period ended, dropped:
+    /// HTTP connections and WebSocket tunnels.
     pub cut: usize,
 }
 
@@ -637,15 +650,20 @@ pub struct Timeouts {
 /// each request carries its connection's peer address (axum's `ConnectInfo`).
 ///
 /// Once `stopping` says so, it closes the listener, lets every connection shut down
-/// gracefully and waits for them, at most `timeouts.shutdown`: it returns how many were
-/// still open then (the caller drops them with the runtime).
+/// gracefully and waits for them and for the WebSocket tunnels, at most
+/// `timeouts.shutdown`: it returns how many of either were still open then (the caller
+/// drops the connections with the runtime; the tunnels are closed).
 async fn accept_loop(
     listener: TcpListener,
-    app: WorkerService,
-    timeouts: Timeouts,
-    connect_info: bool,
+    worker: Worker,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> usize {
+    let Worker {
+        app,
+        tunnels,
+        timeouts,
+        connect_info,
+    } = worker;
     use hyper_util::{
         rt::{TokioExecutor, TokioIo, TokioTimer},
         server::conn::auto,
@@ -693,15 +711,31 @@ async fn accept_loop(
     }
     // Closing the socket: new connections are refused (those in its backlog are reset).
     drop(listener);
+    // A WebSocket is no longer a connection of hyper's once upgraded: its tunnel is waited
+    // for apart, within the same grace period.
     let drained = tokio::time::timeout(timeouts.shutdown, async {
         while connections.join_next().await.is_some() {}
+        tunnels.ended().await;
     })
     .await;
     if drained.is_ok() {
         return 0;
     }
+    let cut_tunnels = tunnels.close();
+    // The tunnels' tasks end (closing both their connections) once polled: before this
+    // thread drops its runtime, so each end is logged.
+    let _ = tokio::time::timeout(Duration::from_secs(1), tunnels.ended()).await;
     while connections.try_join_next().is_some() {}
-    connections.len()
+    connections.len() + cut_tunnels
+}
+
+/// What one server thread of [`serve`] serves, and how.
+struct Worker {
+    app: WorkerService,
+    /// The tunnels `app` opens.
+    tunnels: Tunnels,
+    timeouts: Timeouts,
+    connect_info: bool,
 }
 
 /// Drives one connection until it ends, closing it when it has been quiet too long.

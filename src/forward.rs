@@ -71,6 +71,7 @@ pub(crate) struct Shared<I, J> {
     pub(crate) body_timeout: Option<Duration>,
     pub(crate) upgrades: bool,
     pub(crate) tunnel_idle_timeout: Option<Duration>,
+    pub(crate) tunnels: crate::upgrade::Tunnels,
 }
 
 pub(crate) fn error_response<B>(error: &ProxyError) -> Response<ResponseBody<B>> {
@@ -578,7 +579,12 @@ fn respond<R, I, J>(
             }
         };
         let upstream_side = hyper::upgrade::on(&mut response);
-        crate::upgrade::spawn_tunnel(client_side, upstream_side, shared.tunnel_idle_timeout);
+        crate::upgrade::spawn_tunnel(
+            &shared.tunnels,
+            client_side,
+            upstream_side,
+            shared.tunnel_idle_timeout,
+        );
         let (mut parts, _) = response.into_parts();
         rewrite_response(&mut parts, &shared.rewrite);
         scope_set_cookies(&mut parts, &shared.rewrite, target);

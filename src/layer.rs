@@ -14,6 +14,7 @@ use crate::{
     service::Proxy,
     signer::{CachingSigner, JwtSigner, KeySigner},
     target::{ProxyHandle, Target},
+    upgrade::Tunnels,
 };
 
 /// Takes over requests under a prefix (default `/proxy`) and forwards them to a run-time
@@ -35,6 +36,7 @@ pub struct ProxyLayer<I = Anonymous, J = CachingSigner<KeySigner>> {
     body_timeout: Option<Duration>,
     upgrades: bool,
     tunnel_idle_timeout: Option<Duration>,
+    tunnels: Tunnels,
 }
 
 impl<S: JwtSigner> ProxyLayer<Anonymous, CachingSigner<S>> {
@@ -60,6 +62,7 @@ impl<J: JwtSigner> ProxyLayer<Anonymous, J> {
             body_timeout: Some(Duration::from_secs(60)),
             upgrades: true,
             tunnel_idle_timeout: Some(Duration::from_secs(60)),
+            tunnels: Tunnels::new(),
         }
     }
 }
@@ -77,6 +80,7 @@ impl<I, J> ProxyLayer<I, J> {
             body_timeout: self.body_timeout,
             upgrades: self.upgrades,
             tunnel_idle_timeout: self.tunnel_idle_timeout,
+            tunnels: self.tunnels,
         }
     }
 
@@ -240,6 +244,23 @@ impl<I, J> ProxyLayer<I, J> {
         self
     }
 
+    /// The upgraded connections (WebSocket tunnels) this layer opened: how many are open,
+    /// a wait for them to end, and a way to close them, for a graceful shutdown (a server's
+    /// own graceful shutdown does not see a connection once it is upgraded). Shared by the
+    /// layer's clones and every service built from them, as the [`handle`](Self::handle).
+    /// See [`Tunnels`] for an example.
+    pub fn tunnels(&self) -> Tunnels {
+        self.tunnels.clone()
+    }
+
+    /// Counts and closes this layer's tunnels in `tunnels` from now on, instead of the set
+    /// it shared with the layer it was cloned from: e.g. one set per server thread, each
+    /// thread waiting for its own.
+    pub fn with_tunnels(mut self, tunnels: Tunnels) -> Self {
+        self.tunnels = tunnels;
+        self
+    }
+
     /// The client used to reach the target. Default is [`ProxyClient::new`].
     pub fn client(mut self, client: ProxyClient) -> Self {
         self.client = Some(client);
@@ -266,6 +287,7 @@ impl<I, J> ProxyLayer<I, J> {
             body_timeout: self.body_timeout,
             upgrades: self.upgrades,
             tunnel_idle_timeout: self.tunnel_idle_timeout,
+            tunnels: self.tunnels.clone(),
         })
     }
 }
@@ -295,6 +317,7 @@ impl<I: Clone, J> Clone for ProxyLayer<I, J> {
             body_timeout: self.body_timeout,
             upgrades: self.upgrades,
             tunnel_idle_timeout: self.tunnel_idle_timeout,
+            tunnels: self.tunnels.clone(),
         }
     }
 }
@@ -308,6 +331,7 @@ impl<I: fmt::Debug, J> fmt::Debug for ProxyLayer<I, J> {
             .field("timeout", &self.timeout)
             .field("body_timeout", &self.body_timeout)
             .field("tunnel_idle_timeout", &self.tunnel_idle_timeout)
+            .field("tunnels", &self.tunnels)
             .finish_non_exhaustive()
     }
 }

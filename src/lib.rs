@@ -139,6 +139,7 @@ pub use layer::ProxyLayer;
 pub use service::Proxy;
 pub use signer::{CachingSigner, JwtSigner, KeySigner, SignError, Token, TokenPolicy};
 pub use target::{ProxyHandle, Target};
+pub use upgrade::Tunnels;
 pub use verifier::{Verifier, VerifyError};
 
 /// The README's examples, compiled as doctests so that they stay true.

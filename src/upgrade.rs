@@ -6,11 +6,18 @@
 //! task ends when both directions are done, either connection fails, or no byte moved in
 //! either direction for the idle timeout (then both connections are closed). HTTP/2
 //! extended `CONNECT` (RFC 8441) is not tunnelled.
+//!
+//! A tunnel outlives the HTTP connection it came from: once hyper hands the connection
+//! over, a server's graceful shutdown no longer sees it. [`Tunnels`] is what a server uses
+//! instead: how many are open, a wait for them to end, and a way to close them.
 
 use std::{
-    io,
+    fmt, io,
     pin::Pin,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -19,50 +26,190 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::{Notify, watch},
     time::Instant,
 };
 
-/// Once both sides have switched protocols, copies bytes both ways until both directions are
-/// done (a half-close is passed on and the other direction keeps flowing), either connection
-/// fails, or, with an `idle_timeout`, no byte moved either way for that long.
-pub(crate) fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, idle_timeout: Option<Duration>) {
-    tokio::spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::debug!(target: "tower_identity_proxy", error = %e, "upgrade failed");
+/// The upgraded connections (WebSocket tunnels) of a [`ProxyLayer`](crate::ProxyLayer):
+/// how many are open, a wait for them to end, and a way to close them, for a server's
+/// graceful shutdown.
+///
+/// A handle: clones share the same tunnels. Every layer has one
+/// ([`ProxyLayer::tunnels`](crate::ProxyLayer::tunnels)), shared by the layer's clones and
+/// every service built from them; [`ProxyLayer::with_tunnels`](crate::ProxyLayer::with_tunnels)
+/// gives a layer another, e.g. one per server thread.
+///
+/// # Example
+///
+/// A graceful shutdown that gives WebSockets a grace period, then closes them:
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tower_identity_proxy::{KeyPair, KeySigner, ProxyLayer};
+///
+/// # async fn run(listener: tokio::net::TcpListener, shutdown_signal: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Box<dyn std::error::Error>> {
+/// let proxy = ProxyLayer::new(KeySigner::new(KeyPair::generate_rsa(2048)?));
+/// let tunnels = proxy.tunnels();
+/// let app = axum::Router::new().layer(proxy);
+/// axum::serve(listener, app)
+///     .with_graceful_shutdown(shutdown_signal)
+///     .await?;
+/// // The HTTP connections are closed; the WebSockets get ten more seconds.
+/// if tokio::time::timeout(Duration::from_secs(10), tunnels.ended()).await.is_err() {
+///     let cut = tunnels.close();
+///     eprintln!("closed {cut} WebSocket(s) still open");
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct Tunnels(Arc<TunnelSet>);
+
+#[derive(Default)]
+struct TunnelSet {
+    /// Tunnels whose task runs: waiting for both sides to switch protocols, or copying.
+    open: AtomicUsize,
+    /// Told when `open` drops to zero.
+    ended: Notify,
+    /// `true` once [`Tunnels::close`] was called.
+    closing: watch::Sender<bool>,
+}
+
+impl Tunnels {
+    /// A set with no tunnel.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many tunnels are open (counting those whose `101` was just sent and whose
+    /// connections are being handed over).
+    pub fn open(&self) -> usize {
+        self.0.open.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no tunnel is open; at once if none is. A tunnel opened after it
+    /// resolved is not waited for.
+    pub async fn ended(&self) {
+        loop {
+            let notified = self.0.ended.notified();
+            tokio::pin!(notified);
+            // Registered before the count is read: a tunnel ending in between still wakes
+            // this wait.
+            notified.as_mut().enable();
+            if self.open() == 0 {
                 return;
             }
-        };
-        let clock = Activity::new();
-        let mut client = Watched::new(TokioIo::new(client), &clock);
-        let mut upstream = Watched::new(TokioIo::new(upstream), &clock);
-        let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-        let ended = match idle_timeout {
-            Some(idle) => tokio::select! {
-                ended = copy => Some(ended),
-                () = clock.idle_for(idle) => None,
-            },
-            None => Some(copy.await),
-        };
-        // Dropping both connections (at the end of this task) closes them.
-        match ended {
-            Some(Ok((up, down))) => tracing::debug!(
+            notified.await;
+        }
+    }
+
+    /// Closes every open tunnel (both its connections, without a WebSocket close frame:
+    /// the proxy does not parse the tunnelled protocol) and every tunnel opened from now
+    /// on, at once; returns how many were open. For the end of a server's shutdown: the
+    /// set stays closed.
+    ///
+    /// Each tunnel's task ends the next time its runtime polls it; [`ended`](Self::ended)
+    /// tells when they all have.
+    pub fn close(&self) -> usize {
+        self.0.closing.send_replace(true);
+        self.open()
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        *self.0.closing.borrow()
+    }
+
+    /// Counts a tunnel as open until the returned guard is dropped.
+    fn enter(&self) -> Open {
+        self.0.open.fetch_add(1, Ordering::AcqRel);
+        Open(self.clone())
+    }
+}
+
+impl fmt::Debug for Tunnels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tunnels")
+            .field("open", &self.open())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// One open tunnel of a [`Tunnels`] set, for as long as its task runs.
+struct Open(Tunnels);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if self.0.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.0.ended.notify_waiters();
+        }
+    }
+}
+
+/// Once both sides have switched protocols, copies bytes both ways until both directions are
+/// done (a half-close is passed on and the other direction keeps flowing), either connection
+/// fails, or, with an `idle_timeout`, no byte moved either way for that long, or `tunnels`
+/// is closed. The tunnel counts in `tunnels` until its task ends (or is dropped with its
+/// runtime).
+pub(crate) fn spawn_tunnel(
+    tunnels: &Tunnels,
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    idle_timeout: Option<Duration>,
+) {
+    let open = tunnels.enter();
+    let mut closing = tunnels.0.closing.subscribe();
+    tokio::spawn(async move {
+        let _open = open;
+        tokio::select! {
+            () = tunnel(client, upstream, idle_timeout) => {}
+            // The sender lives in the set this task holds: it cannot be dropped first.
+            _ = closing.wait_for(|closed| *closed) => tracing::debug!(
                 target: "tower_identity_proxy",
-                bytes_up = up,
-                bytes_down = down,
-                "tunnel closed"
-            ),
-            Some(Err(e)) => {
-                tracing::debug!(target: "tower_identity_proxy", error = %e, "tunnel ended");
-            }
-            None => tracing::debug!(
-                target: "tower_identity_proxy",
-                idle_timeout = ?idle_timeout,
-                "tunnel idle: both sides closed"
+                "tunnel closed: its layer's tunnels were closed"
             ),
         }
     });
+}
+
+/// One tunnel, as [`spawn_tunnel`] describes it.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, idle_timeout: Option<Duration>) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(target: "tower_identity_proxy", error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let clock = Activity::new();
+    let mut client = Watched::new(TokioIo::new(client), &clock);
+    let mut upstream = Watched::new(TokioIo::new(upstream), &clock);
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let ended = match idle_timeout {
+        Some(idle) => tokio::select! {
+            ended = copy => Some(ended),
+            () = clock.idle_for(idle) => None,
+        },
+        None => Some(copy.await),
+    };
+    // Dropping both connections (on return) closes them.
+    match ended {
+        Some(Ok((up, down))) => tracing::debug!(
+            target: "tower_identity_proxy",
+            bytes_up = up,
+            bytes_down = down,
+            "tunnel closed"
+        ),
+        Some(Err(e)) => {
+            tracing::debug!(target: "tower_identity_proxy", error = %e, "tunnel ended");
+        }
+        None => tracing::debug!(
+            target: "tower_identity_proxy",
+            idle_timeout = ?idle_timeout,
+            "tunnel idle: both sides closed"
+        ),
+    }
 }
 
 /// When a byte last moved through the tunnel, in milliseconds since the tunnel opened.

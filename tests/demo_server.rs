@@ -108,6 +108,11 @@ impl Served {
         let _ = self.shut_down.take().expect("not shut down yet").send(());
     }
 
+    /// Whether `demo::serve` is still running.
+    fn is_serving(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// What `demo::serve` returned, failing the test if it has not within the liveness
     /// bound.
     async fn stopped(mut self) -> ServeResult {
@@ -528,6 +533,69 @@ async fn the_shutdown_grace_period_cuts_a_response_that_never_ends() {
     let rest = within("the response is cut", res.into_body().collect()).await;
     assert!(rest.is_err(), "an incomplete chunked body: {rest:?}");
     let _ = within("the connection ends", connection).await.unwrap();
+    assert_eq!(served.stopped().await.unwrap(), demo::Stopped { cut: 1 });
+}
+
+/// Sends `text` on `ws` and reads it back from the echo target.
+async fn echoes(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, text: &str) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(text)).await.unwrap();
+    let echo = within("echo", ws.next()).await.unwrap().unwrap();
+    assert_eq!(echo, Message::text(text));
+}
+
+/// A WebSocket is no HTTP connection of the server's once upgraded, but the shutdown still
+/// waits for it: through the grace period its frames keep flowing and `serve` keeps running;
+/// closed by its peers, `serve` returns with nothing cut. One still open when the grace
+/// period ends is closed (the client reads the end of its connection) and counted as cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_waits_for_websockets_then_closes_them() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let target = echo_target().await;
+    let open_ws = |addr: SocketAddr| async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("ws://{addr}/proxy/ws")
+            .into_client_request()
+            .unwrap();
+        let (mut ws, res) = within("ws handshake", tokio_tungstenite::client_async(req, stream))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 101);
+        // The echo target's opening ping, and its report of tungstenite's pong.
+        for _ in 0..2 {
+            within("opening frames", ws.next()).await.unwrap().unwrap();
+        }
+        ws
+    };
+
+    // Closed by its peers within the grace period: nothing cut.
+    let far = "600000";
+    let mut served =
+        Served::until_shut_down(&target.url(), 2, &["--shutdown-timeout-ms", far]).await;
+    let mut ws = open_ws(served.addr).await;
+    served.shut_down();
+    // Until the listeners close, the server is running anyway; after, the tunnel holds it.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    echoes(&mut ws, "after the shutdown began").await;
+    assert!(served.is_serving(), "serve returned with a WebSocket open");
+    ws.close(None).await.unwrap();
+    let _ = within("the target's close", ws.next()).await;
+    drop(ws);
+    assert_eq!(served.stopped().await.unwrap(), demo::Stopped { cut: 0 });
+
+    // Still open when the grace period ends: closed, and counted.
+    let mut served =
+        Served::until_shut_down(&target.url(), 1, &["--shutdown-timeout-ms", "300"]).await;
+    let mut ws = open_ws(served.addr).await;
+    served.shut_down();
+    echoes(&mut ws, "within the grace period").await;
+    match within("the tunnel is closed", ws.next()).await {
+        // No close frame: the proxy does not speak the tunnelled protocol.
+        None | Some(Err(_)) => {}
+        Some(Ok(frame)) => panic!("a frame after the grace period: {frame:?}"),
+    }
     assert_eq!(served.stopped().await.unwrap(), demo::Stopped { cut: 1 });
 }
 

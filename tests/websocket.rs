@@ -486,3 +486,73 @@ async fn traffic_keeps_a_tunnel_open(idle: Duration) -> Attempt {
         .expect("close signal");
     Attempt::Held
 }
+
+/// `ProxyLayer::tunnels`: a graceful shutdown's view of the WebSockets, which the server no
+/// longer sees once upgraded. An open tunnel counts until its peers close it, and `ended`
+/// waits for that; `close` closes both its connections at once (the client reads the end,
+/// the target sees its peer go), and a tunnel opened afterwards is closed as soon as it
+/// opens.
+#[tokio::test]
+async fn a_layers_tunnels_are_counted_waited_for_and_closed() {
+    let mut target = echo_target().await;
+    let layer = alice_layer(
+        ProxyClient::new().unwrap(),
+        &format!("http://{}", target.addr()),
+    );
+    let tunnels = layer.tunnels();
+    let app = serve(axum::Router::new().layer(layer)).await.detach();
+    assert_eq!(tunnels.open(), 0);
+    within("nothing to wait for", tunnels.ended()).await;
+
+    // Closed by its peers: counted while open, waited for until then.
+    let (mut ws, _) = open_ws(app, None).await;
+    assert_eq!(tunnels.open(), 1);
+    let waiting = tunnels.clone();
+    let mut ended = tokio::spawn(async move { waiting.ended().await });
+    ws.send(Message::text("still here")).await.unwrap();
+    assert_eq!(
+        within("echo", ws_next(&mut ws)).await,
+        Message::text("still here")
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), &mut ended)
+            .await
+            .is_err(),
+        "ended() resolved with a tunnel open"
+    );
+    ws.close(None).await.unwrap();
+    let _ = within("the target's close", ws.next()).await;
+    drop(ws);
+    within("ended() once the peers closed", ended)
+        .await
+        .unwrap();
+    assert_eq!(tunnels.open(), 0);
+    within("target sees the close", target.ws_closed.recv())
+        .await
+        .expect("close signal");
+
+    // Closed by the layer's owner: both connections end at once.
+    let (mut ws, _) = open_ws(app, None).await;
+    assert_eq!(tunnels.open(), 1);
+    assert!(!tunnels.is_closed());
+    assert_eq!(tunnels.close(), 1);
+    assert!(tunnels.is_closed());
+    within("ended() after close", tunnels.ended()).await;
+    match within("the client's end", ws.next()).await {
+        // No close frame: the proxy does not speak the tunnelled protocol.
+        None | Some(Err(_)) => {}
+        Some(Ok(frame)) => panic!("a frame after the tunnel was closed: {frame:?}"),
+    }
+    within("target sees its peer go", target.ws_closed.recv())
+        .await
+        .expect("close signal");
+
+    // Once closed, a new tunnel is closed as it opens: the 101 came, no frame goes through.
+    let (mut ws, _) = handshake(app, None).await;
+    match within("the late tunnel's end", ws.next()).await {
+        None | Some(Err(_)) => {}
+        Some(Ok(frame)) => panic!("a frame through a closed set's tunnel: {frame:?}"),
+    }
+    within("ended() again", tunnels.ended()).await;
+    assert_eq!(tunnels.open(), 0);
+}

@@ -111,6 +111,10 @@ pub enum ProxyErrorKind {
     /// `tower_http::limit`, which wraps it in `http_body_util::Limited`) while it was
     /// forwarded: `413 Content Too Large`.
     BodyTooLarge,
+    /// An upgrade (a WebSocket) asked for once the layer's tunnels were closed
+    /// ([`Tunnels::close`](crate::Tunnels::close), at the end of a shutdown): `503 Service
+    /// Unavailable`; nothing was sent to the target.
+    ShuttingDown,
 }
 
 impl ProxyError {
@@ -146,6 +150,7 @@ impl ProxyError {
             ProxyErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyErrorKind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -164,6 +169,7 @@ impl ProxyError {
             ProxyErrorKind::Timeout => "The proxy target did not respond in time.",
             ProxyErrorKind::RequestTimeout => "The request body did not arrive in time.",
             ProxyErrorKind::BodyTooLarge => "The request body is too large.",
+            ProxyErrorKind::ShuttingDown => "The proxy is shutting down.",
         }
     }
 }
@@ -223,6 +229,7 @@ mod tests {
             408
         );
         assert_eq!(ProxyError::new(ProxyErrorKind::LoopDetected).status(), 508);
+        assert_eq!(ProxyError::new(ProxyErrorKind::ShuttingDown).status(), 503);
     }
 
     #[test]

@@ -236,6 +236,10 @@ where
     } else {
         None
     };
+    if upgrade.is_some() && shared.tunnels.is_closed() {
+        // A tunnel opened now would be closed at once: the target is not asked.
+        return error_response(&ProxyError::new(ProxyErrorKind::ShuttingDown));
+    }
     if let Some((proto, _)) = &upgrade {
         upstream
             .headers

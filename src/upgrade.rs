@@ -104,9 +104,11 @@ impl Tunnels {
     }
 
     /// Closes every open tunnel (both its connections, without a WebSocket close frame:
-    /// the proxy does not parse the tunnelled protocol) and every tunnel opened from now
-    /// on, at once; returns how many were open. For the end of a server's shutdown: the
-    /// set stays closed.
+    /// the proxy does not parse the tunnelled protocol), at once; returns how many were
+    /// open. For the end of a server's shutdown: the set stays closed, and an upgrade asked
+    /// for from now on is refused with `503 Service Unavailable`
+    /// ([`ProxyErrorKind::ShuttingDown`](crate::ProxyErrorKind::ShuttingDown)) without
+    /// reaching the target.
     ///
     /// Each tunnel's task ends the next time its runtime polls it; [`ended`](Self::ended)
     /// tells when they all have.

@@ -490,8 +490,8 @@ async fn traffic_keeps_a_tunnel_open(idle: Duration) -> Attempt {
 /// `ProxyLayer::tunnels`: a graceful shutdown's view of the WebSockets, which the server no
 /// longer sees once upgraded. An open tunnel counts until its peers close it, and `ended`
 /// waits for that; `close` closes both its connections at once (the client reads the end,
-/// the target sees its peer go), and a tunnel opened afterwards is closed as soon as it
-/// opens.
+/// the target sees its peer go), and an upgrade asked for afterwards is refused (`503`)
+/// without reaching the target.
 #[tokio::test]
 async fn a_layers_tunnels_are_counted_waited_for_and_closed() {
     let mut target = echo_target().await;
@@ -547,12 +547,23 @@ async fn a_layers_tunnels_are_counted_waited_for_and_closed() {
         .await
         .expect("close signal");
 
-    // Once closed, a new tunnel is closed as it opens: the 101 came, no frame goes through.
-    let (mut ws, _) = handshake(app, None).await;
-    match within("the late tunnel's end", ws.next()).await {
-        None | Some(Err(_)) => {}
-        Some(Ok(frame)) => panic!("a frame through a closed set's tunnel: {frame:?}"),
+    // Once closed, an upgrade is refused without asking the target; plain requests pass.
+    let asked = target.count();
+    let stream = TcpStream::connect(app).await.unwrap();
+    let req = format!("ws://{app}/proxy/ws")
+        .into_client_request()
+        .unwrap();
+    match within("a late handshake", client_async(req, stream)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status(), 503);
+            assert_eq!(
+                res.body().as_deref(),
+                Some(&b"The proxy is shutting down."[..])
+            );
+        }
+        other => panic!("expected a 503, got {other:?}"),
     }
-    within("ended() again", tunnels.ended()).await;
+    assert_eq!(target.count(), asked, "the target was asked");
+    assert_eq!(get(&format!("http://{app}/proxy/plain")).await.status, 200);
     assert_eq!(tunnels.open(), 0);
 }

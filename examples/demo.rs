@@ -1258,6 +1258,8 @@ async fn main() -> Result<(), Error> {
                 .unwrap_or_else(|_| "tower_identity_proxy=info,demo=info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a terminal: a log captured to a file or a journal stays plain.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     run(&Options::parse(), std::io::stdout()).await
 }

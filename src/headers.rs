@@ -112,30 +112,39 @@ pub(crate) fn is_underscore_twin(name: &HeaderName) -> bool {
 /// message's few names are matched once instead, and a check is skipped only when its field
 /// is known to be absent. Taken before the message changes, it may say a field is present
 /// that a later step removed (the check then finds nothing), never the other way round.
+///
+/// Each name of [`HOP_BY_HOP`] has a bit of its own (bit `i` for `HOP_BY_HOP[i]`), so that
+/// removing them looks up only those a message holds.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Present(u16);
 
 impl Present {
-    pub(crate) const VIA: u16 = 1;
-    pub(crate) const TE: u16 = 1 << 1;
-    pub(crate) const TRANSFER_ENCODING: u16 = 1 << 2;
-    pub(crate) const CONNECTION: u16 = 1 << 3;
-    pub(crate) const MAX_FORWARDS: u16 = 1 << 4;
-    pub(crate) const CONTENT_LENGTH: u16 = 1 << 5;
+    pub(crate) const CONNECTION: u16 = 1;
+    pub(crate) const TE: u16 = 1 << 3;
+    pub(crate) const TRANSFER_ENCODING: u16 = 1 << 4;
     /// Any of [`HOP_BY_HOP`].
-    pub(crate) const HOP_BY_HOP: u16 = 1 << 6;
+    pub(crate) const HOP_BY_HOP: u16 = (1 << HOP_BY_HOP.len()) - 1;
+    pub(crate) const VIA: u16 = 1 << 9;
+    pub(crate) const MAX_FORWARDS: u16 = 1 << 10;
+    pub(crate) const CONTENT_LENGTH: u16 = 1 << 11;
 
     pub(crate) fn of(headers: &HeaderMap) -> Self {
         let mut bits = 0;
         for name in headers.keys() {
             bits |= match name.as_str() {
+                // `HOP_BY_HOP`, in its order.
+                "connection" => Self::CONNECTION,
+                "keep-alive" => 1 << 1,
+                "proxy-connection" => 1 << 2,
+                "te" => Self::TE,
+                "transfer-encoding" => Self::TRANSFER_ENCODING,
+                "upgrade" => 1 << 5,
+                "proxy-authorization" => 1 << 6,
+                "proxy-authenticate" => 1 << 7,
+                "http2-settings" => 1 << 8,
                 "via" => Self::VIA,
-                "te" => Self::TE | Self::HOP_BY_HOP,
-                "transfer-encoding" => Self::TRANSFER_ENCODING | Self::HOP_BY_HOP,
-                "connection" => Self::CONNECTION | Self::HOP_BY_HOP,
                 "max-forwards" => Self::MAX_FORWARDS,
                 "content-length" => Self::CONTENT_LENGTH,
-                _ if is_fixed_hop_by_hop(name) => Self::HOP_BY_HOP,
                 _ => 0,
             };
         }
@@ -211,6 +220,13 @@ pub(crate) fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// Whether a `Connection` token names one of [`HOP_BY_HOP`] (case-insensitively).
+fn is_fixed_hop_by_hop_token(token: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|fixed| token.eq_ignore_ascii_case(fixed.as_str().as_bytes()))
+}
+
 /// Whether `name` is hop-by-hop for this message: fixed list or nominated by `Connection`.
 pub(crate) fn is_hop_by_hop(name: &HeaderName, nominated: &Nominated<'_>) -> bool {
     is_fixed_hop_by_hop(name) || nominated.contains(name)
@@ -230,16 +246,24 @@ pub(crate) fn remove_hop_by_hop_given(headers: &mut HeaderMap, present: Present)
     }
     // Line by line (a clone of a value is a reference count), so that the names are looked
     // up as `&str`, on the stack, instead of being parsed into owned `HeaderName`s.
+    // `Connection: keep-alive`, `upgrade`: names the fixed list removes anyway.
+    let nominates_others = present.may_have(Present::CONNECTION)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|value| list_tokens(value).any(|token| !is_fixed_hop_by_hop_token(token)));
     let mut line = 0;
-    while let Some(value) = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .nth(line)
-        .cloned()
+    while nominates_others
+        && let Some(value) = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .nth(line)
+            .cloned()
     {
         for token in list_tokens(&value) {
-            // `Connection` itself goes last, with the fixed list: its later lines still count.
-            if token.eq_ignore_ascii_case(b"connection") {
+            // The fixed names go below, looked up only if present; `Connection` itself goes
+            // there too, last: its later lines still count.
+            if is_fixed_hop_by_hop_token(token) {
                 continue;
             }
             if let Ok(name) = std::str::from_utf8(token) {
@@ -248,8 +272,10 @@ pub(crate) fn remove_hop_by_hop_given(headers: &mut HeaderMap, present: Present)
         }
         line += 1;
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present.may_have(1 << i) {
+            headers.remove(name);
+        }
     }
 }
 
@@ -522,6 +548,74 @@ mod tests {
             }
         }
         assert!(!Present::of(&HeaderMap::new()).may_have(u16::MAX));
+        // Each hop-by-hop name has its own bit, the one removal looks at.
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            let mut h = HeaderMap::new();
+            h.append(name.clone(), HeaderValue::from_static("x"));
+            assert_eq!(Present::of(&h).0, 1 << i, "{name}");
+        }
+    }
+
+    /// `remove_hop_by_hop` as first written, every name looked up: the oracle for the one
+    /// that looks up only what `Present` says a message holds.
+    fn remove_hop_by_hop_reference(headers: &mut HeaderMap) {
+        let nominated: Vec<String> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| list_tokens(v).map(|t| String::from_utf8_lossy(t).into_owned()))
+            .collect();
+        for name in nominated {
+            headers.remove(name.as_str());
+        }
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_removal_matches_the_reference() {
+        let connection_values = [
+            "keep-alive",
+            "Keep-Alive, X-Custom",
+            "close",
+            "upgrade, TE",
+            "x-custom, ,Proxy-Connection",
+            "CONNECTION, x-other",
+        ];
+        let mut names: Vec<HeaderName> = HOP_BY_HOP.to_vec();
+        names.extend(["x-custom", "x-other", "host", "close"].map(HeaderName::from_static));
+        let mut messages = 0;
+        for first in &connection_values {
+            for second in [None, Some("x-other"), Some("keep-alive, Upgrade")] {
+                for a in &names {
+                    for b in &names {
+                        let mut h = HeaderMap::new();
+                        h.append(header::CONNECTION, HeaderValue::from_static(first));
+                        if let Some(second) = second {
+                            h.append(header::CONNECTION, HeaderValue::from_static(second));
+                        }
+                        h.append(a.clone(), HeaderValue::from_static("a"));
+                        h.append(b.clone(), HeaderValue::from_static("b"));
+                        let mut want = h.clone();
+                        remove_hop_by_hop_reference(&mut want);
+                        let mut got = h.clone();
+                        remove_hop_by_hop(&mut got);
+                        assert_eq!(got, want, "{h:?}");
+                        messages += 1;
+                    }
+                }
+            }
+        }
+        // Without `Connection`, too.
+        for a in &names {
+            let mut h = HeaderMap::new();
+            h.append(a.clone(), HeaderValue::from_static("a"));
+            let mut want = h.clone();
+            remove_hop_by_hop_reference(&mut want);
+            remove_hop_by_hop(&mut h);
+            assert_eq!(h, want);
+        }
+        assert_eq!(messages, 6 * 3 * names.len() * names.len());
     }
 
     #[test]

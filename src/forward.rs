@@ -50,11 +50,11 @@ use crate::{
     body::{ResponseBody, local, plain_text},
     client::ProxyClient,
     error::{BoxError, ProxyError, ProxyErrorKind},
-    headers::{connection_has, list_tokens},
+    headers::{Present, connection_has, list_tokens},
     identity::{IdentityExtractor, refusal},
     rewrite::{
-        Framing, RewriteConfig, check_response, filter_request_trailers, rewrite_request,
-        rewrite_response, scope_set_cookies,
+        Framing, RewriteConfig, check_response_given, filter_request_trailers, rewrite_request,
+        rewrite_response, rewrite_response_given, scope_set_cookies,
     },
     signer::JwtSigner,
     target::{ProxyHandle, Target},
@@ -599,11 +599,13 @@ fn respond<R, I, J>(
         return Response::from_parts(parts, ResponseBody::local(Default::default()));
     }
     let (mut parts, body) = response.into_parts();
-    if let Err(e) = check_response(&parts) {
+    // The head's names matched once, for the check and the rewrite.
+    let present = Present::of(&parts.headers);
+    if let Err(e) = check_response_given(&parts, present) {
         tracing::warn!(reason = e.body_text(), "target response refused");
         return error_response(&e);
     }
-    rewrite_response(&mut parts, &shared.rewrite);
+    rewrite_response_given(&mut parts, &shared.rewrite, present);
     scope_set_cookies(&mut parts, &shared.rewrite, target);
     parts.version = Version::HTTP_11;
     let body = if body.is_end_stream() && !parts.headers.contains_key(header::CONTENT_LENGTH) {

@@ -510,7 +510,14 @@ fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), Coding> {
 ///
 /// A [`ProxyError`] of kind `BadResponse` (`502`).
 pub fn check_response(parts: &response::Parts) -> Result<(), ProxyError> {
-    let present = Present::of(&parts.headers);
+    check_response_given(parts, Present::of(&parts.headers))
+}
+
+/// [`check_response`], with what the head holds already known.
+pub(crate) fn check_response_given(
+    parts: &response::Parts,
+    present: Present,
+) -> Result<(), ProxyError> {
     let coded = present.may_have(Present::TRANSFER_ENCODING);
     if coded {
         check_transfer_encoding(&parts.headers).map_err(|_| {
@@ -787,9 +794,17 @@ pub(crate) fn filter_request_trailers(trailers: &mut HeaderMap) {
 /// one value, hop-by-hop headers are removed, protected
 /// `Set-Cookie`s are dropped, and `Via` is appended.
 pub fn rewrite_response(parts: &mut response::Parts, config: &RewriteConfig) {
+    rewrite_response_given(parts, config, Present::of(&parts.headers));
+}
+
+/// [`rewrite_response`], with what the head holds already known (taken before any change).
+pub(crate) fn rewrite_response_given(
+    parts: &mut response::Parts,
+    config: &RewriteConfig,
+    present: Present,
+) {
     // RFC 9110 §8.6: no `Content-Length` in a `1xx` or a `204` (hyper's HTTP/1.1 server
     // drops it; over HTTP/2 it would reach the client).
-    let present = Present::of(&parts.headers);
     let no_length = parts.status.is_informational() || parts.status == StatusCode::NO_CONTENT;
     if present.may_have(Present::CONTENT_LENGTH) {
         if no_length || present.may_have(Present::TRANSFER_ENCODING) {

@@ -8,15 +8,29 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 /// `HTTP2-Settings` belongs to an `h2c` upgrade of this hop only (RFC 7540 §3.2.1); it is
 /// never passed on.
 pub(crate) static HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-    HeaderName::from_static("http2-settings"),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[0]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[1]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[2]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[3]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[4]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[5]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[6]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[7]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[8]),
+];
+
+/// The names of [`HOP_BY_HOP`] as strings, which `Connection` tokens are compared with
+/// (a `HeaderName` of a standard header spells itself through a lookup).
+const HOP_BY_HOP_NAMES: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "http2-settings",
 ];
 
 /// `X-Forwarded-Proto`.
@@ -222,9 +236,9 @@ pub(crate) fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Whether a `Connection` token names one of [`HOP_BY_HOP`] (case-insensitively).
 fn is_fixed_hop_by_hop_token(token: &[u8]) -> bool {
-    HOP_BY_HOP
+    HOP_BY_HOP_NAMES
         .iter()
-        .any(|fixed| token.eq_ignore_ascii_case(fixed.as_str().as_bytes()))
+        .any(|fixed| token.eq_ignore_ascii_case(fixed.as_bytes()))
 }
 
 /// Whether `name` is hop-by-hop for this message: fixed list or nominated by `Connection`.

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request of the whole demo server (release build,
+# --unsecured, RS512 token from the cache) against the `pool` floor of benches/floor.rs
+# (hyper's server and hyper-util's pooled client, nothing else), both in front of the same
+# nginx upstream, counted by callgrind while wrk drives them over 127.0.0.1. Unlike
+# benches/instructions.sh (the layer in process), this counts what the demo's server adds
+# too; unlike benches/load.sh, the figures do not move with the machine's load.
+#
+# Usage: benches/demo-instructions.sh      (from anywhere; needs valgrind, wrk, nginx, curl)
+#
+# Environment (all optional):
+#   DURATION=10       seconds of counted load per system (after 3 s of warm-up)
+#   DEMO_BIN=path     use this demo binary instead of building `--example demo`
+#   FLOOR_BIN=path    use this floor binary instead of building `--bench floor`
+#   KEEP=dir          keep the callgrind files in dir (for callgrind_annotate)
+#
+# Prints, per system, the instructions counted, the requests wrk completed and their
+# ratio; then the demo's excess over the floor. Requests in flight when counting starts or
+# stops (32 at most) make the per-request figure uncertain by about 0.2 %; two runs of
+# the same binary here agreed within 0.4 %.
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+missing=()
+for tool in valgrind callgrind_control wrk nginx curl taskset; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    echo "demo-instructions.sh: missing: ${missing[*]}" >&2
+    echo "On Debian: apt-get install -y valgrind wrk nginx curl util-linux." >&2
+    echo "Nothing was installed; install them and run again." >&2
+    exit 1
+fi
+if (($(nproc) < 2)); then
+    echo "demo-instructions.sh: needs 2 CPUs (wrk on CPU 0, the server on CPU 1)" >&2
+    exit 1
+fi
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tip-instr.XXXXXX")
+chmod 755 "$tmp"
+pids=()
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [[ -z ${DEMO_BIN:-} || -z ${FLOOR_BIN:-} ]]; then
+    (cd "$root" && cargo build --release --example demo --bench floor \
+        --message-format=json-render-diagnostics >"$tmp/build.json")
+    DEMO_BIN=${DEMO_BIN:-$root/target/release/examples/demo}
+    FLOOR_BIN=${FLOOR_BIN:-$(grep -o '"executable":"[^"]*/floor-[^"]*"' "$tmp/build.json" |
+        tail -n 1 | cut -d'"' -f4)}
+fi
+for bin in "$DEMO_BIN" "$FLOOR_BIN"; do
+    [[ -x $bin ]] || {
+        echo "demo-instructions.sh: not an executable: $bin" >&2
+        exit 1
+    }
+done
+
+# The upstream: nginx answering every request with a fixed 12-byte body.
+up_port=$((20000 + RANDOM % 40000))
+mkdir -p "$tmp/nginx/logs"
+cat >"$tmp/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $tmp/nginx/body;
+    proxy_temp_path $tmp/nginx/proxy;
+    fastcgi_temp_path $tmp/nginx/fastcgi;
+    uwsgi_temp_path $tmp/nginx/uwsgi;
+    scgi_temp_path $tmp/nginx/scgi;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$up_port;
+        location / { default_type text/plain; return 200 'Hello world!'; }
+    }
+}
+EOF
+taskset -c 1 nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" &
+pids+=($!)
+for _ in $(seq 1 100); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$up_port/" 2>/dev/null && break
+    sleep 0.1
+done
+
+# The demo signs with a fixed key: no RSA key generation under valgrind.
+mkdir -p "$tmp/keys"
+cp "$root/tests/fixtures/rsa-pkcs8.pem" "$tmp/keys/private-key.pem"
+cp "$root/tests/fixtures/rsa-public.pem" "$tmp/keys/public-key.pem"
+
+declare -A per
+count() { # name, command...
+    local name=$1
+    shift
+    # Not instrumented until the server is up: start-up is not counted, and fast.
+    TOKIO_WORKER_THREADS=1 taskset -c 1 valgrind --tool=callgrind --instr-atstart=no \
+        --callgrind-out-file="$tmp/$name.out" "$@" >"$tmp/$name.stdout" 2>"$tmp/$name.log" &
+    local pid=$! addr=""
+    pids+=("$pid")
+    for _ in $(seq 1 300); do
+        addr=$(sed -n '1s|^listening on http://||p' "$tmp/$name.stdout")
+        [[ -n $addr ]] && break
+        sleep 0.2
+    done
+    if [[ -z $addr ]]; then
+        echo "demo-instructions.sh: $name did not start:" >&2
+        cat "$tmp/$name.log" >&2
+        exit 1
+    fi
+    callgrind_control -i on "$pid" >/dev/null 2>&1
+    taskset -c 0 wrk -t1 -c32 -d3s "http://$addr/proxy/" >/dev/null
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    taskset -c 0 wrk -t1 -c32 -d"${DURATION}s" "http://$addr/proxy/" >"$tmp/$name.wrk"
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    local total requests
+    total=$(awk '/^totals:/ { print $2 }' "$tmp/$name.out.1")
+    requests=$(awk '/requests in/ { print $1 }' "$tmp/$name.wrk")
+    per[$name]=$(awk -v t="$total" -v r="$requests" 'BEGIN { printf "%.0f", t / r }')
+    printf '%-5s %14s instructions for %7s requests: %s per request\n' \
+        "$name" "$total" "$requests" "${per[$name]}"
+    if [[ -n ${KEEP:-} ]]; then
+        mkdir -p "$KEEP"
+        cp "$tmp/$name.out.1" "$KEEP/$name.callgrind"
+    fi
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+count demo "$DEMO_BIN" --listen 127.0.0.1:0 --unsecured --keys "$tmp/keys" \
+    --proxy-url "http://127.0.0.1:$up_port"
+count pool "$FLOOR_BIN" --mode hyper-pool --listen 127.0.0.1:0 \
+    --proxy-url "http://127.0.0.1:$up_port"
+awk -v d="${per[demo]}" -v p="${per[pool]}" 'BEGIN {
+    printf "demo - pool: %+d instructions per request (%+.1f %%)\n", d - p, (d / p - 1) * 100
+}'

@@ -92,12 +92,15 @@ impl ProxyClient {
 
     /// Sends a request to `target` (the request's URI is already absolute); an `upgrade`
     /// request goes over HTTP/1.1 whatever the target would otherwise negotiate.
-    pub(crate) async fn send(
+    ///
+    /// Not an `async fn`: hyper-util's future is already boxed, and an `async fn` around it
+    /// would hold the request twice more in a state the proxy's future then carries.
+    pub(crate) fn send(
         &self,
         target: &Target,
         mut req: Request<UpstreamBody>,
         upgrade: bool,
-    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+    ) -> hyper_util::client::legacy::ResponseFuture {
         // Where the request is sure to go over HTTP/1.1, it gets the target's ready `Host`
         // (hyper-util would format one on every request); where ALPN may choose h2, the
         // client writes it only if HTTP/1.1 is chosen, as HTTP/2 has `:authority`.
@@ -109,14 +112,14 @@ impl ProxyClient {
         match (&self.h2c, target.is_https()) {
             _ if upgrade => {
                 host();
-                self.h1.request(req).await
+                self.h1.request(req)
             }
-            (Some(h2c), false) => h2c.request(req).await,
+            (Some(h2c), false) => h2c.request(req),
             (_, false) => {
                 host();
-                self.client.request(req).await
+                self.client.request(req)
             }
-            (_, true) => self.client.request(req).await,
+            (_, true) => self.client.request(req),
         }
     }
 }

@@ -134,11 +134,15 @@ fn offered(offer: &HeaderValue, chosen: &HeaderValue) -> bool {
 }
 
 /// Proxies one request under the prefix to `target`.
-pub(crate) async fn proxy<B, R, I, J>(
+///
+/// Not an `async fn` around `run`: each would keep the request in its state twice (as its
+/// argument, then as the locals it is taken apart into), and this one would hold `run`'s
+/// whole state again; the future is boxed per request, and every byte of it is copied.
+pub(crate) fn proxy<B, R, I, J>(
     shared: Arc<Shared<I, J>>,
     target: Arc<Target>,
     req: Request<B>,
-) -> Response<ResponseBody<R>>
+) -> Proxied<impl Future<Output = Response<ResponseBody<R>>> + Send>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -157,182 +161,219 @@ where
         status = tracing::field::Empty,
         duration_ms = tracing::field::Empty,
     );
-    if span.is_disabled() {
-        return run(&shared, target, req).await;
+    let started = (!span.is_disabled()).then(Instant::now);
+    let (parts, body) = req.into_parts();
+    Proxied {
+        run: run(shared, target, parts, body).instrument(span),
+        started,
     }
-    let started = Instant::now();
-    let res = run(&shared, target, req).instrument(span.clone()).await;
-    let status = res.status().as_u16();
-    span.record("status", status);
-    span.record("duration_ms", started.elapsed().as_secs_f64() * 1000.0);
-    res
 }
 
-async fn run<B, R, I, J>(
-    shared: &Shared<I, J>,
+pin_project! {
+    /// [`proxy`]'s future: `run` in the request's span, which records the status and
+    /// duration at the end when it is enabled.
+    pub(crate) struct Proxied<F> {
+        #[pin]
+        run: tracing::instrument::Instrumented<F>,
+        started: Option<Instant>,
+    }
+}
+
+impl<F, B> Future for Proxied<F>
+where
+    F: Future<Output = Response<B>>,
+{
+    type Output = Response<B>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let res = std::task::ready!(this.run.as_mut().poll(cx));
+        if let Some(started) = this.started.take() {
+            let span = this.run.span();
+            span.record("status", res.status().as_u16());
+            span.record("duration_ms", started.elapsed().as_secs_f64() * 1000.0);
+        }
+        Poll::Ready(res)
+    }
+}
+
+#[allow(clippy::manual_async_fn)] // on purpose: see the comment on the block
+fn run<B, R, I, J>(
+    shared: Arc<Shared<I, J>>,
     target: Arc<Target>,
-    req: Request<B>,
-) -> Response<ResponseBody<R>>
+    mut parts: http::request::Parts,
+    body: B,
+) -> impl Future<Output = Response<ResponseBody<R>>> + Send
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
     I: IdentityExtractor,
     J: JwtSigner,
 {
-    let (mut parts, body) = req.into_parts();
-    let framing = framing(&parts, &body);
-    let mut upstream = match rewrite_request(&parts, &target, &shared.rewrite, framing) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::debug!(reason = e.body_text(), "request refused");
-            return error_response(&e);
-        }
-    };
-
-    let identity = match shared.identity.extract(&parts).await {
-        Ok(Some(identity)) => identity,
-        Ok(None) => return local(refusal(&shared.identity, None)),
-        Err(rejection) => return local(refusal(&shared.identity, Some(rejection))),
-    };
-    let token = match shared.signer.sign(&identity).await {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(error = %e, "identity token not signed; nothing sent upstream");
-            return error_response(&ProxyError::new(ProxyErrorKind::Signing));
-        }
-    };
-    // Identifying the caller can take long (a queue of password checks, a session store):
-    // the token goes to the target in force now, never to one replaced meanwhile, and
-    // nowhere once the proxy was disabled.
-    let target = if shared.handle.is_current(&target) {
-        target
-    } else {
-        let Some(now) = shared.handle.target() else {
-            return error_response(&ProxyError::new(ProxyErrorKind::Disabled));
-        };
-        upstream = match rewrite_request(&parts, &now, &shared.rewrite, framing) {
+    // An `async` block, not an `async fn`: the arguments stay where the block captured
+    // them instead of being moved into locals too, which would keep them twice.
+    async move {
+        let shared = &*shared;
+        let framing = framing(&parts, &body);
+        let mut upstream = match rewrite_request(&parts, &target, &shared.rewrite, framing) {
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!(reason = e.body_text(), "request refused");
                 return error_response(&e);
             }
         };
-        tracing::Span::current().record("target", now.as_str());
-        now
-    };
-    let target = &*target;
-    upstream
-        .headers
-        .insert(header::AUTHORIZATION, token.authorization().clone());
 
-    // WebSocket and other upgrades: tunnel only once the target agrees with a matching 101.
-    let upgrade = if shared.upgrades {
-        requested_upgrade(&parts).and_then(|proto| {
-            parts
-                .extensions
-                .remove::<hyper::upgrade::OnUpgrade>()
-                .map(|on| (proto, on))
-        })
-    } else {
-        None
-    };
-    if upgrade.is_some() && shared.tunnels.is_closed() {
-        // A tunnel opened now would be closed at once: the target is not asked.
-        return error_response(&ProxyError::new(ProxyErrorKind::ShuttingDown));
-    }
-    if let Some((proto, _)) = &upgrade {
+        let identity = match shared.identity.extract(&parts).await {
+            Ok(Some(identity)) => identity,
+            Ok(None) => return local(refusal(&shared.identity, None)),
+            Err(rejection) => return local(refusal(&shared.identity, Some(rejection))),
+        };
+        let token = match shared.signer.sign(&identity).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "identity token not signed; nothing sent upstream");
+                return error_response(&ProxyError::new(ProxyErrorKind::Signing));
+            }
+        };
+        // Identifying the caller can take long (a queue of password checks, a session store):
+        // the token goes to the target in force now, never to one replaced meanwhile, and
+        // nowhere once the proxy was disabled.
+        let target = if shared.handle.is_current(&target) {
+            target
+        } else {
+            let Some(now) = shared.handle.target() else {
+                return error_response(&ProxyError::new(ProxyErrorKind::Disabled));
+            };
+            upstream = match rewrite_request(&parts, &now, &shared.rewrite, framing) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!(reason = e.body_text(), "request refused");
+                    return error_response(&e);
+                }
+            };
+            tracing::Span::current().record("target", now.as_str());
+            now
+        };
+        let target = &*target;
         upstream
             .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        upstream.headers.insert(header::UPGRADE, proto.clone());
-    }
+            .insert(header::AUTHORIZATION, token.authorization().clone());
 
-    let Some(client) = &shared.client else {
-        return error_response(&ProxyError::new(ProxyErrorKind::Unreachable));
-    };
-    // An empty body (most GETs) is sent as `Empty`, whose box allocates nothing; any other
-    // body records when it last moved, for the upstream timeout.
-    let (body, progress) = if body.is_end_stream() {
-        (http_body_util::combinators::UnsyncBoxBody::default(), None)
-    } else {
-        let progress = Arc::new(Progress::new());
-        let body = Tracked {
-            body,
-            progress: Arc::clone(&progress),
+        // WebSocket and other upgrades: tunnel only once the target agrees with a matching 101.
+        let upgrade = if shared.upgrades {
+            requested_upgrade(&parts).and_then(|proto| {
+                parts
+                    .extensions
+                    .remove::<hyper::upgrade::OnUpgrade>()
+                    .map(|on| (proto, on))
+            })
+        } else {
+            None
         };
-        (body.map_err(Into::into).boxed_unsync(), Some(progress))
-    };
-    let request = Request::from_parts(upstream, body);
+        if upgrade.is_some() && shared.tunnels.is_closed() {
+            // A tunnel opened now would be closed at once: the target is not asked.
+            return error_response(&ProxyError::new(ProxyErrorKind::ShuttingDown));
+        }
+        if let Some((proto, _)) = &upgrade {
+            upstream
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            upstream.headers.insert(header::UPGRADE, proto.clone());
+        }
 
-    let sent = await_response(
-        client.send(target, request, upgrade.is_some()),
-        tokio::time::Instant::now(),
-        progress.as_deref(),
-        shared.timeout,
-    )
-    .await;
-    let (response, deadline) = match sent {
-        Some((Ok(res), deadline)) => (res, deadline),
-        // The client's own body broke (malformed chunked framing, fewer bytes than its
-        // `Content-Length`, a reset upload): the request failed through no fault of the
-        // target's, and the client, if still there, is told so; a body that outgrew a limit
-        // set in front of the proxy (`tower_http::limit`, or any body wrapped in
-        // `http_body_util::Limited`) is too large.
-        Some((Err(e), _)) if progress.as_deref().is_some_and(Progress::failed) => {
-            tracing::debug!(error = %e, "request body broken; upstream request abandoned");
-            let kind = if caused_by::<http_body_util::LengthLimitError>(&e) {
-                ProxyErrorKind::BodyTooLarge
-            } else {
-                ProxyErrorKind::BadRequest("The request body is incomplete or malformed.")
+        let Some(client) = &shared.client else {
+            return error_response(&ProxyError::new(ProxyErrorKind::Unreachable));
+        };
+        // An empty body (most GETs) is sent as `Empty`, whose box allocates nothing; any other
+        // body records when it last moved, for the upstream timeout.
+        let (body, progress) = if body.is_end_stream() {
+            (http_body_util::combinators::UnsyncBoxBody::default(), None)
+        } else {
+            let progress = Arc::new(Progress::new());
+            let body = Tracked {
+                body,
+                progress: Arc::clone(&progress),
             };
-            return error_response(&ProxyError::with_source(kind, e));
-        }
-        // No connection (refused, name not found, TLS handshake refused, a TLS 1.3 client
-        // certificate refused once the handshake looked done): unreachable.
-        Some((Err(e), _)) if e.is_connect() || tls_failure(&e) => {
-            let error = ProxyError::with_source(ProxyErrorKind::Unreachable, e);
-            tracing::warn!(
-                target = target.as_str(),
-                error = ?std::error::Error::source(&error),
-                "target unreachable"
-            );
-            return error_response(&error);
-        }
-        // Connected, but the exchange failed: the target closed or reset the connection
-        // before a whole response head, or sent something that is not one.
-        Some((Err(e), _)) => {
-            let error = ProxyError::with_source(
-                ProxyErrorKind::BadResponse("The proxy target sent no valid response."),
-                e,
-            );
-            tracing::warn!(
-                target = target.as_str(),
-                error = ?std::error::Error::source(&error),
-                "target sent no valid response"
-            );
-            return error_response(&error);
-        }
-        // The wait ended while the target was waiting for the client's body, which stopped
-        // coming: the client is late, not the target.
-        None if progress.as_deref().is_some_and(Progress::awaiting_client) => {
-            tracing::debug!(timeout = ?shared.timeout, "request body stalled; upstream request abandoned");
-            let mut res = error_response(&ProxyError::new(ProxyErrorKind::RequestTimeout));
-            // The rest of the body will not be read (RFC 9110 §15.5.9).
-            if parts.version < Version::HTTP_2 {
-                res.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            (body.map_err(Into::into).boxed_unsync(), Some(progress))
+        };
+        let request = Request::from_parts(upstream, body);
+
+        // Pinned where it is made: passed by value, an `async fn` would keep the future twice
+        // in its state (as its argument, then as the local it pins).
+        let send = std::pin::pin!(client.send(target, request, upgrade.is_some()));
+        let sent = await_response(
+            send,
+            tokio::time::Instant::now(),
+            progress.as_deref(),
+            shared.timeout,
+        )
+        .await;
+        let (response, deadline) = match sent {
+            Some((Ok(res), deadline)) => (res, deadline),
+            // The client's own body broke (malformed chunked framing, fewer bytes than its
+            // `Content-Length`, a reset upload): the request failed through no fault of the
+            // target's, and the client, if still there, is told so; a body that outgrew a limit
+            // set in front of the proxy (`tower_http::limit`, or any body wrapped in
+            // `http_body_util::Limited`) is too large.
+            Some((Err(e), _)) if progress.as_deref().is_some_and(Progress::failed) => {
+                tracing::debug!(error = %e, "request body broken; upstream request abandoned");
+                let kind = if caused_by::<http_body_util::LengthLimitError>(&e) {
+                    ProxyErrorKind::BodyTooLarge
+                } else {
+                    ProxyErrorKind::BadRequest("The request body is incomplete or malformed.")
+                };
+                return error_response(&ProxyError::with_source(kind, e));
             }
-            return res;
+            // No connection (refused, name not found, TLS handshake refused, a TLS 1.3 client
+            // certificate refused once the handshake looked done): unreachable.
+            Some((Err(e), _)) if e.is_connect() || tls_failure(&e) => {
+                let error = ProxyError::with_source(ProxyErrorKind::Unreachable, e);
+                tracing::warn!(
+                    target = target.as_str(),
+                    error = ?std::error::Error::source(&error),
+                    "target unreachable"
+                );
+                return error_response(&error);
+            }
+            // Connected, but the exchange failed: the target closed or reset the connection
+            // before a whole response head, or sent something that is not one.
+            Some((Err(e), _)) => {
+                let error = ProxyError::with_source(
+                    ProxyErrorKind::BadResponse("The proxy target sent no valid response."),
+                    e,
+                );
+                tracing::warn!(
+                    target = target.as_str(),
+                    error = ?std::error::Error::source(&error),
+                    "target sent no valid response"
+                );
+                return error_response(&error);
+            }
+            // The wait ended while the target was waiting for the client's body, which stopped
+            // coming: the client is late, not the target.
+            None if progress.as_deref().is_some_and(Progress::awaiting_client) => {
+                tracing::debug!(timeout = ?shared.timeout, "request body stalled; upstream request abandoned");
+                let mut res = error_response(&ProxyError::new(ProxyErrorKind::RequestTimeout));
+                // The rest of the body will not be read (RFC 9110 §15.5.9).
+                if parts.version < Version::HTTP_2 {
+                    res.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                return res;
+            }
+            None => {
+                tracing::warn!(target = target.as_str(), timeout = ?shared.timeout, "target timed out");
+                return error_response(&ProxyError::new(ProxyErrorKind::Timeout));
+            }
+        };
+        if upgrade.is_none() && is_close_delimited(&response) {
+            // Rare (HTTP/1.0-style targets), and its state is the largest: boxed, so that the
+            // future of every other request is smaller.
+            return Box::pin(read_ahead(shared, target, response, deadline)).await;
         }
-        None => {
-            tracing::warn!(target = target.as_str(), timeout = ?shared.timeout, "target timed out");
-            return error_response(&ProxyError::new(ProxyErrorKind::Timeout));
-        }
-    };
-    if upgrade.is_none() && is_close_delimited(&response) {
-        return read_ahead(shared, target, response, deadline).await;
+        respond(shared, target, response, upgrade)
     }
-    respond(shared, target, response, upgrade)
 }
 
 /// Whether TLS with the target failed after the connection was made: a TLS 1.3 server
@@ -366,12 +407,11 @@ fn causes<'a>(
 /// has the request. Returns the response and the deadline then in force, or `None` on
 /// timeout.
 async fn await_response<F: Future>(
-    send: F,
+    mut send: std::pin::Pin<&mut F>,
     sent: tokio::time::Instant,
     progress: Option<&Progress>,
     timeout: Duration,
 ) -> Option<(F::Output, tokio::time::Instant)> {
-    let mut send = std::pin::pin!(send);
     let mut since = sent;
     loop {
         let deadline = crate::deadline::after(since, timeout);

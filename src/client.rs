@@ -600,6 +600,14 @@ mod tests {
         assert_eq!(b.connect_timeout, Duration::from_millis(250));
     }
 
+    #[cfg(feature = "native-roots")]
+    #[test]
+    fn native_roots_are_trusted_when_asked_for() {
+        let b = ProxyClient::builder().native_roots(true);
+        assert!(b.tls.native_roots);
+        assert!(!b.native_roots(false).tls.native_roots);
+    }
+
     /// The bound is a day, as documented: anything up to it is taken as given.
     #[test]
     fn timeouts_up_to_a_day_are_kept_longer_ones_are_a_day() {

@@ -596,4 +596,39 @@ mod tests {
         let b = b.http2_keep_alive_interval(Duration::from_secs(30));
         assert_eq!(b.h2_keep_alive.interval, Some(Duration::from_secs(30)));
     }
+
+    #[test]
+    fn the_connect_timeout_is_the_one_given() {
+        let b = ProxyClient::builder().connect_timeout(Duration::from_millis(250));
+        assert_eq!(b.connect_timeout, Duration::from_millis(250));
+    }
+
+    #[cfg(feature = "native-roots")]
+    #[test]
+    fn native_roots_are_trusted_when_asked_for() {
+        let b = ProxyClient::builder().native_roots(true);
+        assert!(b.tls.native_roots);
+        assert!(!b.native_roots(false).tls.native_roots);
+    }
+
+    /// The bound is a day, as documented: anything up to it is taken as given.
+    #[test]
+    fn timeouts_up_to_a_day_are_kept_longer_ones_are_a_day() {
+        let day = Duration::from_secs(24 * 60 * 60);
+        let half_day = day / 2;
+        let b = ProxyClient::builder()
+            .pool_idle_timeout(half_day)
+            .http2_keep_alive_interval(half_day)
+            .http2_keep_alive_timeout(half_day);
+        assert_eq!(b.pool_idle_timeout, half_day);
+        assert_eq!(b.h2_keep_alive.interval, Some(half_day));
+        assert_eq!(b.h2_keep_alive.timeout, half_day);
+        let b = b
+            .pool_idle_timeout(Duration::MAX)
+            .http2_keep_alive_interval(day * 2)
+            .http2_keep_alive_timeout(day + Duration::from_secs(1));
+        assert_eq!(b.pool_idle_timeout, day);
+        assert_eq!(b.h2_keep_alive.interval, Some(day));
+        assert_eq!(b.h2_keep_alive.timeout, day);
+    }
 }

@@ -656,3 +656,77 @@ fn respond<R, I, J>(
     };
     Response::from_parts(parts, body)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use futures_util::StreamExt as _;
+    use http_body_util::{Empty, StreamBody};
+    use tokio::io::AsyncReadExt as _;
+    use tower::ServiceExt as _;
+    use tower_layer::Layer as _;
+
+    use crate::{KeyPair, KeySigner, ProxyLayer};
+
+    use super::*;
+
+    /// A `408` closes an HTTP/1 connection, whose unread body would otherwise be taken for
+    /// the next request; an HTTP/2 response carries no `Connection` header, which RFC 9113
+    /// (§8.2.2) makes a malformed response. hyper's server drops such a header before the
+    /// wire, so the response is looked at as the layer gives it to the server.
+    #[tokio::test]
+    async fn a_408_closes_http1_connections_only() {
+        // A target that reads what comes and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        let layer = ProxyLayer::new(KeySigner::new(KeyPair::generate_ed25519().unwrap()))
+            .upstream_timeout(Duration::from_millis(300))
+            .target(&format!("http://{addr}"))
+            .unwrap();
+        let inner = tower::service_fn(|_: Request<_>| async {
+            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+        });
+        for version in [Version::HTTP_11, Version::HTTP_2] {
+            // 3 bytes of the 10 announced, then nothing.
+            let body = StreamBody::new(
+                futures_util::stream::iter([Ok::<_, Infallible>(Frame::data(Bytes::from_static(
+                    b"abc",
+                )))])
+                .chain(futures_util::stream::pending()),
+            );
+            // As hyper's server hands them over: origin form and `Host` in HTTP/1.1, the
+            // authority in the URI in HTTP/2.
+            let req = if version == Version::HTTP_2 {
+                Request::post("http://app.test/proxy/upload")
+            } else {
+                Request::post("/proxy/upload").header(header::HOST, "app.test")
+            };
+            let req = req
+                .version(version)
+                .header(header::CONTENT_LENGTH, "10")
+                .body(body)
+                .unwrap();
+            let res =
+                tokio::time::timeout(Duration::from_secs(20), layer.layer(inner).oneshot(req))
+                    .await
+                    .expect("hung")
+                    .unwrap();
+            assert_eq!(res.status(), StatusCode::REQUEST_TIMEOUT, "{version:?}");
+            let connection = res.headers().get(header::CONNECTION);
+            if version == Version::HTTP_2 {
+                assert_eq!(connection, None);
+            } else {
+                assert_eq!(connection.unwrap(), "close");
+            }
+        }
+    }
+}

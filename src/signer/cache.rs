@@ -322,6 +322,7 @@ mod tests {
             calls: AtomicUsize::new(0),
             generation: 0.into(),
         });
+        assert_eq!(cache.generation(), 0, "the inner signer's");
         let id = Identity::new("u", ["A"]);
         let first = cache.sign(&id).await.unwrap();
         assert_eq!(cache.sign(&id).await.unwrap().as_str(), first.as_str());
@@ -331,6 +332,58 @@ mod tests {
         assert_eq!(cache.sign(&id).await.unwrap().as_str(), second.as_str());
         assert_eq!(cache.inner().calls.load(Ordering::SeqCst), 2);
         assert_eq!(cache.generation(), 1);
+    }
+
+    #[tokio::test]
+    async fn clear_forgets_every_token() {
+        let cache = counting(Duration::from_secs(300));
+        assert!(cache.is_empty());
+        let alice = Identity::new("alice", ["R"]);
+        let first = cache.sign(&alice).await.unwrap();
+        cache.sign(&Identity::new("bob", ["R"])).await.unwrap();
+        assert_eq!(cache.len(), 2);
+        assert!(!cache.is_empty());
+
+        cache.clear();
+        assert_eq!(cache.len(), 0);
+        assert!(cache.is_empty());
+        let second = cache.sign(&alice).await.unwrap();
+        assert_ne!(second.as_str(), first.as_str(), "signed afresh");
+        assert_eq!(cache.inner().calls.load(Ordering::SeqCst), 3);
+        assert_eq!(cache.len(), 1);
+    }
+
+    /// A full cache makes room by dropping every entry whose token is no longer handed
+    /// out, before any fresh one, rather than one arbitrary entry per new identity.
+    #[tokio::test]
+    async fn a_full_cache_drops_its_stale_entries_first() {
+        let cache = counting(Duration::from_secs(300)).max_entries(4);
+        let fresh = Identity::new("fresh", ["R"]);
+        let kept = cache.sign(&fresh).await.unwrap();
+        // Vouched for until a moment ago: their tokens expire with that bound, stale at once.
+        let gone = SystemTime::now() - Duration::from_secs(1);
+        for i in 0..3 {
+            let stale = Identity::new(format!("stale{i}"), ["R"]).valid_until(gone);
+            cache.sign(&stale).await.unwrap();
+        }
+        assert_eq!(cache.len(), 4);
+
+        cache.sign(&Identity::new("new", ["R"])).await.unwrap();
+        assert_eq!(cache.len(), 2, "the fresh entry and the new one");
+        assert_eq!(cache.sign(&fresh).await.unwrap().as_str(), kept.as_str());
+        assert_eq!(cache.inner().calls.load(Ordering::SeqCst), 5);
+    }
+
+    /// The map takes each identity's digest as its hash: distinct callers do not all
+    /// collide into one bucket chain.
+    #[test]
+    fn identities_hash_to_their_digests() {
+        use std::hash::BuildHasher;
+        let hasher = BuildHasherDefault::<DigestHasher>::default();
+        let hashes: std::collections::HashSet<u64> = (0..8)
+            .map(|i| hasher.hash_one(Identity::new(format!("user{i}"), ["R"])))
+            .collect();
+        assert_eq!(hashes.len(), 8);
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@
 # Prints, per system, the instructions counted, the requests wrk completed and their
 # ratio; then the demo's excess over the floor. Requests in flight when counting starts or
 # stops (32 at most) make the per-request figure uncertain by about 0.2 %; two runs of
-# the same binary here agreed within 0.4 %.
+# the same binary here agreed within 0.5 %.
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -38,21 +38,9 @@ if (($(nproc) < 2)); then
     exit 1
 fi
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/tip-instr.XXXXXX")
-chmod 755 "$tmp"
-pids=()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=benches/common.sh
+source "$root/benches/common.sh"
+workspace tip-instr
 
 if [[ -z ${DEMO_BIN:-} || -z ${FLOOR_BIN:-} ]]; then
     (cd "$root" && cargo build --release --example demo --bench floor \
@@ -69,7 +57,7 @@ for bin in "$DEMO_BIN" "$FLOOR_BIN"; do
 done
 
 # The upstream: nginx answering every request with a fixed 12-byte body.
-up_port=$((20000 + RANDOM % 40000))
+up_port=$(free_port)
 mkdir -p "$tmp/nginx/logs"
 cat >"$tmp/nginx/nginx.conf" <<EOF
 worker_processes 1;
@@ -93,10 +81,7 @@ http {
 EOF
 taskset -c 1 nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" &
 pids+=($!)
-for _ in $(seq 1 100); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$up_port/" 2>/dev/null && break
-    sleep 0.1
-done
+wait_http "http://127.0.0.1:$up_port/"
 
 # The demo signs with a fixed key: no RSA key generation under valgrind.
 mkdir -p "$tmp/keys"

@@ -82,43 +82,9 @@ none)
 esac
 
 # --- workspace and clean-up -----------------------------------------------------------
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/tip-load.XXXXXX")
-chmod 755 "$tmp" # nginx workers may run as another user
-pids=()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    local port
-    for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    echo "load.sh: no free port found" >&2
-    return 1
-}
-
-wait_http() { # url
-    for _ in $(seq 1 100); do
-        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "load.sh: $1 did not answer" >&2
-    return 1
-}
+# shellcheck source=benches/common.sh
+source "$root/benches/common.sh"
+workspace tip-load
 
 # --- the demo binary ------------------------------------------------------------------
 if [[ -z ${DEMO_BIN:-} ]]; then

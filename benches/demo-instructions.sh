@@ -16,7 +16,7 @@
 #
 # Prints, per system, the instructions counted, the requests wrk completed and their
 # ratio; then the demo's excess over the floor. Requests in flight when counting starts or
-# stops (32 at most) make the per-request figure uncertain by about 0.2 %; two runs of
+# stops (32 at most) make the per-request figure uncertain by about 0.2 %; three runs of
 # the same binary here agreed within 0.5 %.
 set -euo pipefail
 

@@ -14,8 +14,8 @@ use std::{collections::HashSet, net::SocketAddr, path::PathBuf};
 
 use clap::Parser;
 use common::{
-    OTHER_RSA_PKCS8_PEM, RSA_PKCS8_PEM, RSA_PUBLIC_PEM, bearer, dribbled_headers, echo_target, get,
-    get_on, h2_client, remove_dir, temp_dir, within,
+    OTHER_RSA_PKCS8_PEM, bearer, dribbled_headers, echo_target, fixture_keys_dir, get, get_on,
+    h2_client, remove_dir, within,
 };
 use tower_identity_proxy::KeyPair;
 
@@ -53,9 +53,7 @@ impl Served {
         extra: &[&str],
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Self {
-        let keys = temp_dir("demo-server");
-        std::fs::write(keys.join("private-key.pem"), RSA_PKCS8_PEM).unwrap();
-        std::fs::write(keys.join("public-key.pem"), RSA_PUBLIC_PEM).unwrap();
+        let keys = fixture_keys_dir("demo-server");
         let mut args = vec![
             "demo",
             "--keys",
@@ -632,9 +630,7 @@ async fn forwarded_for_is_the_peer_address_never_the_clients() {
     assert_eq!(target.count(), 4);
 
     // `demo::start` (axum::serve) too: served with axum's `ConnectInfo`.
-    let keys = temp_dir("demo-server");
-    std::fs::write(keys.join("private-key.pem"), RSA_PKCS8_PEM).unwrap();
-    std::fs::write(keys.join("public-key.pem"), RSA_PUBLIC_PEM).unwrap();
+    let keys = fixture_keys_dir("demo-server");
     let url = target.url();
     let opts = demo::Options::try_parse_from([
         "demo",

@@ -15,7 +15,7 @@ mod common;
 
 use clap::Parser;
 use common::{
-    LIVENESS, RSA_PKCS8_PEM, RSA_PUBLIC_PEM, Reply, basic, client, decode_with_jwks, fetch_jwks,
+    LIVENESS, RSA_PUBLIC_PEM, Reply, basic, client, decode_with_jwks, fetch_jwks, fixture_keys_dir,
     full, get, get_with, kid, remove_dir, temp_dir, token_target, try_send_on_within,
 };
 use jsonwebtoken::jwk::ThumbprintHash;
@@ -42,9 +42,7 @@ async fn request(method: &str, url: &str, auth: Option<&str>, body: Option<Value
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_in_the_demo_with_the_example_target() {
-    let keys_dir = temp_dir("demo-trust-keys");
-    std::fs::write(keys_dir.join("private-key.pem"), RSA_PKCS8_PEM).unwrap();
-    std::fs::write(keys_dir.join("public-key.pem"), RSA_PUBLIC_PEM).unwrap();
+    let keys_dir = fixture_keys_dir("demo-trust-keys");
     let opts = demo::Options::try_parse_from([
         "demo",
         "--listen",

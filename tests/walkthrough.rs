@@ -421,9 +421,7 @@ async fn walkthrough(example_target: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_routes() {
-    let keys_dir = temp_dir("routes-keys");
-    std::fs::write(keys_dir.join("private-key.pem"), common::RSA_PKCS8_PEM).unwrap();
-    std::fs::write(keys_dir.join("public-key.pem"), RSA_PUBLIC_PEM).unwrap();
+    let keys_dir = common::fixture_keys_dir("routes-keys");
     let target = common::echo_target().await;
     let running = demo::start(&options(&[
         "--keys",

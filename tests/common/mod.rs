@@ -151,6 +151,15 @@ pub fn temp_dir(tag: &str) -> std::path::PathBuf {
     dir
 }
 
+/// A fresh [`temp_dir`] holding the fixture RSA key pair as the demo's `--keys DIR` reads it
+/// (`private-key.pem`, `public-key.pem`); remove it with [`remove_dir`].
+pub fn fixture_keys_dir(tag: &str) -> std::path::PathBuf {
+    let dir = temp_dir(tag);
+    std::fs::write(dir.join("private-key.pem"), keys::RSA_PKCS8_PEM).unwrap();
+    std::fs::write(dir.join("public-key.pem"), keys::RSA_PUBLIC_PEM).unwrap();
+    dir
+}
+
 /// Removes a directory made by [`temp_dir`], ignoring errors.
 pub fn remove_dir(dir: &std::path::Path) {
     let _ = std::fs::remove_dir_all(dir);

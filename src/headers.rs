@@ -146,20 +146,10 @@ impl Present {
         let mut bits = 0;
         for name in headers.keys() {
             bits |= match name.as_str() {
-                // `HOP_BY_HOP`, in its order.
-                "connection" => Self::CONNECTION,
-                "keep-alive" => 1 << 1,
-                "proxy-connection" => 1 << 2,
-                "te" => Self::TE,
-                "transfer-encoding" => Self::TRANSFER_ENCODING,
-                "upgrade" => 1 << 5,
-                "proxy-authorization" => 1 << 6,
-                "proxy-authenticate" => 1 << 7,
-                "http2-settings" => 1 << 8,
                 "via" => Self::VIA,
                 "max-forwards" => Self::MAX_FORWARDS,
                 "content-length" => Self::CONTENT_LENGTH,
-                _ => 0,
+                other => hop_by_hop_bit(other),
             };
         }
         Self(bits)
@@ -220,18 +210,25 @@ pub(crate) fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Whether `name` is in [`HOP_BY_HOP`]: matched as a string, which costs less than
 /// comparing it with each name of the list in turn.
 pub(crate) fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "transfer-encoding"
-            | "upgrade"
-            | "proxy-authorization"
-            | "proxy-authenticate"
-            | "http2-settings"
-    )
+    hop_by_hop_bit(name.as_str()) != 0
+}
+
+/// `1 << i` for the lowercase name `HOP_BY_HOP[i]`, `0` for any other: one string `match`,
+/// the [`Present`] bit of that name.
+#[inline]
+fn hop_by_hop_bit(name: &str) -> u16 {
+    match name {
+        "connection" => Present::CONNECTION,
+        "keep-alive" => 1 << 1,
+        "proxy-connection" => 1 << 2,
+        "te" => Present::TE,
+        "transfer-encoding" => Present::TRANSFER_ENCODING,
+        "upgrade" => 1 << 5,
+        "proxy-authorization" => 1 << 6,
+        "proxy-authenticate" => 1 << 7,
+        "http2-settings" => 1 << 8,
+        _ => 0,
+    }
 }
 
 /// Whether a `Connection` token names one of [`HOP_BY_HOP`] (case-insensitively).
@@ -258,14 +255,14 @@ pub(crate) fn remove_hop_by_hop_given(headers: &mut HeaderMap, present: Present)
     if !present.may_have(Present::HOP_BY_HOP) {
         return;
     }
-    // Line by line (a clone of a value is a reference count), so that the names are looked
-    // up as `&str`, on the stack, instead of being parsed into owned `HeaderName`s.
     // `Connection: keep-alive`, `upgrade`: names the fixed list removes anyway.
     let nominates_others = present.may_have(Present::CONNECTION)
         && headers
             .get_all(header::CONNECTION)
             .iter()
             .any(|value| list_tokens(value).any(|token| !is_fixed_hop_by_hop_token(token)));
+    // Line by line (a clone of a value is a reference count), so that the names are looked
+    // up as `&str`, on the stack, instead of being parsed into owned `HeaderName`s.
     let mut line = 0;
     while nominates_others
         && let Some(value) = headers

@@ -14,8 +14,10 @@
 #   FLOOR_BIN=path    use this floor binary instead of building `--bench floor`
 #   KEEP=dir          keep the callgrind files in dir (for callgrind_annotate)
 #
-# Prints, per system, the instructions counted, the requests wrk completed and their
-# ratio; then the demo's excess over the floor. Requests in flight when counting starts or
+# Counts four systems: the demo; the `pool` and `relay` floors (a byte relay, no HTTP);
+# and nginx `proxy_pass` with upstream keepalive, the reference of benches/load.sh, in one
+# process. Prints, per system, the instructions counted, the requests wrk completed and
+# their ratio; then the demo's excess over the pool floor and each system over nginx. Requests in flight when counting starts or
 # stops (32 at most) make the per-request figure uncertain by about 0.2 %; three runs of
 # the same binary here agreed within 0.5 %.
 set -euo pipefail
@@ -89,19 +91,23 @@ cp "$root/tests/fixtures/rsa-pkcs8.pem" "$tmp/keys/private-key.pem"
 cp "$root/tests/fixtures/rsa-public.pem" "$tmp/keys/public-key.pem"
 
 declare -A per
-count() { # name, command...
-    local name=$1
-    shift
+count() { # name, address (empty: read from `listening on http://ADDR`), command...
+    local name=$1 addr=$2
+    shift 2
     # Not instrumented until the server is up: start-up is not counted, and fast.
     TOKIO_WORKER_THREADS=1 taskset -c 1 valgrind --tool=callgrind --instr-atstart=no \
         --callgrind-out-file="$tmp/$name.out" "$@" >"$tmp/$name.stdout" 2>"$tmp/$name.log" &
-    local pid=$! addr=""
+    local pid=$!
     pids+=("$pid")
-    for _ in $(seq 1 300); do
-        addr=$(sed -n '1s|^listening on http://||p' "$tmp/$name.stdout")
-        [[ -n $addr ]] && break
-        sleep 0.2
-    done
+    if [[ -n $addr ]]; then
+        wait_http "http://$addr/" || addr=""
+    else
+        for _ in $(seq 1 300); do
+            addr=$(sed -n '1s|^listening on http://||p' "$tmp/$name.stdout")
+            [[ -n $addr ]] && break
+            sleep 0.2
+        done
+    fi
     if [[ -z $addr ]]; then
         echo "demo-instructions.sh: $name did not start:" >&2
         cat "$tmp/$name.log" >&2
@@ -126,10 +132,53 @@ count() { # name, command...
     wait "$pid" 2>/dev/null || true
 }
 
-count demo "$DEMO_BIN" --listen 127.0.0.1:0 --unsecured --keys "$tmp/keys" \
+count demo "" "$DEMO_BIN" --listen 127.0.0.1:0 --unsecured --keys "$tmp/keys" \
     --proxy-url "http://127.0.0.1:$up_port"
-count pool "$FLOOR_BIN" --mode hyper-pool --listen 127.0.0.1:0 \
+count pool "" "$FLOOR_BIN" --mode hyper-pool --listen 127.0.0.1:0 \
     --proxy-url "http://127.0.0.1:$up_port"
-awk -v d="${per[demo]}" -v p="${per[pool]}" 'BEGIN {
+count relay "" "$FLOOR_BIN" --mode relay --listen 127.0.0.1:0 \
+    --proxy-url "http://127.0.0.1:$up_port"
+
+# nginx `proxy_pass` with upstream keepalive, configured as in benches/load.sh, in one
+# process (no master) so that callgrind counts the process that serves.
+px_port=$(free_port)
+mkdir -p "$tmp/proxy/logs"
+cat >"$tmp/proxy/nginx.conf" <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $tmp/proxy/nginx.pid;
+error_log $tmp/proxy/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $tmp/proxy/body;
+    proxy_temp_path $tmp/proxy/proxy;
+    fastcgi_temp_path $tmp/proxy/fastcgi;
+    uwsgi_temp_path $tmp/proxy/uwsgi;
+    scgi_temp_path $tmp/proxy/scgi;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    upstream backend {
+        server 127.0.0.1:$up_port;
+        keepalive 128;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$px_port;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection '';
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+        }
+    }
+}
+EOF
+count nginx "127.0.0.1:$px_port" nginx -p "$tmp/proxy" -c "$tmp/proxy/nginx.conf"
+
+awk -v d="${per[demo]}" -v p="${per[pool]}" -v r="${per[relay]}" -v n="${per[nginx]}" 'BEGIN {
     printf "demo - pool: %+d instructions per request (%+.1f %%)\n", d - p, (d / p - 1) * 100
+    printf "per request over nginx: demo %.2f  pool %.2f  relay %.2f\n", d / n, p / n, r / n
 }'

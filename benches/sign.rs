@@ -98,6 +98,34 @@ fn sign(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // A cache full of fresh tokens (its default bound, 10 000) taking a flood of new
+    // identities: each is a miss, so a signature, plus whatever making room costs.
+    let signer = KeySigner::new(KeyPair::generate_ed25519().expect("Ed25519 key"));
+    let full = CachingSigner::new(signer.clone());
+    for i in 0..10_000 {
+        let u = Identity::new(format!("user{i}"), ["ROLE_USER"]);
+        rt.block_on(full.sign(&u)).expect("signed");
+    }
+    let mut group = c.benchmark_group("sign/cache-full-new-identity");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30);
+    group.bench_function("uncached", |b| {
+        let u = Identity::new("newcomer", ["ROLE_USER"]);
+        b.iter(|| black_box(signer.sign_blocking(black_box(&u)).expect("signed")))
+    });
+    let mut n = 0u64;
+    group.bench_function("cache-miss", |b| {
+        b.to_async(&rt).iter(|| {
+            n += 1;
+            let u = Identity::new(format!("flood{n}"), ["ROLE_USER"]);
+            let full = &full;
+            async move { black_box(full.sign(&u).await.expect("signed")) }
+        })
+    });
+    group.finish();
 }
 
 criterion_group!(benches, sign);

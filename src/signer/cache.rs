@@ -48,8 +48,9 @@ impl Hasher for DigestHasher {
 /// - Concurrent requests of one identity that miss the cache wait for one signature.
 /// - No lock is held while signing; the map's mutex is held only to look up a slot.
 /// - At most [`max_entries`](Self::max_entries) identities are kept (default 10 000): a
-///   flood of distinct identities evicts stale entries first, then arbitrary ones, and
-///   never grows the cache beyond the bound.
+///   flood of distinct identities evicts stale entries first, then arbitrary ones (an
+///   eighth of the bound at a time, so that the map is scanned once per eighth of the
+///   bound, not on every new identity), and never grows the cache beyond the bound.
 /// - A token is only ever handed to a caller with exactly the same name and roles.
 /// - When the inner signer's [`generation`](JwtSigner::generation) changes (a
 ///   [`KeySet`](crate::KeySet) key was revoked), every cached token is signed afresh. A key
@@ -150,11 +151,17 @@ impl<J: JwtSigner> CachingSigner<J> {
             slots.retain(|id, (made_in, s)| {
                 *made_in == generation && s.get().is_some_and(|t| self.is_fresh(id, t, now))
             });
-            while slots.len() >= self.max_entries {
-                let Some(victim) = slots.keys().next().cloned() else {
-                    break;
-                };
-                slots.remove(&victim);
+            // Still full of fresh tokens: make room for an eighth of the bound at once, so
+            // that a flood of new identities scans the map once per eighth, not on every
+            // miss (under the lock every request takes).
+            if slots.len() >= self.max_entries {
+                let keep = self.max_entries - self.max_entries.div_ceil(8);
+                let mut over = slots.len() - keep;
+                slots.retain(|_, _| {
+                    let drop = over > 0;
+                    over = over.saturating_sub(1);
+                    !drop
+                });
             }
         }
         let slot = Slot::default();
@@ -384,6 +391,40 @@ mod tests {
             .map(|i| hasher.hash_one(Identity::new(format!("user{i}"), ["R"])))
             .collect();
         assert_eq!(hashes.len(), 8);
+    }
+
+    /// A cache full of fresh tokens drops an eighth of its bound at once (rounded up), so
+    /// that the next misses insert without scanning the whole map again.
+    #[tokio::test]
+    async fn a_cache_full_of_fresh_tokens_makes_room_for_an_eighth() {
+        let cache = counting(Duration::from_secs(300)).max_entries(20);
+        for i in 0..20 {
+            cache
+                .sign(&Identity::new(format!("user{i}"), ["R"]))
+                .await
+                .unwrap();
+        }
+        assert_eq!(cache.len(), 20);
+        let newcomer = Identity::new("newcomer", ["R"]);
+        let token = cache.sign(&newcomer).await.unwrap();
+        assert_eq!(cache.len(), 20 - 3 + 1, "three evicted, the newcomer kept");
+        assert_eq!(
+            cache.sign(&newcomer).await.unwrap().as_str(),
+            token.as_str()
+        );
+        // The next two misses fit without evicting anything.
+        for i in 0..2 {
+            cache
+                .sign(&Identity::new(format!("late{i}"), ["R"]))
+                .await
+                .unwrap();
+        }
+        assert_eq!(cache.len(), 20);
+
+        let one = counting(Duration::from_secs(300)).max_entries(1);
+        one.sign(&Identity::new("a", ["R"])).await.unwrap();
+        one.sign(&Identity::new("b", ["R"])).await.unwrap();
+        assert_eq!(one.len(), 1, "a bound of one keeps the newest");
     }
 
     #[tokio::test]

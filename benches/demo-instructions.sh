@@ -10,6 +10,7 @@
 #
 # Environment (all optional):
 #   DURATION=10       seconds of counted load per system (after 3 s of warm-up)
+#   CONNECTIONS=32    wrk's connections
 #   DEMO_BIN=path     use this demo binary instead of building `--example demo`
 #   FLOOR_BIN=path    use this floor binary instead of building `--bench floor`
 #   KEEP=dir          keep the callgrind files in dir (for callgrind_annotate)
@@ -18,11 +19,12 @@
 # and nginx `proxy_pass` with upstream keepalive, the reference of benches/load.sh, in one
 # process. Prints, per system, the instructions counted, the requests wrk completed and
 # their ratio; then the demo's excess over the pool floor and each system over nginx. Requests in flight when counting starts or
-# stops (32 at most) make the per-request figure uncertain by about 0.2 %; three runs of
+# stops (CONNECTIONS at most) make the per-request figure uncertain by about 0.2 %; three runs of
 # the same binary here agreed within 0.5 %.
 set -euo pipefail
 
 DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-32}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 missing=()
@@ -114,9 +116,9 @@ count() { # name, address (empty: read from `listening on http://ADDR`), command
         exit 1
     fi
     callgrind_control -i on "$pid" >/dev/null 2>&1
-    taskset -c 0 wrk -t1 -c32 -d3s "http://$addr/proxy/" >/dev/null
+    taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d3s "http://$addr/proxy/" >/dev/null
     callgrind_control -z "$pid" >/dev/null 2>&1
-    taskset -c 0 wrk -t1 -c32 -d"${DURATION}s" "http://$addr/proxy/" >"$tmp/$name.wrk"
+    taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "http://$addr/proxy/" >"$tmp/$name.wrk"
     callgrind_control -d "$pid" >/dev/null 2>&1
     local total requests
     total=$(awk '/^totals:/ { print $2 }' "$tmp/$name.out.1")

@@ -746,4 +746,56 @@ mod tests {
         assert!(dbg.contains(k.kid()));
         assert!(!dbg.contains("PRIVATE"));
     }
+
+    /// While other tasks keep signing through the token cache, keys rotate and the
+    /// previous one is revoked, over and over: once `revoke` has returned, every token the
+    /// cache hands out verifies against the published set (jsonwebtoken, from the JWK Set),
+    /// none is the revoked key's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_token_of_a_revoked_key_is_handed_out_while_keys_change_under_load() {
+        use std::sync::atomic::AtomicBool;
+        let set = KeySet::new(KeySigner::new(KeyPair::generate_ed25519().unwrap()));
+        let cache = Arc::new(crate::CachingSigner::new(set.signer()));
+        let users: Arc<Vec<Identity>> = Arc::new(
+            (0..4)
+                .map(|i| Identity::new(format!("user{i}"), ["R"]))
+                .collect(),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let busy: Vec<_> = (0..2)
+            .map(|_| {
+                let (cache, users, stop) = (cache.clone(), users.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut signed = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for user in users.iter() {
+                            cache.sign(user).await.unwrap();
+                            signed += 1;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                    signed
+                })
+            })
+            .collect();
+
+        for round in 0..40 {
+            let old = set.active_kid();
+            set.rotate(KeyPair::generate_ed25519().unwrap()).unwrap();
+            assert!(set.revoke(&old).unwrap());
+            for user in users.iter() {
+                let token = cache.sign(user).await.unwrap();
+                assert_ne!(header_kid(&token), old, "round {round}");
+                assert_eq!(
+                    decode_with_jwk_set(&set, &token).as_deref(),
+                    Ok(user.name()),
+                    "round {round}"
+                );
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for task in busy {
+            assert!(task.await.unwrap() > 0, "the other signers ran");
+        }
+    }
 }

@@ -11,6 +11,8 @@
 # Environment (all optional):
 #   DURATION=10       seconds of counted load per system (after 3 s of warm-up)
 #   CONNECTIONS=32    wrk's connections
+#   CACHE_SIM=1       also simulate the caches (callgrind --cache-sim=yes, slower) and print
+#                     first-level data misses and last-level misses per request
 #   DEMO_BIN=path     use this demo binary instead of building `--example demo`
 #   FLOOR_BIN=path    use this floor binary instead of building `--bench floor`
 #   KEEP=dir          keep the callgrind files in dir (for callgrind_annotate)
@@ -98,6 +100,7 @@ count() { # name, address (empty: read from `listening on http://ADDR`), command
     shift 2
     # Not instrumented until the server is up: start-up is not counted, and fast.
     TOKIO_WORKER_THREADS=1 taskset -c 1 valgrind --tool=callgrind --instr-atstart=no \
+        ${CACHE_SIM:+--cache-sim=yes} \
         --callgrind-out-file="$tmp/$name.out" "$@" >"$tmp/$name.stdout" 2>"$tmp/$name.log" &
     local pid=$!
     pids+=("$pid")
@@ -126,6 +129,15 @@ count() { # name, address (empty: read from `listening on http://ADDR`), command
     per[$name]=$(awk -v t="$total" -v r="$requests" 'BEGIN { printf "%.0f", t / r }')
     printf '%-5s %14s instructions for %7s requests: %s per request\n' \
         "$name" "$total" "$requests" "${per[$name]}"
+    if [[ -n ${CACHE_SIM:-} ]]; then
+        awk -v r="$requests" '
+            /^events:/ { for (i = 2; i <= NF; i++) col[$i] = i }
+            /^totals:/ {
+                printf "      simulated cache misses per request: L1 instructions %.0f, L1 data %.0f, last level %.0f\n",
+                    $col["I1mr"] / r, ($col["D1mr"] + $col["D1mw"]) / r,
+                    ($col["ILmr"] + $col["DLmr"] + $col["DLmw"]) / r
+            }' "$tmp/$name.out.1"
+    fi
     if [[ -n ${KEEP:-} ]]; then
         mkdir -p "$KEEP"
         cp "$tmp/$name.out.1" "$KEEP/$name.callgrind"

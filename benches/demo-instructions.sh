@@ -64,28 +64,12 @@ done
 
 # The upstream: nginx answering every request with a fixed 12-byte body.
 up_port=$(free_port)
-mkdir -p "$tmp/nginx/logs"
-cat >"$tmp/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $tmp/nginx/body;
-    proxy_temp_path $tmp/nginx/proxy;
-    fastcgi_temp_path $tmp/nginx/fastcgi;
-    uwsgi_temp_path $tmp/nginx/uwsgi;
-    scgi_temp_path $tmp/nginx/scgi;
-    keepalive_requests 1000000;
+nginx_conf "$tmp/upstream" 1 "
     server {
         listen 127.0.0.1:$up_port;
         location / { default_type text/plain; return 200 'Hello world!'; }
-    }
-}
-EOF
-taskset -c 1 nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" &
+    }" >"$tmp/upstream.conf"
+taskset -c 1 nginx -p "$tmp" -c "$tmp/upstream.conf" -g 'daemon off;' &
 pids+=($!)
 wait_http "http://127.0.0.1:$up_port/"
 
@@ -156,41 +140,8 @@ count relay "" "$FLOOR_BIN" --mode relay --listen 127.0.0.1:0 \
 # nginx `proxy_pass` with upstream keepalive, configured as in benches/load.sh, in one
 # process (no master) so that callgrind counts the process that serves.
 px_port=$(free_port)
-mkdir -p "$tmp/proxy/logs"
-cat >"$tmp/proxy/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $tmp/proxy/nginx.pid;
-error_log $tmp/proxy/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $tmp/proxy/body;
-    proxy_temp_path $tmp/proxy/proxy;
-    fastcgi_temp_path $tmp/proxy/fastcgi;
-    uwsgi_temp_path $tmp/proxy/uwsgi;
-    scgi_temp_path $tmp/proxy/scgi;
-    tcp_nodelay on;
-    keepalive_requests 1000000;
-    upstream backend {
-        server 127.0.0.1:$up_port;
-        keepalive 128;
-        keepalive_requests 1000000;
-    }
-    server {
-        listen 127.0.0.1:$px_port;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection '';
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$http_host;
-        }
-    }
-}
-EOF
-count nginx "127.0.0.1:$px_port" nginx -p "$tmp/proxy" -c "$tmp/proxy/nginx.conf"
+nginx_conf "$tmp/proxy" single "$(nginx_proxy "$px_port" "$up_port")" >"$tmp/proxy.conf"
+count nginx "127.0.0.1:$px_port" nginx -p "$tmp" -c "$tmp/proxy.conf" -g 'daemon off;'
 
 awk -v d="${per[demo]}" -v p="${per[pool]}" -v r="${per[relay]}" -v n="${per[nginx]}" 'BEGIN {
     printf "demo - pool: %+d instructions per request (%+.1f %%)\n", d - p, (d / p - 1) * 100

@@ -121,30 +121,7 @@ mkdir -p "$tmp/www/files"
 head -c $((1024 * 1024)) /dev/zero | tr '\0' 'x' >"$tmp/www/files/1m"
 chmod -R a+rX "$tmp/www"
 
-nginx_conf() { # name, body of the server block
-    cat <<EOF
-worker_processes $server_n;
-pid $tmp/$1.pid;
-error_log $tmp/$1-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $tmp/$1-body;
-    proxy_temp_path $tmp/$1-proxy;
-    fastcgi_temp_path $tmp/$1-fastcgi;
-    uwsgi_temp_path $tmp/$1-uwsgi;
-    scgi_temp_path $tmp/$1-scgi;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-$2
-}
-EOF
-}
-
-nginx_conf upstream "
+nginx_conf "$tmp/upstream" "$server_n" "
     server {
         listen 127.0.0.1:$up_port;
         listen 127.0.0.1:$up_h2_port http2;
@@ -155,28 +132,7 @@ nginx_conf upstream "
         location /proxy/files/ { alias $tmp/www/files/; }
     }" >"$tmp/upstream.conf"
 
-nginx_conf proxy "
-    upstream backend {
-        server 127.0.0.1:$up_port;
-        keepalive 128;
-        keepalive_requests 1000000;
-    }
-    server {
-        listen 127.0.0.1:$px_port;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection '';
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$http_host;
-            # Buffers that hold a 1 MiB response in memory: twice the throughput of the
-            # defaults here (which spill large responses to a temporary file).
-            proxy_buffers 32 64k;
-            proxy_buffer_size 64k;
-            proxy_busy_buffers_size 128k;
-            proxy_max_temp_file_size 0;
-        }
-    }" >"$tmp/proxy.conf"
+nginx_conf "$tmp/proxy" "$server_n" "$(nginx_proxy "$px_port" "$up_port")" >"$tmp/proxy.conf"
 
 declare -A master=()
 start_nginx() { # name

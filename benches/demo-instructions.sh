@@ -13,6 +13,8 @@
 #   CONNECTIONS=32    wrk's connections
 #   CACHE_SIM=1       also simulate the caches (callgrind --cache-sim=yes, slower) and print
 #                     first-level data misses and last-level misses per request
+#   CACHE_ARGS=...    callgrind's cache geometry for CACHE_SIM, e.g. --LL=1048576,8,64 to
+#                     take this CPU's 1 MiB second-level cache as the last level
 #   DEMO_BIN=path     use this demo binary instead of building `--example demo`
 #   FLOOR_BIN=path    use this floor binary instead of building `--bench floor`
 #   KEEP=dir          keep the callgrind files in dir (for callgrind_annotate)
@@ -84,7 +86,7 @@ count() { # name, address (empty: read from `listening on http://ADDR`), command
     shift 2
     # Not instrumented until the server is up: start-up is not counted, and fast.
     TOKIO_WORKER_THREADS=1 taskset -c 1 valgrind --tool=callgrind --instr-atstart=no \
-        ${CACHE_SIM:+--cache-sim=yes} \
+        ${CACHE_SIM:+--cache-sim=yes ${CACHE_ARGS:-}} \
         --callgrind-out-file="$tmp/$name.out" "$@" >"$tmp/$name.stdout" 2>"$tmp/$name.log" &
     local pid=$!
     pids+=("$pid")

@@ -158,9 +158,9 @@ impl<J: JwtSigner> CachingSigner<J> {
                 let keep = self.max_entries - self.max_entries.div_ceil(8);
                 let mut over = slots.len() - keep;
                 slots.retain(|_, _| {
-                    let drop = over > 0;
+                    let evict = over > 0;
                     over = over.saturating_sub(1);
-                    !drop
+                    !evict
                 });
             }
         }

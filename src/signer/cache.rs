@@ -148,8 +148,10 @@ impl<J: JwtSigner> CachingSigner<J> {
             }
         }
         if slots.len() >= self.max_entries && !slots.contains_key(identity) {
+            // Stale tokens go; a slot still being signed stays, or the requests waiting on
+            // its signature would leave no token behind for the next one.
             slots.retain(|id, (made_in, s)| {
-                *made_in == generation && s.get().is_some_and(|t| self.is_fresh(id, t, now))
+                *made_in == generation && s.get().is_none_or(|t| self.is_fresh(id, t, now))
             });
             // Still full of fresh tokens: make room for an eighth of the bound at once, so
             // that a flood of new identities scans the map once per eighth, not on every
@@ -391,6 +393,32 @@ mod tests {
             .map(|i| hasher.hash_one(Identity::new(format!("user{i}"), ["R"])))
             .collect();
         assert_eq!(hashes.len(), 8);
+    }
+
+    /// Making room drops stale tokens but keeps a slot whose signature is under way: the
+    /// token it gets is cached for the next request instead of being signed again.
+    #[tokio::test]
+    async fn making_room_keeps_a_signature_under_way() {
+        let cache = Arc::new(counting(Duration::from_secs(300)).max_entries(4));
+        let gone = SystemTime::now() - Duration::from_secs(1);
+        for i in 0..3 {
+            let stale = Identity::new(format!("stale{i}"), ["R"]).valid_until(gone);
+            cache.sign(&stale).await.unwrap();
+        }
+        let slow = Identity::new("slow", ["R"]);
+        let signing = tokio::spawn({
+            let (cache, slow) = (Arc::clone(&cache), slow.clone());
+            async move { cache.sign(&slow).await.unwrap() }
+        });
+        // The spawned request takes its slot, then waits on its signature.
+        while cache.len() < 4 {
+            tokio::task::yield_now().await;
+        }
+        cache.sign(&Identity::new("new", ["R"])).await.unwrap();
+        assert_eq!(cache.len(), 2, "the slot under way and the new one");
+        let first = signing.await.unwrap();
+        assert_eq!(cache.sign(&slow).await.unwrap().as_str(), first.as_str());
+        assert_eq!(cache.inner().calls.load(Ordering::SeqCst), 5);
     }
 
     /// A cache full of fresh tokens drops an eighth of its bound at once (rounded up), so

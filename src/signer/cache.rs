@@ -411,9 +411,14 @@ mod tests {
             async move { cache.sign(&slow).await.unwrap() }
         });
         // The spawned request takes its slot, then waits on its signature.
-        while cache.len() < 4 {
-            tokio::task::yield_now().await;
-        }
+        let slot_taken = async {
+            while cache.len() < 4 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), slot_taken)
+            .await
+            .expect("the spawned request takes a slot");
         cache.sign(&Identity::new("new", ["R"])).await.unwrap();
         assert_eq!(cache.len(), 2, "the slot under way and the new one");
         let first = signing.await.unwrap();

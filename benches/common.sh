@@ -1,7 +1,8 @@
 # Shared by benches/load.sh and benches/demo-instructions.sh (sourced, not run): a
 # temporary workspace whose processes are stopped and files removed on exit, a free port on
-# 127.0.0.1, a wait for a URL to answer, and nginx's configurations (the reference proxy's
-# among them, so that both scripts measure the same nginx).
+# 127.0.0.1, waits for a server to listen and for a URL to answer, and nginx's
+# configurations (the reference proxy's among them, so that both scripts measure the same
+# nginx).
 
 # workspace PREFIX: `tmp`, a fresh directory under $TMPDIR, and `pids`, the processes to
 # stop; both are cleaned up when the script exits or is interrupted.
@@ -35,6 +36,21 @@ free_port() {
         fi
     done
     echo "${0##*/}: no free port found" >&2
+    return 1
+}
+
+# listening_addr FILE SECONDS: the ADDR of a server's first line `listening on http://ADDR`
+# in FILE, polled every 0.1 s for SECONDS at most; fails if it never appears.
+listening_addr() {
+    local addr
+    for _ in $(seq 1 $(($2 * 10))); do
+        addr=$(sed -n '1s|^listening on http://||p' "$1")
+        if [[ -n $addr ]]; then
+            echo "$addr"
+            return 0
+        fi
+        sleep 0.1
+    done
     return 1
 }
 

@@ -90,14 +90,11 @@ count() { # name, address (empty: read from `listening on http://ADDR`), command
         --callgrind-out-file="$tmp/$name.out" "$@" >"$tmp/$name.stdout" 2>"$tmp/$name.log" &
     local pid=$!
     pids+=("$pid")
+    # Under valgrind a server takes a while to start.
     if [[ -n $addr ]]; then
         wait_http "http://$addr/" || addr=""
     else
-        for _ in $(seq 1 300); do
-            addr=$(sed -n '1s|^listening on http://||p' "$tmp/$name.stdout")
-            [[ -n $addr ]] && break
-            sleep 0.2
-        done
+        addr=$(listening_addr "$tmp/$name.stdout" 60) || addr=""
     fi
     if [[ -z $addr ]]; then
         echo "demo-instructions.sh: $name did not start:" >&2

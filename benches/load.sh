@@ -153,13 +153,8 @@ declare -A demo_pid=() demo_addr=()
 await_listening() { # name, what it is (for the error)
     pids+=($!)
     demo_pid[$1]=$!
-    local addr=""
-    for _ in $(seq 1 100); do
-        addr=$(sed -n '1s|^listening on http://||p' "$tmp/$1.out")
-        [[ -n $addr ]] && break
-        sleep 0.1
-    done
-    if [[ -z $addr ]]; then
+    local addr
+    if ! addr=$(listening_addr "$tmp/$1.out" 10); then
         echo "load.sh: $2 did not start:" >&2
         cat "$tmp/$1.err" >&2
         exit 1

@@ -82,9 +82,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tower_identity_proxy::{
-    Algorithm, Anonymous, BasicAuth, BearerJwt, CachingSigner, CredentialStore, Curve, Identity,
-    IdentityExtractor, KeyPair, KeySet, KeySetSigner, KeySigner, Or, ProxyClient, ProxyHandle,
-    ProxyLayer, Tunnels, client::ClientBuilder, identity::ExtractResult,
+    ProxyHandle, ProxyLayer, Target,
+    client::{ClientBuilder, ProxyClient},
+    identity::{
+        Anonymous, BasicAuth, BearerJwt, CredentialStore, ExtractResult, Identity,
+        IdentityExtractor, Or,
+    },
+    jwt::{Algorithm, CachingSigner, Curve, KeyPair, KeySet, KeySetSigner, KeySigner},
+    proxy::Tunnels,
 };
 
 /// A boxed error for the demo's start-up failures.
@@ -335,13 +340,15 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
         )
     };
 
+    let handle = match &opts.proxy_url {
+        Some(url) => ProxyHandle::with_target(Target::parse(url)?),
+        None => ProxyHandle::new(),
+    };
     let mut proxy = ProxyLayer::new(key_set.signer())
-        .identity(identity.clone())
+        .with_identity(identity.clone())
         .upstream_timeout(Duration::from_millis(opts.upstream_timeout_ms))
-        .client(upstream_client(opts)?);
-    if let Some(url) = &opts.proxy_url {
-        proxy = proxy.target(url)?;
-    }
+        .client(upstream_client(opts)?)
+        .handle(handle.clone());
     if opts.forwarded_for {
         // The TCP peer, as `serve` (and `start`) put it in each request.
         proxy = proxy.forwarded_for(|parts| {
@@ -351,7 +358,7 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
     }
 
     let state = AppState {
-        handle: proxy.handle(),
+        handle,
         users,
         keys,
         key_set,
@@ -361,11 +368,11 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
     let worker_app = {
         let (state, opts) = (state.clone(), opts.clone());
         WorkerApp(Arc::new(move || {
+            let tunnels = Tunnels::new();
             let proxy = proxy
                 .clone()
                 .client(upstream_client(&opts)?)
-                .with_tunnels(Tunnels::new());
-            let tunnels = proxy.tunnels();
+                .tunnels(tunnels.clone());
             Ok((tower::Layer::layer(&proxy, router(state.clone())), tunnels))
         }))
     };

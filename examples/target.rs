@@ -53,7 +53,8 @@ use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tower::ServiceExt;
 use tower_identity_proxy::{
-    Algorithm, Identity,
+    identity::Identity,
+    jwt::Algorithm,
     verify::{ForwardedOrigin, VerifyProxyJwtLayer},
 };
 

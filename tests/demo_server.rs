@@ -17,7 +17,7 @@ use common::{
     OTHER_RSA_PKCS8_PEM, bearer, dribbled_headers, echo_target, fixture_keys_dir, get, get_on,
     h2_client, remove_dir, within,
 };
-use tower_identity_proxy::KeyPair;
+use tower_identity_proxy::jwt::KeyPair;
 
 /// The demo, unsecured, with the fixture's keys and `extra` options, served by
 /// `demo::serve` with `threads` server threads (never shut down): its address, shared state

@@ -221,10 +221,10 @@ async fn the_example_target_routes_and_public_key_mode() {
 
     // A token of the fixture key (signed by the crate, verified by the target's layer).
     let keys = common::rsa_keys();
-    let signer = tower_identity_proxy::KeySigner::rs512(keys).unwrap();
-    let token = tower_identity_proxy::JwtSigner::sign(
+    let signer = tower_identity_proxy::jwt::KeySigner::rs512(keys).unwrap();
+    let token = tower_identity_proxy::jwt::JwtSigner::sign(
         &signer,
-        &tower_identity_proxy::Identity::new("Alice", ["ROLE_USER"]),
+        &tower_identity_proxy::identity::Identity::new("Alice", ["ROLE_USER"]),
     )
     .await
     .unwrap();
@@ -291,7 +291,7 @@ fn the_example_target_options_are_checked() {
     assert!(parse(&["--jwks", "http://a/j", "--algorithm", "none"]).is_err());
     let ok = parse(&["--jwks", "http://a/j"]).unwrap();
     assert_eq!(ok.listen, "127.0.0.1:1991");
-    assert_eq!(ok.algorithm, tower_identity_proxy::Algorithm::RS512);
+    assert_eq!(ok.algorithm, tower_identity_proxy::jwt::Algorithm::RS512);
     assert!(target::verify_layer(&parse(&["--jwks", "ftp://a/j"]).unwrap()).is_err());
     let missing = parse(&["--public-key", "/nonexistent/key.pem"]).unwrap();
     let err = target::verify_layer(&missing).err().unwrap();

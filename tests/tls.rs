@@ -11,7 +11,7 @@ mod demo;
 use clap::Parser;
 use common::*;
 use http::{Request, Version};
-use tower_identity_proxy::ProxyClient;
+use tower_identity_proxy::client::ProxyClient;
 
 const H2_H1: &[&[u8]] = &[b"h2", b"http/1.1"];
 

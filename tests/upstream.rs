@@ -24,7 +24,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
-use tower_identity_proxy::ProxyClient;
+use tower_identity_proxy::client::ProxyClient;
 
 type AnyBody = BoxBody<Bytes, Infallible>;
 

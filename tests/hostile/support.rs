@@ -41,8 +41,9 @@ use hyper_util::{
 };
 use tokio::{io::AsyncWriteExt, net::TcpListener, sync::Notify};
 use tower_identity_proxy::{
-    Anonymous, BasicAuth, BearerJwt, CachingSigner, CredentialStore, IdentityExtractor, JwtSigner,
-    KeySigner, Or, ProxyHandle, ProxyLayer,
+    ProxyLayer,
+    identity::{Anonymous, BasicAuth, BearerJwt, CredentialStore, IdentityExtractor, Or},
+    jwt::{CachingSigner, JwtSigner, KeySigner},
 };
 
 // The shared helpers the cases use (this module is also part of `tracing_redaction`).
@@ -52,6 +53,8 @@ pub use crate::common::{
     despite_stalls, dribbled_headers, find, parse_head, read_body, rsa_keys, stalled_or_broken,
     values, while_progressing, within,
 };
+#[allow(unused_imports)]
+pub use tower_identity_proxy::{ProxyHandle, proxy::ForwardedProto};
 
 // ---------------------------------------------------------------------------------------
 // Keys and users, made once per test binary (RSA key generation and Argon2 are slow).
@@ -83,7 +86,7 @@ pub type DefaultLayer = ProxyLayer<DefaultIdentity, CachingSigner<KeySigner>>;
 /// by timing out first and passes.
 pub fn layer() -> DefaultLayer {
     ProxyLayer::new(KeySigner::rs512(rsa_keys()).expect("signer"))
-        .identity(
+        .with_identity(
             BasicAuth::new(users())
                 .or(BearerJwt::new(rsa_keys().verifier()))
                 .or_anonymous(),
@@ -530,8 +533,8 @@ where
     I: IdentityExtractor,
     J: JwtSigner,
 {
-    let handle = layer.handle();
-    let router = inner_router().layer(layer);
+    let handle = ProxyHandle::new();
+    let router = inner_router().layer(layer.handle(handle.clone()));
     serve_router(router, handle, options).await
 }
 

@@ -16,6 +16,8 @@
 //!   ([`Raw`], [`raw()`]), for requests a well-behaved client cannot make.
 //! - [`tls`]: a test PKI made with rcgen and TLS server configurations.
 //! - [`example`]: the examples run as their binaries ([`Example`]).
+//! - [`hostile`]: the hostile-input harness, a capturing upstream that records the exact
+//!   bytes it receives ([`hostile::Upstream`]) and an app served by hyper-util's server.
 //! - [`app`]: identity extractors and the protocol tests' app (Alice's identity).
 //!
 //! Include it with `mod common;` (or `#[path = "../common/mod.rs"] mod common;` from a
@@ -32,6 +34,7 @@
 pub mod app;
 pub mod client;
 pub mod example;
+pub mod hostile;
 pub mod jwt;
 pub mod keys;
 pub mod raw;

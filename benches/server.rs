@@ -37,8 +37,8 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tower_identity_proxy::{
     Anonymous, BasicAuth, BearerJwt, CachingSigner, CredentialStore, IdentityExtractor, KeyPair,
-    KeySet, KeySetSigner, KeySigner, Or, ProxyClient,
-    ProxyLayer, Tunnels, client::ClientBuilder, identity::ExtractResult,
+    KeySet, KeySetSigner, KeySigner, Or, ProxyClient, ProxyLayer, Tunnels, client::ClientBuilder,
+    identity::ExtractResult,
 };
 
 /// A boxed error for start-up failures.
@@ -206,8 +206,7 @@ struct WorkerApp(Arc<dyn Fn() -> Result<(WorkerService, Tunnels), Error> + Send 
 /// What each server thread of [`serve`] serves: the proxy layer around the whole router
 /// (`ProxyLayer::layer(router)`, as `ServiceBuilder` composes), so a request under `/proxy`
 /// goes straight to the proxy, before any routing.
-type WorkerService =
-    tower_identity_proxy::Proxy<Router, AppIdentity, CachingSigner<KeySetSigner>>;
+type WorkerService = tower_identity_proxy::Proxy<Router, AppIdentity, CachingSigner<KeySetSigner>>;
 
 impl std::fmt::Debug for WorkerApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -861,10 +860,7 @@ fn server_threads() -> usize {
 ///
 /// Invalid options, an address that cannot be bound, a signal handler that cannot be
 /// installed, or a failing server.
-async fn run(
-    opts: &Options,
-    mut out: impl std::io::Write + Send + 'static,
-) -> Result<(), Error> {
+async fn run(opts: &Options, mut out: impl std::io::Write + Send + 'static) -> Result<(), Error> {
     // First: a signal during start-up then shuts down instead of killing the process.
     let mut signals = Signals::new()?;
     let app = build(opts).await?;

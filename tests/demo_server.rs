@@ -14,8 +14,8 @@ mod common;
 use std::{collections::HashSet, net::SocketAddr, path::PathBuf};
 
 use common::{
-    Example, bearer, dribbled_headers, echo_target, fixture_keys_dir, get,
-    get_on, h2_client, remove_dir, within,
+    Example, bearer, dribbled_headers, echo_target, fixture_keys_dir, get, get_on, h2_client,
+    remove_dir, within,
 };
 use serde_json::json;
 

@@ -6,8 +6,9 @@
 mod common;
 
 use common::{
-    Example, LIVENESS, RSA_PUBLIC_PEM, Reply, basic, client, decode_with_jwks, fetch_jwks, fixture_keys_dir,
-    full, get, get_with, kid, remove_dir, temp_dir, token_target, try_send_on_within,
+    Example, LIVENESS, RSA_PUBLIC_PEM, Reply, basic, client, decode_with_jwks, fetch_jwks,
+    fixture_keys_dir, full, get, get_with, kid, remove_dir, temp_dir, token_target,
+    try_send_on_within,
 };
 use jsonwebtoken::jwk::ThumbprintHash;
 use serde_json::{Value, json};
@@ -37,15 +38,15 @@ async fn rotation_in_the_demo_with_the_example_target() {
     let demo = Example::start(
         "demo",
         &[
-        "--listen",
-        "127.0.0.1:0",
-        "--keys",
-        keys_dir.to_str().unwrap(),
-        "--user",
-        "admin:admin-secret:ROLE_ADMIN",
-        "--user",
-        "Alice:abcdef123456:ROLE_USER,ROLE_WONDERLAND",
-    ],
+            "--listen",
+            "127.0.0.1:0",
+            "--keys",
+            keys_dir.to_str().unwrap(),
+            "--user",
+            "admin:admin-secret:ROLE_ADMIN",
+            "--user",
+            "Alice:abcdef123456:ROLE_USER,ROLE_WONDERLAND",
+        ],
     )
     .await;
     remove_dir(&keys_dir);
@@ -194,7 +195,12 @@ async fn the_example_target_routes_and_public_key_mode() {
     std::fs::write(&pem, RSA_PUBLIC_PEM).unwrap();
     let target = Example::start(
         "target",
-        &["--public-key", pem.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &[
+            "--public-key",
+            pem.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
     )
     .await;
     remove_dir(&dir);
@@ -270,9 +276,18 @@ async fn the_example_target_options_are_checked() {
         let err = example_fails("target", &["--jwks", "http://a/j", "--algorithm", alg]).await;
         assert!(err.contains("--algorithm"), "{err}");
     }
-    let err = example_fails("target", &["--jwks", "ftp://a/j", "--listen", "127.0.0.1:0"]).await;
+    let err = example_fails(
+        "target",
+        &["--jwks", "ftp://a/j", "--listen", "127.0.0.1:0"],
+    )
+    .await;
     assert!(err.contains("ftp"), "{err}");
-    let missing = ["--public-key", "/nonexistent/key.pem", "--listen", "127.0.0.1:0"];
+    let missing = [
+        "--public-key",
+        "/nonexistent/key.pem",
+        "--listen",
+        "127.0.0.1:0",
+    ];
     let err = example_fails("target", &missing).await;
     assert!(err.contains("/nonexistent/key.pem"), "{err}");
 }

@@ -224,14 +224,18 @@ async fn demo_reaches_an_https_target_with_upstream_ca_and_h2c_with_upstream_h2c
     let url = format!("https://localhost:{}", target.addr().port());
 
     // --proxy-url https://… with --upstream-ca: verified against the private CA, h2 by ALPN.
-    let running = Example::start("demo", &demo_options(&[
-        "--keys",
-        &keys_dir,
-        "--proxy-url",
-        &url,
-        "--upstream-ca",
-        &ca_file,
-    ])).await;
+    let running = Example::start(
+        "demo",
+        &demo_options(&[
+            "--keys",
+            &keys_dir,
+            "--proxy-url",
+            &url,
+            "--upstream-ca",
+            &ca_file,
+        ]),
+    )
+    .await;
     let got = within(
         "demo https",
         get(&format!("http://{}/proxy/hello", running.addr)),
@@ -245,7 +249,11 @@ async fn demo_reaches_an_https_target_with_upstream_ca_and_h2c_with_upstream_h2c
     drop(running);
 
     // Without it, the private CA is unknown: 502.
-    let running = Example::start("demo", &demo_options(&["--keys", &keys_dir, "--proxy-url", &url])).await;
+    let running = Example::start(
+        "demo",
+        &demo_options(&["--keys", &keys_dir, "--proxy-url", &url]),
+    )
+    .await;
     let got = within(
         "demo https no ca",
         get(&format!("http://{}/proxy/hello", running.addr)),
@@ -258,13 +266,17 @@ async fn demo_reaches_an_https_target_with_upstream_ca_and_h2c_with_upstream_h2c
     // --upstream-h2c: HTTP/2 with prior knowledge to a plain-http target.
     let plain = echo_target().await;
     let plain_url = format!("http://{}", plain.addr());
-    let running = Example::start("demo", &demo_options(&[
-        "--keys",
-        &keys_dir,
-        "--proxy-url",
-        &plain_url,
-        "--upstream-h2c",
-    ])).await;
+    let running = Example::start(
+        "demo",
+        &demo_options(&[
+            "--keys",
+            &keys_dir,
+            "--proxy-url",
+            &plain_url,
+            "--upstream-h2c",
+        ]),
+    )
+    .await;
     let got = within(
         "demo h2c",
         get(&format!("http://{}/proxy/hello", running.addr)),
@@ -276,19 +288,22 @@ async fn demo_reaches_an_https_target_with_upstream_ca_and_h2c_with_upstream_h2c
 
     // A CA file that cannot be read or holds no certificate stops the demo at start-up.
     let missing = scratch.0.join("missing.pem");
-    let err = example_fails("demo", &demo_options(&[
-        "--keys",
-        &keys_dir,
-        "--upstream-ca",
-        missing.to_str().unwrap(),
-    ])).await;
+    let err = example_fails(
+        "demo",
+        &demo_options(&[
+            "--keys",
+            &keys_dir,
+            "--upstream-ca",
+            missing.to_str().unwrap(),
+        ]),
+    )
+    .await;
     assert!(err.contains("missing.pem"), "{err}");
     let not_pem = scratch.write("not.pem", "hello");
-    let err = example_fails("demo", &demo_options(&[
-        "--keys",
-        &keys_dir,
-        "--upstream-ca",
-        &not_pem,
-    ])).await;
+    let err = example_fails(
+        "demo",
+        &demo_options(&["--keys", &keys_dir, "--upstream-ca", &not_pem]),
+    )
+    .await;
     assert!(err.contains("not.pem"), "{err}");
 }

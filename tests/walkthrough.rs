@@ -271,12 +271,16 @@ async fn walkthrough(example_target: bool) {
     let admin = basic("admin", "admin-secret");
 
     // "Starting a secured session".
-    let secured = Example::start("demo", &options(&[
-        "--keys",
-        keys_dir.to_str().unwrap(),
-        "--user",
-        "admin:admin-secret:ROLE_ADMIN",
-    ])).await;
+    let secured = Example::start(
+        "demo",
+        &options(&[
+            "--keys",
+            keys_dir.to_str().unwrap(),
+            "--user",
+            "admin:admin-secret:ROLE_ADMIN",
+        ]),
+    )
+    .await;
     remove_dir(&keys_dir);
     let app = |path: &str| format!("http://{}{path}", secured.addr);
 
@@ -396,20 +400,24 @@ async fn walkthrough(example_target: bool) {
 async fn the_demo_routes() {
     let keys_dir = common::fixture_keys_dir("routes-keys");
     let target = common::echo_target().await;
-    let running = Example::start("demo", &options(&[
-        "--keys",
-        keys_dir.to_str().unwrap(),
-        "--user",
-        "root:pw:with:colons:ROLE_ADMIN,ROLE_USER",
-        "--user",
-        "bob:bob-pw:ROLE_USER",
-        "--proxy-url",
-        &target.url(),
-        // Every request proxied in this test must beat it: a 300 ms timeout made a stall of
-        // the loaded test machine a 504.
-        "--upstream-timeout-ms",
-        "2000",
-    ])).await;
+    let running = Example::start(
+        "demo",
+        &options(&[
+            "--keys",
+            keys_dir.to_str().unwrap(),
+            "--user",
+            "root:pw:with:colons:ROLE_ADMIN,ROLE_USER",
+            "--user",
+            "bob:bob-pw:ROLE_USER",
+            "--proxy-url",
+            &target.url(),
+            // Every request proxied in this test must beat it: a 300 ms timeout made a stall of
+            // the loaded test machine a 504.
+            "--upstream-timeout-ms",
+            "2000",
+        ]),
+    )
+    .await;
     remove_dir(&keys_dir);
     let app = |path: &str| format!("http://{}{path}", running.addr);
     let root = basic("root", "pw:with:colons");
@@ -589,7 +597,10 @@ async fn demo_options_are_checked() {
     let whoami = demo.url("/api/whoami");
     let a = get_with(&whoami, &[("authorization", &basic("a", "p-secret"))]).await;
     assert_eq!(a.status, 200, "{}", a.text());
-    assert_eq!(a.json(), json!({ "name": "a", "roles": ["R2", "ROLE_USER"] }));
+    assert_eq!(
+        a.json(),
+        json!({ "name": "a", "roles": ["R2", "ROLE_USER"] })
+    );
     let b = get_with(&whoami, &[("authorization", &basic("b", "q-secret"))]).await;
     assert_eq!(b.status, 403, "{}", b.text());
     assert!(!demo.stderr().contains("-secret"), "{}", demo.stderr());
@@ -600,11 +611,15 @@ async fn demo_options_are_checked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_delimited_bodies_of_any_size() {
     let local = LocalServer::start().await;
-    let running = Example::start("demo", &options(&[
-        "--unsecured",
-        "--proxy-url",
-        &format!("http://127.0.0.1:{}", local.addr.port()),
-    ])).await;
+    let running = Example::start(
+        "demo",
+        &options(&[
+            "--unsecured",
+            "--proxy-url",
+            &format!("http://127.0.0.1:{}", local.addr.port()),
+        ]),
+    )
+    .await;
     let url = format!("http://{}/proxy/upload", running.addr);
     for size in [0, 1, 32, 64 * 1024, 64 * 1024 + 1, 1024 * 1024] {
         let bytes = random_bytes(size);

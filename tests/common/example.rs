@@ -105,7 +105,9 @@ impl Example {
                 .and_then(|a| a.parse::<SocketAddr>().ok())
         });
         let Some(addr) = addr else {
-            let status = within_for(START, "the example exits", child.wait()).await.ok();
+            let status = within_for(START, "the example exits", child.wait())
+                .await
+                .ok();
             let _ = within_for(LIVENESS, "its stderr", drained).await;
             let stderr = stderr.lock().expect("stderr").clone();
             return Err((status, stderr));

@@ -25,7 +25,15 @@
 //!
 //! Who the caller is comes from the same extractor for the app's routes and for the proxy:
 //! HTTP Basic against the users, else a Bearer JWT this app signed (what a target receives
-//! and may send back, as the document's `session` mode does), else anonymous.
+//! and may send back, as the document's `session` mode does), else anonymous. The app's
+//! routes read it through [`Authenticate`], tower-http's `AsyncRequireAuthorizationLayer`.
+//!
+//! Built as a production app is, from tower-http (outermost first): an `x-request-id` for
+//! each request (forwarded to the target, and sent back), `Authorization` and `Cookie`
+//! marked sensitive, a `TraceLayer` (`RUST_LOG=tower_http=debug` logs each request with its
+//! headers, those two as `Sensitive`), a request body limit (`--body-limit-bytes`: `413`,
+//! nothing forwarded), the proxy, then the routes with a 30 s `TimeoutLayer` (`503`); the
+//! proxy has its own `--upstream-timeout-ms`.
 //!
 //! Shutdown: on SIGTERM or Ctrl-C the listening socket closes (new connections are
 //! refused), open connections shut down gracefully (HTTP/1.1: closed after the response in
@@ -37,10 +45,9 @@
 use std::{convert::Infallible, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{
-    Extension, Json, Router,
-    extract::{ConnectInfo, Path, Request, State},
-    http::{HeaderValue, StatusCode, request::Parts},
-    middleware::{self, Next},
+    Json, Router,
+    extract::{ConnectInfo, Path, State},
+    http::{HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post, put},
 };
@@ -52,15 +59,22 @@ use hyper_util::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::watch, task::JoinSet, time::timeout};
-use tower::{Layer, ServiceExt};
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_http::{
+    ServiceBuilderExt,
+    limit::RequestBodyLimitLayer,
+    request_id::MakeRequestUuid,
+    timeout::TimeoutLayer,
+    trace::{DefaultMakeSpan, TraceLayer},
+};
 use tower_identity_proxy::{
-    Proxy, ProxyHandle, ProxyLayer, Target,
+    ProxyHandle, ProxyLayer, Target,
     client::{ClientBuilder, ProxyClient},
     identity::{
-        Anonymous, BasicAuth, BearerJwt, CredentialStore, ExtractResult, Identity,
+        Anonymous, Authenticate, BasicAuth, BearerJwt, CredentialStore, ExtractResult, Identity,
         IdentityExtractor, Or,
     },
-    jwt::{Algorithm, CachingSigner, Curve, KeyPair, KeySet, KeySetSigner, KeySigner},
+    jwt::{Algorithm, Curve, KeyPair, KeySet, KeySigner},
     proxy::Tunnels,
 };
 
@@ -126,6 +140,10 @@ struct Options {
     /// never the client's own `X-Forwarded-For`.
     #[arg(long)]
     forwarded_for: bool,
+
+    /// The largest request body accepted, `/proxy` included, in bytes: `413` above it.
+    #[arg(long, value_name = "N", default_value_t = 16 << 20)]
+    body_limit_bytes: usize,
 }
 
 /// A `--user NAME:PASSWORD:ROLE,ROLE` option.
@@ -198,13 +216,30 @@ struct AppState {
     key_set: KeySet,
 }
 
-/// The app: the proxy layer around the whole router, so a request under `/proxy` goes
-/// straight to the proxy, before any routing.
-type App = Proxy<Router, DemoIdentity, CachingSigner<KeySetSigner>>;
+/// How long the app's own routes may take (`503` after); `/proxy` has the upstream timeout.
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Builds the app from the options, and the WebSocket tunnels it opens (to wait for on
-/// shutdown).
-async fn build(opts: &Options) -> Result<(App, Tunnels), Error> {
+/// shutdown): tower-http's layers around the proxy layer, itself around the whole router,
+/// so a request under `/proxy` goes straight to the proxy, before any routing.
+async fn build(
+    opts: &Options,
+) -> Result<
+    (
+        impl Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<
+                impl http_body::Body<Data = bytes::Bytes, Error: Into<Error>> + Send + 'static,
+            >,
+            Error = Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static,
+        Tunnels,
+    ),
+    Error,
+> {
     let keys = match &opts.keys {
         Some(dir) => {
             let read = |name: &str| {
@@ -268,7 +303,17 @@ async fn build(opts: &Options) -> Result<(App, Tunnels), Error> {
         users,
         key_set,
     };
-    Ok((proxy.layer(router(state, identity)), tunnels))
+    let app = ServiceBuilder::new()
+        .set_x_request_id(MakeRequestUuid)
+        .sensitive_request_headers([header::AUTHORIZATION, header::COOKIE].into())
+        .layer(
+            TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().include_headers(true)),
+        )
+        .propagate_x_request_id()
+        .layer(RequestBodyLimitLayer::new(opts.body_limit_bytes))
+        .layer(proxy)
+        .service(router(state, identity));
+    Ok((app, tunnels))
 }
 
 /// The client that reaches the target: `--upstream-ca`, `--upstream-h2c`.
@@ -295,68 +340,38 @@ fn trust_pem(_: ClientBuilder, _: &[u8]) -> Result<ClientBuilder, Error> {
     Err("--upstream-ca needs the `https` feature".into())
 }
 
-/// The app's own routes, each behind the identity middleware; the JWKS is public.
+/// The app's own routes, behind the same identity chain as the proxy (`401` for bad
+/// credentials, `403` without the role); the JWKS is public.
 fn router(state: AppState, identity: DemoIdentity) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/api/whoami", get(whoami))
+        .route_layer(Authenticate::new(identity.clone()).require_role("ROLE_USER"));
+    let admin = Router::new()
         .route("/admin/proxy", get(get_proxy).put(put_proxy))
         .route("/admin/users/{name}", put(put_user).delete(delete_user))
         .route("/admin/keys/rotate", post(rotate_keys))
-        .route_layer(middleware::from_fn_with_state(identity, authenticate))
+        .route_layer(Authenticate::new(identity).require_role("ROLE_ADMIN"));
+    Router::new()
+        .merge(api)
+        .merge(admin)
         .route_service("/.well-known/jwks.json", state.key_set.jwks())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ROUTE_TIMEOUT,
+        ))
         .with_state(state)
 }
 
-/// Puts the caller's [`Identity`] into the request extensions: `401` for bad credentials.
-async fn authenticate(State(identity): State<DemoIdentity>, req: Request, next: Next) -> Response {
-    let (mut parts, body) = req.into_parts();
-    match identity.extract(&parts).await {
-        Ok(Some(who)) => {
-            parts.extensions.insert(who);
-            next.run(Request::from_parts(parts, body)).await
-        }
-        // Unreachable with the demo's chains (both end anonymous), but a 401 names its
-        // challenges (RFC 9110 §15.5.2), as the proxy's own do.
-        Ok(None) => {
-            let mut res = (StatusCode::UNAUTHORIZED, "Authentication is required.").into_response();
-            let mut challenges = identity.challenges();
-            if challenges.is_empty() {
-                challenges.push(tower_identity_proxy::identity::FALLBACK_CHALLENGE);
-            }
-            for challenge in challenges {
-                res.headers_mut()
-                    .append(http::header::WWW_AUTHENTICATE, challenge);
-            }
-            res
-        }
-        Err(rejection) => rejection.into_response().map(axum::body::Body::new),
-    }
-}
-
-fn forbidden(role: &str) -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        format!("This requires the role {role}."),
-    )
-        .into_response()
-}
-
-async fn whoami(Extension(who): Extension<Identity>) -> Response {
-    if !who.has_role("ROLE_USER") {
-        return forbidden("ROLE_USER");
-    }
-    Json(json!({ "name": who.name(), "roles": who.roles() })).into_response()
+async fn whoami(who: Identity) -> Json<Value> {
+    Json(json!({ "name": who.name(), "roles": who.roles() }))
 }
 
 fn target_json(handle: &ProxyHandle) -> Json<Value> {
     Json(json!({ "url": handle.target().map(|t| t.as_str().to_owned()) }))
 }
 
-async fn get_proxy(State(state): State<AppState>, Extension(who): Extension<Identity>) -> Response {
-    if !who.has_role("ROLE_ADMIN") {
-        return forbidden("ROLE_ADMIN");
-    }
-    target_json(&state.handle).into_response()
+async fn get_proxy(State(state): State<AppState>) -> Json<Value> {
+    target_json(&state.handle)
 }
 
 #[derive(Deserialize)]
@@ -364,14 +379,7 @@ struct ProxyUrl {
     url: Option<String>,
 }
 
-async fn put_proxy(
-    State(state): State<AppState>,
-    Extension(who): Extension<Identity>,
-    Json(body): Json<ProxyUrl>,
-) -> Response {
-    if !who.has_role("ROLE_ADMIN") {
-        return forbidden("ROLE_ADMIN");
-    }
+async fn put_proxy(State(state): State<AppState>, Json(body): Json<ProxyUrl>) -> Response {
     match state.handle.set_target(body.url.as_deref()) {
         Ok(()) => target_json(&state.handle).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
@@ -387,13 +395,9 @@ struct NewUser {
 
 async fn put_user(
     State(state): State<AppState>,
-    Extension(who): Extension<Identity>,
     Path(name): Path<String>,
     Json(user): Json<NewUser>,
 ) -> Response {
-    if !who.has_role("ROLE_ADMIN") {
-        return forbidden("ROLE_ADMIN");
-    }
     let store = state.users.clone();
     let existed = store.contains(&name);
     let saved = Identity::new(name.clone(), user.roles.clone());
@@ -431,13 +435,7 @@ fn fresh_key(alg: Algorithm) -> Result<KeyPair, tower_identity_proxy::ConfigErro
     }
 }
 
-async fn rotate_keys(
-    State(state): State<AppState>,
-    Extension(who): Extension<Identity>,
-) -> Response {
-    if !who.has_role("ROLE_ADMIN") {
-        return forbidden("ROLE_ADMIN");
-    }
+async fn rotate_keys(State(state): State<AppState>) -> Response {
     let key_set = state.key_set.clone();
     // Generating an RSA key takes a while: keep it off the async workers.
     let rotated = tokio::task::spawn_blocking(move || {
@@ -465,14 +463,7 @@ async fn rotate_keys(
     }
 }
 
-async fn delete_user(
-    State(state): State<AppState>,
-    Extension(who): Extension<Identity>,
-    Path(name): Path<String>,
-) -> Response {
-    if !who.has_role("ROLE_ADMIN") {
-        return forbidden("ROLE_ADMIN");
-    }
+async fn delete_user(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     if state.users.remove(&name) {
         StatusCode::NO_CONTENT.into_response()
     } else {
@@ -495,12 +486,23 @@ struct Timeouts {
 /// header-read timeout for HTTP/1.1, and a timer per connection for the rest (a first
 /// request, an idle connection, HTTP/2 included). hyper-util's `GracefulShutdown` cannot
 /// be told to close one idle connection, so each connection also watches for the shutdown.
-async fn serve(
+async fn serve<A, B>(
     listener: TcpListener,
-    (app, tunnels): (App, Tunnels),
+    (app, tunnels): (A, Tunnels),
     t: Timeouts,
     mut signals: Signals,
-) -> Result<(), Error> {
+) -> Result<(), Error>
+where
+    A: Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<B>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    A::Future: Send,
+    B: http_body::Body<Data = bytes::Bytes, Error: Into<Error>> + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

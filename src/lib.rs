@@ -81,8 +81,81 @@
 //! targets need no key handed over out of band. A Rust target verifies tokens with
 //! [`verify::VerifyProxyJwtLayer`]; a Python one with PyJWT's `PyJWKClient`.
 //!
+//! # With tower-http
+//!
+//! A production app stacks tower-http's layers around the proxy. This order composes
+//! (outermost first):
+//!
+//! 1. `SetRequestIdLayer`: an `x-request-id` for requests without one; the proxy forwards
+//!    it to the target like any end-to-end header;
+//! 2. `SetSensitiveRequestHeadersLayer` for `Authorization` and `Cookie`: the layers inside
+//!    it log them as `Sensitive`;
+//! 3. `TraceLayer`: one span per request, `/proxy` included;
+//! 4. `PropagateRequestIdLayer`: the same `x-request-id` on the response;
+//! 5. `RequestBodyLimitLayer`: a body declared too large is answered `413` before the proxy
+//!    forwards anything (one that turns out too large while streamed is cut off);
+//! 6. [`ProxyLayer`]: answers `/proxy` itself, before routing;
+//! 7. the router, with its own `TimeoutLayer` and, per protected route,
+//!    [`identity::Authenticate`] (the proxy's identity chain for the app's routes). Keep
+//!    `TimeoutLayer` off `/proxy`: the proxy's own
+//!    [`upstream_timeout`](ProxyLayer::upstream_timeout) answers `504` for a slow target,
+//!    and a timeout around the streamed response would cut long downloads off.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use axum::{Router, routing::get};
+//! use http::{StatusCode, header};
+//! use tower::ServiceBuilder;
+//! use tower_http::{
+//!     ServiceBuilderExt, limit::RequestBodyLimitLayer, request_id::MakeRequestUuid,
+//!     timeout::TimeoutLayer, trace::TraceLayer,
+//! };
+//! use tower_identity_proxy::{
+//!     ProxyLayer,
+//!     identity::{Authenticate, Identity, IdentityExtractor},
+//!     jwt::{KeyPair, KeySigner},
+//! };
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let keys = KeyPair::generate_ed25519()?;
+//! let identity = tower_identity_proxy::identity::FromExtensions.or_anonymous();
+//! let routes = Router::new()
+//!     .route("/api/whoami", get(|who: Identity| async move { who.name().to_owned() }))
+//!     .route_layer(Authenticate::new(identity.clone()))
+//!     .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(10)));
+//! let app = ServiceBuilder::new()
+//!     .set_x_request_id(MakeRequestUuid)
+//!     .sensitive_request_headers([header::AUTHORIZATION, header::COOKIE].into())
+//!     .layer(TraceLayer::new_for_http())
+//!     .propagate_x_request_id()
+//!     .layer(RequestBodyLimitLayer::new(1 << 20))
+//!     .layer(ProxyLayer::new(KeySigner::new(keys)).with_identity(identity))
+//!     .service(routes);
+//! # let _ = app;
+//! # Ok(()) }
+//! ```
+//!
+//! `tests/tower_http.rs` runs this stack over real sockets. `examples/demo.rs` is built
+//! this way.
+//!
+//! # Basic authentication in a debug build
+//!
+//! [`BasicAuth`](identity::BasicAuth) checks passwords with Argon2id, which is slow on
+//! purpose and far slower unoptimised: a Basic request can take half a second in a debug
+//! build of your app. This crate's own profile settings do not reach your build; add to
+//! your `Cargo.toml`:
+//!
+//! ```toml
+//! [profile.dev.package.argon2]
+//! opt-level = 3
+//! [profile.dev.package.blake2]
+//! opt-level = 3
+//! ```
+//!
 //! # Security
 //!
+
 //! `/proxy` needs no authentication: anonymous callers reach the target as
 //! `anonymousUser`. The target must verify the token (signature, algorithm, `exp`) before
 //! trusting it; a Rust target can use [`verify::VerifyProxyJwtLayer`] (or a [`Verifier`](jwt::Verifier)).
@@ -107,6 +180,8 @@
 //! |---|---|---|
 //! | `https` | yes | https targets through rustls (aws-lc-rs provider) |
 //! | `webpki-roots` | yes | Mozilla's root certificates for https targets; implies `https` |
+//! | `tower-http` | yes | [`identity::Authenticate`]: the identity chain as tower-http's `AsyncAuthorizeRequest`, for the app's own routes (tower-http 0.7, feature `auth` only) |
+//! | `axum` | yes | [`Identity`](identity::Identity) as an axum extractor, [`Rejection`](identity::Rejection) as an axum response (axum-core 0.5, i.e. axum 0.8; tonic 0.14 depends on it too) |
 //! | `native-roots` | no | the platform's root certificates for https targets, trusted once a client is built with `ClientBuilder::native_roots(true)`; implies `https` |
 
 #![forbid(unsafe_code)]

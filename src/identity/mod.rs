@@ -22,8 +22,12 @@
 //! `Bearer`, so `BasicAuth::new(users).or(BearerJwt::new(verifier))` answers both. When the
 //! chain names none (a closure, [`FromExtensions`]), the `401` carries
 //! [`FALLBACK_CHALLENGE`] (`Bearer`); name another with
-//! [`with_challenge`](IdentityExtractor::with_challenge). A `401` [`Rejection`] without a
-//! challenge of its own gets the same ones.
+//! [`with_challenge`](IdentityExtractor::with_challenge).
+//!
+//! Credentials an extractor refuses are answered with that extractor's challenge: a `401`
+//! [`Rejection`] without a challenge of its own gets the first one the refusing extractor
+//! names, else [`FALLBACK_CHALLENGE`], never another extractor's of the chain (a bad
+//! session cookie must not open a browser's `Basic` password dialog).
 //!
 //! # Example
 //!
@@ -45,37 +49,139 @@
 //! # Ok::<(), tower_identity_proxy::ConfigError>(())
 //! ```
 //!
-//! ## An extractor of your own, from a session cookie
+//! ## An extractor of your own, written as a type
 //!
-//! A closure taking `&Parts` and returning a `'static` future is an extractor:
+//! An extractor is a type implementing [`IdentityExtractor`] with an `async fn extract`
+//! returning an [`ExtractResult`]. This one reads a `session` cookie among any others
+//! (`Cookie: theme=dark; session=…`, in one field or several), lets a caller without one
+//! through to the next extractor, and refuses an unknown session with its own challenge,
+//! never the `Basic` one of another extractor of the chain:
+//!
+//! ```
+//! use std::{collections::HashMap, sync::Arc};
+//!
+//! use http::{HeaderValue, request::Parts};
+//! use tower_identity_proxy::identity::{
+//!     BasicAuth, CredentialStore, ExtractResult, Identity, IdentityExtractor, Rejection,
+//! };
+//!
+//! #[derive(Clone)]
+//! struct SessionCookie {
+//!     /// Session id → identity; your session store in a real app.
+//!     sessions: Arc<HashMap<String, Identity>>,
+//! }
+//!
+//! impl IdentityExtractor for SessionCookie {
+//!     async fn extract(&self, parts: &Parts) -> ExtractResult {
+//!         let session = parts
+//!             .headers
+//!             .get_all(http::header::COOKIE)
+//!             .iter()
+//!             .filter_map(|field| field.to_str().ok())
+//!             .flat_map(|field| field.split(';'))
+//!             .find_map(|pair| pair.trim().strip_prefix("session="));
+//!         let Some(session) = session else {
+//!             return Ok(None); // no session: ask the next extractor
+//!         };
+//!         match self.sessions.get(session) {
+//!             Some(identity) => Ok(Some(identity.clone())),
+//!             None => Err(Rejection::unauthorized(None, "The session is not valid.")),
+//!         }
+//!     }
+//!
+//!     fn challenges(&self) -> Vec<HeaderValue> {
+//!         vec![HeaderValue::from_static(r#"Cookie realm="app""#)]
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let alice = Identity::new("Alice", ["ROLE_USER"]);
+//! let sessions = SessionCookie {
+//!     sessions: Arc::new(HashMap::from([("s3cr3t".to_owned(), alice.clone())])),
+//! };
+//! let chain = sessions.or(BasicAuth::new(CredentialStore::new())).or_anonymous();
+//!
+//! let request = |cookies: &[&str]| {
+//!     let mut req = http::Request::builder();
+//!     for c in cookies {
+//!         req = req.header(http::header::COOKIE, *c);
+//!     }
+//!     req.body(()).unwrap().into_parts().0
+//! };
+//! // A valid session among other cookies, in any field.
+//! let who = chain.extract(&request(&["theme=dark; session=s3cr3t"])).await?;
+//! assert_eq!(who, Some(alice.clone()));
+//! let who = chain.extract(&request(&["theme=dark", "lang=en; session=s3cr3t"])).await?;
+//! assert_eq!(who, Some(alice));
+//! // Only unrelated cookies: the next extractors answer (here: anonymous).
+//! let who = chain.extract(&request(&["theme=dark"])).await?.unwrap();
+//! assert_eq!(who.name(), "anonymousUser");
+//! // An unknown session: 401 with the session's challenge, not Basic's.
+//! let refused = chain.extract(&request(&["session=stolen"])).await.unwrap_err();
+//! assert_eq!(refused.status(), http::StatusCode::UNAUTHORIZED);
+//! assert_eq!(refused.challenge().unwrap(), r#"Cookie realm="app""#);
+//! # Ok(()) }
+//! ```
+//!
+//! ## An extractor of your own, as a closure
+//!
+//! A closure taking `&Parts` and returning a `'static` future is an extractor too: copy
+//! what it needs out of `parts` before the `async move`. A closure names no challenge
+//! (see [`with_challenge`](IdentityExtractor::with_challenge)), so its `401`s carry
+//! [`FALLBACK_CHALLENGE`]:
 //!
 //! ```
 //! use http::request::Parts;
 //! use tower_identity_proxy::identity::{Identity, IdentityExtractor, Rejection};
 //!
 //! let from_session = |parts: &Parts| {
-//!     // Look the session up in your store; here, a cookie names the user.
-//!     let cookie = parts.headers.get(http::header::COOKIE).cloned();
+//!     let session = parts
+//!         .headers
+//!         .get_all(http::header::COOKIE)
+//!         .iter()
+//!         .filter_map(|field| field.to_str().ok())
+//!         .flat_map(|field| field.split(';'))
+//!         .find_map(|pair| pair.trim().strip_prefix("session="))
+//!         .map(str::to_owned);
 //!     async move {
-//!         let Some(cookie) = cookie else { return Ok(None) }; // no session: next extractor
-//!         match cookie.to_str().ok().and_then(|c| c.strip_prefix("session=")) {
+//!         // Look the session up in your store; here, one session is known.
+//!         match session.as_deref() {
+//!             None => Ok(None), // no session: next extractor
 //!             Some("s3cr3t") => Ok(Some(Identity::new("Alice", ["ROLE_USER"]))),
-//!             _ => Err(Rejection::unauthorized(None, "The session is not valid.")),
+//!             Some(_) => Err(Rejection::unauthorized(None, "The session is not valid.")),
 //!         }
 //!     }
 //! };
 //! let extractor = from_session.or_anonymous();
-//! # let _ = extractor;
+//! # let parts = http::Request::builder()
+//! #     .header("cookie", "theme=dark; session=s3cr3t")
+//! #     .body(()).unwrap().into_parts().0;
+//! # let who = futures_util::FutureExt::now_or_never(extractor.extract(&parts));
+//! # assert_eq!(who.unwrap().unwrap().unwrap().name(), "Alice");
 //! ```
+//!
+//! ## The app's own routes
+//!
+//! [`Authenticate`] (feature `tower-http`, on by default) protects the app's own routes with
+//! the same chain, through tower-http's `AsyncRequireAuthorizationLayer`; with the `axum`
+//! feature (on by default) a handler takes the [`Identity`] as an extractor, and a
+//! [`Rejection`] is an axum response. See [`Authenticate`] for an example.
 
 use std::{borrow::Cow, future::Future, sync::Arc};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header, request::Parts};
-use http_body_util::Full;
 
+#[cfg(feature = "tower-http")]
+mod authenticate;
+#[cfg(feature = "axum")]
+mod axum;
 mod basic;
 mod bearer;
+
+#[cfg(feature = "tower-http")]
+pub use authenticate::{Authenticate, AuthenticateFuture};
 
 pub use crate::jwt::subject::Identity;
 
@@ -98,8 +204,7 @@ pub struct Rejection {
 
 impl Rejection {
     /// `401 Unauthorized` with an optional `WWW-Authenticate` challenge. Without one, the
-    /// proxy sends the extractor chain's challenges (see the
-    /// [module docs](crate::identity#challenges)).
+    /// refusing extractor's is sent (see the [module docs](crate::identity#challenges)).
     pub fn unauthorized(
         challenge: Option<HeaderValue>,
         message: impl Into<Cow<'static, str>>,
@@ -135,14 +240,45 @@ impl Rejection {
         self.challenge.as_ref()
     }
 
-    /// The response the client receives.
-    pub fn into_response(self) -> Response<Full<Bytes>> {
-        let mut res = crate::error::plain_text(self.status, self.message.into_owned().into());
+    /// The response the client receives (`text/plain; charset=utf-8`), with any body type
+    /// that can hold the message: `Full<Bytes>`, axum's `Body`. With the `axum` feature,
+    /// `Rejection` is also an axum `IntoResponse`.
+    ///
+    /// ```
+    /// use http_body_util::Full;
+    /// use tower_identity_proxy::identity::Rejection;
+    ///
+    /// let res = Rejection::unauthorized(None, "No.").into_http_response::<Full<bytes::Bytes>>();
+    /// assert_eq!(res.status(), 401);
+    /// ```
+    pub fn into_http_response<B: From<Bytes>>(self) -> Response<B> {
+        let message = match self.message {
+            Cow::Borrowed(m) => Bytes::from_static(m.as_bytes()),
+            Cow::Owned(m) => Bytes::from(m),
+        };
+        let mut res = Response::new(B::from(message));
+        *res.status_mut() = self.status;
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         if let Some(challenge) = self.challenge {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, challenge);
         }
         res
+    }
+
+    /// A `401` without a challenge of its own takes the first of `extractor`'s (the one
+    /// that refused the credentials), else [`FALLBACK_CHALLENGE`]: never another
+    /// extractor's of the chain, whose challenge would ask for credentials of another kind
+    /// (a browser opens a password dialog for `Basic`).
+    fn challenged_by<E: IdentityExtractor>(mut self, extractor: &E) -> Self {
+        if self.status == StatusCode::UNAUTHORIZED && self.challenge.is_none() {
+            let named = extractor.challenges().into_iter().next();
+            self.challenge = Some(named.unwrap_or(FALLBACK_CHALLENGE));
+        }
+        self
     }
 }
 
@@ -221,10 +357,18 @@ pub struct Or<A, B> {
 }
 
 impl<A: IdentityExtractor, B: IdentityExtractor> IdentityExtractor for Or<A, B> {
+    /// The first extractor's answer, or the second's when the first finds no credentials.
+    /// A `401` rejection without a challenge gets the refusing extractor's (see
+    /// [the module docs](crate::identity#challenges)).
     async fn extract(&self, parts: &Parts) -> ExtractResult {
-        match self.first.extract(parts).await? {
-            Some(identity) => Ok(Some(identity)),
-            None => self.second.extract(parts).await,
+        match self.first.extract(parts).await {
+            Ok(Some(identity)) => Ok(Some(identity)),
+            Ok(None) => self
+                .second
+                .extract(parts)
+                .await
+                .map_err(|r| r.challenged_by(&self.second)),
+            Err(rejection) => Err(rejection.challenged_by(&self.first)),
         }
     }
 
@@ -261,15 +405,15 @@ impl<E: IdentityExtractor> IdentityExtractor for WithChallenge<E> {
 /// The response to a request refused by `extractor`'s `rejection`, or without an identity
 /// (`None`: `401`). A `401` always carries `WWW-Authenticate`: the rejection's own
 /// challenge, else the extractor's, else [`FALLBACK_CHALLENGE`].
-pub(crate) fn refusal<E: IdentityExtractor>(
+pub(crate) fn refusal<E: IdentityExtractor, B: From<Bytes>>(
     extractor: &E,
     rejection: Option<Rejection>,
-) -> Response<Full<Bytes>> {
+) -> Response<B> {
     let rejection =
         rejection.unwrap_or_else(|| Rejection::unauthorized(None, "Authentication is required."));
     let needs_challenge =
         rejection.status() == StatusCode::UNAUTHORIZED && rejection.challenge().is_none();
-    let mut res = rejection.into_response();
+    let mut res = rejection.into_http_response();
     if needs_challenge {
         let challenges = extractor.challenges();
         let headers = res.headers_mut();
@@ -382,6 +526,7 @@ pub(crate) fn authorization_scheme(value: &HeaderValue) -> Option<(&str, &str)> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::Full;
 
     fn parts(auth: Option<&str>) -> Parts {
         let mut b = http::Request::builder().uri("/proxy");
@@ -513,7 +658,7 @@ mod tests {
         assert_eq!(none.or(none).extract(&p).await.unwrap(), None);
     }
 
-    fn challenges_of(res: &Response<Full<Bytes>>) -> Vec<&str> {
+    fn challenges_of<B>(res: &Response<B>) -> Vec<&str> {
         res.headers()
             .get_all(header::WWW_AUTHENTICATE)
             .iter()
@@ -528,7 +673,7 @@ mod tests {
         let bearer = HeaderValue::from_static("Bearer");
 
         // Named by no one: the fallback.
-        let res = refusal(&none, None);
+        let res = refusal::<_, Full<Bytes>>(&none, None);
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(challenges_of(&res), ["Bearer"]);
         // Named along the chain, in order, once each.
@@ -539,20 +684,23 @@ mod tests {
             .or(none.with_challenge(basic.clone()));
         assert_eq!(chain.challenges(), [basic.clone(), bearer.clone()]);
         assert_eq!(
-            challenges_of(&refusal(&chain, None)),
+            challenges_of(&refusal::<_, Full<Bytes>>(&chain, None)),
             ["Basic realm=\"x\"", "Bearer"]
         );
         // A 401 rejection without a challenge gets the chain's; one with its own keeps it.
         let bare = Rejection::unauthorized(None, "no");
         assert_eq!(
-            challenges_of(&refusal(&chain, Some(bare))),
+            challenges_of(&refusal::<_, Full<Bytes>>(&chain, Some(bare))),
             ["Basic realm=\"x\"", "Bearer"]
         );
         let own = Rejection::unauthorized(Some(bearer), "no");
-        assert_eq!(challenges_of(&refusal(&chain, Some(own))), ["Bearer"]);
+        assert_eq!(
+            challenges_of(&refusal::<_, Full<Bytes>>(&chain, Some(own))),
+            ["Bearer"]
+        );
         // Other statuses get none.
         let forbidden = Rejection::new(StatusCode::FORBIDDEN, "no");
-        assert!(challenges_of(&refusal(&chain, Some(forbidden))).is_empty());
+        assert!(challenges_of(&refusal::<_, Full<Bytes>>(&chain, Some(forbidden))).is_empty());
     }
 
     #[tokio::test]

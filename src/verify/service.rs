@@ -111,8 +111,11 @@ fn accept<B>(req: &mut Request<B>, claims: Claims) {
 ///
 /// `poll_ready` is the inner service's. A request whose token verifies at once (known key)
 /// goes to the service that was made ready; one that must wait for a JWKS fetch takes that
-/// service into its future and leaves a clone in its place, as tower-http's
-/// `AsyncRequireAuthorization` does.
+/// service into its future and leaves a clone in its place (the clone must be made ready
+/// again before the next call), so the request is always handled by the service that
+/// `poll_ready` reserved. tower-http's `AsyncRequireAuthorization` does not: it calls a
+/// clone it never made ready, which loses the reservation of a concurrency limit or a
+/// buffer in front of it.
 ///
 /// See the [module docs](crate::verify) for an example.
 pub struct VerifyProxyJwt<S> {
@@ -183,10 +186,10 @@ where
                 future: self.inner.call(req),
             },
             Outcome::NoToken => Kind::Ready {
-                response: Some(local(missing_token().into_response())),
+                response: Some(local(missing_token().into_http_response())),
             },
             Outcome::Refused(rejection) => Kind::Ready {
-                response: Some(local(rejection.into_response())),
+                response: Some(local(rejection.into_http_response())),
             },
             Outcome::Refresh(token) => {
                 // The ready service goes into the future; a clone takes its place.
@@ -251,7 +254,7 @@ where
                             }
                         }
                         Err(rejection) => Kind::Ready {
-                            response: Some(local(rejection.into_response())),
+                            response: Some(local(rejection.into_http_response())),
                         },
                     };
                     this.kind.set(next);

@@ -7,18 +7,19 @@
 use std::{fmt, sync::Arc};
 
 use aws_lc_rs::{
-    digest,
     encoding::AsDer,
     rand::SystemRandom,
     rsa::KeySize,
     signature::{self as sig, KeyPair as _},
 };
-use base64::{
-    Engine as _,
-    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
+    EllipticCurveKeyType, Jwk, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType,
+    PublicKeyUse, RSAKeyParameters, RSAKeyType, ThumbprintHash,
 };
 use rustls_pki_types::{PrivateKeyDer, SubjectPublicKeyInfoDer, pem::PemObject};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::error::ConfigError;
 
@@ -293,7 +294,7 @@ impl KeyPair {
                 )
             }
         };
-        let kid = thumbprint(&params);
+        let kid = thumbprint(&params)?;
         Ok(Self {
             private: Arc::new(private),
             public: PublicKey {
@@ -481,7 +482,7 @@ impl PublicKey {
                 "the public key is not an RSA, P-256, P-384 or Ed25519 key",
             ));
         };
-        let kid = thumbprint(&params);
+        let kid = thumbprint(&params)?;
         Ok(Self {
             inner: Arc::new(PublicInner {
                 spki_der,
@@ -545,22 +546,14 @@ impl PublicKey {
 
     /// The RFC 7517 JWK of this key for `alg`, with `kid` and `use: "sig"`.
     pub fn to_jwk(&self, alg: Algorithm) -> Value {
-        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
-        let kid = self.kid();
-        match &self.inner.params {
-            JwkParams::Rsa { n, e } => json!({
-                "kty": "RSA", "use": "sig", "alg": alg.as_str(), "kid": kid,
-                "n": b64(n), "e": b64(e),
-            }),
-            JwkParams::Ec { curve, x, y } => json!({
-                "kty": "EC", "use": "sig", "alg": alg.as_str(), "kid": kid,
-                "crv": curve_name(*curve), "x": b64(x), "y": b64(y),
-            }),
-            JwkParams::Ed { x } => json!({
-                "kty": "OKP", "use": "sig", "alg": alg.as_str(), "kid": kid,
-                "crv": "Ed25519", "x": b64(x),
-            }),
-        }
+        let common = CommonParameters {
+            public_key_use: Some(PublicKeyUse::Signature),
+            key_algorithm: Some(key_algorithm(alg)),
+            key_id: Some(self.kid().to_owned()),
+            ..CommonParameters::default()
+        };
+        // A JWK of strings always serialises.
+        serde_json::to_value(jwk(&self.inner.params, common)).unwrap_or_default()
     }
 
     /// Reads a public key from its RFC 7517 JWK form (`kty` `RSA` with `n`/`e`, `EC` with
@@ -595,18 +588,24 @@ impl PublicKey {
                     .as_ref()
                     .to_vec()
             }
-            (Some("EC"), Some("P-256")) => {
-                ec_spki(SPKI_P256_PREFIX, 32, member("x")?, member("y")?)?
-            }
-            (Some("EC"), Some("P-384")) => {
-                ec_spki(SPKI_P384_PREFIX, 48, member("x")?, member("y")?)?
-            }
+            (Some("EC"), Some("P-256")) => ec_spki(
+                &sig::ECDSA_P256_SHA256_FIXED,
+                32,
+                member("x")?,
+                member("y")?,
+            )?,
+            (Some("EC"), Some("P-384")) => ec_spki(
+                &sig::ECDSA_P384_SHA384_FIXED,
+                48,
+                member("x")?,
+                member("y")?,
+            )?,
             (Some("OKP"), Some("Ed25519")) => {
                 let x = member("x")?;
                 if x.len() != 32 {
                     return Err(key_err("the JWK's Ed25519 `x` is not 32 bytes"));
                 }
-                [SPKI_ED25519_PREFIX, &x].concat()
+                spki_of(&sig::ED25519, &x)?
             }
             _ => {
                 return Err(key_err(
@@ -653,65 +652,139 @@ fn ec_params(point: &[u8], curve: Curve) -> Result<JwkParams, ConfigError> {
     })
 }
 
-/// The DER of an SPKI for an uncompressed point, up to the point: `SEQUENCE { SEQUENCE {
-/// id-ecPublicKey, namedCurve }, BIT STRING (0 unused bits) }`.
-const SPKI_P256_PREFIX: &[u8] = &[
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
-    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-];
-const SPKI_P384_PREFIX: &[u8] = &[
-    0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05, 0x2b,
-    0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
-];
-/// `SEQUENCE { SEQUENCE { id-Ed25519 }, BIT STRING (0 unused bits) }`, up to the key.
-const SPKI_ED25519_PREFIX: &[u8] = &[
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
+/// The SPKI DER of a raw public key (an uncompressed EC point, an Ed25519 key), as
+/// aws-lc-rs encodes it.
+fn spki_of(
+    alg: &'static dyn sig::VerificationAlgorithm,
+    raw: &[u8],
+) -> Result<Vec<u8>, ConfigError> {
+    let key = sig::ParsedPublicKey::new(alg, raw)
+        .map_err(|_| key_err("the JWK's public key is not a point of its curve"))?;
+    let der = key
+        .as_der()
+        .map_err(|_| key_err("cannot encode the JWK's public key"))?;
+    Ok(der.as_ref().to_vec())
+}
 
-fn ec_spki(prefix: &[u8], len: usize, x: Vec<u8>, y: Vec<u8>) -> Result<Vec<u8>, ConfigError> {
+fn ec_spki(
+    alg: &'static dyn sig::VerificationAlgorithm,
+    len: usize,
+    x: Vec<u8>,
+    y: Vec<u8>,
+) -> Result<Vec<u8>, ConfigError> {
     if x.len() != len || y.len() != len {
         return Err(key_err("the JWK's EC coordinates have the wrong length"));
     }
-    Ok([prefix, &[4], &x, &y].concat())
+    spki_of(alg, &[&[4], &x[..], &y[..]].concat())
 }
 
-fn curve_name(curve: Curve) -> &'static str {
+fn curve_name(curve: Curve) -> EllipticCurve {
     match curve {
-        Curve::P256 => "P-256",
-        Curve::P384 => "P-384",
+        Curve::P256 => EllipticCurve::P256,
+        Curve::P384 => EllipticCurve::P384,
     }
 }
 
-/// RFC 7638: SHA-256 over the required members in lexicographic order, no white space.
-fn thumbprint(params: &JwkParams) -> String {
+fn key_algorithm(alg: Algorithm) -> KeyAlgorithm {
+    match alg {
+        Algorithm::RS256 => KeyAlgorithm::RS256,
+        Algorithm::RS384 => KeyAlgorithm::RS384,
+        Algorithm::RS512 => KeyAlgorithm::RS512,
+        Algorithm::PS256 => KeyAlgorithm::PS256,
+        Algorithm::PS384 => KeyAlgorithm::PS384,
+        Algorithm::PS512 => KeyAlgorithm::PS512,
+        Algorithm::ES256 => KeyAlgorithm::ES256,
+        Algorithm::ES384 => KeyAlgorithm::ES384,
+        Algorithm::EdDSA => KeyAlgorithm::EdDSA,
+    }
+}
+
+/// The key's JWK (jsonwebtoken's type) with these common members.
+fn jwk(params: &JwkParams, common: CommonParameters) -> Jwk {
     let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
-    let canonical = match params {
-        JwkParams::Rsa { n, e } => format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, b64(e), b64(n)),
-        JwkParams::Ec { curve, x, y } => format!(
-            r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
-            curve_name(*curve),
-            b64(x),
-            b64(y)
-        ),
-        JwkParams::Ed { x } => format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, b64(x)),
+    let algorithm = match params {
+        JwkParams::Rsa { n, e } => AlgorithmParameters::RSA(RSAKeyParameters {
+            key_type: RSAKeyType::RSA,
+            n: b64(n),
+            e: b64(e),
+        }),
+        JwkParams::Ec { curve, x, y } => {
+            AlgorithmParameters::EllipticCurve(EllipticCurveKeyParameters {
+                key_type: EllipticCurveKeyType::EC,
+                curve: curve_name(*curve),
+                x: b64(x),
+                y: b64(y),
+            })
+        }
+        JwkParams::Ed { x } => AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+            key_type: OctetKeyPairType::OctetKeyPair,
+            curve: EllipticCurve::Ed25519,
+            x: b64(x),
+        }),
     };
-    b64(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref())
+    Jwk { common, algorithm }
 }
 
+/// The RFC 7638 thumbprint (SHA-256, base64url), as jsonwebtoken computes it.
+fn thumbprint(params: &JwkParams) -> Result<String, ConfigError> {
+    crate::jwt::verifier::ensure_jwt_provider();
+    jwk(params, CommonParameters::default())
+        .thumbprint(ThumbprintHash::SHA256)
+        .map_err(|_| key_err("cannot compute the key's thumbprint"))
+}
+
+/// PEM with `\n` line endings, as OpenSSL writes it.
 fn pem_encode(label: &str, der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in body.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new(label, der), config)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_jwk_has_exactly_the_members_targets_read() {
+        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+        let rsa = KeyPair::generate_rsa(2048).unwrap();
+        let ec = KeyPair::generate_ec(Curve::P384).unwrap();
+        let ed = KeyPair::generate_ed25519().unwrap();
+        for (key, alg) in [
+            (&rsa, Algorithm::PS256),
+            (&ec, Algorithm::ES384),
+            (&ed, Algorithm::EdDSA),
+        ] {
+            let public = key.public_key();
+            let expected = match &public.inner.params {
+                JwkParams::Rsa { n, e } => json!({
+                    "kty": "RSA", "use": "sig", "alg": alg.as_str(), "kid": key.kid(),
+                    "n": b64(n), "e": b64(e),
+                }),
+                JwkParams::Ec { x, y, .. } => json!({
+                    "kty": "EC", "use": "sig", "alg": alg.as_str(), "kid": key.kid(),
+                    "crv": "P-384", "x": b64(x), "y": b64(y),
+                }),
+                JwkParams::Ed { x } => json!({
+                    "kty": "OKP", "use": "sig", "alg": alg.as_str(), "kid": key.kid(),
+                    "crv": "Ed25519", "x": b64(x),
+                }),
+            };
+            let jwk = public.to_jwk(alg);
+            assert_eq!(jwk, expected);
+            assert_eq!(jwk.to_string(), expected.to_string());
+            // The PEM is OpenSSL's layout: 64 columns, `\n` line ends.
+            let pem = public.to_pem();
+            assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"), "{pem}");
+            assert!(pem.ends_with("-----END PUBLIC KEY-----\n"), "{pem}");
+            assert!(pem.lines().all(|l| l.len() <= 64) && !pem.contains('\r'));
+            // The SPKI a JWK is read back into is the key's own.
+            assert_eq!(
+                PublicKey::from_jwk(&jwk).unwrap().spki_der(),
+                public.spki_der()
+            );
+        }
+    }
 
     #[test]
     fn rsa_round_trips_through_pem() {
@@ -790,7 +863,7 @@ mod tests {
         let n = URL_SAFE_NO_PAD.decode("0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw").unwrap();
         let e = URL_SAFE_NO_PAD.decode("AQAB").unwrap();
         assert_eq!(
-            thumbprint(&JwkParams::Rsa { n, e }),
+            thumbprint(&JwkParams::Rsa { n, e }).unwrap(),
             "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
         );
     }

@@ -120,7 +120,7 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let keys = KeyPair::generate_ed25519()?;
 //! let identity = tower_identity_proxy::identity::FromExtensions.or_anonymous();
-//! let routes = Router::new()
+//! let routes: Router = Router::new()
 //!     .route("/api/whoami", get(|who: Identity| async move { who.name().to_owned() }))
 //!     .route_layer(Authenticate::new(identity.clone()))
 //!     .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(10)));

@@ -282,6 +282,15 @@ impl Rejection {
     }
 }
 
+/// The message.
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
 /// What an extractor answers: an identity, no identity (ask the next one), or a rejection.
 pub type ExtractResult = Result<Option<Identity>, Rejection>;
 
@@ -701,6 +710,50 @@ mod tests {
         // Other statuses get none.
         let forbidden = Rejection::new(StatusCode::FORBIDDEN, "no");
         assert!(challenges_of(&refusal::<_, Full<Bytes>>(&chain, Some(forbidden))).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refusal_carries_the_refusing_extractors_challenge() {
+        let basic = HeaderValue::from_static("Basic realm=\"x\"");
+        let session = HeaderValue::from_static("Cookie realm=\"app\"");
+        let none = |_: &Parts| async { Ok(None) };
+        let refuse = |_: &Parts| async { Err(Rejection::unauthorized(None, "bad session")) };
+        let p = parts(None);
+
+        // First or second in the chain, a refusal is challenged by whoever refused it.
+        async fn check<E: IdentityExtractor>(chain: E, p: &Parts, expected: &HeaderValue) {
+            let err = chain.clone().or_anonymous().extract(p).await.unwrap_err();
+            assert_eq!(err.challenge(), Some(expected));
+            let res = refusal::<_, Full<Bytes>>(&chain, Some(err));
+            assert_eq!(challenges_of(&res), [expected.to_str().unwrap()]);
+        }
+        let named = refuse.with_challenge(session.clone());
+        check(
+            named.clone().or(none.with_challenge(basic.clone())),
+            &p,
+            &session,
+        )
+        .await;
+        check(none.with_challenge(basic.clone()).or(named), &p, &session).await;
+        // One that names none gets the fallback, never Basic.
+        let chain = refuse.or(none.with_challenge(basic.clone())).or_anonymous();
+        let err = chain.extract(&p).await.unwrap_err();
+        assert_eq!(err.challenge(), Some(&FALLBACK_CHALLENGE));
+        // Its own challenge, and other statuses, are left alone.
+        let own = |_: &Parts| async {
+            Err(Rejection::unauthorized(
+                Some(HeaderValue::from_static("Bearer error=\"invalid_token\"")),
+                "bad",
+            ))
+        };
+        let err = own.or(none.with_challenge(basic.clone())).extract(&p).await;
+        assert_eq!(
+            err.unwrap_err().challenge().unwrap(),
+            "Bearer error=\"invalid_token\""
+        );
+        let forbid = |_: &Parts| async { Err(Rejection::new(StatusCode::FORBIDDEN, "no")) };
+        let err = forbid.or(none.with_challenge(basic)).extract(&p).await;
+        assert_eq!(err.unwrap_err().challenge(), None);
     }
 
     #[tokio::test]

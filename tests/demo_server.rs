@@ -1,7 +1,7 @@
 //! The demo's server, run as its binary (`target/<profile>/examples/demo`): HTTP/1.1 and
 //! h2c, its client timeouts (`--header-read-timeout-ms`, `--idle-timeout-ms`), its graceful
-//! shutdown on SIGTERM (`--shutdown-timeout-ms`, WebSocket tunnels included) and
-//! `--forwarded-for`.
+//! shutdown on SIGTERM (`--shutdown-timeout-ms`, WebSocket tunnels included),
+//! `--forwarded-for`, the request body limit (`--body-limit-bytes`) and the request id.
 //!
 //! No test asserts on a duration: every wait polls for a condition within a generous bound
 //! (`common::within`), and the timeouts under test are either far beyond every wait of the
@@ -546,4 +546,31 @@ async fn forwarded_for_is_the_peer_address_never_the_clients() {
         remove_dir(&keys);
     }
     assert_eq!(target.count(), 4);
+}
+
+#[tokio::test]
+async fn the_demo_limits_bodies_and_forwards_its_request_id() {
+    use common::{full, send};
+    let target = echo_target().await;
+    let (demo, keys) = start_demo(&target.url(), &["--body-limit-bytes", "16"]).await;
+
+    // Over the limit: 413, nothing forwarded; at it, forwarded.
+    let post = |len: usize| {
+        http::Request::post(demo.url("/proxy/upload"))
+            .body(full(vec![b'x'; len]))
+            .unwrap()
+    };
+    let refused = within("too big", send(post(17))).await;
+    assert_eq!(refused.status, 413);
+    assert_eq!(target.count(), 0);
+    let fits = within("fits", send(post(16))).await;
+    assert_eq!(fits.status, 200);
+    assert_eq!(target.count(), 1);
+
+    // The request id the demo set is the one the target received and the client got back.
+    let id = fits.header("x-request-id").expect("a request id");
+    assert_eq!(target.last().header("x-request-id"), Some(id));
+
+    demo.terminate();
+    stopped(demo, &keys).await;
 }

@@ -8,14 +8,10 @@
 
 mod common;
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex, OnceLock},
-    time::Duration,
-};
+use std::{sync::OnceLock, time::Duration};
 
 use axum::{Router, routing};
-use common::*;
+use common::{log::Captured, *};
 use http::{Method, Request, StatusCode, header};
 use tower::ServiceBuilder;
 use tower_http::{
@@ -30,38 +26,10 @@ use tower_identity_proxy::{
     identity::{Authenticate, BasicAuth, CredentialStore, Identity, IdentityExtractor},
     jwt::KeySigner,
 };
-use tracing_subscriber::fmt::MakeWriter;
 
 const LIMIT: usize = 1024;
 const PASSWORD: &str = "abcdef123456";
 const SESSION: &str = "session-value-never-logged";
-
-/// Everything the global subscriber wrote.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Self;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// The log of this test binary, captured at TRACE level from every crate.
 fn captured() -> Captured {

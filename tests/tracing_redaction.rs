@@ -8,35 +8,10 @@
 
 mod common;
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-};
-
 use base64::Engine as _;
 use common::hostile::*;
-use tracing_subscriber::fmt::{MakeWriter, format::FmtSpan};
-
-/// Everything written by the subscriber.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
+use common::log::Captured;
+use tracing_subscriber::fmt::format::FmtSpan;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h6_traces_record_target_status_duration_and_no_secret() {
@@ -100,7 +75,7 @@ async fn h6_traces_record_target_status_duration_and_no_secret() {
     let minted: Vec<String> = up.requests().iter().map(|r| r.bearer()).collect();
     assert_eq!(minted.len(), 3);
 
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let text = logs.text();
     // The span of a proxied request carries what it should.
     let target = format!("target=\"http://{}/api\"", up.addr);
     let closing: Vec<&str> = text

@@ -146,3 +146,79 @@ impl<S, E: Clone, ResBody> tower_layer::Layer<S> for Authenticate<E, ResBody> {
         AsyncRequireAuthorizationLayer::new(self.clone()).layer(inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{FALLBACK_CHALLENGE, Identity};
+    use http::{HeaderValue, request::Parts};
+    use http_body_util::{BodyExt, Full};
+    use tower::{ServiceBuilder, ServiceExt};
+
+    /// `x-user: NAME` is that user with `ROLE_USER`; `x-user: -` is refused; no field: none.
+    fn from_header(parts: &Parts) -> impl Future<Output = crate::identity::ExtractResult> + use<> {
+        let user = parts.headers.get("x-user").cloned();
+        async move {
+            match user.as_ref().map(HeaderValue::to_str) {
+                None => Ok(None),
+                Some(Ok("-")) => Err(Rejection::unauthorized(None, "Refused.")),
+                Some(Ok(name)) => Ok(Some(Identity::new(name, ["ROLE_USER"]))),
+                Some(Err(_)) => Err(Rejection::new(StatusCode::BAD_REQUEST, "Bad.")),
+            }
+        }
+    }
+
+    async fn call<E: IdentityExtractor>(
+        auth: Authenticate<E, Full<Bytes>>,
+        user: Option<&str>,
+    ) -> (StatusCode, String, Option<HeaderValue>) {
+        let svc = ServiceBuilder::new()
+            .layer(auth)
+            .service_fn(|req: Request<()>| async move {
+                let who = req
+                    .extensions()
+                    .get::<Identity>()
+                    .map(|i| i.name().to_owned());
+                Ok::<_, std::convert::Infallible>(Response::new(Full::from(
+                    who.unwrap_or_default(),
+                )))
+            });
+        let mut req = Request::new(());
+        if let Some(user) = user {
+            req.headers_mut()
+                .insert("x-user", HeaderValue::from_str(user).unwrap());
+        }
+        let res = svc.oneshot(req).await.unwrap();
+        let challenge = res.headers().get(http::header::WWW_AUTHENTICATE).cloned();
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap(), challenge)
+    }
+
+    #[tokio::test]
+    async fn the_identity_reaches_the_service_or_the_refusal_answers() {
+        let auth = || Authenticate::new(from_header);
+        assert_eq!(
+            call(auth(), Some("Alice")).await,
+            (StatusCode::OK, "Alice".into(), None)
+        );
+        // No identity: 401 with the chain's challenge (here the fallback).
+        let none = call(auth(), None).await;
+        assert_eq!(none.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(none.2, Some(FALLBACK_CHALLENGE));
+        // A rejection: its status and message.
+        let refused = call(auth(), Some("-")).await;
+        assert_eq!(
+            (refused.0, refused.1.as_str()),
+            (StatusCode::UNAUTHORIZED, "Refused.")
+        );
+        // Anonymous passes; a required role it lacks is 403.
+        let anonymous = Authenticate::new(from_header.or_anonymous());
+        assert_eq!(call(anonymous.clone(), None).await.1, "anonymousUser");
+        let admin = call(anonymous.require_role("ROLE_ADMIN"), Some("Alice")).await;
+        assert_eq!(
+            (admin.0, admin.1.as_str()),
+            (StatusCode::FORBIDDEN, "This requires the role ROLE_ADMIN.")
+        );
+    }
+}

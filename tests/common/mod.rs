@@ -16,6 +16,7 @@
 //!   ([`Raw`], [`raw()`]), for requests a well-behaved client cannot make.
 //! - [`tls`]: a test PKI made with rcgen and TLS server configurations.
 //! - [`example`]: the examples run as their binaries ([`Example`]).
+//! - [`log`]: a `tracing` writer that keeps what was logged ([`log::Captured`]).
 //! - [`hostile`]: the hostile-input harness, a capturing upstream that records the exact
 //!   bytes it receives ([`hostile::Upstream`]) and an app served by hyper-util's server.
 //! - [`app`]: identity extractors and the protocol tests' app (Alice's identity).
@@ -37,6 +38,7 @@ pub mod example;
 pub mod hostile;
 pub mod jwt;
 pub mod keys;
+pub mod log;
 pub mod raw;
 pub mod server;
 pub mod target;

@@ -130,7 +130,7 @@ pub use headers::{
 };
 pub use identity::{
     Anonymous, BasicAuth, BearerJwt, CredentialStore, FromExtensions, Identity, IdentityExtractor,
-    Or, Rejection, WithChallenge,
+    OidcBearer, Or, Rejection, WithChallenge,
 };
 pub use jwks::Jwks;
 pub use keys::{Algorithm, Curve, KeyPair, PublicKey};

@@ -74,8 +74,10 @@ use serde::{Deserialize, Serialize};
 
 mod basic;
 mod bearer;
+mod oidc;
 
 pub use basic::{BasicAuth, CredentialStore};
+pub use oidc::{OidcBearer, RoleCase};
 
 /// The `WWW-Authenticate` challenge of a `401` when the extractors name none: `Bearer`
 /// (RFC 6750), the scheme of the tokens this crate issues and accepts. Unlike `Basic`, it

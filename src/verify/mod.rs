@@ -91,7 +91,7 @@
 
 mod forwarded;
 mod layer;
-mod remote;
+pub(crate) mod remote;
 mod service;
 
 pub use forwarded::{ForwardedOrigin, InvalidForwarded};

@@ -33,6 +33,13 @@
 //!   long a shutdown waits for the requests in flight (see below).
 //! - `--forwarded-for`: the target gets `X-Forwarded-For` with the client's address (the
 //!   TCP peer's IP; the client's own `X-Forwarded-For` is never forwarded). Off by default.
+//! - `--oidc-issuer URL --oidc-audience AUD`: also accept Bearer access tokens of this
+//!   OpenID Connect provider (keys found through its discovery document) issued for this
+//!   audience (`--oidc-audience` is repeatable: any of them). `--oidc-name-claim CLAIM`
+//!   (default `sub`) names the caller; `--oidc-roles-claim PATH` (repeatable, e.g.
+//!   `realm_access.roles`, `groups`, `scope`) gives the roles, upper-cased and prefixed
+//!   with `ROLE_` (`user` → `ROLE_USER`). The target receives the app's token, never the
+//!   provider's.
 //!
 //! Shutdown: on SIGTERM or Ctrl-C (SIGINT) the demo shuts down gracefully, as nginx's quit
 //! signal: every server thread closes its listening socket (new connections are refused),
@@ -59,8 +66,9 @@
 //! - `/proxy` and `/proxy/*`: the [`ProxyLayer`].
 //!
 //! Who the caller is comes from the same extractor for the app's routes and for the proxy:
-//! HTTP Basic against the users, else a Bearer JWT this app signed (what a target receives
-//! and may send back, as the document's `session` mode does), else anonymous.
+//! HTTP Basic against the users, else a Bearer access token of the OpenID Connect provider
+//! (with `--oidc-issuer`), else a Bearer JWT this app signed (what a target receives and
+//! may send back, as the document's `session` mode does), else anonymous.
 
 use std::{
     net::SocketAddr,
@@ -83,8 +91,10 @@ use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tower_identity_proxy::{
     Algorithm, Anonymous, BasicAuth, BearerJwt, CachingSigner, CredentialStore, Curve, Identity,
-    IdentityExtractor, KeyPair, KeySet, KeySetSigner, KeySigner, Or, ProxyClient, ProxyHandle,
-    ProxyLayer, Tunnels, client::ClientBuilder, identity::ExtractResult,
+    IdentityExtractor, KeyPair, KeySet, KeySetSigner, KeySigner, OidcBearer, Or, ProxyClient,
+    ProxyHandle, ProxyLayer, Tunnels,
+    client::ClientBuilder,
+    identity::{ExtractResult, RoleCase},
 };
 
 /// A boxed error for the demo's start-up failures.
@@ -157,6 +167,25 @@ pub struct Options {
     /// never the client's own `X-Forwarded-For`.
     #[arg(long)]
     pub forwarded_for: bool,
+
+    /// Also accept Bearer access tokens of this OpenID Connect provider (its `iss`, e.g.
+    /// `https://sso.example.com/realms/demo`); needs `--oidc-audience`.
+    #[arg(long, value_name = "URL", requires = "oidc_audiences")]
+    pub oidc_issuer: Option<String>,
+
+    /// An audience (`aud`) the provider's tokens may be issued for (repeatable).
+    #[arg(long = "oidc-audience", value_name = "AUD", requires = "oidc_issuer")]
+    pub oidc_audiences: Vec<String>,
+
+    /// The claim naming the caller in the provider's tokens.
+    #[arg(long, value_name = "CLAIM", default_value = "sub")]
+    pub oidc_name_claim: String,
+
+    /// A claim path holding roles in the provider's tokens (repeatable): an array
+    /// (`realm_access.roles`, `resource_access.CLIENT.roles`, `groups`) or a space-separated
+    /// string (`scope`). The roles are upper-cased and prefixed with `ROLE_`.
+    #[arg(long = "oidc-roles-claim", value_name = "PATH")]
+    pub oidc_roles_claims: Vec<String>,
 }
 
 /// A `--user NAME:PASSWORD:ROLE,ROLE` option.
@@ -210,6 +239,9 @@ fn parse_user(s: &str) -> Result<UserSpec, String> {
 pub enum DemoIdentity {
     /// Basic, else a Bearer JWT this app signed, else `anonymousUser` with `ROLE_ANONYMOUS`.
     Secured(Or<Or<BasicAuth, BearerJwt>, Anonymous>),
+    /// Basic, else a Bearer access token of the OpenID Connect provider, else a Bearer JWT
+    /// this app signed, else `anonymousUser` with `ROLE_ANONYMOUS`.
+    SecuredOidc(Or<Or<Or<BasicAuth, OidcBearer>, BearerJwt>, Anonymous>),
     /// Every caller is `anonymousUser` with `ROLE_ADMIN`, `ROLE_ANONYMOUS`, `ROLE_USER`.
     Unsecured(Anonymous),
 }
@@ -218,6 +250,7 @@ impl IdentityExtractor for DemoIdentity {
     async fn extract(&self, parts: &Parts) -> ExtractResult {
         match self {
             Self::Secured(e) => e.extract(parts).await,
+            Self::SecuredOidc(e) => e.extract(parts).await,
             Self::Unsecured(e) => e.extract(parts).await,
         }
     }
@@ -225,6 +258,7 @@ impl IdentityExtractor for DemoIdentity {
     fn challenges(&self) -> Vec<HeaderValue> {
         match self {
             Self::Secured(e) => e.challenges(),
+            Self::SecuredOidc(e) => e.challenges(),
             Self::Unsecured(e) => e.challenges(),
         }
     }
@@ -325,14 +359,20 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
 
     // One active key, rotated at run time; Bearer tokens verify against every published key.
     let key_set = KeySet::new(KeySigner::new(keys.clone()));
-    let identity = if opts.unsecured {
-        DemoIdentity::Unsecured(Anonymous::unsecured())
-    } else {
-        DemoIdentity::Secured(
+    let identity = match (opts.unsecured, oidc(opts).await?) {
+        (true, Some(_)) => return Err("--oidc-issuer cannot be used with --unsecured".into()),
+        (true, None) => DemoIdentity::Unsecured(Anonymous::unsecured()),
+        (false, None) => DemoIdentity::Secured(
             BasicAuth::new(users.clone())
                 .or(BearerJwt::new(key_set.verifier()))
                 .or_anonymous(),
-        )
+        ),
+        (false, Some(oidc)) => DemoIdentity::SecuredOidc(
+            BasicAuth::new(users.clone())
+                .or(oidc)
+                .or(BearerJwt::new(key_set.verifier()))
+                .or_anonymous(),
+        ),
     };
 
     let mut proxy = ProxyLayer::new(key_set.signer())
@@ -380,6 +420,35 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
         },
         connect_info: opts.forwarded_for,
     })
+}
+
+/// The OpenID Connect provider of `--oidc-issuer`, its keys fetched once to report a
+/// misconfigured or unreachable provider at start-up (tokens fetch them anyway).
+///
+/// # Errors
+///
+/// An invalid issuer URL.
+pub async fn oidc(opts: &Options) -> Result<Option<OidcBearer>, Error> {
+    let Some(issuer) = &opts.oidc_issuer else {
+        return Ok(None);
+    };
+    let mut oidc = OidcBearer::discover(issuer, opts.oidc_audiences.iter().cloned())?
+        .name_claim(opts.oidc_name_claim.clone())
+        .role_case(RoleCase::Upper)
+        .role_prefix("ROLE_");
+    for path in &opts.oidc_roles_claims {
+        oidc = oidc.roles_claim(path.clone());
+    }
+    let kids = oidc.fetch_keys().await;
+    if kids.is_empty() {
+        eprintln!(
+            "no keys from the OpenID Connect provider {issuer} yet (see the log): its tokens \
+             are refused until they can be fetched"
+        );
+    } else {
+        eprintln!("OpenID Connect provider {issuer}: keys {kids:?}");
+    }
+    Ok(Some(oidc))
 }
 
 /// The client that reaches the target: `--upstream-ca`, `--upstream-h2c`.

@@ -4,6 +4,10 @@
 //! it receives. The target's tokens are checked with jsonwebtoken directly, never with the
 //! crate's verifier.
 
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/demo.rs"]
+mod demo;
+
 mod common;
 
 use std::{
@@ -589,4 +593,88 @@ async fn keys_from_a_jwks_url_and_several_issuers() {
         &call(&app, &sign(&key_a(), "kc-b", &second.claims())).await,
         "the first provider's key under the second's kid",
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_knows_provider_users_on_its_own_routes_and_through_the_proxy() {
+    use clap::Parser;
+    let provider = Provider::start().await;
+    let target = echo_target().await;
+    let keys_dir = common::fixture_keys_dir("oidc-demo-keys");
+    let opts = demo::Options::try_parse_from([
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--keys",
+        keys_dir.to_str().unwrap(),
+        "--user",
+        "bob:bob-password:ROLE_USER",
+        "--proxy-url",
+        &target.url(),
+        "--oidc-issuer",
+        &provider.issuer(),
+        "--oidc-audience",
+        AUDIENCE,
+        "--oidc-name-claim",
+        "preferred_username",
+        "--oidc-roles-claim",
+        "realm_access.roles",
+        "--oidc-roles-claim",
+        "resource_access.my-app.roles",
+    ])
+    .unwrap();
+    // The issuer and the audience go together.
+    for half in [
+        &["demo", "--oidc-issuer", "http://127.0.0.1:1/realms/demo"][..],
+        &["demo", "--oidc-audience", AUDIENCE],
+    ] {
+        assert!(demo::Options::try_parse_from(half).is_err(), "{half:?}");
+    }
+    let running = within("the demo starts", demo::start(&opts)).await.unwrap();
+    common::remove_dir(&keys_dir);
+    // The keys were fetched at start-up.
+    assert_eq!(provider.jwks_hits(), 1);
+    let url = |path: &str| format!("http://{}{path}", running.addr);
+    let token = sign(&key_a(), "kc-a", &provider.claims());
+    let auth = format!("Bearer {token}");
+    let roles = json!([
+        "ROLE_ADMIN",
+        "ROLE_OFFLINE_ACCESS",
+        "ROLE_UMA_AUTHORIZATION",
+        "ROLE_USER"
+    ]);
+
+    let r = within(
+        "whoami",
+        get_with(&url("/api/whoami"), &[("authorization", &auth)]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"name": "alice", "roles": roles}));
+
+    let r = within(
+        "proxy",
+        get_with(&url("/proxy/x"), &[("authorization", &auth)]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = target.last();
+    assert_ne!(seen.token(), token);
+    assert_eq!(seen.claims()["sub"], "alice");
+    assert_eq!(seen.claims()["authorities"], roles);
+
+    // Refused on the app's routes as on the proxy; Basic users are still known.
+    let mut expired = provider.claims();
+    expired["exp"] = json!(now_secs() - 3600);
+    let bad = format!("Bearer {}", sign(&key_a(), "kc-a", &expired));
+    let r = get_with(&url("/api/whoami"), &[("authorization", &bad)]).await;
+    assert_invalid_token(&r, "expired, on /api/whoami");
+    let r = get_with(
+        &url("/api/whoami"),
+        &[("authorization", &basic("bob", "bob-password"))],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["name"], "bob");
+    running.task.abort();
 }

@@ -98,8 +98,9 @@ const MAX_TOKEN_LEN: usize = 16 * 1024;
 ///
 /// // A request without a bearer token is not the provider's: the next extractor decides.
 /// let (parts, ()) = http::Request::new(()).into_parts();
-/// assert_eq!(keycloak.extract(&parts).await?, None);
-/// assert_eq!(identity.extract(&parts).await?.unwrap().name(), "anonymousUser");
+/// assert_eq!(keycloak.extract(&parts).await, Ok(None));
+/// let anonymous = identity.extract(&parts).await.unwrap().unwrap();
+/// assert_eq!(anonymous.name(), "anonymousUser");
 /// # Ok(()) }
 /// ```
 ///

@@ -113,9 +113,9 @@ impl FetchState {
 enum Source {
     /// At this URL.
     Jwks(Uri),
-    /// At the `jwks_uri` of an OpenID Connect issuer's discovery document, found at `url`;
-    /// the document's `issuer` must be `issuer`, character for character.
-    Discovery { issuer: Arc<str>, url: Uri },
+    /// At the `jwks_uri` of an OpenID Connect issuer's discovery document (found at the
+    /// configured URL); the document's `issuer` must be this, character for character.
+    Discovery { issuer: Arc<str> },
 }
 
 /// The cached keys of one JWKS URL, shared by every service of a layer.
@@ -142,7 +142,7 @@ impl RemoteJwks {
     /// The keys of the OpenID Connect provider `issuer`, whose discovery document is at
     /// `{issuer}/.well-known/openid-configuration` (OpenID Connect Discovery 1.0 §4).
     pub(crate) fn discover(issuer: &str, keys: SharedKeys) -> Result<Self, ConfigError> {
-        parse_url(issuer, "OpenID Connect issuer")?;
+        parse_issuer(issuer)?;
         let document = format!(
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
@@ -150,7 +150,6 @@ impl RemoteJwks {
         let url = parse_url(&document, "OpenID Connect issuer")?;
         let source = Source::Discovery {
             issuer: issuer.into(),
-            url: url.clone(),
         };
         Ok(Self::with_source(url, source, keys))
     }
@@ -236,7 +235,7 @@ impl RemoteJwks {
     async fn fetch(&self, config: &FetchConfig) -> Result<(Vec<VerifyingKey>, Duration), BoxError> {
         let url = match &self.source {
             Source::Jwks(url) => url.clone(),
-            Source::Discovery { issuer, url } => self.jwks_uri(config, issuer, url).await?,
+            Source::Discovery { issuer } => self.jwks_uri(config, issuer).await?,
         };
         let res = config.client.get(url).await;
         let res = match res {
@@ -261,12 +260,8 @@ impl RemoteJwks {
     }
 
     /// The `jwks_uri` of the discovery document at `url`, read once and kept.
-    async fn jwks_uri(
-        &self,
-        config: &FetchConfig,
-        issuer: &str,
-        url: &Uri,
-    ) -> Result<Uri, BoxError> {
+    async fn jwks_uri(&self, config: &FetchConfig, issuer: &str) -> Result<Uri, BoxError> {
+        let url = &self.url;
         if let Some(known) = self.discovered.lock().ok().and_then(|d| d.clone()) {
             return Ok(known);
         }
@@ -302,6 +297,18 @@ async fn read_json(res: http::Response<hyper::body::Incoming>) -> Result<Value, 
         .await?
         .to_bytes();
     Ok(serde_json::from_slice(&body)?)
+}
+
+/// An OpenID Connect issuer: an `http` or `https` URL with a host and neither user info,
+/// query nor fragment (OpenID Connect Discovery 1.0 §3).
+pub(crate) fn parse_issuer(issuer: &str) -> Result<Uri, ConfigError> {
+    if issuer.contains(['?', '#']) {
+        return Err(ConfigError::InvalidSetting {
+            name: "OpenID Connect issuer",
+            reason: format!("{issuer:?}: an issuer has no query or fragment").into(),
+        });
+    }
+    parse_url(issuer, "OpenID Connect issuer")
 }
 
 /// An absolute `http` or `https` URL with a host and no user info; `name` names the setting

@@ -652,3 +652,37 @@ async fn the_demo_knows_provider_users_on_its_own_routes_and_through_the_proxy()
     assert_eq!(r.json()["name"], "bob");
     running.task.abort();
 }
+
+#[tokio::test]
+async fn keys_the_provider_marks_stale_are_refetched_and_a_withdrawn_key_stops_verifying() {
+    let provider = Provider::start().await;
+    let target = echo_target().await;
+    // The provider says `no-cache`; with no lower bound, the keys are stale at once.
+    let oidc = oidc(&provider)
+        .cache_bounds(Duration::ZERO, Duration::from_secs(3600))
+        .min_refresh_interval(Duration::ZERO);
+    let app = app(&target, full_chain(oidc)).await;
+    let token_a = sign(&key_a(), "kc-a", &provider.claims());
+    assert_eq!(call(&app, &token_a).await.status, 200);
+    assert_eq!(provider.jwks_hits(), 1);
+
+    // The provider withdraws key A. The cached key still verifies, and the request that
+    // finds the keys stale refetches them in the background.
+    provider.publish(&[(&key_b(), "kc-b")]);
+    assert_eq!(call(&app, &token_a).await.status, 200);
+    // Once the refetched keys are in (the fetch is not waited for), A verifies nothing.
+    let refused = within("the background refresh", async {
+        loop {
+            let r = call(&app, &token_a).await;
+            if r.status != 200 {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_invalid_token(&refused, "a key the provider withdrew");
+    assert!(provider.jwks_hits() >= 2);
+    let r = call(&app, &sign(&key_b(), "kc-b", &provider.claims())).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}

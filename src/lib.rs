@@ -61,8 +61,10 @@
 //!
 //! # Identity and signing
 //!
-//! Who the caller is comes from an [`IdentityExtractor`] (see [`identity`]); how the token
-//! is signed from a [`JwtSigner`] (see [`signer`]). [`ProxyLayer::new`] caches tokens per
+//! Who the caller is comes from an [`IdentityExtractor`] (see [`identity`]): Basic users
+//! ([`BasicAuth`]), the app's own tokens ([`BearerJwt`]), an OpenID Connect provider's
+//! access tokens ([`OidcBearer`]), or one of the app's own; how the token is signed from a
+//! [`JwtSigner`] (see [`signer`]). [`ProxyLayer::new`] caches tokens per
 //! identity, so the RSA signature is paid once per identity every few minutes, not per
 //! request.
 //!

@@ -4,10 +4,6 @@
 //! it receives. The target's tokens are checked with jsonwebtoken directly, never with the
 //! crate's verifier.
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/demo.rs"]
-mod demo;
-
 mod common;
 
 use std::{
@@ -21,14 +17,15 @@ use std::{
 use axum::{Json, Router, extract::State, http::header, response::IntoResponse, routing::get};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use common::{
-    EchoTarget, OTHER_RSA_PKCS8_PEM, OTHER_RSA_PUBLIC_PEM, Reply, basic, echo_target, get_with,
-    now_secs, rsa_keys, serve, spawn_app, within,
+    EchoTarget, Example, OTHER_RSA_PKCS8_PEM, OTHER_RSA_PUBLIC_PEM, Reply, basic, echo_target,
+    get_with, now_secs, rsa_keys, serve, spawn_app, within,
 };
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 use tower_identity_proxy::{
-    Algorithm, BasicAuth, BearerJwt, CredentialStore, IdentityExtractor, KeyPair, KeySigner,
-    OidcBearer, ProxyLayer, identity::RoleCase,
+    ProxyHandle, ProxyLayer,
+    identity::{BasicAuth, BearerJwt, CredentialStore, IdentityExtractor, OidcBearer, RoleCase},
+    jwt::{Algorithm, KeyPair, KeySigner},
 };
 
 /// The realm path of the provider, as Keycloak names its issuers.
@@ -210,8 +207,11 @@ fn oidc(provider: &Provider) -> OidcBearer {
 /// anonymous; it signs with the fixture RSA key (RS512), which [`common::Seen::claims`]
 /// checks.
 async fn app(target: &EchoTarget, identity: impl IdentityExtractor) -> common::Server {
-    let proxy = ProxyLayer::new(KeySigner::rs512(rsa_keys()).unwrap()).identity(identity);
-    proxy.handle().set_target(Some(&target.url())).unwrap();
+    let handle = ProxyHandle::new();
+    handle.set_target(Some(&target.url())).unwrap();
+    let proxy = ProxyLayer::new(KeySigner::rs512(rsa_keys()).unwrap())
+        .with_identity(identity)
+        .handle(handle);
     spawn_app(proxy).await
 }
 
@@ -569,46 +569,53 @@ async fn keys_from_a_jwks_url_and_several_issuers() {
     );
 }
 
+/// The demo's binary, as a user runs it (`cargo build --examples` first when running this
+/// binary alone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_knows_provider_users_on_its_own_routes_and_through_the_proxy() {
-    use clap::Parser;
     let provider = Provider::start().await;
     let target = echo_target().await;
-    let keys_dir = common::fixture_keys_dir("oidc-demo-keys");
-    let opts = demo::Options::try_parse_from([
-        "demo",
-        "--listen",
-        "127.0.0.1:0",
-        "--keys",
-        keys_dir.to_str().unwrap(),
-        "--user",
-        "bob:bob-password:ROLE_USER",
-        "--proxy-url",
-        &target.url(),
-        "--oidc-issuer",
-        &provider.issuer(),
-        "--oidc-audience",
-        AUDIENCE,
-        "--oidc-name-claim",
-        "preferred_username",
-        "--oidc-roles-claim",
-        "realm_access.roles",
-        "--oidc-roles-claim",
-        "resource_access.my-app.roles",
-    ])
-    .unwrap();
+    let issuer = provider.issuer();
     // The issuer and the audience go together.
     for half in [
-        &["demo", "--oidc-issuer", "http://127.0.0.1:1/realms/demo"][..],
-        &["demo", "--oidc-audience", AUDIENCE],
+        &["--oidc-issuer", issuer.as_str()][..],
+        &["--oidc-audience", AUDIENCE],
     ] {
-        assert!(demo::Options::try_parse_from(half).is_err(), "{half:?}");
+        let args = [&["--listen", "127.0.0.1:0", "--unsecured"][..], half].concat();
+        let refused = Example::try_start("demo", &args).await;
+        let (status, stderr) = refused.expect_err("the demo refuses half the options");
+        assert!(status.is_some_and(|s| !s.success()), "{stderr}");
+        assert!(stderr.contains("--oidc-"), "{stderr}");
     }
-    let running = within("the demo starts", demo::start(&opts)).await.unwrap();
+
+    let keys_dir = common::fixture_keys_dir("oidc-demo-keys");
+    let demo = Example::start(
+        "demo",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--keys",
+            keys_dir.to_str().unwrap(),
+            "--user",
+            "bob:bob-password:ROLE_USER",
+            "--proxy-url",
+            &target.url(),
+            "--oidc-issuer",
+            &issuer,
+            "--oidc-audience",
+            AUDIENCE,
+            "--oidc-name-claim",
+            "preferred_username",
+            "--oidc-roles-claim",
+            "realm_access.roles",
+            "--oidc-roles-claim",
+            "resource_access.my-app.roles",
+        ],
+    )
+    .await;
     common::remove_dir(&keys_dir);
     // The keys were fetched at start-up.
-    assert_eq!(provider.jwks_hits(), 1);
-    let url = |path: &str| format!("http://{}{path}", running.addr);
+    assert_eq!(provider.jwks_hits(), 1, "{}", demo.stderr());
     let token = sign(&key_a(), "kc-a", &provider.claims());
     let auth = format!("Bearer {token}");
     let roles = json!([
@@ -620,7 +627,7 @@ async fn the_demo_knows_provider_users_on_its_own_routes_and_through_the_proxy()
 
     let r = within(
         "whoami",
-        get_with(&url("/api/whoami"), &[("authorization", &auth)]),
+        get_with(&demo.url("/api/whoami"), &[("authorization", &auth)]),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -628,7 +635,7 @@ async fn the_demo_knows_provider_users_on_its_own_routes_and_through_the_proxy()
 
     let r = within(
         "proxy",
-        get_with(&url("/proxy/x"), &[("authorization", &auth)]),
+        get_with(&demo.url("/proxy/x"), &[("authorization", &auth)]),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -641,16 +648,15 @@ async fn the_demo_knows_provider_users_on_its_own_routes_and_through_the_proxy()
     let mut expired = provider.claims();
     expired["exp"] = json!(now_secs() - 3600);
     let bad = format!("Bearer {}", sign(&key_a(), "kc-a", &expired));
-    let r = get_with(&url("/api/whoami"), &[("authorization", &bad)]).await;
+    let r = get_with(&demo.url("/api/whoami"), &[("authorization", &bad)]).await;
     assert_invalid_token(&r, "expired, on /api/whoami");
     let r = get_with(
-        &url("/api/whoami"),
+        &demo.url("/api/whoami"),
         &[("authorization", &basic("bob", "bob-password"))],
     )
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["name"], "bob");
-    running.task.abort();
 }
 
 #[tokio::test]

@@ -13,8 +13,12 @@ use super::{ExtractResult, Identity, IdentityExtractor, Rejection, credentials_f
 use crate::{
     client::ProxyClient,
     error::ConfigError,
-    keys::Algorithm,
-    verifier::{MAX_LEEWAY_SECS, Verifier, VerifyError, VerifyingKey, check_iat, validation},
+    jwt::{
+        keys::Algorithm,
+        verifier::{
+            MAX_LEEWAY_SECS, SharedKeys, Verifier, VerifyError, VerifyingKey, check_iat, validation,
+        },
+    },
     verify::remote::{FetchConfig, RemoteJwks, parse_issuer, parse_url},
 };
 
@@ -79,7 +83,8 @@ const MAX_TOKEN_LEN: usize = 16 * 1024;
 ///
 /// ```
 /// use tower_identity_proxy::{
-///     BasicAuth, BearerJwt, CredentialStore, IdentityExtractor, KeyPair, identity::{OidcBearer, RoleCase},
+///     identity::{BasicAuth, BearerJwt, CredentialStore, IdentityExtractor, OidcBearer, RoleCase},
+///     jwt::KeyPair,
 /// };
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -204,7 +209,7 @@ impl OidcBearer {
         issuer: &str,
         audiences: A,
         remote: RemoteJwks,
-        keys: crate::verifier::SharedKeys,
+        keys: SharedKeys,
     ) -> Result<Self, ConfigError>
     where
         A: IntoIterator,
@@ -334,7 +339,7 @@ impl OidcBearer {
     /// not a JWT, instead of leaving it to the next extractor.
     ///
     /// By default such a token goes on down the chain, so the app's own tokens and other
-    /// providers' reach their extractors; a [`BearerJwt`](crate::BearerJwt) after this one
+    /// providers' reach their extractors; a [`BearerJwt`](super::BearerJwt) after this one
     /// refuses what nobody accepts. Call this when no extractor after this one checks
     /// bearer tokens (`oidc.refuse_other_issuers().or_anonymous()`): otherwise a token of
     /// another issuer would make its caller anonymous.

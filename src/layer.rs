@@ -8,8 +8,9 @@ use crate::{
     client::ProxyClient,
     error::ConfigError,
     forward::Shared,
-    headers::CookiePolicy,
+    headers::{CookiePolicy, ResponsePolicy},
     identity::{Anonymous, IdentityExtractor},
+    origin::{PublicOrigin, TrustedProxies},
     rewrite::RewriteConfig,
     service::Proxy,
     signer::{CachingSigner, JwtSigner, KeySigner},
@@ -203,6 +204,67 @@ impl<I, J> ProxyLayer<I, J> {
         self
     }
 
+    /// Which of the target's response headers with an effect on the app's whole origin
+    /// (`Clear-Site-Data`, `Alt-Svc`, `Strict-Transport-Security`, `Service-Worker-Allowed`
+    /// beyond the prefix...) reach the client. Default: none (see [`ResponsePolicy`]).
+    pub fn responses(mut self, policy: ResponsePolicy) -> Self {
+        self.rewrite.set_responses(policy);
+        self
+    }
+
+    /// Adds an origin under which clients reach the app, e.g. `https://app.example.com`;
+    /// call it once per origin. Default: none.
+    ///
+    /// With public origins set, a request under the prefix must have come through one of
+    /// them: its `Host` (or the host a [trusted proxy](Self::trusted_proxies) forwarded)
+    /// names the origin's host and port, and its scheme, when known (a trusted proxy's, or
+    /// the HTTP/2 `:scheme`), is the origin's. The target then gets that origin's scheme and
+    /// host in `X-Forwarded-Proto` and `X-Forwarded-Host`, and the token names it as `iss`
+    /// (instead of [`TokenPolicy::issuer`](crate::TokenPolicy::issuer)), so a target can
+    /// check that the origin it would call back is the one the token vouches for (see
+    /// [`ForwardedOrigin`](crate::verify::ForwardedOrigin)). A request that matches none is
+    /// answered `421 Misdirected Request` and nothing is forwarded.
+    ///
+    /// # Security
+    ///
+    /// Without public origins, `X-Forwarded-Host` is whatever `Host` the client sent, and
+    /// `X-Forwarded-Proto` the [configured](Self::forwarded_proto) scheme: any client can
+    /// name any host, and a target that calls the app back at the forwarded origin, with
+    /// the user's token, can be sent to a server of the client's choosing. Set the app's
+    /// origins whenever a target may call it back.
+    ///
+    /// See the [`origin` module](crate::origin) for an example.
+    pub fn public_origin(mut self, origin: PublicOrigin) -> Self {
+        self.rewrite.add_public_origin(origin);
+        self
+    }
+
+    /// The proxies in front of the app (load balancers, TLS terminators) whose forwarded
+    /// headers count. Default: none, every client's `Forwarded` and `X-Forwarded-*` are
+    /// ignored.
+    ///
+    /// A request whose peer address (as [`forwarded_for`](Self::forwarded_for) finds it) is
+    /// in one of these networks may report the client's address, scheme and host, in
+    /// `Forwarded` (RFC 7239) or else `X-Forwarded-For`, `-Proto` and `-Host`. The hops are
+    /// read from the nearest one back: the first address that is not a trusted proxy is the
+    /// client (the target's `X-Forwarded-For`), and the scheme and host it used are the
+    /// ones the target is told (checked against the [public origins](Self::public_origin)
+    /// when set). What a client adds to the left of these lists is never reached. A
+    /// malformed `Forwarded`, or a forwarded scheme or host that is not valid, from a
+    /// trusted proxy is `400`.
+    ///
+    /// # Panics
+    ///
+    /// When the layer is applied to a service with trusted proxies but without
+    /// [`forwarded_for`](Self::forwarded_for): the peer's address is how a trusted proxy is
+    /// recognised.
+    ///
+    /// See the [`origin` module](crate::origin) for an example.
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.rewrite.set_trusted_proxies(proxies);
+        self
+    }
+
     /// The `Via` pseudonym of this proxy, also used to detect loops. Default is `tip-`
     /// followed by random characters, new for each layer.
     ///
@@ -276,6 +338,11 @@ impl<I, J> ProxyLayer<I, J> {
     where
         I: Clone,
     {
+        assert!(
+            !self.rewrite.trusts_without_peer(),
+            "ProxyLayer::trusted_proxies needs ProxyLayer::forwarded_for: a trusted proxy is \
+             recognised by the peer address it finds"
+        );
         let client = self.client.clone();
         Arc::new(Shared {
             identity: self.identity.clone(),

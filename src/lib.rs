@@ -112,6 +112,7 @@ pub mod jwks;
 mod keys;
 pub mod keyset;
 mod layer;
+pub mod origin;
 pub mod rewrite;
 mod service;
 pub mod signer;
@@ -126,7 +127,8 @@ pub use client::ProxyClient;
 pub use error::{BoxError, ConfigError, ProxyError, ProxyErrorKind};
 pub use future::ResponseFuture;
 pub use headers::{
-    CookiePolicy, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, remove_hop_by_hop,
+    CookiePolicy, ResponsePolicy, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    remove_hop_by_hop,
 };
 pub use identity::{
     Anonymous, BasicAuth, BearerJwt, CredentialStore, FromExtensions, Identity, IdentityExtractor,
@@ -136,6 +138,7 @@ pub use jwks::Jwks;
 pub use keys::{Algorithm, Curve, KeyPair, PublicKey};
 pub use keyset::{KeySet, KeySetSigner};
 pub use layer::ProxyLayer;
+pub use origin::{PublicOrigin, TrustedProxies};
 pub use service::Proxy;
 pub use signer::{CachingSigner, JwtSigner, KeySigner, SignError, Token, TokenPolicy};
 pub use target::{ProxyHandle, Target};

@@ -33,6 +33,14 @@
 //!   long a shutdown waits for the requests in flight (see below).
 //! - `--forwarded-for`: the target gets `X-Forwarded-For` with the client's address (the
 //!   TCP peer's IP; the client's own `X-Forwarded-For` is never forwarded). Off by default.
+//! - `--public-origin URL` (repeatable): an origin clients reach the app under, e.g.
+//!   `https://app.example.com`. Requests to `/proxy` must then name one of them in `Host`
+//!   (else `421`), the target is told that origin, and tokens carry it as `iss`. Without
+//!   it the target is told whatever `Host` a client sends (a warning says so at start).
+//! - `--trusted-proxy CIDR` (repeatable): a network (or one address) of load balancers in
+//!   front of the app whose `Forwarded` or `X-Forwarded-For`/`-Proto`/`-Host` count: the
+//!   target is told the client's address, scheme and host they report. Implies
+//!   `--forwarded-for`.
 //!
 //! Shutdown: on SIGTERM or Ctrl-C (SIGINT) the demo shuts down gracefully, as nginx's quit
 //! signal: every server thread closes its listening socket (new connections are refused),
@@ -84,7 +92,8 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tower_identity_proxy::{
     Algorithm, Anonymous, BasicAuth, BearerJwt, CachingSigner, CredentialStore, Curve, Identity,
     IdentityExtractor, KeyPair, KeySet, KeySetSigner, KeySigner, Or, ProxyClient, ProxyHandle,
-    ProxyLayer, Tunnels, client::ClientBuilder, identity::ExtractResult,
+    ProxyLayer, PublicOrigin, TrustedProxies, Tunnels, client::ClientBuilder,
+    identity::ExtractResult, origin::IpNet,
 };
 
 /// A boxed error for the demo's start-up failures.
@@ -157,6 +166,23 @@ pub struct Options {
     /// never the client's own `X-Forwarded-For`.
     #[arg(long)]
     pub forwarded_for: bool,
+
+    /// An origin clients reach the app under (repeatable), e.g. https://app.example.com:
+    /// other hosts get 421 on /proxy, and tokens name the origin as `iss`.
+    #[arg(long = "public-origin", value_name = "URL")]
+    pub public_origins: Vec<PublicOrigin>,
+
+    /// A network (CIDR) or address of trusted load balancers in front of the app
+    /// (repeatable): their forwarded headers count. Implies --forwarded-for.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_network)]
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// A `--trusted-proxy`: `10.0.0.0/8`, or an address alone (a network of one).
+fn parse_network(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is neither a network (10.0.0.0/8) nor an address"))
 }
 
 /// A `--user NAME:PASSWORD:ROLE,ROLE` option.
@@ -342,12 +368,29 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
     if let Some(url) = &opts.proxy_url {
         proxy = proxy.target(url)?;
     }
-    if opts.forwarded_for {
+    let connect_info = opts.forwarded_for || !opts.trusted_proxies.is_empty();
+    if connect_info {
         // The TCP peer, as `serve` (and `start`) put it in each request.
         proxy = proxy.forwarded_for(|parts| {
             let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
             Some(peer.ip().to_canonical())
         });
+    }
+    if !opts.trusted_proxies.is_empty() {
+        proxy = proxy.trusted_proxies(
+            opts.trusted_proxies
+                .iter()
+                .fold(TrustedProxies::new(), |t, n| t.network(*n)),
+        );
+    }
+    for origin in &opts.public_origins {
+        proxy = proxy.public_origin(origin.clone());
+    }
+    if opts.public_origins.is_empty() {
+        tracing::warn!(
+            "no --public-origin: targets are told the Host each client sends, so a target \
+             that calls the app back can be sent elsewhere; name the app's origins"
+        );
     }
 
     let state = AppState {
@@ -378,7 +421,7 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
             idle: Duration::from_millis(opts.idle_timeout_ms),
             shutdown: Duration::from_millis(opts.shutdown_timeout_ms),
         },
-        connect_info: opts.forwarded_for,
+        connect_info,
     })
 }
 

@@ -189,7 +189,7 @@ impl PublicOrigin {
 
     /// Whether a client that addressed `authority` (a validated `Host` value) with
     /// `scheme` (when known) reached this origin.
-    fn matches(&self, authority: &[u8], https: Option<bool>) -> bool {
+    pub(crate) fn matches(&self, authority: &[u8], https: Option<bool>) -> bool {
         if https.is_some_and(|https| https != self.https) {
             return false;
         }

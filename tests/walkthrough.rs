@@ -244,14 +244,25 @@ enum Local {
 }
 
 impl Local {
-    async fn start(example: bool, app: SocketAddr) -> Self {
+    /// The JWKS comes from `app`; `mode=session` calls back the `apps` (the demos run
+    /// without `--public-origin`, as the document's walkthrough, so their tokens name no
+    /// origin: the example target calls back only the origins it is given).
+    async fn start(example: bool, app: SocketAddr, apps: &[SocketAddr]) -> Self {
         if !example {
             return Self::Own(LocalServer::start().await);
         }
         let jwks = format!("http://{app}/.well-known/jwks.json");
-        let opts =
-            target::Options::try_parse_from(["target", "--jwks", &jwks, "--listen", "127.0.0.1:0"])
-                .expect("valid target options");
+        let mut args = vec![
+            "target".to_owned(),
+            "--jwks".to_owned(),
+            jwks,
+            "--listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ];
+        for app in apps {
+            args.extend(["--app-origin".to_owned(), format!("http://{app}")]);
+        }
+        let opts = target::Options::try_parse_from(args).expect("valid target options");
         Self::Example(
             target::start(&opts)
                 .await
@@ -314,7 +325,16 @@ async fn walkthrough(example_target: bool) {
     assert_eq!(response.text(), "The proxy is disabled.");
 
     // "Starting a local server".
-    let local = Local::start(example_target, secured.addr).await;
+    // (The unsecured session of the document's last step runs beside it.)
+    let unsecured = demo::start(&options(&["--unsecured"]))
+        .await
+        .expect("the unsecured demo starts");
+    let local = Local::start(
+        example_target,
+        secured.addr,
+        &[secured.addr, unsecured.addr],
+    )
+    .await;
     let port = local.port();
 
     // "Configuring the proxy to forward requests to the local server".
@@ -394,9 +414,6 @@ async fn walkthrough(example_target: bool) {
     assert_eq!(http_get(&app("/proxy")).await.status, 501);
 
     // "On a session without security, atoti.Session.connect() always succeeds".
-    let unsecured = demo::start(&options(&["--unsecured"]))
-        .await
-        .expect("the unsecured demo starts");
     let open = |path: &str| format!("http://{}{path}", unsecured.addr);
     let url = http_get(&open("/admin/proxy")).await;
     assert_eq!(url.json(), json!({ "url": null }));

@@ -148,6 +148,10 @@ impl<I, J> ProxyLayer<I, J> {
     /// Default is `http`; set `https` when the app is served over TLS (by itself or behind a
     /// TLS terminator).
     ///
+    /// It is the fallback: the scheme of the [public origin](Self::public_origin) a request
+    /// came through, else the one a [trusted proxy](Self::trusted_proxies) reports, else the
+    /// request's HTTP/2 `:scheme`, is sent instead.
+    ///
     /// # Errors
     ///
     /// [`ConfigError::InvalidSetting`] unless it is `http` or `https`.

@@ -6,27 +6,32 @@
 //! - the path after the prefix is appended to the target's base path (`/proxy` → the base
 //!   path, or `/`); the query string is kept byte for byte; dot-segments (`..`, `%2e%2e`,
 //!   `..;`, with `\`, `%2f` or `%5c` as separators) are refused, so no request can climb out
-//!   of the base path; the path is otherwise forwarded unchanged (`%2F` stays `%2F`);
+//!   of the base path, and so are spellings that targets decode otherwise than the proxy
+//!   reads them (a NUL, `%u002e`, escapes that are not UTF-8, double encoding: see
+//!   `check_path`); the path is otherwise forwarded unchanged (`%2F` stays `%2F`);
 //! - `Host` must be present once and valid (HTTP/2: `:authority`, and a `host` that
 //!   disagrees is refused); an absolute-form request target never chooses the upstream, and
 //!   one whose authority differs from `Host` is refused;
-//! - `CONNECT` and `TRACE` are refused (`405`), also when asked for through a method-override
-//!   header (`X-HTTP-Method-Override: TRACE`, IIS's `TRACK`); `OPTIONS` with
+//! - `CONNECT`, `TRACE` and IIS's `TRACK` are refused (`405`), also when asked for through a
+//!   method-override header (`X-HTTP-Method-Override: TRACE`); `OPTIONS` with
 //!   `Max-Forwards: 0` is answered by the proxy, other values are decremented (RFC 9110
 //!   §7.6.2);
 //! - `Transfer-Encoding` must be exactly one `chunked` (`400`; another coding: `501`), and
 //!   the body framing is the proxy's: one `Content-Length` or chunked, never both, so a GET
 //!   with a body keeps it;
-//! - hop-by-hop headers (RFC 9110 §7.6.1, every name listed on every `Connection` line) are
-//!   removed *before* the proxy adds its own, so `Connection: Authorization` cannot strip the
+//! - hop-by-hop headers (RFC 9110 §7.6.1, every name listed on every `Connection` line, read
+//!   once into a set of at most 32 names: more is `400`) are removed *before* the proxy adds
+//!   its own, so `Connection: Authorization` cannot strip the
 //!   token; `te: trailers` is kept when the client listed it;
 //! - the client's `Authorization`, `Proxy-Authorization`, `Forwarded`, `X-Forwarded-*`,
-//!   `X-Real-IP`, `X-Original-URL`, `X-Rewrite-URL` (they would move the request out of the
-//!   base path on targets that honour them), `Expect`, `Cookie` (see [`CookiePolicy`]) and
-//!   their `_` twins
+//!   `X-Real-IP`, `X-Original-URL`, `X-Rewrite-URL`, `X-Original-URI` (they would move the
+//!   request out of the base path on targets that honour them), the headers only a hop in
+//!   front of the target may state (`Proxy`, client addresses, host overrides, identity
+//!   headers: see the README), `Expect`, `Cookie` (see [`CookiePolicy`]) and their `_` twins
 //!   (`X_Forwarded_Host`) never pass; `X-Forwarded-Proto` and `X-Forwarded-Host` are set,
 //!   and `X-Forwarded-For` when the layer is told where to find the client's address
-//!   ([`ProxyLayer::forwarded_for`](crate::ProxyLayer::forwarded_for));
+//!   ([`ProxyLayer::forwarded_for`](crate::ProxyLayer::forwarded_for)), as the
+//!   [`origin`](crate::origin) rules say (public origins, trusted proxies);
 //!   `Via` is appended (a request that already went through this proxy is a loop: `508`);
 //! - the version becomes HTTP/1.1 (the client speaks HTTP/2 where the target does);
 //! - the request's trailers, as the body streams, lose the same managed fields (and those
@@ -37,7 +42,9 @@
 //!
 //! On the way back, [`check_response`] refuses framing that cannot be relayed (`502`: a
 //! transfer coding other than `chunked`, an invalid `Content-Length`), [`rewrite_response`]
-//! removes hop-by-hop headers, states `Content-Length` once and appends `Via`, and
+//! removes hop-by-hop headers and the ones with an effect on the app's whole origin (see
+//! [`ResponsePolicy`](crate::ResponsePolicy)), states `Content-Length` once and appends
+//! `Via`, and
 //! [`scope_set_cookies`] keeps the target's cookies under the prefix.
 //!
 //! # Example

@@ -43,7 +43,7 @@
 //! On the way back, [`check_response`] refuses framing that cannot be relayed (`502`: a
 //! transfer coding other than `chunked`, an invalid `Content-Length`), [`rewrite_response`]
 //! removes hop-by-hop headers and the ones with an effect on the app's whole origin (see
-//! [`ResponsePolicy`](crate::ResponsePolicy)), states `Content-Length` once and appends
+//! [`ResponsePolicy`]), states `Content-Length` once and appends
 //! `Via`, and
 //! [`scope_set_cookies`] keeps the target's cookies under the prefix.
 //!

@@ -340,25 +340,31 @@ impl FakeApp {
     }
 }
 
-/// The demo (fixture keys, the given extra options) pointed at the example target (the
-/// demo's JWKS, the given extra options).
-async fn demo_and_example_target(
-    demo_args: &[&str],
-    target_args: &[&str],
-) -> (demo::Running, target::Running) {
+/// The demo on 127.0.0.1:0 with the fixture keys and `args`.
+async fn demo_with_fixture_keys(args: &[&str]) -> demo::Running {
     let keys_dir = fixture_keys_dir("demo-origin-keys");
-    let mut args = vec![
+    let mut all = vec![
         "demo",
         "--listen",
         "127.0.0.1:0",
         "--keys",
         keys_dir.to_str().unwrap(),
     ];
-    args.extend_from_slice(demo_args);
-    let demo = demo::start(&demo::Options::try_parse_from(args).unwrap())
+    all.extend_from_slice(args);
+    let demo = demo::start(&demo::Options::try_parse_from(all).unwrap())
         .await
         .unwrap();
     remove_dir(&keys_dir);
+    demo
+}
+
+/// The demo (fixture keys, the given extra options) pointed at the example target (the
+/// demo's JWKS, the given extra options).
+async fn demo_and_example_target(
+    demo_args: &[&str],
+    target_args: &[&str],
+) -> (demo::Running, target::Running) {
+    let demo = demo_with_fixture_keys(demo_args).await;
     let jwks = format!("http://{}/.well-known/jwks.json", demo.addr);
     let mut args = vec!["target", "--jwks", &jwks, "--listen", "127.0.0.1:0"];
     args.extend_from_slice(target_args);
@@ -430,19 +436,7 @@ async fn the_example_target_never_calls_back_an_origin_nothing_vouches_for() {
 
 /// A capturing target, and the demo (fixture keys, `args`) pointed at it.
 async fn demo_and_echo_target(args: &[&str]) -> (demo::Running, common::EchoTarget) {
-    let keys_dir = fixture_keys_dir("demo-origin-echo-keys");
-    let mut all = vec![
-        "demo",
-        "--listen",
-        "127.0.0.1:0",
-        "--keys",
-        keys_dir.to_str().unwrap(),
-    ];
-    all.extend_from_slice(args);
-    let demo = demo::start(&demo::Options::try_parse_from(all).unwrap())
-        .await
-        .unwrap();
-    remove_dir(&keys_dir);
+    let demo = demo_with_fixture_keys(args).await;
     let echo = common::echo_target().await;
     demo.state.handle.set_target(Some(&echo.url())).unwrap();
     (demo, echo)
@@ -535,6 +529,12 @@ async fn front(app: std::net::SocketAddr) -> std::net::SocketAddr {
     addr
 }
 
+/// What the target was told: `X-Forwarded-Proto`, `-Host` and `-For`.
+fn told(seen: &common::Seen) -> [String; 3] {
+    ["x-forwarded-proto", "x-forwarded-host", "x-forwarded-for"]
+        .map(|name| seen.header(name).unwrap_or_default())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_count_from_a_trusted_balancer_only() {
     let (demo, echo) = demo_and_echo_target(&[
@@ -556,15 +556,7 @@ async fn forwarded_headers_count_from_a_trusted_balancer_only() {
     let through = get_with(&format!("http://{balancer}/proxy/x"), &reported).await;
     assert_eq!(through.status, 200, "{}", through.text());
     let seen = echo.last();
-    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
-    assert_eq!(
-        seen.header("x-forwarded-host").as_deref(),
-        Some("app.example.com")
-    );
-    assert_eq!(
-        seen.header("x-forwarded-for").as_deref(),
-        Some("203.0.113.7")
-    );
+    assert_eq!(told(&seen), ["https", "app.example.com", "203.0.113.7"]);
     assert_eq!(seen.claims()["iss"], "https://app.example.com");
     // RFC 7239 `Forwarded` from the balancer counts the same way.
     let forwarded = [
@@ -600,24 +592,13 @@ async fn forwarded_headers_count_from_a_trusted_balancer_only() {
     let (demo, echo) = demo_and_echo_target(&["--trusted-proxy", "127.0.0.2/32"]).await;
     let direct = get_with(&format!("http://{}/proxy/x", demo.addr), &reported).await;
     assert_eq!(direct.status, 200);
-    let seen = echo.last();
-    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
-    assert_eq!(
-        seen.header("x-forwarded-host").as_deref(),
-        Some("10.0.0.5:8080")
-    );
-    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(told(&echo.last()), ["http", "10.0.0.5:8080", "127.0.0.1"]);
     let balancer = front(demo.addr).await;
     let through = get_with(&format!("http://{balancer}/proxy/x"), &reported).await;
     assert_eq!(through.status, 200);
-    let seen = echo.last();
     assert_eq!(
-        seen.header("x-forwarded-host").as_deref(),
-        Some("app.example.com")
-    );
-    assert_eq!(
-        seen.header("x-forwarded-for").as_deref(),
-        Some("203.0.113.7")
+        told(&echo.last()),
+        ["https", "app.example.com", "203.0.113.7"]
     );
     demo.task.abort();
 }

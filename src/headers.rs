@@ -206,8 +206,21 @@ impl Present {
                 "via" => Self::VIA,
                 "max-forwards" => Self::MAX_FORWARDS,
                 "content-length" => Self::CONTENT_LENGTH,
-                "service-worker-allowed" => Self::ORIGIN_WIDE,
-                other if ORIGIN_WIDE_NAMES.contains(&other) => Self::ORIGIN_WIDE,
+                // `ORIGIN_WIDE_NAMES`, spelt out: one `match` over the lengths and bytes,
+                // not a comparison with each name in turn (a unit test keeps them equal).
+                "service-worker-allowed"
+                | "alt-svc"
+                | "clear-site-data"
+                | "strict-transport-security"
+                | "public-key-pins"
+                | "public-key-pins-report-only"
+                | "expect-ct"
+                | "nel"
+                | "report-to"
+                | "accept-ch"
+                | "critical-ch"
+                | "origin-agent-cluster"
+                | "set-login" => Self::ORIGIN_WIDE,
                 other => hop_by_hop_bit(other),
             };
         }
@@ -239,9 +252,22 @@ pub(crate) const MAX_NOMINATED: usize = 32;
 /// at most [`MAX_NOMINATED`] distinct names that borrow the header's bytes (nothing is
 /// allocated), so that checking every header of a message costs the headers times that
 /// bound at most, never the headers times the tokens of a huge `Connection` line.
-pub(crate) struct Nominated<'a> {
+pub(crate) struct Nominated<'a>(Option<NameSet<'a>>);
+
+/// Up to [`MAX_NOMINATED`] names; `None` above (most messages have no `Connection`, and
+/// then no set is made at all).
+struct NameSet<'a> {
     names: [&'a [u8]; MAX_NOMINATED],
     len: usize,
+}
+
+impl NameSet<'_> {
+    fn contains(&self, name: &[u8]) -> bool {
+        self.names[..self.len].iter().any(|n| {
+            cost::add(1);
+            n.eq_ignore_ascii_case(name)
+        })
+    }
 }
 
 /// The `Connection` lines nominate more than [`MAX_NOMINATED`] distinct names.
@@ -255,17 +281,17 @@ impl<'a> Nominated<'a> {
         headers: &'a HeaderMap,
         present: Present,
     ) -> Result<Self, TooManyNominated> {
-        let mut set = Self {
+        if !present.may_have(Present::CONNECTION) {
+            return Ok(Self(None));
+        }
+        let mut set = NameSet {
             names: [&[]; MAX_NOMINATED],
             len: 0,
         };
-        if !present.may_have(Present::CONNECTION) {
-            return Ok(set);
-        }
         for line in headers.get_all(header::CONNECTION) {
             cost::add(line.len());
             for token in list_tokens(line) {
-                if set.contains_bytes(token) {
+                if set.contains(token) {
                     continue;
                 }
                 if set.len == MAX_NOMINATED {
@@ -275,20 +301,15 @@ impl<'a> Nominated<'a> {
                 set.len += 1;
             }
         }
-        Ok(set)
-    }
-
-    fn contains_bytes(&self, name: &[u8]) -> bool {
-        self.names[..self.len].iter().any(|n| {
-            cost::add(1);
-            n.eq_ignore_ascii_case(name)
-        })
+        Ok(Self(Some(set)))
     }
 
     /// Whether some `Connection` line lists `name` (case-insensitively). Tokens that are not
     /// header names match nothing.
     pub(crate) fn contains(&self, name: &HeaderName) -> bool {
-        self.len != 0 && self.contains_bytes(name.as_str().as_bytes())
+        self.0
+            .as_ref()
+            .is_some_and(|set| set.contains(name.as_str().as_bytes()))
     }
 }
 
@@ -877,6 +898,17 @@ mod tests {
             }
         }
         assert!(!Present::of(&HeaderMap::new()).may_have(u16::MAX));
+        // The origin-wide names have their bit, and nothing else has it.
+        for name in ORIGIN_WIDE_NAMES.iter().chain(&["service-worker-allowed"]) {
+            let mut h = HeaderMap::new();
+            h.append(HeaderName::from_static(name), HeaderValue::from_static("x"));
+            assert_eq!(Present::of(&h).0, Present::ORIGIN_WIDE, "{name}");
+        }
+        for name in &names {
+            let mut h = HeaderMap::new();
+            h.append(name.clone(), HeaderValue::from_static("x"));
+            assert!(!Present::of(&h).may_have(Present::ORIGIN_WIDE), "{name}");
+        }
         // Each hop-by-hop name has its own bit, the one removal looks at.
         for (i, name) in HOP_BY_HOP.iter().enumerate() {
             let mut h = HeaderMap::new();

@@ -414,3 +414,29 @@ impl<S, I: Clone, J> Layer<S> for ProxyLayer<I, J> {
         Proxy::from_shared(inner, self.shared())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{KeyPair, KeySigner, TrustedProxies};
+
+    fn signer() -> KeySigner {
+        KeySigner::new(KeyPair::generate_ed25519().unwrap())
+    }
+
+    #[test]
+    #[should_panic(expected = "trusted_proxies needs ProxyLayer::forwarded_for")]
+    fn trusted_proxies_without_a_peer_address_is_a_programmers_error() {
+        let layer = ProxyLayer::new(signer())
+            .trusted_proxies(TrustedProxies::new().network("10.0.0.0/8".parse().unwrap()));
+        let _ = Layer::layer(&layer, ());
+    }
+
+    #[test]
+    fn trusted_proxies_with_a_peer_address_build() {
+        let layer = ProxyLayer::new(signer())
+            .trusted_proxies(TrustedProxies::new().network("10.0.0.0/8".parse().unwrap()))
+            .forwarded_for(|_| None);
+        let _ = Layer::layer(&layer, ());
+    }
+}

@@ -397,6 +397,7 @@ impl<I: fmt::Debug, J> fmt::Debug for ProxyLayer<I, J> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProxyLayer")
             .field("prefix", &self.rewrite.prefix())
+            .field("public_origins", &self.rewrite.public_origins())
             .field("identity", &self.identity)
             .field("handle", &self.handle)
             .field("timeout", &self.timeout)

@@ -61,12 +61,14 @@ use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tower::ServiceExt;
 use tower_identity_proxy::{
-    Algorithm, Claims, Identity, PublicOrigin,
+    identity::Identity,
+    jwt::{Algorithm, Claims},
+    proxy::PublicOrigin,
     verify::{ForwardedOrigin, VerifyProxyJwtLayer},
 };
 
 /// A boxed error for start-up failures.
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
+type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// The target's command line.
 #[derive(Parser, Debug, Clone)]
@@ -74,7 +76,7 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
     name = "target",
     about = "A proxy target verifying the app's identity tokens (the Rust twin of the Atoti document's Python server)"
 )]
-pub struct Options {
+struct Options {
     /// The app's JWK Set URL, e.g. http://127.0.0.1:8080/.well-known/jwks.json.
     #[arg(
         long,
@@ -82,31 +84,31 @@ pub struct Options {
         required_unless_present = "public_key",
         conflicts_with = "public_key"
     )]
-    pub jwks: Option<String>,
+    jwks: Option<String>,
 
     /// The app's public key (SPKI PEM file), instead of --jwks.
     #[arg(long, value_name = "FILE")]
-    pub public_key: Option<PathBuf>,
+    public_key: Option<PathBuf>,
 
     /// The one signing algorithm accepted.
     #[arg(long, value_name = "ALG", default_value = "RS512", value_parser = parse_algorithm)]
-    pub algorithm: Algorithm,
+    algorithm: Algorithm,
 
     /// Where to listen; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1991")]
-    pub listen: String,
+    listen: String,
 
     /// Require this `iss` claim.
     #[arg(long, value_name = "ISS")]
-    pub issuer: Option<String>,
+    issuer: Option<String>,
 
     /// Require this `aud` claim.
     #[arg(long, value_name = "AUD")]
-    pub audience: Option<String>,
+    audience: Option<String>,
 
     /// An origin of the app that `mode=session` may call back (repeatable).
     #[arg(long = "app-origin", value_name = "URL")]
-    pub app_origins: Vec<PublicOrigin>,
+    app_origins: Vec<PublicOrigin>,
 }
 
 fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
@@ -121,7 +123,7 @@ fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
 ///
 /// An invalid JWKS URL, or a public key file that cannot be read or does not fit the
 /// algorithm.
-pub fn verify_layer(opts: &Options) -> Result<VerifyProxyJwtLayer, Error> {
+fn verify_layer(opts: &Options) -> Result<VerifyProxyJwtLayer, Error> {
     let mut layer = match (&opts.jwks, &opts.public_key) {
         (Some(url), _) => VerifyProxyJwtLayer::jwks_url(url)?.algorithms([opts.algorithm]),
         (None, Some(path)) => {
@@ -158,7 +160,7 @@ type CallBack = Client<HttpConnector, Full<Bytes>>;
 
 /// The target's routes, verifying tokens with `verify` in `mode=jwt`; `mode=session` calls
 /// back only `app_origins` or the origin a verified token names.
-pub fn router(verify: VerifyProxyJwtLayer, app_origins: Vec<PublicOrigin>) -> Router {
+fn router(verify: VerifyProxyJwtLayer, app_origins: Vec<PublicOrigin>) -> Router {
     let jwt = Router::new()
         .fallback(|Extension(me): Extension<Identity>| async move {
             Json(json!({ "name": me.name(), "roles": me.roles() }))
@@ -199,11 +201,11 @@ pub fn router(verify: VerifyProxyJwtLayer, app_origins: Vec<PublicOrigin>) -> Ro
 
 /// A running target.
 #[derive(Debug)]
-pub struct Running {
+struct Running {
     /// The address it listens on.
-    pub addr: SocketAddr,
+    addr: SocketAddr,
     /// The server task.
-    pub task: JoinHandle<std::io::Result<()>>,
+    task: JoinHandle<std::io::Result<()>>,
 }
 
 /// Builds the target, binds `--listen` and serves in a background task.
@@ -211,7 +213,7 @@ pub struct Running {
 /// # Errors
 ///
 /// Invalid options or an address that cannot be bound.
-pub async fn start(opts: &Options) -> Result<Running, Error> {
+async fn start(opts: &Options) -> Result<Running, Error> {
     let app = router(verify_layer(opts)?, opts.app_origins.clone());
     let listener = TcpListener::bind(&opts.listen)
         .await

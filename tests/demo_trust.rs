@@ -1,22 +1,14 @@
-//! The demo's trust chain with the example target (both included from `examples/` and run
-//! in-process on real sockets): the JWKS at `/.well-known/jwks.json`, `POST
+//! The demo's trust chain with the example target (both run as their binaries, on real
+//! sockets): the JWKS at `/.well-known/jwks.json`, `POST
 //! /admin/keys/rotate`, and `examples/target.rs` verifying tokens of the previous and the
 //! new key, in both its `--jwks` and `--public-key` modes.
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/demo.rs"]
-mod demo;
-
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/target.rs"]
-mod target;
-
 mod common;
 
-use clap::Parser;
 use common::{
-    LIVENESS, RSA_PUBLIC_PEM, Reply, basic, client, decode_with_jwks, fetch_jwks, fixture_keys_dir,
-    full, get, get_with, kid, remove_dir, temp_dir, token_target, try_send_on_within,
+    Example, LIVENESS, RSA_PUBLIC_PEM, Reply, basic, client, decode_with_jwks, fetch_jwks,
+    fixture_keys_dir, full, get, get_with, kid, remove_dir, temp_dir, token_target,
+    try_send_on_within,
 };
 use jsonwebtoken::jwk::ThumbprintHash;
 use serde_json::{Value, json};
@@ -43,19 +35,20 @@ async fn request(method: &str, url: &str, auth: Option<&str>, body: Option<Value
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_in_the_demo_with_the_example_target() {
     let keys_dir = fixture_keys_dir("demo-trust-keys");
-    let opts = demo::Options::try_parse_from([
+    let demo = Example::start(
         "demo",
-        "--listen",
-        "127.0.0.1:0",
-        "--keys",
-        keys_dir.to_str().unwrap(),
-        "--user",
-        "admin:admin-secret:ROLE_ADMIN",
-        "--user",
-        "Alice:abcdef123456:ROLE_USER,ROLE_WONDERLAND",
-    ])
-    .unwrap();
-    let demo = demo::start(&opts).await.unwrap();
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--keys",
+            keys_dir.to_str().unwrap(),
+            "--user",
+            "admin:admin-secret:ROLE_ADMIN",
+            "--user",
+            "Alice:abcdef123456:ROLE_USER,ROLE_WONDERLAND",
+        ],
+    )
+    .await;
     remove_dir(&keys_dir);
     let app = |path: &str| format!("http://{}{path}", demo.addr);
     let admin = basic("admin", "admin-secret");
@@ -73,17 +66,20 @@ async fn rotation_in_the_demo_with_the_example_target() {
 
     // The demo runs without `--public-origin`: its tokens name no origin, so the target
     // calls back only the origin it is given.
-    let target_opts = target::Options::try_parse_from([
+    let jwks = app("/.well-known/jwks.json");
+    let origin = app("");
+    let target = Example::start(
         "target",
-        "--jwks",
-        &app("/.well-known/jwks.json"),
-        "--listen",
-        "127.0.0.1:0",
-        "--app-origin",
-        &app(""),
-    ])
-    .unwrap();
-    let target = target::start(&target_opts).await.unwrap();
+        &[
+            "--jwks",
+            &jwks,
+            "--listen",
+            "127.0.0.1:0",
+            "--app-origin",
+            &origin,
+        ],
+    )
+    .await;
     let set_target = |url: String| {
         let admin = admin.clone();
         let put = app("/admin/proxy");
@@ -202,8 +198,8 @@ async fn rotation_in_the_demo_with_the_example_target() {
         "a genuine token verifies directly too"
     );
 
-    demo.task.abort();
-    target.task.abort();
+    drop(demo);
+    drop(target);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,24 +207,25 @@ async fn the_example_target_routes_and_public_key_mode() {
     let dir = temp_dir("target-public-key");
     let pem = dir.join("public-key.pem");
     std::fs::write(&pem, RSA_PUBLIC_PEM).unwrap();
-    let opts = target::Options::try_parse_from([
+    let target = Example::start(
         "target",
-        "--public-key",
-        pem.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ])
-    .unwrap();
-    let target = target::start(&opts).await.unwrap();
+        &[
+            "--public-key",
+            pem.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .await;
     remove_dir(&dir);
     let url = |path: &str| format!("http://{}{path}", target.addr);
 
     // A token of the fixture key (signed by the crate, verified by the target's layer).
     let keys = common::rsa_keys();
-    let signer = tower_identity_proxy::KeySigner::rs512(keys).unwrap();
-    let token = tower_identity_proxy::JwtSigner::sign(
+    let signer = tower_identity_proxy::jwt::KeySigner::rs512(keys).unwrap();
+    let token = tower_identity_proxy::jwt::JwtSigner::sign(
         &signer,
-        &tower_identity_proxy::Identity::new("Alice", ["ROLE_USER"]),
+        &tower_identity_proxy::identity::Identity::new("Alice", ["ROLE_USER"]),
     )
     .await
     .unwrap();
@@ -279,27 +276,34 @@ async fn the_example_target_routes_and_public_key_mode() {
     )
     .await;
     assert_eq!(spoofed.status, 403);
-    target.task.abort();
+    drop(target);
 }
 
-#[test]
-fn the_example_target_options_are_checked() {
-    let parse = |args: &[&str]| {
-        let mut all = vec!["target"];
-        all.extend_from_slice(args);
-        target::Options::try_parse_from(all)
-    };
-    assert!(parse(&[]).is_err(), "a key source is required");
-    assert!(parse(&["--jwks", "http://a/j", "--public-key", "k.pem"]).is_err());
-    assert!(parse(&["--jwks", "http://a/j", "--algorithm", "HS256"]).is_err());
-    assert!(parse(&["--jwks", "http://a/j", "--algorithm", "none"]).is_err());
-    let ok = parse(&["--jwks", "http://a/j"]).unwrap();
-    assert_eq!(ok.listen, "127.0.0.1:1991");
-    assert_eq!(ok.algorithm, tower_identity_proxy::Algorithm::RS512);
-    assert!(target::verify_layer(&parse(&["--jwks", "ftp://a/j"]).unwrap()).is_err());
-    let missing = parse(&["--public-key", "/nonexistent/key.pem"]).unwrap();
-    let err = target::verify_layer(&missing).err().unwrap();
-    assert!(err.to_string().contains("/nonexistent/key.pem"), "{err}");
+#[tokio::test]
+async fn the_example_target_options_are_checked() {
+    use common::example_fails;
+    let err = example_fails("target", &[]).await;
+    assert!(err.contains("--jwks"), "a key source is required: {err}");
+    let err = example_fails("target", &["--jwks", "http://a/j", "--public-key", "k.pem"]).await;
+    assert!(err.contains("cannot be used with"), "{err}");
+    for alg in ["HS256", "none"] {
+        let err = example_fails("target", &["--jwks", "http://a/j", "--algorithm", alg]).await;
+        assert!(err.contains("--algorithm"), "{err}");
+    }
+    let err = example_fails(
+        "target",
+        &["--jwks", "ftp://a/j", "--listen", "127.0.0.1:0"],
+    )
+    .await;
+    assert!(err.contains("ftp"), "{err}");
+    let missing = [
+        "--public-key",
+        "/nonexistent/key.pem",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let err = example_fails("target", &missing).await;
+    assert!(err.contains("/nonexistent/key.pem"), "{err}");
 }
 
 /// A fake "app" at a host a client names: answers any call with an admin and counts the
@@ -341,40 +345,35 @@ impl FakeApp {
 }
 
 /// The demo on 127.0.0.1:0 with the fixture keys and `args`.
-async fn demo_with_fixture_keys(args: &[&str]) -> demo::Running {
+async fn demo_with_fixture_keys(args: &[&str]) -> Example {
     let keys_dir = fixture_keys_dir("demo-origin-keys");
     let mut all = vec![
-        "demo",
         "--listen",
         "127.0.0.1:0",
         "--keys",
         keys_dir.to_str().unwrap(),
     ];
     all.extend_from_slice(args);
-    let demo = demo::start(&demo::Options::try_parse_from(all).unwrap())
-        .await
-        .unwrap();
+    let demo = Example::start("demo", &all).await;
     remove_dir(&keys_dir);
     demo
 }
 
-/// The demo (fixture keys, the given extra options) pointed at the example target (the
-/// demo's JWKS, the given extra options).
-async fn demo_and_example_target(
-    demo_args: &[&str],
-    target_args: &[&str],
-) -> (demo::Running, target::Running) {
-    let demo = demo_with_fixture_keys(demo_args).await;
+/// The demo (fixture keys, no security so that its admin routes need no password, the
+/// given extra options) pointed at the example target (the demo's JWKS, the given extra
+/// options).
+async fn demo_and_example_target(demo_args: &[&str], target_args: &[&str]) -> (Example, Example) {
+    let mut all = vec!["--unsecured"];
+    all.extend_from_slice(demo_args);
+    let demo = demo_with_fixture_keys(&all).await;
     let jwks = format!("http://{}/.well-known/jwks.json", demo.addr);
-    let mut args = vec!["target", "--jwks", &jwks, "--listen", "127.0.0.1:0"];
+    let mut args = vec!["--jwks", &jwks, "--listen", "127.0.0.1:0"];
     args.extend_from_slice(target_args);
-    let target = target::start(&target::Options::try_parse_from(args).unwrap())
-        .await
-        .unwrap();
-    demo.state
-        .handle
-        .set_target(Some(&format!("http://{}", target.addr)))
-        .unwrap();
+    let target = Example::start("target", &args).await;
+    let url = json!({ "url": format!("http://{}", target.addr) });
+    let put = format!("http://{}/admin/proxy", demo.addr);
+    let set = request("PUT", &put, None, Some(url)).await;
+    assert_eq!(set.status, 200, "{}", set.text());
     (demo, target)
 }
 
@@ -406,8 +405,8 @@ async fn the_example_target_never_calls_back_an_origin_nothing_vouches_for() {
         0,
         "the target called an unvouched origin back"
     );
-    demo.task.abort();
-    target.task.abort();
+    drop(demo);
+    drop(target);
 
     // The app's origin as a public origin: the token names it, the target verifies the
     // token and calls that origin back (here the fake app stands for the app).
@@ -422,23 +421,25 @@ async fn the_example_target_never_calls_back_an_origin_nothing_vouches_for() {
     assert_eq!(elsewhere.status, 421);
     assert_eq!(elsewhere.text(), "The request's host is not served here.");
     assert_eq!(fake.calls(), 1);
-    demo.task.abort();
-    target.task.abort();
+    drop(demo);
+    drop(target);
 
     // An origin the target is configured with is called back without an `iss`.
     let (demo, target) = demo_and_example_target(&[], &["--app-origin", &origin]).await;
     let url = format!("http://{}/proxy/whoami?mode=session", demo.addr);
     assert_eq!(get_with(&url, &[("host", &fake_host)]).await.status, 200);
     assert_eq!(fake.calls(), 2);
-    demo.task.abort();
-    target.task.abort();
+    drop(demo);
+    drop(target);
 }
 
 /// A capturing target, and the demo (fixture keys, `args`) pointed at it.
-async fn demo_and_echo_target(args: &[&str]) -> (demo::Running, common::EchoTarget) {
-    let demo = demo_with_fixture_keys(args).await;
+async fn demo_and_echo_target(args: &[&str]) -> (Example, common::EchoTarget) {
     let echo = common::echo_target().await;
-    demo.state.handle.set_target(Some(&echo.url())).unwrap();
+    let url = echo.url();
+    let mut all = vec!["--proxy-url", &url];
+    all.extend_from_slice(args);
+    let demo = demo_with_fixture_keys(&all).await;
     (demo, echo)
 }
 
@@ -493,7 +494,7 @@ async fn public_origins_name_the_origin_and_refuse_other_hosts() {
         assert_eq!(r.status, 421, "{host}");
     }
     assert_eq!(echo.count(), before, "a misdirected request was forwarded");
-    demo.task.abort();
+    drop(demo);
 
     // Without public origins: today's behaviour, the Host as sent, no `iss`.
     let (demo, echo) = demo_and_echo_target(&[]).await;
@@ -506,7 +507,7 @@ async fn public_origins_name_the_origin_and_refuse_other_hosts() {
         Some("attacker.example:1")
     );
     assert!(seen.claims().get("iss").is_none());
-    demo.task.abort();
+    drop(demo);
 }
 
 /// A front standing for a load balancer: accepts on 127.0.0.1 and relays each connection
@@ -585,7 +586,7 @@ async fn forwarded_headers_count_from_a_trusted_balancer_only() {
     let r = get_with(&format!("http://{balancer}/proxy/x"), &wrong).await;
     assert_eq!(r.status, 421);
     assert_eq!(echo.count(), before);
-    demo.task.abort();
+    drop(demo);
 
     // Without public origins, a client's forwarded headers are simply ignored: the target
     // gets the Host it sent and its address.
@@ -600,5 +601,5 @@ async fn forwarded_headers_count_from_a_trusted_balancer_only() {
         told(&echo.last()),
         ["https", "app.example.com", "203.0.113.7"]
     );
-    demo.task.abort();
+    drop(demo);
 }

@@ -6,9 +6,11 @@ use std::{fmt, net::Ipv6Addr, str::FromStr};
 use http::{HeaderMap, HeaderName, Uri, uri::Authority};
 
 use crate::{
-    claims::Claims,
-    headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO},
-    origin::PublicOrigin,
+    jwt::Claims,
+    rules::{
+        headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO},
+        origin::PublicOrigin,
+    },
 };
 
 /// The origin (`scheme://host[:port]`) the client used to reach the app, as the proxy
@@ -40,7 +42,7 @@ use crate::{
 ///
 /// ```
 /// use http::HeaderMap;
-/// use tower_identity_proxy::{PublicOrigin, verify::ForwardedOrigin};
+/// use tower_identity_proxy::{proxy::PublicOrigin, verify::ForwardedOrigin};
 ///
 /// let mut headers = HeaderMap::new();
 /// headers.insert("x-forwarded-proto", "https".parse()?);

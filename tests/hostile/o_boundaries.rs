@@ -1,7 +1,10 @@
 //! O. Boundaries: what a client may not claim, what a target may not set for the app's
 //! whole origin, and input whose cost or meaning depends on who reads it.
 
-use tower_identity_proxy::{CookiePolicy, PublicOrigin, ResponsePolicy};
+use tower_identity_proxy::{
+    proxy::PublicOrigin,
+    rules::{CookiePolicy, ResponsePolicy},
+};
 
 use crate::support::*;
 

@@ -508,7 +508,11 @@ const ORIGIN_WIDE_NAMES: [&str; 12] = [
 ///
 /// ```
 /// use http::header::STRICT_TRANSPORT_SECURITY;
-/// use tower_identity_proxy::{KeyPair, KeySigner, ProxyLayer, ResponsePolicy};
+/// use tower_identity_proxy::{
+///     ProxyLayer,
+///     jwt::{KeyPair, KeySigner},
+///     rules::ResponsePolicy,
+/// };
 ///
 /// // The default: origin-wide headers dropped.
 /// let proxy = ProxyLayer::new(KeySigner::new(KeyPair::generate_ed25519()?));
@@ -629,7 +633,7 @@ fn scoped_worker_path(value: &[u8], prefix: &str, base: &str) -> Option<HeaderVa
 /// # Example
 ///
 /// ```
-/// use tower_identity_proxy::{CookiePolicy, KeyPair, KeySigner, ProxyLayer};
+/// use tower_identity_proxy::{ProxyLayer, jwt::{KeyPair, KeySigner}, rules::CookiePolicy};
 ///
 /// // Forward the client's cookies, except the app's session cookie, which is also never
 /// // set by the target.

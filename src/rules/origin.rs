@@ -1,48 +1,6 @@
-//! Where the target is told the app is: the app's [`PublicOrigin`]s and the
-//! [`TrustedProxies`] in front of it.
-//!
-//! The target learns the app's origin from `X-Forwarded-Proto` and `X-Forwarded-Host`, and
-//! a target that calls the app back (the Atoti document's `session` mode) sends the user's
-//! token there. Each request's origin is worked out once, in this order:
-//! 1. the scheme and host the client addressed: `Host` (HTTP/2 `:authority`), and the
-//!    HTTP/2 `:scheme` when present, else the layer's
-//!    [`forwarded_proto`](crate::ProxyLayer::forwarded_proto);
-//! 2. when the request comes from a [trusted proxy](crate::ProxyLayer::trusted_proxies)
-//!    (its peer address is in one of the configured networks), what that proxy forwarded,
-//!    `Forwarded` (RFC 7239) or else `X-Forwarded-For`/`-Proto`/`-Host`: the hops are read
-//!    from the nearest one back, the first hop that is not a trusted proxy is the client,
-//!    and the scheme and host are the ones that client used; from any other peer these
-//!    headers are ignored;
-//! 3. with [public origins](crate::ProxyLayer::public_origin) set, the result must be one
-//!    of them (same host, same port, same scheme when it is known): the target gets that
-//!    origin's scheme and host, the token names it as `iss`, and a request that matches none
-//!    is answered `421 Misdirected Request` with nothing forwarded.
-//!
-//! Without public origins the target gets the host the client sent, whatever it is: a
-//! client can name any host, and a target that calls the app back at the forwarded origin
-//! can be sent anywhere (see the [`ForwardedOrigin`](crate::verify::ForwardedOrigin)
-//! caveat).
-//!
-//! # Example
-//!
-//! ```
-//! use std::net::SocketAddr;
-//! use axum::extract::ConnectInfo;
-//! use tower_identity_proxy::{KeyPair, KeySigner, ProxyLayer, PublicOrigin, TrustedProxies};
-//!
-//! let signer = KeySigner::new(KeyPair::generate_ed25519()?);
-//! let proxy = ProxyLayer::new(signer)
-//!     .public_origin(PublicOrigin::from_static("https://app.example.com"))
-//!     .public_origin("https://app.example.org".parse()?)
-//!     // The balancer in front, which terminates TLS: its forwarded headers count.
-//!     .trusted_proxies(TrustedProxies::new().network("10.0.0.0/8".parse()?))
-//!     .forwarded_for(|parts| {
-//!         let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
-//!         Some(peer.ip())
-//!     });
-//! # let _ = proxy;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! Where the target is told the app is: [`PublicOrigin`], [`TrustedProxies`], and how a
+//! request's origin and client are worked out (see the [`proxy`](crate::proxy) module
+//! docs).
 
 use std::{
     fmt,
@@ -56,7 +14,7 @@ pub use ipnet::IpNet;
 
 use crate::{
     error::{ConfigError, ProxyError, ProxyErrorKind},
-    headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO},
+    rules::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO},
 };
 
 /// An origin (`http` or `https`, a host and a port) under which clients reach the app,
@@ -70,7 +28,7 @@ use crate::{
 /// # Example
 ///
 /// ```
-/// use tower_identity_proxy::PublicOrigin;
+/// use tower_identity_proxy::proxy::PublicOrigin;
 ///
 /// let origin: PublicOrigin = "HTTPS://App.Example.com:443/".parse()?;
 /// assert_eq!(origin.as_str(), "https://app.example.com");
@@ -270,12 +228,13 @@ fn valid_host(host: &str) -> bool {
 }
 
 /// The networks of the proxies in front of the app (load balancers, TLS terminators) whose
-/// forwarded headers count: see [`ProxyLayer::trusted_proxies`](crate::ProxyLayer::trusted_proxies).
+/// forwarded headers count: see
+/// [`ProxyLayer::trusted_proxies`](crate::ProxyLayer::trusted_proxies).
 ///
 /// # Example
 ///
 /// ```
-/// use tower_identity_proxy::TrustedProxies;
+/// use tower_identity_proxy::proxy::TrustedProxies;
 ///
 /// let proxies = TrustedProxies::new()
 ///     .network("10.0.0.0/8".parse()?)
@@ -496,7 +455,7 @@ fn parse_proto(proto: &[u8]) -> Result<bool, ProxyError> {
 }
 
 fn parse_host(host: &[u8]) -> Result<HeaderValue, ProxyError> {
-    if crate::rewrite::authority_is_valid(host) {
+    if crate::rules::rewrite::authority_is_valid(host) {
         HeaderValue::from_bytes(host)
             .map_err(|_| bad("The forwarded host from a trusted proxy is invalid."))
     } else {
@@ -543,7 +502,7 @@ fn list_elements<'a>(headers: &'a HeaderMap, name: &header::HeaderName) -> Vec<&
     headers
         .get_all(name)
         .iter()
-        .flat_map(crate::headers::list_tokens)
+        .flat_map(crate::rules::headers::list_tokens)
         .collect()
 }
 

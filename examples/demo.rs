@@ -24,8 +24,10 @@
 //! - `/proxy` and `/proxy/*`: the [`ProxyLayer`].
 //!
 //! Who the caller is comes from the same extractor for the app's routes and for the proxy:
-//! HTTP Basic against the users, else a Bearer JWT this app signed (what a target receives
-//! and may send back, as the document's `session` mode does), else anonymous.
+//! HTTP Basic against the users, else a Bearer access token of the OpenID Connect provider
+//! (with `--oidc-issuer URL --oidc-audience AUD`: its roles upper-cased and prefixed with
+//! `ROLE_`), else a Bearer JWT this app signed (what a target receives and may send back,
+//! as the document's `session` mode does), else anonymous.
 //!
 //! Origins: `--public-origin URL` (repeatable) names the origins clients reach the app
 //! under; `/proxy` requests naming another `Host` get `421`, and tokens carry the origin as
@@ -64,7 +66,7 @@ use tower_identity_proxy::{
     client::{ClientBuilder, ProxyClient},
     identity::{
         Anonymous, BasicAuth, BearerJwt, CredentialStore, ExtractResult, Identity,
-        IdentityExtractor, Or,
+        IdentityExtractor, OidcBearer, Or, RoleCase,
     },
     jwt::{Algorithm, CachingSigner, Curve, KeyPair, KeySet, KeySetSigner, KeySigner},
     proxy::{IpNet, PublicOrigin, TrustedProxies, Tunnels},
@@ -133,6 +135,27 @@ struct Options {
     #[arg(long)]
     forwarded_for: bool,
 
+    /// Also accept Bearer access tokens of this OpenID Connect provider (its `iss`, e.g.
+    /// `https://sso.example.com/realms/demo`; keys from its discovery document); needs
+    /// `--oidc-audience`. The target receives the app's token, never the provider's.
+    #[arg(long, value_name = "URL", requires = "oidc_audiences")]
+    oidc_issuer: Option<String>,
+
+    /// An audience (`aud`) the provider's tokens may be issued for (repeatable: any).
+    #[arg(long = "oidc-audience", value_name = "AUD", requires = "oidc_issuer")]
+    oidc_audiences: Vec<String>,
+
+    /// The claim naming the caller in the provider's tokens.
+    #[arg(long, value_name = "CLAIM", default_value = "sub")]
+    oidc_name_claim: String,
+
+    /// A claim path holding roles in the provider's tokens (repeatable): an array
+    /// (`realm_access.roles`, `resource_access.CLIENT.roles`, `groups`) or a space-separated
+    /// string (`scope`); each role upper-cased and prefixed with `ROLE_` (`user` →
+    /// `ROLE_USER`).
+    #[arg(long = "oidc-roles-claim", value_name = "PATH")]
+    oidc_roles_claims: Vec<String>,
+
     /// An origin clients reach the app under (repeatable), e.g. https://app.example.com:
     /// /proxy requests naming another Host get 421, and tokens name the origin as `iss`.
     /// Without it, targets are told whatever Host a client sends (a warning says so).
@@ -187,11 +210,14 @@ fn parse_user(s: &str) -> Result<UserSpec, String> {
 }
 
 /// Who the caller is, for the app's routes and for the proxy alike: an extractor written
-/// by the app, an enum over the two security modes.
+/// by the app, an enum over the security modes.
 #[derive(Clone, Debug)]
 enum DemoIdentity {
     /// Basic, else a Bearer JWT this app signed, else `anonymousUser` with `ROLE_ANONYMOUS`.
     Secured(Or<Or<BasicAuth, BearerJwt>, Anonymous>),
+    /// Basic, else a Bearer access token of the OpenID Connect provider, else a Bearer JWT
+    /// this app signed, else `anonymousUser` with `ROLE_ANONYMOUS`.
+    SecuredOidc(Or<Or<Or<BasicAuth, OidcBearer>, BearerJwt>, Anonymous>),
     /// Every caller is `anonymousUser` with `ROLE_ADMIN`, `ROLE_ANONYMOUS`, `ROLE_USER`.
     Unsecured(Anonymous),
 }
@@ -200,6 +226,7 @@ impl IdentityExtractor for DemoIdentity {
     async fn extract(&self, parts: &Parts) -> ExtractResult {
         match self {
             Self::Secured(e) => e.extract(parts).await,
+            Self::SecuredOidc(e) => e.extract(parts).await,
             Self::Unsecured(e) => e.extract(parts).await,
         }
     }
@@ -207,6 +234,7 @@ impl IdentityExtractor for DemoIdentity {
     fn challenges(&self) -> Vec<HeaderValue> {
         match self {
             Self::Secured(e) => e.challenges(),
+            Self::SecuredOidc(e) => e.challenges(),
             Self::Unsecured(e) => e.challenges(),
         }
     }
@@ -260,14 +288,20 @@ async fn build(opts: &Options) -> Result<(App, Tunnels), Error> {
 
     // One active key, rotated at run time; Bearer tokens verify against every published key.
     let key_set = KeySet::new(KeySigner::new(keys));
-    let identity = if opts.unsecured {
-        DemoIdentity::Unsecured(Anonymous::unsecured())
-    } else {
-        DemoIdentity::Secured(
+    let identity = match (opts.unsecured, oidc(opts).await?) {
+        (true, Some(_)) => return Err("--oidc-issuer cannot be used with --unsecured".into()),
+        (true, None) => DemoIdentity::Unsecured(Anonymous::unsecured()),
+        (false, None) => DemoIdentity::Secured(
             BasicAuth::new(users.clone())
                 .or(BearerJwt::new(key_set.verifier()))
                 .or_anonymous(),
-        )
+        ),
+        (false, Some(oidc)) => DemoIdentity::SecuredOidc(
+            BasicAuth::new(users.clone())
+                .or(oidc)
+                .or(BearerJwt::new(key_set.verifier()))
+                .or_anonymous(),
+        ),
     };
 
     let handle = match &opts.proxy_url {
@@ -307,6 +341,31 @@ async fn build(opts: &Options) -> Result<(App, Tunnels), Error> {
         key_set,
     };
     Ok((proxy.layer(router(state, identity)), tunnels))
+}
+
+/// The OpenID Connect provider of `--oidc-issuer`, its keys fetched once to report a
+/// misconfigured or unreachable provider at start-up (tokens fetch them anyway).
+async fn oidc(opts: &Options) -> Result<Option<OidcBearer>, Error> {
+    let Some(issuer) = &opts.oidc_issuer else {
+        return Ok(None);
+    };
+    let mut oidc = OidcBearer::discover(issuer, opts.oidc_audiences.iter().cloned())?
+        .name_claim(opts.oidc_name_claim.clone())
+        .role_case(RoleCase::Upper)
+        .role_prefix("ROLE_");
+    for path in &opts.oidc_roles_claims {
+        oidc = oidc.roles_claim(path.clone());
+    }
+    let kids = oidc.fetch_keys().await;
+    if kids.is_empty() {
+        eprintln!(
+            "no keys from the OpenID Connect provider {issuer} yet (see the log): its tokens \
+             are refused until they can be fetched"
+        );
+    } else {
+        eprintln!("OpenID Connect provider {issuer}: keys {kids:?}");
+    }
+    Ok(Some(oidc))
 }
 
 /// The client that reaches the target: `--upstream-ca`, `--upstream-h2c`.

@@ -90,6 +90,8 @@
 //! |---|---|---|
 //! | `https` | yes | https targets through rustls (aws-lc-rs provider) |
 //! | `webpki-roots` | yes | Mozilla's root certificates for https targets; implies `https` |
+//! | `metrics` | yes | metrics through the [`metrics`](https://docs.rs/metrics) facade: request outcomes, upstream latency, token cache, tunnels (see [`observability`]) |
+//! | `opentelemetry` | no | the proxy's span becomes the parent of the target's: W3C trace context injected through the global OpenTelemetry propagator (`tracing-opentelemetry`; see [`observability`]) |
 //! | `native-roots` | no | the platform's root certificates for https targets, trusted once a client is built with `ClientBuilder::native_roots(true)`; implies `https` |
 
 #![forbid(unsafe_code)]
@@ -112,6 +114,7 @@ pub mod jwks;
 mod keys;
 pub mod keyset;
 mod layer;
+pub mod observability;
 pub mod rewrite;
 mod service;
 pub mod signer;

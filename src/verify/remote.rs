@@ -12,6 +12,8 @@ use std::{
 };
 
 use http::{StatusCode, Uri};
+
+use crate::observability::record::{self, Fetch};
 use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -116,6 +118,7 @@ impl RemoteJwks {
         }
         match tokio::time::timeout(config.timeout, self.fetch(config)).await {
             Ok(Ok(keys)) => {
+                record::jwks_fetch(Fetch::Ok);
                 tracing::debug!(target: "tower_identity_proxy", url = %self.url, keys = keys.len(), "JWKS fetched");
                 self.keys.store(Arc::new(keys));
                 if let Ok(mut stale) = self.stale_at.lock() {
@@ -123,9 +126,11 @@ impl RemoteJwks {
                 }
             }
             Ok(Err(e)) => {
+                record::jwks_fetch(Fetch::Error);
                 tracing::warn!(target: "tower_identity_proxy", url = %self.url, error = %e, "JWKS fetch failed; keeping the previous keys");
             }
             Err(_) => {
+                record::jwks_fetch(Fetch::Timeout);
                 tracing::warn!(target: "tower_identity_proxy", url = %self.url, "JWKS fetch timed out; keeping the previous keys");
             }
         }

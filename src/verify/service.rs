@@ -17,6 +17,7 @@ use crate::{
     body::{ResponseBody, local},
     claims::Claims,
     identity::{Rejection, credentials_for},
+    observability::record::{self, Verification},
     verifier::{Verifier, VerifyError},
 };
 
@@ -86,7 +87,13 @@ impl Checker {
             let kid = jsonwebtoken::decode_header(&token).ok().and_then(|h| h.kid);
             remote.refresh(config, kid.as_deref()).await;
         }
-        self.verifier.verify(&token).map_err(refused)
+        let verified = self.verifier.verify(&token).map_err(refused);
+        record::verification(if verified.is_ok() {
+            Verification::Valid
+        } else {
+            Verification::Invalid
+        });
+        verified
     }
 }
 
@@ -170,7 +177,15 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let kind = match self.checker.check(req.headers()) {
+        let outcome = self.checker.check(req.headers());
+        match &outcome {
+            Outcome::Verified(_) => record::verification(Verification::Valid),
+            Outcome::NoToken => record::verification(Verification::Missing),
+            Outcome::Refused(_) => record::verification(Verification::Invalid),
+            // Counted once the keys are refreshed.
+            Outcome::Refresh(_) => {}
+        }
+        let kind = match outcome {
             Outcome::Verified(claims) => {
                 accept(&mut req, claims);
                 Kind::Inner {

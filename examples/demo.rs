@@ -33,6 +33,9 @@
 //!   long a shutdown waits for the requests in flight (see below).
 //! - `--forwarded-for`: the target gets `X-Forwarded-For` with the client's address (the
 //!   TCP peer's IP; the client's own `X-Forwarded-For` is never forwarded). Off by default.
+//! - `--metrics-listen ADDR`: serve `GET /metrics` (the proxy's metrics in the Prometheus
+//!   text format, see `tower_identity_proxy::observability`) on a listener of its own at
+//!   `ADDR`, never on `--listen`. Off by default.
 //!
 //! Shutdown: on SIGTERM or Ctrl-C (SIGINT) the demo shuts down gracefully, as nginx's quit
 //! signal: every server thread closes its listening socket (new connections are refused),
@@ -78,13 +81,14 @@ use axum::{
     routing::get,
 };
 use clap::Parser;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tower_identity_proxy::{
     Algorithm, Anonymous, BasicAuth, BearerJwt, CachingSigner, CredentialStore, Curve, Identity,
     IdentityExtractor, KeyPair, KeySet, KeySetSigner, KeySigner, Or, ProxyClient, ProxyHandle,
-    ProxyLayer, Tunnels, client::ClientBuilder, identity::ExtractResult,
+    ProxyLayer, Tunnels, client::ClientBuilder, identity::ExtractResult, observability,
 };
 
 /// A boxed error for the demo's start-up failures.
@@ -157,6 +161,11 @@ pub struct Options {
     /// never the client's own `X-Forwarded-For`.
     #[arg(long)]
     pub forwarded_for: bool,
+
+    /// Serve `GET /metrics` (Prometheus text format) on a listener of its own at this
+    /// address; never on `--listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 /// A `--user NAME:PASSWORD:ROLE,ROLE` option.
@@ -993,6 +1002,11 @@ pub async fn run(
 ) -> Result<(), Error> {
     // First: a signal during start-up then shuts down instead of killing the process.
     let mut signals = Signals::new()?;
+    // Before the app is built, so that everything it records is kept.
+    if let Some(listen) = &opts.metrics_listen {
+        let metrics = serve_metrics(listen).await?;
+        tracing::info!("metrics on http://{}/metrics", metrics.addr);
+    }
     let demo = build(opts).await?;
     let listen = opts.listen.clone();
     let (begin_shutdown, shutdown) = tokio::sync::oneshot::channel::<()>();
@@ -1030,6 +1044,77 @@ pub async fn run(
             std::process::exit(status)
         }
     }
+}
+
+/// The `/metrics` listener of [`serve_metrics`].
+#[derive(Debug)]
+pub struct MetricsServer {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The server task.
+    pub task: JoinHandle<std::io::Result<()>>,
+}
+
+/// The process's Prometheus recorder, installed once: the duration histogram with the
+/// buckets OpenTelemetry advises (a histogram, not a summary), names as Prometheus
+/// recommends (`_seconds`, `_total`).
+fn prometheus() -> Result<PrometheusHandle, Error> {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let recorder = PrometheusBuilder::new()
+        .with_recommended_naming(true)
+        .set_buckets_for_metric(
+            Matcher::Prefix("http_client_request_duration".into()),
+            &observability::HTTP_CLIENT_REQUEST_DURATION_BUCKETS,
+        )?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)?;
+    observability::describe();
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Installs the Prometheus recorder (once per process) and serves `GET /metrics` on `listen`,
+/// a listener of its own, in a task of the calling runtime.
+///
+/// # Errors
+///
+/// An address that cannot be bound, or another recorder installed already.
+pub async fn serve_metrics(listen: &str) -> Result<MetricsServer, Error> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen} for metrics: {e}"))?;
+    let addr = listener.local_addr()?;
+    let handle = prometheus()?;
+    // Histogram samples wait in the recorder until drained: drain them now and then, scraped
+    // or not.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let text = handle.render();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    text,
+                )
+            }
+        }),
+    );
+    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(MetricsServer { addr, task })
 }
 
 /// The signals that stop the demo: Ctrl-C (SIGINT) and, on unix, SIGTERM. Installed once,

@@ -17,32 +17,11 @@ mod common;
 use std::{net::SocketAddr, time::Duration};
 
 use clap::Parser;
-use common::{basic, echo_target, fixture_keys_dir, get, get_with, remove_dir, within};
+use common::{
+    basic, closed_port, echo_target, fixture_keys_dir, get, get_with, remove_dir, silent_target,
+    within,
+};
 use prometheus_parse::{Sample, Scrape, Value};
-use tokio::{io::AsyncReadExt as _, net::TcpListener};
-
-/// A target that accepts connections, reads, and never answers.
-async fn silent_target() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-            });
-        }
-    });
-    format!("http://{addr}")
-}
-
-/// An address where nothing listens.
-async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    addr
-}
 
 /// The scrape, parsed.
 async fn scrape(metrics: SocketAddr) -> (String, Vec<Sample>) {
@@ -126,10 +105,11 @@ async fn the_demo_serves_exact_metrics_on_a_listener_of_its_own() {
             std::future::pending(),
         )
     });
-    let addr: SocketAddr = tokio::task::spawn_blocking(move || bound.recv_timeout(common::LIVENESS))
-        .await
-        .unwrap()
-        .expect("the demo listens");
+    let addr: SocketAddr =
+        tokio::task::spawn_blocking(move || bound.recv_timeout(common::LIVENESS))
+            .await
+            .unwrap()
+            .expect("the demo listens");
     assert_ne!(metrics.addr, addr);
 
     let alice = basic("alice", "alice-secret-password");
@@ -210,7 +190,10 @@ async fn the_demo_serves_exact_metrics_on_a_listener_of_its_own() {
         value(&samples, "tower_identity_proxy_signatures_total", &[]),
         2.0
     );
-    assert_eq!(value(&samples, "tower_identity_proxy_tunnels_open", &[]), 0.0);
+    assert_eq!(
+        value(&samples, "tower_identity_proxy_tunnels_open", &[]),
+        0.0
+    );
 
     // One observation per request sent: 8 answered 200 by the echo target, 3 unreachable,
     // 1 timeout; buckets as OpenTelemetry advises.
@@ -223,8 +206,8 @@ async fn the_demo_serves_exact_metrics_on_a_listener_of_its_own() {
     ];
     let (count, bounds) = histogram(&samples, DURATION, &answered);
     assert_eq!(count, 8);
-    let mut want: Vec<f64> = tower_identity_proxy::observability::HTTP_CLIENT_REQUEST_DURATION_BUCKETS
-        .to_vec();
+    let mut want: Vec<f64> =
+        tower_identity_proxy::observability::HTTP_CLIENT_REQUEST_DURATION_BUCKETS.to_vec();
     want.push(f64::INFINITY);
     assert_eq!(bounds, want);
     let closed_port = closed.port().to_string();

@@ -10,14 +10,15 @@ use std::time::Duration;
 
 use axum::{Router, extract::Request, middleware::Next, response::Response, routing};
 use common::{
-    echo_target, ed25519_keys, get, get_with, inner_echo, serve, user_header, within,
+    closed_port, echo_target, ed25519_keys, get, get_with, inner_echo, serve, silent_target,
+    user_header, within,
 };
 use http::{HeaderValue, Method, StatusCode};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::{io::AsyncReadExt as _, net::TcpListener};
 use tower_identity_proxy::{
-    Algorithm, CachingSigner, IdentityExtractor, KeySigner, ProxyErrorKind, ProxyLayer,
-    Rejection, observability,
+    Algorithm, CachingSigner, IdentityExtractor, KeySigner, ProxyErrorKind, ProxyLayer, Rejection,
+    observability,
 };
 
 /// An outer layer, as a `TraceLayer` or a metrics layer would be: it reads the kind the
@@ -31,21 +32,6 @@ async fn show_kind(req: Request, next: Next) -> Response {
             .insert("x-proxy-error-kind", HeaderValue::from_static(name));
     }
     res
-}
-
-/// A target that accepts connections, reads, and never answers.
-async fn silent_target() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-            });
-        }
-    });
-    format!("http://{addr}")
 }
 
 /// A target that answers garbage instead of a response head.
@@ -62,14 +48,6 @@ async fn garbage_target() -> String {
             });
         }
     });
-    format!("http://{addr}")
-}
-
-/// An address where nothing listens.
-async fn closed_port() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
     format!("http://{addr}")
 }
 
@@ -153,9 +131,21 @@ async fn every_response_the_proxy_makes_carries_its_kind() {
 
     // Unreachable, bad response, timeout.
     for (url, status, kind) in [
-        (closed_port().await, StatusCode::BAD_GATEWAY, "unreachable"),
-        (garbage_target().await, StatusCode::BAD_GATEWAY, "bad_response"),
-        (silent_target().await, StatusCode::GATEWAY_TIMEOUT, "timeout"),
+        (
+            format!("http://{}", closed_port().await),
+            StatusCode::BAD_GATEWAY,
+            "unreachable",
+        ),
+        (
+            garbage_target().await,
+            StatusCode::BAD_GATEWAY,
+            "bad_response",
+        ),
+        (
+            silent_target().await,
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+        ),
     ] {
         let server = app(layer().target(&url).unwrap()).await;
         let res = within(kind, get_with(&server.url("/proxy/x"), &[ALICE])).await;
@@ -190,7 +180,10 @@ async fn the_trace_context_reaches_the_target_unchanged() {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ),
         ("tracestate", "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"),
-        ("baggage", "userId=alice,serverNode=DF%2028,isProduction=false"),
+        (
+            "baggage",
+            "userId=alice,serverNode=DF%2028,isProduction=false",
+        ),
     ];
     let res = get_with(&server.url("/proxy/x"), &[ALICE, sent[0], sent[1], sent[2]]).await;
     assert_eq!(res.status, StatusCode::OK);
@@ -201,7 +194,10 @@ async fn the_trace_context_reaches_the_target_unchanged() {
 }
 
 /// A Prometheus exporter's recorder, the duration histogram with OpenTelemetry's buckets.
-fn prometheus() -> (metrics_exporter_prometheus::PrometheusRecorder, PrometheusHandle) {
+fn prometheus() -> (
+    metrics_exporter_prometheus::PrometheusRecorder,
+    PrometheusHandle,
+) {
     let recorder = PrometheusBuilder::new()
         .with_recommended_naming(true)
         .set_buckets_for_metric(
@@ -269,7 +265,7 @@ async fn the_verifier_counts_its_checks_and_fetches() {
     let stranded = serve(
         Router::new()
             .route("/ok", routing::get(|| async { "ok" }))
-            .layer(verifying(&format!("{down}/jwks.json"))),
+            .layer(verifying(&format!("http://{down}/jwks.json"))),
     )
     .await;
 
@@ -297,8 +293,14 @@ async fn the_verifier_counts_its_checks_and_fetches() {
     let scraped = samples(&handle.render());
     let verifications = "tower_identity_proxy_verifications_total";
     assert_eq!(value(&scraped, verifications, &[("result", "valid")]), 3.0);
-    assert_eq!(value(&scraped, verifications, &[("result", "invalid")]), 2.0);
-    assert_eq!(value(&scraped, verifications, &[("result", "missing")]), 1.0);
+    assert_eq!(
+        value(&scraped, verifications, &[("result", "invalid")]),
+        2.0
+    );
+    assert_eq!(
+        value(&scraped, verifications, &[("result", "missing")]),
+        1.0
+    );
     let fetches = "tower_identity_proxy_jwks_fetches_total";
     assert_eq!(value(&scraped, fetches, &[("result", "ok")]), 1.0);
     assert_eq!(value(&scraped, fetches, &[("result", "error")]), 1.0);

@@ -92,11 +92,16 @@ async fn the_proxy_span_is_the_parent_of_the_targets() {
     assert_eq!(context.span_id(), SpanId::from_hex(parts[2]).unwrap());
 }
 
-/// Where no OpenTelemetry layer records the proxy's span, the client's headers pass as
-/// sent, feature or not.
+/// Where no OpenTelemetry layer records the proxy's span (here a subscriber that enables
+/// every span but has no such layer), the client's headers pass as sent.
+///
+/// (A subscriber of its own, not none: `tracing` caches whether a span is enabled per call
+/// site, and a thread without any subscriber racing the other test's could leave the
+/// proxy's span disabled there.)
 #[tokio::test(flavor = "current_thread")]
 async fn without_a_recorded_span_the_trace_context_passes_unchanged() {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry());
     let target = echo_target().await;
     let server = app(&target.url()).await;
     let sent = [
@@ -109,7 +114,12 @@ async fn without_a_recorded_span_the_trace_context_passes_unchanged() {
     ];
     let res = get_with(
         &server.url("/proxy/x"),
-        &[("x-test-user", "alice:ROLE_USER"), sent[0], sent[1], sent[2]],
+        &[
+            ("x-test-user", "alice:ROLE_USER"),
+            sent[0],
+            sent[1],
+            sent[2],
+        ],
     )
     .await;
     assert_eq!(res.status, 200);

@@ -356,10 +356,8 @@ where
         let sent_at = tokio::time::Instant::now();
         let sent = await_response(send, sent_at, progress.as_deref(), shared.timeout).await;
         // `http.client.request.duration`: until the response head, or the failure.
-        let observe = |exchange| {
-            let secs = sent_at.elapsed().as_secs_f64();
-            record::upstream(&parts.method, target.server(), exchange, secs);
-        };
+        let observe =
+            |exchange| record::upstream(&parts.method, target.server(), exchange, sent_at);
         let (response, deadline) = match sent {
             Some((Ok(res), deadline)) => {
                 observe(Exchange::Response(res.status()));

@@ -57,7 +57,7 @@
 //!
 //! Every label value is a `&'static str` or (for the target's host and port) shared with
 //! the target, made once when the target is set; the counters and gauges use keys built at
-//! compile time, so recording allocates nothing. The histogram's key holds five labels and
+//! compile time, so recording allocates nothing. The histogram's key holds four labels and
 //! is built per request sent (one small allocation). See `BENCHMARKS.md` for the cost with
 //! and without an exporter installed.
 //!
@@ -182,8 +182,14 @@ pub fn describe() {
             REQUESTS_TOTAL,
             "Requests under the proxy prefix, by outcome."
         );
-        describe_gauge!(IN_FLIGHT, "Requests under the proxy prefix not yet answered.");
-        describe_counter!(TOKEN_CACHE_TOTAL, "Identity token cache look-ups, by result.");
+        describe_gauge!(
+            IN_FLIGHT,
+            "Requests under the proxy prefix not yet answered."
+        );
+        describe_counter!(
+            TOKEN_CACHE_TOTAL,
+            "Identity token cache look-ups, by result."
+        );
         describe_counter!(SIGNATURES_TOTAL, "Identity tokens signed.");
         describe_gauge!(TUNNELS_OPEN, "WebSocket tunnels open.");
         describe_counter!(
@@ -344,8 +350,14 @@ pub(crate) mod record {
             Failed(&'static str),
         }
 
-        /// One observation of `http.client.request.duration`.
-        pub(crate) fn upstream(method: &Method, server: &Server, exchange: Exchange, secs: f64) {
+        /// One observation of `http.client.request.duration`: the time since `sent`.
+        pub(crate) fn upstream(
+            method: &Method,
+            server: &Server,
+            exchange: Exchange,
+            sent: tokio::time::Instant,
+        ) {
+            let secs = sent.elapsed().as_secs_f64();
             let outcome = match exchange {
                 Exchange::Response(status) => {
                     Label::from_static_parts("http.response.status_code", status_str(status))
@@ -462,7 +474,7 @@ pub(crate) mod record {
             Failed(&'static str),
         }
 
-        pub(crate) fn upstream(_: &Method, _: &Server, _: Exchange, _: f64) {}
+        pub(crate) fn upstream(_: &Method, _: &Server, _: Exchange, _: tokio::time::Instant) {}
     }
 }
 
@@ -561,6 +573,9 @@ mod tests {
         });
         let text = handle.render();
         assert!(!text.contains("\"other\""), "{text}");
-        assert_eq!(text.matches("tower_identity_proxy_requests_total{").count(), 12);
+        assert_eq!(
+            text.matches("tower_identity_proxy_requests_total{").count(),
+            12
+        );
     }
 }

@@ -53,7 +53,7 @@ async fn garbage_target() -> String {
 
 /// A layer with the `x-test-user` identity (none: `401`) and an Ed25519 signer (signed on
 /// the calling task: no blocking pool), with a short upstream timeout.
-fn layer() -> ProxyLayer<impl IdentityExtractor + Clone, CachingSigner<KeySigner>> {
+fn layer() -> ProxyLayer<impl IdentityExtractor, CachingSigner<KeySigner>> {
     ProxyLayer::new(KeySigner::new(ed25519_keys()))
         .identity(user_header)
         .upstream_timeout(Duration::from_millis(500))
@@ -62,7 +62,7 @@ fn layer() -> ProxyLayer<impl IdentityExtractor + Clone, CachingSigner<KeySigner
 /// Serves the echo inner service behind `layer` and the [`show_kind`] outer layer.
 async fn app<I, J>(layer: ProxyLayer<I, J>) -> common::Server
 where
-    I: IdentityExtractor + Clone,
+    I: IdentityExtractor,
     J: tower_identity_proxy::JwtSigner,
 {
     serve(

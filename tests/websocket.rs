@@ -505,14 +505,20 @@ async fn the_tunnels_open_gauge_follows_the_tunnels() {
     let (mut ws, _) = open_ws(app, None).await;
     assert_eq!(tunnels.open(), 1);
     let text = metrics.render();
-    assert!(text.contains("\ntower_identity_proxy_tunnels_open 1\n"), "{text}");
+    assert!(
+        text.contains("\ntower_identity_proxy_tunnels_open 1\n"),
+        "{text}"
+    );
 
     ws.close(None).await.unwrap();
     let _ = within("the target's close", ws.next()).await;
     drop(ws);
     within("the tunnel ends", tunnels.ended()).await;
     let text = metrics.render();
-    assert!(text.contains("\ntower_identity_proxy_tunnels_open 0\n"), "{text}");
+    assert!(
+        text.contains("\ntower_identity_proxy_tunnels_open 0\n"),
+        "{text}"
+    );
 }
 
 /// `ProxyLayer::tunnels`: a graceful shutdown's view of the WebSockets, which the server no

@@ -98,8 +98,8 @@ pub enum ProxyErrorKind {
     /// An `OPTIONS` request with `Max-Forwards: 0` is for the proxy itself (RFC 9110
     /// §7.6.2): `200 OK` with `Allow`, nothing forwarded.
     MaxForwardsReached,
-    /// The [`IdentityExtractor`](crate::IdentityExtractor) refused the caller (its
-    /// [`Rejection`](crate::Rejection)'s status, `401` with `WWW-Authenticate` by default)
+    /// The [`IdentityExtractor`](crate::identity::IdentityExtractor) refused the caller (its
+    /// [`Rejection`](crate::identity::Rejection)'s status, `401` with `WWW-Authenticate` by default)
     /// or found no identity (`401`): nothing was sent to the target. The status and message
     /// of this kind are the default ones; the response has the rejection's.
     Unauthenticated,
@@ -121,7 +121,7 @@ pub enum ProxyErrorKind {
     /// forwarded: `413 Content Too Large`.
     BodyTooLarge,
     /// An upgrade (a WebSocket) asked for once the layer's tunnels were closed
-    /// ([`Tunnels::close`](crate::Tunnels::close), at the end of a shutdown): `503 Service
+    /// ([`Tunnels::close`](crate::proxy::Tunnels::close), at the end of a shutdown): `503 Service
     /// Unavailable`; nothing was sent to the target.
     ShuttingDown,
 }
@@ -218,6 +218,20 @@ impl From<ProxyErrorKind> for ProxyError {
     fn from(kind: ProxyErrorKind) -> Self {
         Self::new(kind)
     }
+}
+
+/// A `text/plain; charset=utf-8` response.
+pub(crate) fn plain_text(
+    status: StatusCode,
+    body: bytes::Bytes,
+) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    let mut res = http::Response::new(http_body_util::Full::new(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@
 //! | `http.client.request.duration` (Prometheus: `http_client_request_duration_seconds`) | histogram, seconds | `http.request.method`, `http.response.status_code` (when a response came), `error.type` (when none came), `server.address`, `server.port` | one observation per request sent to the target, from sending it until the target's response head arrived (or the exchange failed), as OpenTelemetry's HTTP semantic conventions define it |
 //! | `tower_identity_proxy_requests_total` | counter | `outcome` | every request under the prefix, once answered (see the outcomes below) |
 //! | `tower_identity_proxy_in_flight` | gauge | | requests under the prefix not yet answered (their response head not produced yet) |
-//! | `tower_identity_proxy_token_cache_total` | counter | `result`: `hit`, `miss` | token look-ups of a [`CachingSigner`](crate::CachingSigner); a request that waits for the signature another request started is a `hit` |
-//! | `tower_identity_proxy_signatures_total` | counter | | tokens signed by a [`KeySigner`](crate::KeySigner) (a [`KeySet`](crate::KeySet)'s signer included) |
+//! | `tower_identity_proxy_token_cache_total` | counter | `result`: `hit`, `miss` | token look-ups of a [`CachingSigner`](crate::jwt::CachingSigner); a request that waits for the signature another request started is a `hit` |
+//! | `tower_identity_proxy_signatures_total` | counter | | tokens signed by a [`KeySigner`](crate::jwt::KeySigner) (a [`KeySet`](crate::jwt::KeySet)'s signer included) |
 //! | `tower_identity_proxy_tunnels_open` | gauge | | WebSocket (upgrade) tunnels open |
 //! | `tower_identity_proxy_verifications_total` | counter | `result`: `valid`, `invalid`, `missing` | requests checked by [`VerifyProxyJwtLayer`](crate::verify::VerifyProxyJwtLayer) on the target's side (`missing`: no bearer token, counted also when the layer is optional) |
 //! | `tower_identity_proxy_jwks_fetches_total` | counter | `result`: `ok`, `error`, `timeout` | fetches of a remote JWK Set by the target's side (a fetch skipped by the rate limit is not one) |

@@ -4,24 +4,20 @@
 //! histogram is a histogram with OpenTelemetry's buckets, and no label carries a user name, a
 //! role, a token, a path or a query.
 //!
-//! One test in this binary: the demo installs its Prometheus recorder process-wide.
+//! The demo runs as its binary (`target/<profile>/examples/demo`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/demo.rs"]
-mod demo;
 
 mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
-use clap::Parser;
 use common::{
-    basic, closed_port, echo_target, fixture_keys_dir, get, get_with, remove_dir, silent_target,
-    within,
+    Example, START, basic, closed_port, echo_target, fixture_keys_dir, full, get, get_with,
+    remove_dir, send, silent_target, within, within_for,
 };
 use prometheus_parse::{Sample, Scrape, Value};
+use serde_json::json;
 
 /// The scrape, parsed.
 async fn scrape(metrics: SocketAddr) -> (String, Vec<Sample>) {
@@ -74,43 +70,63 @@ const REQUESTS: &str = "tower_identity_proxy_requests_total";
 const DURATION: &str = "http_client_request_duration_seconds";
 const CACHE: &str = "tower_identity_proxy_token_cache_total";
 
+/// The address the demo logs as `metrics on http://ADDR/metrics`, once it has.
+async fn metrics_addr(demo: &Example) -> SocketAddr {
+    let found = within_for(START, "the demo logs its metrics address", async {
+        loop {
+            let stderr = demo.stderr();
+            let addr = stderr.split("metrics on http://").nth(1).and_then(|rest| {
+                rest.split("/metrics")
+                    .next()
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+            });
+            if let Some(addr) = addr {
+                return addr;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    found
+}
+
+/// Sets the demo's target (`None`: disabled) through `PUT /admin/proxy`, as the admin.
+async fn set_target(demo: &Example, admin: &str, url: Option<&str>) {
+    let put = http::Request::put(demo.url("/admin/proxy"))
+        .header("content-type", "application/json")
+        .header("authorization", admin)
+        .body(full(json!({ "url": url }).to_string()))
+        .unwrap();
+    let reply = send(put).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
 #[tokio::test]
 async fn the_demo_serves_exact_metrics_on_a_listener_of_its_own() {
     let target = echo_target().await;
     let keys = fixture_keys_dir("demo-metrics");
-    let opts = demo::Options::try_parse_from([
+    let demo = Example::start(
         "demo",
-        "--keys",
-        keys.to_str().unwrap(),
-        "--user",
-        "alice:alice-secret-password:ROLE_USER,ROLE_SECRET_PROJECT",
-        "--upstream-timeout-ms",
-        "300",
-        "--metrics-listen",
-        "127.0.0.1:0",
-    ])
-    .unwrap();
-    let metrics = demo::serve_metrics(opts.metrics_listen.as_deref().unwrap())
-        .await
-        .unwrap();
-    let built = demo::build(&opts).await.unwrap();
-    let handle = built.state.handle.clone();
-    let (ready, bound) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        demo::serve(
-            &built,
+        &[
+            "--listen",
             "127.0.0.1:0",
-            2,
-            |addr| ready.send(addr).unwrap(),
-            std::future::pending(),
-        )
-    });
-    let addr: SocketAddr =
-        tokio::task::spawn_blocking(move || bound.recv_timeout(common::LIVENESS))
-            .await
-            .unwrap()
-            .expect("the demo listens");
-    assert_ne!(metrics.addr, addr);
+            "--keys",
+            keys.to_str().unwrap(),
+            "--user",
+            "alice:alice-secret-password:ROLE_USER,ROLE_SECRET_PROJECT",
+            "--user",
+            "root:root-password:ROLE_ADMIN",
+            "--upstream-timeout-ms",
+            "300",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .await;
+    let metrics = metrics_addr(&demo).await;
+    let addr = demo.addr;
+    assert_ne!(metrics, addr);
+    let admin = basic("root", "root-password");
 
     let alice = basic("alice", "alice-secret-password");
     let as_alice = [("authorization", alice.as_str())];
@@ -119,12 +135,13 @@ async fn the_demo_serves_exact_metrics_on_a_listener_of_its_own() {
     let secret_path = "/proxy/secret-report/q3?token=query-secret&user=alice";
 
     // Disabled: 2.
+    set_target(&demo, &admin, None).await;
     for _ in 0..2 {
         assert_eq!(get_with(&url(secret_path), &as_alice).await.status, 501);
     }
     // Forwarded: 6 as Alice (one identity many times: one miss, five hits, one signature),
     // 2 anonymous (one more miss and signature, one hit).
-    handle.set_target(Some(&target.url())).unwrap();
+    set_target(&demo, &admin, Some(&target.url())).await;
     for _ in 0..6 {
         assert_eq!(get_with(&url(secret_path), &as_alice).await.status, 200);
     }
@@ -137,15 +154,13 @@ async fn the_demo_serves_exact_metrics_on_a_listener_of_its_own() {
     assert_eq!(reply.status, 401);
     // Unreachable: 3, Alice's token from the cache.
     let closed = closed_port().await;
-    handle
-        .set_target(Some(&format!("http://{closed}")))
-        .unwrap();
+    set_target(&demo, &admin, Some(&format!("http://{closed}"))).await;
     for _ in 0..3 {
         assert_eq!(get_with(&url(secret_path), &as_alice).await.status, 502);
     }
     // Timeout: 1.
     let silent = silent_target().await;
-    handle.set_target(Some(&silent)).unwrap();
+    set_target(&demo, &admin, Some(&silent)).await;
     let reply = within("a 504", get_with(&url(secret_path), &as_alice)).await;
     assert_eq!(reply.status, 504);
     // Requests outside the prefix are the app's: not counted.
@@ -156,13 +171,13 @@ async fn the_demo_serves_exact_metrics_on_a_listener_of_its_own() {
 
     // The gauge comes down once each response is made; the 504's may be a moment behind
     // the client seeing it.
-    let mut scraped = scrape(metrics.addr).await;
+    let mut scraped = scrape(metrics).await;
     for _ in 0..100 {
         if value(&scraped.1, "tower_identity_proxy_in_flight", &[]) == 0.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        scraped = scrape(metrics.addr).await;
+        scraped = scrape(metrics).await;
     }
     let (text, samples) = scraped;
     assert_eq!(value(&samples, "tower_identity_proxy_in_flight", &[]), 0.0);
@@ -236,6 +251,7 @@ async fn the_demo_serves_exact_metrics_on_a_listener_of_its_own() {
     let token = target.last().token();
     for secret in [
         "alice",
+        "root",
         "anonymousUser",
         "ROLE_",
         "SECRET_PROJECT",

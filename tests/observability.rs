@@ -17,7 +17,9 @@ use http::{HeaderValue, Method, StatusCode};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::{io::AsyncReadExt as _, net::TcpListener};
 use tower_identity_proxy::{
-    Algorithm, CachingSigner, IdentityExtractor, KeySigner, ProxyErrorKind, ProxyLayer, Rejection,
+    ProxyErrorKind, ProxyHandle, ProxyLayer, Target,
+    identity::{IdentityExtractor, Rejection},
+    jwt::{Algorithm, CachingSigner, Jwks, JwtSigner, KeySigner},
     observability,
 };
 
@@ -55,15 +57,20 @@ async fn garbage_target() -> String {
 /// the calling task: no blocking pool), with a short upstream timeout.
 fn layer() -> ProxyLayer<impl IdentityExtractor, CachingSigner<KeySigner>> {
     ProxyLayer::new(KeySigner::new(ed25519_keys()))
-        .identity(user_header)
+        .with_identity(user_header)
         .upstream_timeout(Duration::from_millis(500))
+}
+
+/// A handle whose target is `url`.
+fn to(url: &str) -> ProxyHandle {
+    ProxyHandle::with_target(Target::parse(url).unwrap())
 }
 
 /// Serves the echo inner service behind `layer` and the [`show_kind`] outer layer.
 async fn app<I, J>(layer: ProxyLayer<I, J>) -> common::Server
 where
     I: IdentityExtractor,
-    J: tower_identity_proxy::JwtSigner,
+    J: JwtSigner,
 {
     serve(
         inner_echo()
@@ -87,7 +94,7 @@ async fn every_response_the_proxy_makes_carries_its_kind() {
     assert_eq!(res.header("x-proxy-error-kind").unwrap(), "disabled");
 
     // Forwarded: the target's response carries none; nor does the inner service's.
-    let server = app(layer().target(&target.url()).unwrap()).await;
+    let server = app(layer().handle(to(&target.url()))).await;
     let res = get_with(&server.url("/proxy/x"), &[ALICE]).await;
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(res.header("x-proxy-error-kind"), None);
@@ -102,18 +109,17 @@ async fn every_response_the_proxy_makes_carries_its_kind() {
 
     // Unauthenticated: the extractor's own rejection, with its status.
     let forbidding = ProxyLayer::new(KeySigner::new(ed25519_keys()))
-        .identity(|_: &http::request::Parts| {
+        .with_identity(|_: &http::request::Parts| {
             std::future::ready(Err(Rejection::new(StatusCode::FORBIDDEN, "No.")))
         })
-        .target(&target.url())
-        .unwrap();
+        .handle(to(&target.url()));
     let server = app(forbidding).await;
     let res = get(&server.url("/proxy/x")).await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
     assert_eq!(res.header("x-proxy-error-kind").unwrap(), "unauthenticated");
 
     // Refused by the request rules: TRACE.
-    let server = app(layer().target(&target.url()).unwrap()).await;
+    let server = app(layer().handle(to(&target.url()))).await;
     let req = http::Request::builder()
         .method(Method::TRACE)
         .uri(server.url("/proxy/x"))
@@ -147,7 +153,7 @@ async fn every_response_the_proxy_makes_carries_its_kind() {
             "timeout",
         ),
     ] {
-        let server = app(layer().target(&url).unwrap()).await;
+        let server = app(layer().handle(to(&url))).await;
         let res = within(kind, get_with(&server.url("/proxy/x"), &[ALICE])).await;
         assert_eq!(res.status, status, "{kind}");
         assert_eq!(res.header("x-proxy-error-kind").unwrap(), kind);
@@ -173,7 +179,7 @@ async fn get_with_method(
 #[tokio::test]
 async fn the_trace_context_reaches_the_target_unchanged() {
     let target = echo_target().await;
-    let server = app(layer().target(&target.url()).unwrap()).await;
+    let server = app(layer().handle(to(&target.url()))).await;
     let sent = [
         (
             "traceparent",
@@ -240,14 +246,13 @@ fn value(samples: &[prometheus_parse::Sample], name: &str, labels: &[(&str, &str
 /// polls every task on it).
 #[tokio::test(flavor = "current_thread")]
 async fn the_verifier_counts_its_checks_and_fetches() {
-    use tower_identity_proxy::{Identity, verify::VerifyProxyJwtLayer};
+    use tower_identity_proxy::{identity::Identity, verify::VerifyProxyJwtLayer};
     let (recorder, handle) = prometheus();
     let _guard = metrics::set_default_local_recorder(&recorder);
 
     let keys = ed25519_keys();
     let signer = KeySigner::new(keys.clone());
-    let jwks =
-        tower_identity_proxy::Jwks::from_keys([(keys.public_key(), Algorithm::EdDSA)]).unwrap();
+    let jwks = Jwks::from_keys([(keys.public_key(), Algorithm::EdDSA)]).unwrap();
     let jwks_server = serve(Router::new().route_service("/jwks.json", jwks)).await;
     let verifying = |url: &str| {
         VerifyProxyJwtLayer::jwks_url(url)

@@ -16,7 +16,7 @@ use opentelemetry_sdk::{
     propagation::TraceContextPropagator,
     trace::{InMemorySpanExporter, SdkTracerProvider, SpanData},
 };
-use tower_identity_proxy::{KeySigner, ProxyLayer};
+use tower_identity_proxy::{ProxyHandle, ProxyLayer, Target, jwt::KeySigner};
 use tracing_subscriber::layer::SubscriberExt as _;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -26,9 +26,8 @@ const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 /// an Ed25519 signer: everything on the calling thread).
 async fn app(target: &str) -> common::Server {
     let layer = ProxyLayer::new(KeySigner::new(ed25519_keys()))
-        .identity(user_header)
-        .target(target)
-        .unwrap();
+        .with_identity(user_header)
+        .handle(ProxyHandle::with_target(Target::parse(target).unwrap()));
     serve(inner_echo().layer(layer)).await
 }
 

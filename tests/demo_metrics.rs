@@ -72,7 +72,7 @@ const CACHE: &str = "tower_identity_proxy_token_cache_total";
 
 /// The address the demo logs as `metrics on http://ADDR/metrics`, once it has.
 async fn metrics_addr(demo: &Example) -> SocketAddr {
-    let found = within_for(START, "the demo logs its metrics address", async {
+    within_for(START, "the demo logs its metrics address", async {
         loop {
             let stderr = demo.stderr();
             let addr = stderr.split("metrics on http://").nth(1).and_then(|rest| {
@@ -86,8 +86,7 @@ async fn metrics_addr(demo: &Example) -> SocketAddr {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
-    .await;
-    found
+    .await
 }
 
 /// Sets the demo's target (`None`: disabled) through `PUT /admin/proxy`, as the admin.

@@ -6,7 +6,7 @@
 //! The proxy records through the [`metrics`](https://docs.rs/metrics) facade (feature
 //! `metrics`, on by default): the library records, the application installs the exporter it
 //! wants (Prometheus, StatsD, an OpenTelemetry bridge...). Without an exporter installed,
-//! recording costs a few nanoseconds and keeps nothing. The names and labels below are a
+//! recording goes to the facade's no-op recorder and keeps nothing. The names and labels below are a
 //! public contract: a change to them is a breaking change.
 //!
 //! | Name | Type | Labels | What it counts |

@@ -18,7 +18,7 @@
 //! | `tower_identity_proxy_signatures_total` | counter | | tokens signed by a [`KeySigner`](crate::jwt::KeySigner) (a [`KeySet`](crate::jwt::KeySet)'s signer included) |
 //! | `tower_identity_proxy_tunnels_open` | gauge | | WebSocket (upgrade) tunnels open |
 //! | `tower_identity_proxy_verifications_total` | counter | `result`: `valid`, `invalid`, `missing` | requests checked by [`VerifyProxyJwtLayer`](crate::verify::VerifyProxyJwtLayer) on the target's side (`missing`: no bearer token, counted also when the layer is optional) |
-//! | `tower_identity_proxy_jwks_fetches_total` | counter | `result`: `ok`, `error`, `timeout` | fetches of a remote JWK Set by the target's side (a fetch skipped by the rate limit is not one) |
+//! | `tower_identity_proxy_jwks_fetches_total` | counter | `result`: `ok`, `error`, `timeout` | fetches of a remote JWK Set: by [`VerifyProxyJwtLayer`](crate::verify::VerifyProxyJwtLayer) on the target's side, and by [`OidcBearer`](crate::identity::OidcBearer) for an OpenID Connect provider's keys (a fetch skipped by the rate limit is not one) |
 //!
 //! The names are recorded as written here. `http.client.request.duration` and its labels
 //! carry OpenTelemetry's names; the Prometheus exporter turns the dots into underscores

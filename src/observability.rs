@@ -31,7 +31,8 @@
 //!
 //! Label values:
 //! - `outcome`: `forwarded` (the target's response was relayed, a `101` included),
-//!   `disabled`, `refused` (the request rules: `400`, `405`, `501`), `loop`,
+//!   `disabled`, `refused` (the request rules: `400`, `405`, `501`), `loop`, `misdirected`
+//!   (`421`: the `Host` names none of the app's public origins),
 //!   `max_forwards` (`OPTIONS` with `Max-Forwards: 0`, answered by the proxy), `unauthenticated`
 //!   (the identity extractor refused the caller or found no identity), `signing_failed`,
 //!   `unreachable`, `bad_response`, `timeout`, `request_timeout` (the client's upload
@@ -153,6 +154,7 @@ pub fn outcome(kind: ProxyErrorKind) -> &'static str {
         | ProxyErrorKind::MethodNotAllowed(_)
         | ProxyErrorKind::NotImplemented(_) => "refused",
         ProxyErrorKind::LoopDetected => "loop",
+        ProxyErrorKind::Misdirected => "misdirected",
         ProxyErrorKind::MaxForwardsReached => "max_forwards",
         ProxyErrorKind::Unauthenticated => "unauthenticated",
         ProxyErrorKind::Signing => "signing_failed",
@@ -246,6 +248,7 @@ pub(crate) mod record {
                 Some("disabled") => key!(REQUESTS_TOTAL, "outcome" => "disabled"),
                 Some("refused") => key!(REQUESTS_TOTAL, "outcome" => "refused"),
                 Some("loop") => key!(REQUESTS_TOTAL, "outcome" => "loop"),
+                Some("misdirected") => key!(REQUESTS_TOTAL, "outcome" => "misdirected"),
                 Some("max_forwards") => key!(REQUESTS_TOTAL, "outcome" => "max_forwards"),
                 Some("unauthenticated") => key!(REQUESTS_TOTAL, "outcome" => "unauthenticated"),
                 Some("signing_failed") => key!(REQUESTS_TOTAL, "outcome" => "signing_failed"),
@@ -523,6 +526,7 @@ mod tests {
             ProxyErrorKind::Disabled,
             ProxyErrorKind::BadRequest("x"),
             ProxyErrorKind::LoopDetected,
+            ProxyErrorKind::Misdirected,
             ProxyErrorKind::MethodNotAllowed("x"),
             ProxyErrorKind::NotImplemented("x"),
             ProxyErrorKind::MaxForwardsReached,
@@ -558,6 +562,7 @@ mod tests {
                 ProxyErrorKind::Disabled,
                 ProxyErrorKind::BadRequest("x"),
                 ProxyErrorKind::LoopDetected,
+                ProxyErrorKind::Misdirected,
                 ProxyErrorKind::MaxForwardsReached,
                 ProxyErrorKind::Unauthenticated,
                 ProxyErrorKind::Signing,
@@ -575,7 +580,7 @@ mod tests {
         assert!(!text.contains("\"other\""), "{text}");
         assert_eq!(
             text.matches("tower_identity_proxy_requests_total{").count(),
-            12
+            13
         );
     }
 }

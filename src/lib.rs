@@ -184,6 +184,8 @@
 //! | `webpki-roots` | yes | Mozilla's root certificates for https targets; implies `https` |
 //! | `tower-http` | yes | [`identity::Authenticate`]: the identity chain as tower-http's `AsyncAuthorizeRequest`, for the app's own routes (tower-http 0.7, feature `auth` only) |
 //! | `axum` | yes | [`Identity`](identity::Identity) as an axum extractor, [`Rejection`](identity::Rejection) as an axum response (axum-core 0.5, i.e. axum 0.8; tonic 0.14 depends on it too) |
+//! | `metrics` | yes | metrics through the [`metrics`](https://docs.rs/metrics) facade: request outcomes, upstream latency, token cache, tunnels (see [`observability`]) |
+//! | `opentelemetry` | no | the proxy's span becomes the parent of the target's: W3C trace context injected through the global OpenTelemetry propagator (`tracing-opentelemetry`; see [`observability`]) |
 //! | `native-roots` | no | the platform's root certificates for https targets, trusted once a client is built with `ClientBuilder::native_roots(true)`; implies `https` |
 
 #![forbid(unsafe_code)]
@@ -195,6 +197,7 @@ pub mod client;
 mod error;
 pub mod identity;
 pub mod jwt;
+pub mod observability;
 pub mod proxy;
 pub mod rules;
 mod target;

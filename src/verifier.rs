@@ -214,6 +214,23 @@ impl Verifier {
     ///
     /// A [`VerifyError`] saying why the token was refused.
     pub fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        self.verify_against(token, &self.keys.load())
+            .map(|(claims, _)| claims)
+    }
+
+    /// The shared keys as they are now: what [`verify_against`](Self::verify_against)
+    /// takes. A new `Arc` after every change (rotation, revocation, publication).
+    pub(crate) fn current_keys(&self) -> Arc<Vec<VerifyingKey>> {
+        self.keys.load_full()
+    }
+
+    /// Verifies `token` against `shared` (a snapshot of the shared keys) and the extra
+    /// keys: the claims, and when the key that verified them retires (if it does).
+    pub(crate) fn verify_against(
+        &self,
+        token: &str,
+        shared: &[VerifyingKey],
+    ) -> Result<(Claims, Option<SystemTime>), VerifyError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| VerifyError("the token is malformed"))?;
         if header.jku.is_some()
@@ -229,9 +246,8 @@ impl Verifier {
         if header.crit.is_some() {
             return Err(VerifyError("the token has critical header parameters"));
         }
-        let keys = self.keys.load();
         let now = SystemTime::now();
-        let all = keys.iter().chain(self.extra.iter());
+        let all = shared.iter().chain(self.extra.iter());
         let candidates: Vec<&VerifyingKey> = match &header.kid {
             Some(kid) => all.filter(|k| &k.kid == kid && k.is_live(now)).collect(),
             None => all.filter(|k| k.is_live(now)).collect(),
@@ -245,7 +261,7 @@ impl Verifier {
                 continue;
             }
             match self.verify_with(token, key) {
-                Ok(claims) => return Ok(claims),
+                Ok(claims) => return Ok((claims, key.not_after)),
                 Err(e) => last = e,
             }
         }

@@ -74,6 +74,9 @@ use serde::{Deserialize, Serialize};
 
 mod basic;
 mod bearer;
+mod clock;
+mod failures;
+mod verified;
 
 pub use basic::{BasicAuth, CredentialStore};
 
@@ -98,6 +101,8 @@ pub struct Identity {
     /// looks an identity up on every proxied request, and a fixed identity ([`Anonymous`],
     /// a user of [`CredentialStore`]) is then never hashed again.
     digest: u64,
+    /// See [`Identity::is_callback`].
+    callback: bool,
 }
 
 impl Identity {
@@ -112,10 +117,14 @@ impl Identity {
             roles,
             valid_until,
             digest,
+            callback: false,
         }
     }
 }
 
+/// Equal identities name the same caller with the same roles and bound; whether one came
+/// from a call-back token ([`Identity::is_callback`]) is not compared: a token signed for
+/// either is the same token.
 impl PartialEq for Identity {
     fn eq(&self, other: &Self) -> bool {
         // A fixed identity (`Anonymous`, a stored user) is compared with a clone of itself:
@@ -190,7 +199,40 @@ impl Identity {
     #[must_use]
     pub fn valid_until(self, at: SystemTime) -> Self {
         let at = self.valid_until.map_or(at, |was| was.min(at));
-        Self::from_parts(self.name, self.roles, Some(at))
+        let callback = self.callback;
+        Self {
+            callback,
+            ..Self::from_parts(self.name, self.roles, Some(at))
+        }
+    }
+
+    /// The same caller, marked as read from a call-back token: a token this app signed,
+    /// sent back by a target acting for the caller (the document's `session` mode).
+    /// [`BearerJwt`] marks the identities it reads.
+    ///
+    /// A target holds every token it received for as long as they live: routes that only a
+    /// person should reach (an admin API) refuse marked identities, so that a target can
+    /// read the caller's data but not act as an administrator.
+    ///
+    /// ```
+    /// use tower_identity_proxy::Identity;
+    ///
+    /// let who = Identity::new("admin", ["ROLE_ADMIN"]);
+    /// assert!(!who.is_callback());
+    /// let back = who.clone().callback();
+    /// assert!(back.is_callback());
+    /// assert_eq!(back, who, "the same caller");
+    /// ```
+    #[must_use]
+    pub fn callback(mut self) -> Self {
+        self.callback = true;
+        self
+    }
+
+    /// Whether this identity was read from a call-back token (see
+    /// [`callback`](Self::callback)).
+    pub fn is_callback(&self) -> bool {
+        self.callback
     }
 
     /// The bound set by [`valid_until`](Self::valid_until), if any.
@@ -228,6 +270,9 @@ impl fmt::Debug for Identity {
         if let Some(at) = self.valid_until {
             d.field("valid_until", &at);
         }
+        if self.callback {
+            d.field("callback", &true);
+        }
         d.finish()
     }
 }
@@ -239,6 +284,7 @@ pub struct Rejection {
     status: StatusCode,
     message: Cow<'static, str>,
     challenge: Option<HeaderValue>,
+    retry_after: Option<u64>,
 }
 
 impl Rejection {
@@ -253,6 +299,7 @@ impl Rejection {
             status: StatusCode::UNAUTHORIZED,
             message: message.into(),
             challenge,
+            retry_after: None,
         }
     }
 
@@ -262,7 +309,22 @@ impl Rejection {
             status,
             message: message.into(),
             challenge: None,
+            retry_after: None,
         }
+    }
+
+    /// Tells the client to wait `after` before trying again: a `Retry-After` header, in
+    /// whole seconds rounded up (RFC 9110 §10.2.3), for a `429` or a `503`.
+    #[must_use]
+    pub fn retry_after(mut self, after: std::time::Duration) -> Self {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        self.retry_after = Some(secs.max(1));
+        self
+    }
+
+    /// The `Retry-After` delay in seconds, if any.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after
     }
 
     /// The status code.
@@ -286,6 +348,10 @@ impl Rejection {
         if let Some(challenge) = self.challenge {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         res
     }

@@ -33,6 +33,9 @@
 //!   long a shutdown waits for the requests in flight (see below).
 //! - `--forwarded-for`: the target gets `X-Forwarded-For` with the client's address (the
 //!   TCP peer's IP; the client's own `X-Forwarded-For` is never forwarded). Off by default.
+//! - `--credential-cache-secs N` (default 300): how long a verified Basic user name and
+//!   password are recognised without the slow hash (a keyed hash of them is kept in
+//!   memory); `0` turns the cache off.
 //!
 //! Shutdown: on SIGTERM or Ctrl-C (SIGINT) the demo shuts down gracefully, as nginx's quit
 //! signal: every server thread closes its listening socket (new connections are refused),
@@ -53,14 +56,18 @@
 //! - `POST /admin/keys/rotate` rotates to a freshly generated key of the same type and
 //!   answers `{"kid": "<the new kid>", "published": [every published kid]}`. The previous
 //!   key stays published until the tokens it signed have expired. `/admin/*` needs
-//!   `ROLE_ADMIN`;
+//!   `ROLE_ADMIN`, and refuses (`403`) identities read from a Bearer token: a target
+//!   calling the app back acts for a user, it does not administer the app;
 //! - `GET /.well-known/jwks.json`: the public keys as a JWK Set (no authentication), for
 //!   targets such as `cargo run --example target -- --jwks http://ADDR/.well-known/jwks.json`;
 //! - `/proxy` and `/proxy/*`: the [`ProxyLayer`].
 //!
 //! Who the caller is comes from the same extractor for the app's routes and for the proxy:
 //! HTTP Basic against the users, else a Bearer JWT this app signed (what a target receives
-//! and may send back, as the document's `session` mode does), else anonymous.
+//! and may send back, as the document's `session` mode does), else anonymous. Verified
+//! passwords and tokens are cached; failed sign-ins are limited per user name and per
+//! client address (`429` with `Retry-After`); a Bearer token whose user was removed, or
+//! given other roles, since it was signed is refused (`401`) at the next request.
 
 use std::{
     net::SocketAddr,
@@ -157,6 +164,11 @@ pub struct Options {
     /// never the client's own `X-Forwarded-For`.
     #[arg(long)]
     pub forwarded_for: bool,
+
+    /// How long a verified Basic user name and password are recognised without the slow
+    /// hash, in seconds; 0 turns the cache off.
+    #[arg(long, value_name = "N", default_value_t = 300)]
+    pub credential_cache_secs: u64,
 }
 
 /// A `--user NAME:PASSWORD:ROLE,ROLE` option.
@@ -257,8 +269,10 @@ pub struct Demo {
     /// How long [`serve`] waits for a client.
     pub timeouts: Timeouts,
     /// Whether [`serve`] puts each connection's peer address into its requests, as axum's
-    /// `ConnectInfo<SocketAddr>` (`--forwarded-for` reads it there). Off, requests carry no
-    /// extension for it (inserting one allocates the request's extension map).
+    /// `ConnectInfo<SocketAddr>` (`--forwarded-for` and the count of failed sign-ins per
+    /// client address read it there): on unless `--unsecured` without `--forwarded-for`.
+    /// Off, requests carry no extension for it (inserting one allocates the request's
+    /// extension map).
     pub connect_info: bool,
 }
 
@@ -328,9 +342,16 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
     let identity = if opts.unsecured {
         DemoIdentity::Unsecured(Anonymous::unsecured())
     } else {
+        let cache = Duration::from_secs(opts.credential_cache_secs);
         DemoIdentity::Secured(
             BasicAuth::new(users.clone())
-                .or(BearerJwt::new(key_set.verifier()))
+                .credential_cache(cache, 1024)
+                // The TCP peer, as `serve` (and `start`) put it in each request.
+                .client_address(|parts| {
+                    let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
+                    Some(peer.ip().to_canonical())
+                })
+                .or(BearerJwt::new(key_set.verifier()).users(users.clone()))
                 .or_anonymous(),
         )
     };
@@ -378,7 +399,8 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
             idle: Duration::from_millis(opts.idle_timeout_ms),
             shutdown: Duration::from_millis(opts.shutdown_timeout_ms),
         },
-        connect_info: opts.forwarded_for,
+        // Basic authentication counts failed sign-ins per client address.
+        connect_info: opts.forwarded_for || !opts.unsecured,
     })
 }
 
@@ -1110,6 +1132,24 @@ fn forbidden(role: &str) -> Response {
         .into_response()
 }
 
+/// `403` unless the caller holds `ROLE_ADMIN` and signed in themselves: an identity read
+/// from a call-back token (a target acting for its caller) never administers the app.
+fn refuse_unless_admin(who: &Identity) -> Option<Response> {
+    if !who.has_role("ROLE_ADMIN") {
+        return Some(forbidden("ROLE_ADMIN"));
+    }
+    if who.is_callback() {
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                "The admin API does not accept tokens that a target sends back.",
+            )
+                .into_response(),
+        );
+    }
+    None
+}
+
 async fn whoami(Extension(who): Extension<Identity>) -> Response {
     if !who.has_role("ROLE_USER") {
         return forbidden("ROLE_USER");
@@ -1122,8 +1162,8 @@ fn target_json(handle: &ProxyHandle) -> Json<Value> {
 }
 
 async fn get_proxy(State(state): State<AppState>, Extension(who): Extension<Identity>) -> Response {
-    if !who.has_role("ROLE_ADMIN") {
-        return forbidden("ROLE_ADMIN");
+    if let Some(refused) = refuse_unless_admin(&who) {
+        return refused;
     }
     target_json(&state.handle).into_response()
 }
@@ -1138,8 +1178,8 @@ async fn put_proxy(
     Extension(who): Extension<Identity>,
     Json(body): Json<ProxyUrl>,
 ) -> Response {
-    if !who.has_role("ROLE_ADMIN") {
-        return forbidden("ROLE_ADMIN");
+    if let Some(refused) = refuse_unless_admin(&who) {
+        return refused;
     }
     match state.handle.set_target(body.url.as_deref()) {
         Ok(()) => target_json(&state.handle).into_response(),
@@ -1160,8 +1200,8 @@ async fn put_user(
     Path(name): Path<String>,
     Json(user): Json<NewUser>,
 ) -> Response {
-    if !who.has_role("ROLE_ADMIN") {
-        return forbidden("ROLE_ADMIN");
+    if let Some(refused) = refuse_unless_admin(&who) {
+        return refused;
     }
     let store = state.users.clone();
     let existed = store.contains(&name);
@@ -1204,8 +1244,8 @@ async fn rotate_keys(
     State(state): State<AppState>,
     Extension(who): Extension<Identity>,
 ) -> Response {
-    if !who.has_role("ROLE_ADMIN") {
-        return forbidden("ROLE_ADMIN");
+    if let Some(refused) = refuse_unless_admin(&who) {
+        return refused;
     }
     let key_set = state.key_set.clone();
     // Generating an RSA key takes a while: keep it off the async workers.
@@ -1239,8 +1279,8 @@ async fn delete_user(
     Extension(who): Extension<Identity>,
     Path(name): Path<String>,
 ) -> Response {
-    if !who.has_role("ROLE_ADMIN") {
-        return forbidden("ROLE_ADMIN");
+    if let Some(refused) = refuse_unless_admin(&who) {
+        return refused;
     }
     if state.users.remove(&name) {
         StatusCode::NO_CONTENT.into_response()

@@ -50,12 +50,13 @@ fn basic(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2));
     let cached = BasicAuth::new(users.clone());
     group.bench_function("cached", |b| {
-        b.to_async(&rt).iter(|| async {
-            black_box(cached.extract(black_box(&parts)).await.expect("known"))
-        });
+        b.to_async(&rt)
+            .iter(|| async { black_box(cached.extract(black_box(&parts)).await.expect("known")) });
     });
     let uncached = BasicAuth::new(users).credential_cache(Duration::ZERO, 0);
-    group.sample_size(10).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
     group.bench_function("argon2id", |b| {
         b.to_async(&rt).iter(|| async {
             black_box(uncached.extract(black_box(&parts)).await.expect("known"))
@@ -68,10 +69,11 @@ fn bearer(c: &mut Criterion) {
     let rt = runtime();
     let keys = KeyPair::generate_rsa(3072).expect("RSA 3072 key");
     let token = rt
-        .block_on(KeySigner::rs512(keys.clone()).expect("RS512").sign(&Identity::new(
-            "Alice",
-            ["ROLE_USER", "ROLE_WONDERLAND"],
-        )))
+        .block_on(
+            KeySigner::rs512(keys.clone())
+                .expect("RS512")
+                .sign(&Identity::new("Alice", ["ROLE_USER", "ROLE_WONDERLAND"])),
+        )
         .expect("token");
     let parts = head(token.authorization().to_str().expect("ASCII"));
     let mut group = c.benchmark_group("bearer");

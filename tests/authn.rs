@@ -11,26 +11,11 @@ mod common;
 use std::time::Instant;
 
 use clap::Parser;
-use common::{LIVENESS, Reply, basic, client, full, remove_dir, token_target, try_send_on_within};
+use common::{Reply, basic, remove_dir, token_target};
 use serde_json::{Value, json};
 
 async fn request(method: &str, url: &str, auth: Option<&str>, body: Option<Value>) -> Reply {
-    let mut req = http::Request::builder().method(method).uri(url);
-    if let Some(auth) = auth {
-        req = req.header("authorization", auth);
-    }
-    let body = match body {
-        Some(json) => {
-            req = req.header("content-type", "application/json");
-            json.to_string()
-        }
-        None => String::new(),
-    };
-    // A password check (Argon2id) is work of the demo's own that a loaded test machine
-    // stretches: a longer bound than the liveness one.
-    try_send_on_within(3 * LIVENESS, &client(), req.body(full(body)).unwrap())
-        .await
-        .expect("the request was answered")
+    common::json_request(method, url, auth, body).await
 }
 
 async fn start(users: &[&str]) -> demo::Running {

@@ -137,15 +137,18 @@ pub(crate) struct Failures {
 
 #[derive(Debug)]
 struct State {
-    names: Buckets<Box<str>>,
+    /// By a keyed hash of the name: a client chooses the names, and their length must not
+    /// decide the memory kept (collisions cannot be aimed at, the key being random).
+    names: Buckets<u64>,
     addresses: Buckets<IpAddr>,
+    name_keys: std::hash::RandomState,
 }
 
 /// An attempt let through to the slow hash, counted as a failure until
 /// [`Failures::succeeded`] says otherwise.
 #[derive(Debug)]
 pub(crate) struct Attempt {
-    name: Option<Box<str>>,
+    name: Option<u64>,
     address: Option<IpAddr>,
 }
 
@@ -155,6 +158,7 @@ impl Failures {
             state: Mutex::new(State {
                 names: Buckets::new(per_name, max_tracked),
                 addresses: Buckets::new(per_address, max_tracked),
+                name_keys: std::hash::RandomState::new(),
             }),
             clock,
         }
@@ -195,7 +199,7 @@ impl Failures {
         let clean = address
             .as_ref()
             .is_some_and(|ip| !state.addresses.owes(ip, now));
-        let name_key: Box<str> = name.into();
+        let name_key = std::hash::BuildHasher::hash_one(&state.name_keys, name);
         let mut counted_name = None;
         match state.names.wait(&name_key, now) {
             Some(wait) if !clean => return Err(wait),

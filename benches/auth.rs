@@ -13,8 +13,8 @@ use std::{hint::black_box, time::Duration};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::request::Parts;
 use tower_identity_proxy::{
-    BasicAuth, BearerJwt, CredentialStore, Identity, IdentityExtractor, JwtSigner, KeyPair,
-    KeySigner,
+    identity::{BasicAuth, BearerJwt, CredentialStore, Identity, IdentityExtractor},
+    jwt::{JwtSigner, KeyPair, KeySigner},
 };
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -1,41 +1,32 @@
-//! Authenticated callers of the demo (included from `examples/`, run in-process on real
-//! sockets): call-back tokens follow the user store, and a flood of wrong passwords is
-//! limited while a signed-in user is served.
-
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/demo.rs"]
-mod demo;
+//! Authenticated callers of the demo (run as its binary, on real sockets): call-back tokens
+//! follow the user store, and a flood of wrong passwords is limited while a signed-in user
+//! is served.
 
 mod common;
 
 use std::time::Instant;
 
-use clap::Parser;
-use common::{Reply, basic, remove_dir, token_target};
+use common::{Example, Reply, basic, remove_dir, token_target};
 use serde_json::{Value, json};
 
 async fn request(method: &str, url: &str, auth: Option<&str>, body: Option<Value>) -> Reply {
     common::json_request(method, url, auth, body).await
 }
 
-async fn start(users: &[&str]) -> demo::Running {
+async fn start(users: &[&str]) -> Example {
     let keys_dir = common::fixture_keys_dir("authn-keys");
     let mut args = vec![
-        "demo".to_owned(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--keys".into(),
-        keys_dir.to_str().unwrap().into(),
+        "--listen",
+        "127.0.0.1:0",
+        "--keys",
+        keys_dir.to_str().unwrap(),
     ];
     for user in users {
-        args.push("--user".into());
-        args.push((*user).into());
+        args.extend(["--user", user]);
     }
-    let running = demo::start(&demo::Options::try_parse_from(args).unwrap())
-        .await
-        .unwrap();
+    let demo = Example::start("demo", &args).await;
     remove_dir(&keys_dir);
-    running
+    demo
 }
 
 /// A removed admin's token (which every target receives) is refused on `/api/whoami`, on
@@ -181,7 +172,6 @@ async fn call_back_tokens_follow_the_user_store() {
     let anonymous = format!("Bearer {}", recorder.tokens().pop().unwrap());
     let r = request("GET", &app("/proxy/x"), Some(&anonymous), None).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    demo.task.abort();
 }
 
 /// 32 clients send wrong passwords (for a real user and for made-up ones) while that user,
@@ -261,5 +251,4 @@ async fn a_signed_in_user_is_served_during_a_password_flood() {
         request("GET", &whoami, Some(&alice), None).await.status,
         200
     );
-    demo.task.abort();
 }

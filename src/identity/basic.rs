@@ -47,7 +47,7 @@ use crate::error::ConfigError;
 /// # Example
 ///
 /// ```
-/// use tower_identity_proxy::CredentialStore;
+/// use tower_identity_proxy::identity::CredentialStore;
 ///
 /// let users = CredentialStore::new();
 /// users.insert("Alice", "abcdef123456", ["ROLE_USER", "ROLE_WONDERLAND"])?;
@@ -397,7 +397,7 @@ impl fmt::Debug for CredentialStore {
 ///
 /// ```
 /// use std::{net::SocketAddr, time::Duration};
-/// use tower_identity_proxy::{BasicAuth, CredentialStore};
+/// use tower_identity_proxy::identity::{BasicAuth, CredentialStore};
 ///
 /// # #[derive(Clone)] struct ConnectInfo(SocketAddr);
 /// let auth = BasicAuth::new(CredentialStore::new())

@@ -14,12 +14,12 @@ use super::{
     CredentialStore, ExtractResult, Identity, IdentityExtractor, Rejection, clock::Clock,
     credentials_for,
 };
-use crate::verifier::{Verifier, VerifyError, VerifyingKey};
+use crate::jwt::verifier::{Verifier, VerifyError, VerifyingKey};
 
 /// Accepts `Authorization: Bearer <JWT>` when the token verifies with the app's keys
 /// (see [`Verifier`]: pinned algorithm, `exp` required, `alg: none` refused).
 ///
-/// With [`KeySet::verifier`](crate::KeySet::verifier), the key is chosen by the token's
+/// With [`KeySet::verifier`](crate::jwt::KeySet::verifier), the key is chosen by the token's
 /// `kid` among every published key and follows rotations.
 ///
 /// No `Authorization` header or another scheme: no identity (a chain that finds none answers
@@ -36,7 +36,7 @@ use crate::verifier::{Verifier, VerifyError, VerifyingKey};
 /// retires. The cache is keyed by the SHA-256 of the whole token and holds at most
 /// [10 000 tokens](Self::token_cache) (when full, expired ones go first, then any); it is
 /// emptied whenever the verifier's shared keys change, so a key revoked with
-/// [`KeySet::revoke`](crate::KeySet::revoke) verifies nothing from the cache either. It keeps
+/// [`KeySet::revoke`](crate::jwt::KeySet::revoke) verifies nothing from the cache either. It keeps
 /// no token, only its hash and the identity it carries. Turn it off with
 /// [`token_cache(0)`](Self::token_cache).
 ///
@@ -58,7 +58,7 @@ pub struct BearerJwt {
 const DEFAULT_TOKEN_CACHE: usize = 10_000;
 
 impl BearerJwt {
-    /// Bearer tokens checked by `verifier`, e.g. [`KeyPair::verifier`](crate::KeyPair::verifier),
+    /// Bearer tokens checked by `verifier`, e.g. [`KeyPair::verifier`](crate::jwt::KeyPair::verifier),
     /// with a cache of 10 000 verified tokens.
     pub fn new(verifier: Verifier) -> Self {
         Self {
@@ -252,7 +252,7 @@ impl VerifiedTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{KeyPair, KeySigner, signer::JwtSigner};
+    use crate::jwt::{JwtSigner, KeyPair, KeySigner};
     use http::header;
     use std::time::SystemTime;
 
@@ -266,9 +266,9 @@ mod tests {
         parts
     }
 
-    async fn sign(signer: &impl JwtSigner, name: &str, roles: &[&str]) -> crate::Token {
+    async fn sign(signer: &impl JwtSigner, name: &str, roles: &[&str]) -> crate::jwt::Token {
         signer
-            .sign(&crate::Identity::new(name, roles.iter().copied()))
+            .sign(&crate::identity::Identity::new(name, roles.iter().copied()))
             .await
             .unwrap()
     }
@@ -313,13 +313,13 @@ mod tests {
         assert!(accepts(&uncached, &alice).await);
     }
 
-    fn bearer_parts(token: &crate::Token) -> Parts {
+    fn bearer_parts(token: &crate::jwt::Token) -> Parts {
         parts(&[token.authorization().to_str().unwrap()])
     }
 
     /// Whether `bearer` takes `token`: panics on a refusal other than `401`, or on a token
     /// it does not read at all.
-    async fn accepts(bearer: &BearerJwt, token: &crate::Token) -> bool {
+    async fn accepts(bearer: &BearerJwt, token: &crate::jwt::Token) -> bool {
         match bearer.extract(&bearer_parts(token)).await {
             Ok(who) => {
                 assert!(who.unwrap().is_callback());
@@ -338,7 +338,7 @@ mod tests {
     async fn the_cache_answers_until_exp_only() {
         let keys = KeyPair::generate_ed25519().unwrap();
         let signer = KeySigner::new(keys.clone())
-            .policy(crate::TokenPolicy::new().lifetime(Duration::from_secs(60)));
+            .policy(crate::jwt::TokenPolicy::new().lifetime(Duration::from_secs(60)));
         let token = sign(&signer, "Alice", &["R"]).await;
         let clock = Clock::stopped();
         let cache = VerifiedTokens::new(8, clock.clone());
@@ -373,7 +373,7 @@ mod tests {
     async fn a_token_is_never_accepted_past_exp() {
         let keys = KeyPair::generate_ed25519().unwrap();
         let signer = KeySigner::new(keys.clone())
-            .policy(crate::TokenPolicy::new().lifetime(Duration::from_secs(2)));
+            .policy(crate::jwt::TokenPolicy::new().lifetime(Duration::from_secs(2)));
         let bearer = BearerJwt::new(keys.verifier().leeway(Duration::ZERO));
         let token = sign(&signer, "Alice", &["R"]).await;
         let exp = keys.verifier().verify(token.as_str()).unwrap().exp;
@@ -392,7 +392,7 @@ mod tests {
     #[tokio::test]
     async fn a_revoked_key_verifies_nothing_from_the_cache() {
         let first = KeyPair::generate_ed25519().unwrap();
-        let set = crate::KeySet::new(KeySigner::new(first.clone()));
+        let set = crate::jwt::KeySet::new(KeySigner::new(first.clone()));
         let bearer = BearerJwt::new(set.verifier());
         let old = sign(&set.signer(), "Alice", &["R"]).await;
         assert!(accepts(&bearer, &old).await);
@@ -459,7 +459,7 @@ mod tests {
         let keys = KeyPair::generate_ed25519().unwrap();
         let bearer = BearerJwt::new(keys.verifier());
         let token = KeySigner::new(keys)
-            .sign(&crate::Identity::new("Alice", ["ROLE_USER"]))
+            .sign(&crate::identity::Identity::new("Alice", ["ROLE_USER"]))
             .await
             .unwrap();
         let good = token.authorization().to_str().unwrap().to_owned();

@@ -19,19 +19,21 @@
 //! - `POST /admin/keys/rotate` rotates to a fresh key of the same type and answers
 //!   `{"kid": "<the new kid>", "published": [every published kid]}`; the previous key stays
 //!   published until the tokens it signed have expired. `/admin/*` needs `ROLE_ADMIN`, and
-//!   refuses (`403`) identities read from a Bearer token: a target calling the app back
-//!   acts for a user, it does not administer the app;
+//!   refuses (`403`) identities read from a token this app signed: a target calling the app
+//!   back acts for a user, it does not administer the app;
 //! - `GET /.well-known/jwks.json`: the public keys as a JWK Set (no authentication), for
 //!   targets such as `cargo run --example target -- --jwks http://ADDR/.well-known/jwks.json`;
 //! - `/proxy` and `/proxy/*`: the [`ProxyLayer`].
 //!
 //! Who the caller is comes from the same extractor for the app's routes and for the proxy:
-//! HTTP Basic against the users, else a Bearer JWT this app signed (what a target receives
-//! and may send back, as the document's `session` mode does), else anonymous. Verified
-//! passwords and tokens are cached (`--credential-cache-secs`); failed sign-ins are limited
-//! per user name and per client address (`429` with `Retry-After`); a Bearer token whose
-//! user was removed, or given other roles, since it was signed is refused (`401`) at the
-//! next request.
+//! HTTP Basic against the users, else a Bearer access token of the OpenID Connect provider
+//! (with `--oidc-issuer URL --oidc-audience AUD`: its roles upper-cased and prefixed with
+//! `ROLE_`), else a Bearer JWT this app signed (what a target receives and may send back,
+//! as the document's `session` mode does), else anonymous. Verified passwords and tokens
+//! are cached (`--credential-cache-secs`); failed sign-ins are limited per user name and
+//! per client address (`429` with `Retry-After`); a token this app signed whose user was
+//! removed, or given other roles, since it was signed is refused (`401`) at the next
+//! request.
 //!
 //! Shutdown: on SIGTERM or Ctrl-C the listening socket closes (new connections are
 //! refused), open connections shut down gracefully (HTTP/1.1: closed after the response in
@@ -64,7 +66,7 @@ use tower_identity_proxy::{
     client::{ClientBuilder, ProxyClient},
     identity::{
         Anonymous, BasicAuth, BearerJwt, CredentialStore, ExtractResult, Identity,
-        IdentityExtractor, Or,
+        IdentityExtractor, OidcBearer, Or, RoleCase,
     },
     jwt::{Algorithm, CachingSigner, Curve, KeyPair, KeySet, KeySetSigner, KeySigner},
     proxy::Tunnels,
@@ -137,6 +139,27 @@ struct Options {
     /// hash, in seconds (a keyed hash of them is kept in memory); 0 turns the cache off.
     #[arg(long, value_name = "N", default_value_t = 300)]
     credential_cache_secs: u64,
+
+    /// Also accept Bearer access tokens of this OpenID Connect provider (its `iss`, e.g.
+    /// `https://sso.example.com/realms/demo`; keys from its discovery document); needs
+    /// `--oidc-audience`. The target receives the app's token, never the provider's.
+    #[arg(long, value_name = "URL", requires = "oidc_audiences")]
+    oidc_issuer: Option<String>,
+
+    /// An audience (`aud`) the provider's tokens may be issued for (repeatable: any).
+    #[arg(long = "oidc-audience", value_name = "AUD", requires = "oidc_issuer")]
+    oidc_audiences: Vec<String>,
+
+    /// The claim naming the caller in the provider's tokens.
+    #[arg(long, value_name = "CLAIM", default_value = "sub")]
+    oidc_name_claim: String,
+
+    /// A claim path holding roles in the provider's tokens (repeatable): an array
+    /// (`realm_access.roles`, `resource_access.CLIENT.roles`, `groups`) or a space-separated
+    /// string (`scope`); each role upper-cased and prefixed with `ROLE_` (`user` →
+    /// `ROLE_USER`).
+    #[arg(long = "oidc-roles-claim", value_name = "PATH")]
+    oidc_roles_claims: Vec<String>,
 }
 
 /// A `--user NAME:PASSWORD:ROLE,ROLE` option.
@@ -173,11 +196,14 @@ fn parse_user(s: &str) -> Result<UserSpec, String> {
 }
 
 /// Who the caller is, for the app's routes and for the proxy alike: an extractor written
-/// by the app, an enum over the two security modes.
+/// by the app, an enum over the security modes.
 #[derive(Clone, Debug)]
 enum DemoIdentity {
     /// Basic, else a Bearer JWT this app signed, else `anonymousUser` with `ROLE_ANONYMOUS`.
     Secured(Or<Or<BasicAuth, BearerJwt>, Anonymous>),
+    /// Basic, else a Bearer access token of the OpenID Connect provider, else a Bearer JWT
+    /// this app signed, else `anonymousUser` with `ROLE_ANONYMOUS`.
+    SecuredOidc(Or<Or<Or<BasicAuth, OidcBearer>, BearerJwt>, Anonymous>),
     /// Every caller is `anonymousUser` with `ROLE_ADMIN`, `ROLE_ANONYMOUS`, `ROLE_USER`.
     Unsecured(Anonymous),
 }
@@ -186,6 +212,7 @@ impl IdentityExtractor for DemoIdentity {
     async fn extract(&self, parts: &Parts) -> ExtractResult {
         match self {
             Self::Secured(e) => e.extract(parts).await,
+            Self::SecuredOidc(e) => e.extract(parts).await,
             Self::Unsecured(e) => e.extract(parts).await,
         }
     }
@@ -193,6 +220,7 @@ impl IdentityExtractor for DemoIdentity {
     fn challenges(&self) -> Vec<HeaderValue> {
         match self {
             Self::Secured(e) => e.challenges(),
+            Self::SecuredOidc(e) => e.challenges(),
             Self::Unsecured(e) => e.challenges(),
         }
     }
@@ -246,21 +274,22 @@ async fn build(opts: &Options) -> Result<(App, Tunnels), Error> {
 
     // One active key, rotated at run time; Bearer tokens verify against every published key.
     let key_set = KeySet::new(KeySigner::new(keys));
-    let identity = if opts.unsecured {
-        DemoIdentity::Unsecured(Anonymous::unsecured())
-    } else {
-        let cache = Duration::from_secs(opts.credential_cache_secs);
-        DemoIdentity::Secured(
-            BasicAuth::new(users.clone())
-                .credential_cache(cache, 1024)
-                // Failed sign-ins are counted per TCP peer, as `serve` puts it in each request.
-                .client_address(|parts| {
-                    let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
-                    Some(peer.ip().to_canonical())
-                })
-                .or(BearerJwt::new(key_set.verifier()).users(users.clone()))
-                .or_anonymous(),
-        )
+    let basic = BasicAuth::new(users.clone())
+        .credential_cache(Duration::from_secs(opts.credential_cache_secs), 1024)
+        // Failed sign-ins are counted per TCP peer, as `serve` puts it in each request.
+        .client_address(|parts| {
+            let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
+            Some(peer.ip().to_canonical())
+        });
+    // The app's own tokens, sent back by targets: refused once their user changed.
+    let callback = BearerJwt::new(key_set.verifier()).users(users.clone());
+    let identity = match (opts.unsecured, oidc(opts).await?) {
+        (true, Some(_)) => return Err("--oidc-issuer cannot be used with --unsecured".into()),
+        (true, None) => DemoIdentity::Unsecured(Anonymous::unsecured()),
+        (false, None) => DemoIdentity::Secured(basic.or(callback).or_anonymous()),
+        (false, Some(oidc)) => {
+            DemoIdentity::SecuredOidc(basic.or(oidc).or(callback).or_anonymous())
+        }
     };
 
     let handle = match &opts.proxy_url {
@@ -287,6 +316,31 @@ async fn build(opts: &Options) -> Result<(App, Tunnels), Error> {
         key_set,
     };
     Ok((proxy.layer(router(state, identity)), tunnels))
+}
+
+/// The OpenID Connect provider of `--oidc-issuer`, its keys fetched once to report a
+/// misconfigured or unreachable provider at start-up (tokens fetch them anyway).
+async fn oidc(opts: &Options) -> Result<Option<OidcBearer>, Error> {
+    let Some(issuer) = &opts.oidc_issuer else {
+        return Ok(None);
+    };
+    let mut oidc = OidcBearer::discover(issuer, opts.oidc_audiences.iter().cloned())?
+        .name_claim(opts.oidc_name_claim.clone())
+        .role_case(RoleCase::Upper)
+        .role_prefix("ROLE_");
+    for path in &opts.oidc_roles_claims {
+        oidc = oidc.roles_claim(path.clone());
+    }
+    let kids = oidc.fetch_keys().await;
+    if kids.is_empty() {
+        eprintln!(
+            "no keys from the OpenID Connect provider {issuer} yet (see the log): its tokens \
+             are refused until they can be fetched"
+        );
+    } else {
+        eprintln!("OpenID Connect provider {issuer}: keys {kids:?}");
+    }
+    Ok(Some(oidc))
 }
 
 /// The client that reaches the target: `--upstream-ca`, `--upstream-h2c`.

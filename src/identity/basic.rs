@@ -293,9 +293,10 @@ impl CredentialStore {
         let parsed = PasswordHash::new(&hash).ok()?;
         let ok = self.inner.hasher.verify(password.as_bytes(), &parsed);
         match (ok, found) {
-            (true, Some((roles, version))) => {
-                Some((Identity::from_parts(name.into(), roles, None), version))
-            }
+            (true, Some((roles, version))) => Some((
+                Identity::from_parts(name.into(), roles, None, None),
+                version,
+            )),
             _ => None,
         }
     }

@@ -9,7 +9,13 @@
 #   ROUNDS=5        rounds per scenario; each round runs direct, nginx, demo in turn
 #   DURATION=3      seconds per wrk run
 #   WARMUP=1        seconds of unrecorded wrk before each system's first round
-#   SCENARIOS="small-32 small-100 1mib-32"
+#   SCENARIOS="small-32 small-100 1mib-32 auth-32"
+#                   auth-32: a second demo, secured (--user), small GETs at 32 connections
+#                   as `anon` (no credentials), `basic` (a valid user, HTTP Basic), `bearer`
+#                   (a token the demo signed, sent back as a target would) and `flood`
+#                   (`basic` again while a second wrk sends wrong passwords over 32 more
+#                   connections), in turn within each round; prints basic/anon and
+#                   bearer/anon requests/s and the flood's p99 over the quiet basic p99
 #   PIN=split       split: wrk on CPU 0, the servers on the other CPUs (a 2-core machine:
 #                   CPU 1); none: no pinning, every process on every CPU
 #   DEMO_BIN=path   use this binary instead of building `--bench server`
@@ -35,7 +41,7 @@ set -euo pipefail
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-3}
 WARMUP=${WARMUP:-1}
-SCENARIOS=${SCENARIOS:-"small-32 small-100 1mib-32"}
+SCENARIOS=${SCENARIOS:-"small-32 small-100 1mib-32 auth-32"}
 PIN=${PIN:-split}
 DEMO_UPSTREAM=${DEMO_UPSTREAM:-h1}
 FLOOR=${FLOOR:-0}
@@ -175,6 +181,17 @@ start_demo() { # name, binary
     fi
 }
 start_demo demo "$DEMO_BIN"
+# The secured demo of `auth-32`: one Basic user; its token comes back from the upstream's
+# /auth, which echoes the Authorization the demo sent.
+auth_user=bench
+auth_password=bench-password-1
+if [[ " $SCENARIOS " == *" auth-32 "* ]]; then
+    TOKIO_WORKER_THREADS=$server_n taskset -c "$server_cpus" "$DEMO_BIN" \
+        --listen 127.0.0.1:0 --user "$auth_user:$auth_password:ROLE_USER" "${demo_upstream[@]}" \
+        ${DEMO_ARGS:-} >"$tmp/authn.out" 2>"$tmp/authn.err" &
+    await_listening authn "$DEMO_BIN (secured)"
+    wait_http "http://${demo_addr[authn]}/proxy/"
+fi
 alg=$(printf '%s' "${auth#Bearer }" | cut -d. -f1 | tr '_-' '/+' | base64 -d 2>/dev/null || true)
 [[ -n ${BASE_BIN:-} ]] && start_demo base "$BASE_BIN"
 floors=()
@@ -226,10 +243,11 @@ cpu_ticks() {
 }
 hz=$(getconf CLK_TCK)
 
-run_wrk() { # conns, seconds, url, server pids → "rps p50 p99 mib errors cpu_us_per_request"
-    local out rps p50 p99 mib errs c0 c1 n
+run_wrk() { # conns, seconds, url, server pids[, Authorization] → "rps p50 p99 mib errors cpu_us_per_request"
+    local out rps p50 p99 mib errs c0 c1 n auth=()
+    [[ -n ${5:-} ]] && auth=(-H "Authorization: $5")
     c0=$(cpu_ticks $4)
-    out=$(taskset -c "$client_cpus" wrk -t"$wrk_threads" -c"$1" -d"$2"s --latency "$3")
+    out=$(taskset -c "$client_cpus" wrk -t"$wrk_threads" -c"$1" -d"$2"s --latency "${auth[@]}" "$3")
     c1=$(cpu_ticks $4)
     rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
     p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
@@ -269,7 +287,70 @@ cpu us/req: CPU time (user + system) per request of the system under test: the u
   direct, the proxy's workers for nginx, the demo process for demo (never wrk's)
 EOF
 
+# auth-32: anonymous, Basic and Bearer callers of the secured demo, and Basic under a flood
+# of wrong passwords, in the same rounds.
+auth_scenario() {
+    local url="http://${demo_addr[authn]}/proxy/" pid=${demo_pid[authn]} basic bearer wrong
+    basic="Basic $(printf '%s:%s' "$auth_user" "$auth_password" | base64 -w0)"
+    wrong="Basic $(printf '%s:%s' "$auth_user" wrong-password | base64 -w0)"
+    # A fresh token (5 minutes), as a target receives it.
+    bearer=$(curl -fsS -H "Authorization: $basic" "http://${demo_addr[authn]}/proxy/auth")
+    [[ $bearer == "Bearer ey"* ]] || { echo "load.sh: no token from the secured demo" >&2; exit 1; }
+    for auth in "$basic" "$bearer"; do
+        code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: $auth" "$url")
+        [[ $code == 200 ]] || { echo "load.sh: the secured demo answered $code" >&2; exit 1; }
+    done
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: $wrong" "$url")
+    [[ $code == 401 ]] || { echo "load.sh: a wrong password got $code" >&2; exit 1; }
+    declare -A auth_of=([anon]="" [basic]="$basic" [bearer]="$bearer" [flood]="$basic")
+    local systems=(anon basic bearer flood) sys round flooder
+    echo
+    echo "== auth-32: GET /, 32 connections, secured demo: anonymous, Basic, Bearer; Basic under a 32-connection wrong-password flood =="
+    for sys in anon basic bearer; do
+        run_wrk 32 "$WARMUP" "$url" "$pid" "${auth_of[$sys]}" >/dev/null
+    done
+    : >"$tmp/auth-32.txt"
+    for round in $(seq 1 "$ROUNDS"); do
+        for sys in "${systems[@]}"; do
+            flooder=
+            if [[ $sys == flood ]]; then
+                taskset -c "$client_cpus" wrk -t1 -c32 -d$((DURATION + 2))s -H "Authorization: $wrong" \
+                    "$url" >"$tmp/flood-$round.txt" 2>&1 &
+                flooder=$!
+                sleep 1
+            fi
+            read -r rps p50 p99 mib errs cpu < <(run_wrk 32 "$DURATION" "$url" "$pid" "${auth_of[$sys]}")
+            [[ -n $flooder ]] && wait "$flooder"
+            echo "$sys $rps $p50 $p99 $mib $errs $cpu" >>"$tmp/auth-32.txt"
+            printf '  round %d %-6s %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %5.1f us/req  errors %s\n' \
+                "$round" "$sys" "$rps" "$p50" "$p99" "$cpu" "$errs"
+            if [[ -n $flooder ]]; then
+                printf '           flood: %s requests, answered %s\n' \
+                    "$(awk '/ requests in / { print $1 }' "$tmp/flood-$round.txt")" \
+                    "$(awk '/Non-2xx/ { print $NF " non-2xx (401/429)" }' "$tmp/flood-$round.txt")"
+            fi
+        done
+    done
+    printf '  %-8s %10s %9s %9s %11s %7s\n' system "req/s" "p50 ms" "p99 ms" "cpu us/req" errors
+    declare -A med_rps=() med_p99=()
+    for sys in "${systems[@]}"; do
+        col() { awk -v s="$sys" -v c="$1" '$1 == s { print $c }' "$tmp/auth-32.txt" | median; }
+        med_rps[$sys]=$(col 2)
+        med_p99[$sys]=$(col 4)
+        errs=$(awk -v s="$sys" '$1 == s { e += $6 } END { print e + 0 }' "$tmp/auth-32.txt")
+        printf '  %-8s %10.0f %9.3f %9.3f %11.1f %7s\n' "$sys" "${med_rps[$sys]}" "$(col 3)" \
+            "${med_p99[$sys]}" "$(col 7)" "$errs"
+    done
+    awk -v a="${med_rps[anon]}" -v b="${med_rps[basic]}" -v t="${med_rps[bearer]}" \
+        -v bp="${med_p99[basic]}" -v fp="${med_p99[flood]}" 'BEGIN {
+        printf "  ratios: basic/anon %.2f  bearer/anon %.2f  p99 flood/basic %.2f\n", b / a, t / a, fp / bp }'
+}
+
 for scenario in $SCENARIOS; do
+    if [[ $scenario == auth-32 ]]; then
+        auth_scenario
+        continue
+    fi
     case $scenario in
     small-32) conns=32 path=/ ;;
     small-100) conns=100 path=/ ;;

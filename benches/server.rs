@@ -12,7 +12,10 @@
 //! the demo's, with the same meaning: `--listen`, `--keys`, `--unsecured`, `--user`,
 //! `--proxy-url`, `--upstream-timeout-ms`, `--upstream-ca`, `--upstream-h2c`,
 //! `--header-read-timeout-ms`, `--idle-timeout-ms`, `--shutdown-timeout-ms`,
-//! `--forwarded-for`. Its only route besides `/proxy` is `GET /.well-known/jwks.json`.
+//! `--forwarded-for`, `--credential-cache-secs`. Its only route besides `/proxy` is
+//! `GET /.well-known/jwks.json`. Secured, it authenticates as the demo does: Basic with
+//! cached credentials and failed sign-ins counted per TCP peer, else a Bearer token the
+//! server signed (cached, following the users), else anonymous.
 //!
 //! How it serves: one single-threaded runtime per server thread (`TOKIO_WORKER_THREADS`,
 //! else one per CPU), each with a listening socket of its own (`SO_REUSEPORT`) and a
@@ -115,6 +118,11 @@ struct Options {
     /// never the client's own `X-Forwarded-For`.
     #[arg(long)]
     forwarded_for: bool,
+
+    /// How long a verified Basic user name and password are recognised without the slow
+    /// hash, in seconds; 0 turns the cache off.
+    #[arg(long, value_name = "N", default_value_t = 300)]
+    credential_cache_secs: u64,
 }
 
 /// A `--user NAME:PASSWORD:ROLE,ROLE` option.
@@ -196,8 +204,10 @@ struct App {
     /// How long [`serve`] waits for a client.
     timeouts: Timeouts,
     /// Whether [`serve`] puts each connection's peer address into its requests, as axum's
-    /// `ConnectInfo<SocketAddr>` (`--forwarded-for` reads it there). Off, requests carry no
-    /// extension for it (inserting one allocates the request's extension map).
+    /// `ConnectInfo<SocketAddr>` (`--forwarded-for` and the count of failed sign-ins per
+    /// client address read it there): on unless `--unsecured` without `--forwarded-for`.
+    /// Off, requests carry no extension for it (inserting one allocates the request's
+    /// extension map).
     connect_info: bool,
 }
 
@@ -266,9 +276,16 @@ async fn build(opts: &Options) -> Result<App, Error> {
     let identity = if opts.unsecured {
         AppIdentity::Unsecured(Anonymous::unsecured())
     } else {
+        let cache = Duration::from_secs(opts.credential_cache_secs);
         AppIdentity::Secured(
             BasicAuth::new(users.clone())
-                .or(BearerJwt::new(key_set.verifier()))
+                .credential_cache(cache, 1024)
+                // The TCP peer, as `serve` puts it in each request.
+                .client_address(|parts| {
+                    let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
+                    Some(peer.ip().to_canonical())
+                })
+                .or(BearerJwt::new(key_set.verifier()).users(users.clone()))
                 .or_anonymous(),
         )
     };
@@ -308,7 +325,8 @@ async fn build(opts: &Options) -> Result<App, Error> {
             idle: Duration::from_millis(opts.idle_timeout_ms),
             shutdown: Duration::from_millis(opts.shutdown_timeout_ms),
         },
-        connect_info: opts.forwarded_for,
+        // Secured, failed sign-ins are counted per client address.
+        connect_info: opts.forwarded_for || !opts.unsecured,
     })
 }
 

@@ -23,7 +23,9 @@
 //!   `DELETE /admin/users/{name}` removes one;
 //! - `POST /admin/keys/rotate` rotates to a fresh key of the same type and answers
 //!   `{"kid": "<the new kid>", "published": [every published kid]}`; the previous key stays
-//!   published until the tokens it signed have expired. `/admin/*` needs `ROLE_ADMIN`;
+//!   published until the tokens it signed have expired. `/admin/*` needs `ROLE_ADMIN`, and
+//!   refuses (`403`) identities read from a token this app signed: a target calling the app
+//!   back acts for a user, it does not administer the app;
 //! - `GET /.well-known/jwks.json`: the public keys as a JWK Set (no authentication), for
 //!   targets such as `cargo run --example target -- --jwks http://ADDR/.well-known/jwks.json`;
 //! - `/proxy` and `/proxy/*`: the [`ProxyLayer`].
@@ -41,6 +43,11 @@
 //! headers, those two as `Sensitive`), a request body limit (`--body-limit-bytes`: `413`,
 //! nothing forwarded), the proxy, then the routes with a 30 s `TimeoutLayer` (`503`); the
 //! proxy has its own `--upstream-timeout-ms`.
+//!
+//! Verified passwords and tokens are cached (`--credential-cache-secs`); failed sign-ins are
+//! limited per user name and per client address (`429` with `Retry-After`); a token this app signed whose user was
+//! removed, or given other roles, since it was signed is refused (`401`) at the next
+//! request.
 //!
 //! Origins: `--public-origin URL` (repeatable) names the origins clients reach the app
 //! under; `/proxy` requests naming another `Host` get `421`, and tokens carry the origin as
@@ -159,6 +166,11 @@ struct Options {
     /// The largest request body accepted, `/proxy` included, in bytes: `413` above it.
     #[arg(long, value_name = "N", default_value_t = 16 << 20)]
     body_limit_bytes: usize,
+
+    /// How long a verified Basic user name and password are recognised without the slow
+    /// hash, in seconds (a keyed hash of them is kept in memory); 0 turns the cache off.
+    #[arg(long, value_name = "N", default_value_t = 300)]
+    credential_cache_secs: u64,
 
     /// Also accept Bearer access tokens of this OpenID Connect provider (its `iss`, e.g.
     /// `https://sso.example.com/realms/demo`; keys from its discovery document); needs
@@ -335,20 +347,22 @@ async fn build(
 
     // One active key, rotated at run time; Bearer tokens verify against every published key.
     let key_set = KeySet::new(KeySigner::new(keys));
+    let basic = BasicAuth::new(users.clone())
+        .credential_cache(Duration::from_secs(opts.credential_cache_secs), 1024)
+        // Failed sign-ins are counted per TCP peer, as `serve` puts it in each request.
+        .client_address(|parts| {
+            let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
+            Some(peer.ip().to_canonical())
+        });
+    // The app's own tokens, sent back by targets: refused once their user changed.
+    let callback = BearerJwt::new(key_set.verifier()).users(users.clone());
     let identity = match (opts.unsecured, oidc(opts).await?) {
         (true, Some(_)) => return Err("--oidc-issuer cannot be used with --unsecured".into()),
         (true, None) => DemoIdentity::Unsecured(Anonymous::unsecured()),
-        (false, None) => DemoIdentity::Secured(
-            BasicAuth::new(users.clone())
-                .or(BearerJwt::new(key_set.verifier()))
-                .or_anonymous(),
-        ),
-        (false, Some(oidc)) => DemoIdentity::SecuredOidc(
-            BasicAuth::new(users.clone())
-                .or(oidc)
-                .or(BearerJwt::new(key_set.verifier()))
-                .or_anonymous(),
-        ),
+        (false, None) => DemoIdentity::Secured(basic.or(callback).or_anonymous()),
+        (false, Some(oidc)) => {
+            DemoIdentity::SecuredOidc(basic.or(oidc).or(callback).or_anonymous())
+        }
     };
 
     let handle = match &opts.proxy_url {
@@ -459,6 +473,7 @@ fn router(state: AppState, identity: DemoIdentity) -> Router {
         .route("/admin/proxy", get(get_proxy).put(put_proxy))
         .route("/admin/users/{name}", put(put_user).delete(delete_user))
         .route("/admin/keys/rotate", post(rotate_keys))
+        .route_layer(axum::middleware::from_fn(refuse_call_back_tokens))
         .route_layer(Authenticate::new(identity).require_role("ROLE_ADMIN"));
     Router::new()
         .merge(api)
@@ -473,6 +488,22 @@ fn router(state: AppState, identity: DemoIdentity) -> Router {
 
 async fn whoami(who: Identity) -> Json<Value> {
     Json(json!({ "name": who.name(), "roles": who.roles() }))
+}
+
+/// `403` for an identity read from a call-back token: a target acting for its caller never
+/// administers the app.
+async fn refuse_call_back_tokens(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match req.extensions().get::<Identity>() {
+        Some(who) if who.is_callback() => (
+            StatusCode::FORBIDDEN,
+            "The admin API does not accept tokens that a target sends back.",
+        )
+            .into_response(),
+        _ => next.run(req).await,
+    }
 }
 
 fn target_json(handle: &ProxyHandle) -> Json<Value> {

@@ -3,7 +3,12 @@
 use std::{
     collections::HashMap,
     fmt,
-    sync::{Arc, RwLock},
+    net::IpAddr,
+    sync::{
+        Arc, RwLock, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use argon2::{
@@ -14,7 +19,13 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use http::{HeaderValue, request::Parts};
 use tokio::sync::Semaphore;
 
-use super::{ExtractResult, Identity, IdentityExtractor, Rejection, credentials_for};
+use super::{
+    ExtractResult, Identity, IdentityExtractor, Rejection,
+    clock::Clock,
+    credentials_for,
+    failures::{self, Failures, Rate},
+    verified::{self, VerifiedCredentials},
+};
 use crate::error::ConfigError;
 
 /// Users with their password hashes and roles, changeable at run time.
@@ -22,6 +33,16 @@ use crate::error::ConfigError;
 /// Passwords are kept only as Argon2id hashes (PHC strings, random salt each); a
 /// verification compares in constant time and costs the same for unknown users as for known
 /// ones, so timing does not tell which users exist. Cheap to clone: clones share the users.
+///
+/// Every change ([`insert`](Self::insert), [`insert_hashed`](Self::insert_hashed),
+/// [`remove`](Self::remove)) takes effect at once for the extractors that use the store: a
+/// [`BasicAuth`] forgets the user's cached password before the change returns, and a
+/// [`BearerJwt`](super::BearerJwt) following the store ([`BearerJwt::users`]) refuses the
+/// tokens of a user removed, or given other roles, since they were signed. For that, the
+/// store remembers the names it removed (not their passwords or roles) until they are
+/// added again.
+///
+/// [`BearerJwt::users`]: super::BearerJwt::users
 ///
 /// # Example
 ///
@@ -42,15 +63,54 @@ pub struct CredentialStore {
 }
 
 struct StoreInner {
-    users: RwLock<HashMap<String, User>>,
-    hasher: Argon2<'static>,
+    users: RwLock<Users>,
+    hasher: Box<dyn SlowHash>,
     /// Verified against when the user does not exist, to keep the timing equal.
     dummy: String,
+    /// Gives each stored user record a number of its own.
+    versions: AtomicU64,
+    /// The verified-credential caches of the extractors that use this store, told of every
+    /// change while the change is being made.
+    caches: std::sync::Mutex<Vec<Weak<VerifiedCredentials>>>,
+}
+
+#[derive(Default)]
+struct Users {
+    active: HashMap<String, User>,
+    /// Names removed and not added again, with when they were last removed.
+    removed: HashMap<String, u64>,
 }
 
 struct User {
     hash: String,
     roles: Arc<[String]>,
+    /// Which record this is: a change makes a new one.
+    version: u64,
+    /// When a user of that name was last removed (seconds since the epoch), if ever.
+    removed_at: Option<u64>,
+}
+
+/// The slow hash: Argon2 in the crate, a counting one in tests.
+trait SlowHash: Send + Sync + 'static {
+    fn hash(&self, password: &[u8]) -> Option<String>;
+    fn verify(&self, password: &[u8], hash: &PasswordHash<'_>) -> bool;
+}
+
+impl SlowHash for Argon2<'static> {
+    fn hash(&self, password: &[u8]) -> Option<String> {
+        let salt = SaltString::generate(&mut OsRng);
+        self.hash_password(password, &salt)
+            .ok()
+            .map(|h| h.to_string())
+    }
+
+    fn verify(&self, password: &[u8], hash: &PasswordHash<'_>) -> bool {
+        self.verify_password(password, hash).is_ok()
+    }
+}
+
+fn epoch_secs(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl CredentialStore {
@@ -61,18 +121,49 @@ impl CredentialStore {
 
     /// An empty store using these Argon2 parameters.
     pub fn with_hasher(hasher: Argon2<'static>) -> Self {
-        let salt = SaltString::generate(&mut OsRng);
-        let dummy = hasher
-            .hash_password(b"not a password", &salt)
-            .map(|h| h.to_string())
-            .unwrap_or_default();
+        Self::with_slow_hash(Box::new(hasher))
+    }
+
+    fn with_slow_hash(hasher: Box<dyn SlowHash>) -> Self {
+        let dummy = hasher.hash(b"not a password").unwrap_or_default();
         Self {
             inner: Arc::new(StoreInner {
-                users: RwLock::new(HashMap::new()),
+                users: RwLock::new(Users::default()),
                 hasher,
                 dummy,
+                versions: AtomicU64::new(1),
+                caches: std::sync::Mutex::new(Vec::new()),
             }),
         }
+    }
+
+    fn check_name(name: &str) -> Result<(), ConfigError> {
+        if name.is_empty() || name.contains(':') || name.chars().any(char::is_control) {
+            return Err(ConfigError::InvalidSetting {
+                name: "user name",
+                reason: "a user name must be non-empty, without ':' or control characters".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The PHC string of `password` hashed with this store's parameters and a fresh salt:
+    /// what [`insert_hashed`](Self::insert_hashed) takes (to hash once and store the
+    /// result in several places, such as other replicas).
+    ///
+    /// Slow by design, like [`insert`](Self::insert).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidSetting`] if hashing fails.
+    pub fn hash_password(&self, password: &str) -> Result<String, ConfigError> {
+        self.inner
+            .hasher
+            .hash(password.as_bytes())
+            .ok_or_else(|| ConfigError::InvalidSetting {
+                name: "password",
+                reason: "the password could not be hashed".into(),
+            })
     }
 
     /// Adds a user or replaces its password and roles.
@@ -90,60 +181,151 @@ impl CredentialStore {
         password: &str,
         roles: impl IntoIterator<Item = R>,
     ) -> Result<(), ConfigError> {
-        if name.is_empty() || name.contains(':') || name.chars().any(char::is_control) {
+        Self::check_name(name)?;
+        let hash = self.hash_password(password)?;
+        self.store(name, hash, roles);
+        Ok(())
+    }
+
+    /// Adds a user or replaces its password and roles, with a password already hashed: a
+    /// PHC string such as [`hash_password`](Self::hash_password) returns
+    /// (`$argon2id$v=19$...`), verified with the parameters it names. Fast: nothing is
+    /// hashed.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidSetting`] for a user name [`insert`](Self::insert) refuses, or
+    /// a hash that is not an Argon2 PHC string.
+    pub fn insert_hashed<R: Into<String>>(
+        &self,
+        name: &str,
+        phc: &str,
+        roles: impl IntoIterator<Item = R>,
+    ) -> Result<(), ConfigError> {
+        Self::check_name(name)?;
+        let parsed = PasswordHash::new(phc).map_err(|_| ConfigError::InvalidSetting {
+            name: "password hash",
+            reason: "not a PHC string".into(),
+        })?;
+        if !parsed.algorithm.as_str().starts_with("argon2") || parsed.hash.is_none() {
             return Err(ConfigError::InvalidSetting {
-                name: "user name",
-                reason: "a user name must be non-empty, without ':' or control characters".into(),
+                name: "password hash",
+                reason: "not an Argon2 hash".into(),
             });
         }
-        let salt = SaltString::generate(&mut OsRng);
-        let hash = self
-            .inner
-            .hasher
-            .hash_password(password.as_bytes(), &salt)
-            .map_err(|_| ConfigError::InvalidSetting {
-                name: "password",
-                reason: "the password could not be hashed".into(),
-            })?
-            .to_string();
-        let roles = Identity::new(name, roles).roles;
-        let mut users = self.inner.users.write().unwrap_or_else(|e| e.into_inner());
-        users.insert(name.to_owned(), User { hash, roles });
+        self.store(name, phc.to_owned(), roles);
         Ok(())
+    }
+
+    fn store<R: Into<String>>(&self, name: &str, hash: String, roles: impl IntoIterator<Item = R>) {
+        let roles = Identity::new(name, roles).roles;
+        let version = self.inner.versions.fetch_add(1, Ordering::Relaxed);
+        let mut users = self.inner.users.write().unwrap_or_else(|e| e.into_inner());
+        let removed_at = match users.active.get(name) {
+            Some(was) => was.removed_at,
+            None => users.removed.remove(name),
+        };
+        users.active.insert(
+            name.to_owned(),
+            User {
+                hash,
+                roles,
+                version,
+                removed_at,
+            },
+        );
+        self.changed(name);
     }
 
     /// Removes a user; returns whether it existed.
     pub fn remove(&self, name: &str) -> bool {
         let mut users = self.inner.users.write().unwrap_or_else(|e| e.into_inner());
-        users.remove(name).is_some()
+        let existed = users.active.remove(name).is_some();
+        if existed {
+            users
+                .removed
+                .insert(name.to_owned(), epoch_secs(SystemTime::now()));
+        }
+        self.changed(name);
+        existed
+    }
+
+    /// Tells the caches that `name` changed. Called with the users locked for writing, so
+    /// that no password checked before the change can be cached after it (see
+    /// [`while_current`](Self::while_current)).
+    fn changed(&self, name: &str) {
+        let caches = self.inner.caches.lock().unwrap_or_else(|e| e.into_inner());
+        for cache in caches.iter().filter_map(Weak::upgrade) {
+            cache.invalidate(name);
+        }
+    }
+
+    /// Tells `cache` of every change from now on.
+    fn subscribe(&self, cache: &Arc<VerifiedCredentials>) {
+        let mut caches = self.inner.caches.lock().unwrap_or_else(|e| e.into_inner());
+        caches.retain(|c| c.strong_count() > 0);
+        caches.push(Arc::downgrade(cache));
     }
 
     /// Whether a user of that name exists.
     pub fn contains(&self, name: &str) -> bool {
         let users = self.inner.users.read().unwrap_or_else(|e| e.into_inner());
-        users.contains_key(name)
+        users.active.contains_key(name)
     }
 
     /// Checks a name and password; the identity when they match.
     ///
     /// Slow by design, like [`insert`](Self::insert).
     pub fn verify(&self, name: &str, password: &str) -> Option<Identity> {
-        let (hash, roles) = {
+        self.verify_versioned(name, password)
+            .map(|(identity, _)| identity)
+    }
+
+    /// [`verify`](Self::verify), with the version of the record that matched.
+    fn verify_versioned(&self, name: &str, password: &str) -> Option<(Identity, u64)> {
+        let (hash, found) = {
             let users = self.inner.users.read().unwrap_or_else(|e| e.into_inner());
-            match users.get(name) {
-                Some(u) => (u.hash.clone(), Some(u.roles.clone())),
+            match users.active.get(name) {
+                Some(u) => (u.hash.clone(), Some((u.roles.clone(), u.version))),
                 None => (self.inner.dummy.clone(), None),
             }
         };
         let parsed = PasswordHash::new(&hash).ok()?;
-        let ok = self
-            .inner
-            .hasher
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok();
-        match (ok, roles) {
-            (true, Some(roles)) => Some(Identity::from_parts(name.into(), roles, None, None)),
+        let ok = self.inner.hasher.verify(password.as_bytes(), &parsed);
+        match (ok, found) {
+            (true, Some((roles, version))) => Some((
+                Identity::from_parts(name.into(), roles, None, None),
+                version,
+            )),
             _ => None,
+        }
+    }
+
+    /// Runs `f` if `name`'s record is still `version`, holding the users so that no change
+    /// happens meanwhile.
+    fn while_current(&self, name: &str, version: u64, f: impl FnOnce()) {
+        let users = self.inner.users.read().unwrap_or_else(|e| e.into_inner());
+        if users.active.get(name).is_some_and(|u| u.version == version) {
+            f();
+        }
+    }
+
+    /// Whether a token issued at `issued_at` (its `iat`, seconds since the epoch) for
+    /// `name` with `roles` still speaks for a user of this store:
+    /// - `false` if the store removed that name and has not added it again, or if the user
+    ///   now has other roles;
+    /// - `false` if the name was removed, then added again, and the token was issued no
+    ///   later than that removal (by its `iat`, which a signer back-dates: 10 s by default,
+    ///   so a token signed within that time after a removal is refused too);
+    /// - `true` for a name the store never held (the anonymous user, users of an identity
+    ///   provider), and for a user as the token names it.
+    ///
+    /// A changed password alone does not refuse a token.
+    pub fn vouches_for(&self, name: &str, roles: &[String], issued_at: u64) -> bool {
+        let users = self.inner.users.read().unwrap_or_else(|e| e.into_inner());
+        match users.active.get(name) {
+            Some(user) => *user.roles == *roles && user.removed_at.is_none_or(|at| issued_at > at),
+            None => !users.removed.contains_key(name),
         }
     }
 }
@@ -158,7 +340,7 @@ impl fmt::Debug for CredentialStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let users = self.inner.users.read().unwrap_or_else(|e| e.into_inner());
         f.debug_struct("CredentialStore")
-            .field("users", &users.len())
+            .field("users", &users.active.len())
             .finish_non_exhaustive()
     }
 }
@@ -170,6 +352,8 @@ impl fmt::Debug for CredentialStore {
 /// `WWW-Authenticate: Basic realm="…", charset="UTF-8"`, the challenge it also names when a
 /// chain finds no credentials.
 ///
+/// # The slow hash, bounded
+///
 /// The password check runs on tokio's blocking pool, never on the async workers, and at
 /// most [`max_concurrent_checks`](Self::max_concurrent_checks) of them run at once (one per
 /// CPU by default); further requests wait their turn. Anyone may send credentials to a
@@ -178,13 +362,79 @@ impl fmt::Debug for CredentialStore {
 /// threads) and gigabytes of memory. A check whose request is abandoned keeps its place
 /// until the hash is done, so dropped connections cannot slip past the bound. At most
 /// [`max_queued_checks`](Self::max_queued_checks) requests wait for a turn (128 by
-/// default); more are answered `503 Service Unavailable` at once, so that a flood of wrong
-/// passwords delays real sign-ins by a bounded time instead of minutes.
-#[derive(Clone, Debug)]
+/// default); more are answered `503 Service Unavailable` at once.
+///
+/// # Verified credentials are cached
+///
+/// After a successful check, the same user name and password are recognised without the
+/// slow hash for [5 minutes](Self::credential_cache) (at most 1024 users by default): the
+/// cache keeps, per user, the HMAC-SHA256 of the name and password under a key drawn at
+/// random when the extractor is made, compared in constant time, and the identity. It never
+/// keeps the password or the slow hash, and never answers another password: a wrong
+/// password for a cached user goes to the slow hash, and fails there. A change to the user
+/// in the store ([`insert`](CredentialStore::insert),
+/// [`insert_hashed`](CredentialStore::insert_hashed), [`remove`](CredentialStore::remove))
+/// forgets the entry before it returns. Cached checks never wait behind slow-hash work.
+///
+/// The trade-off: a memory dump of the process holds, for each recently signed-in user, a
+/// keyed hash of their password. It cannot be searched for passwords without the key, which
+/// the same dump holds: with both, guessing a password costs one fast hash per guess
+/// instead of one Argon2id check. Turn the cache off with
+/// [`credential_cache(Duration::ZERO, 0)`](Self::credential_cache): every request then pays
+/// the slow hash.
+///
+/// # Failed sign-ins are limited before the slow hash
+///
+/// A request that is not answered from the cache is counted against its user name and its
+/// client address (when [`client_address`](Self::client_address) says how to find it):
+/// past [10 failures for a name](Self::failures_per_name) (then one more every 6 s) or
+/// [20 from an address](Self::failures_per_address) (then one every 3 s), it is answered
+/// `429 Too Many Requests` with `Retry-After`, after a [delay](Self::refusal_delay) (1 s by
+/// default, so that a client hammering the proxy is slowed rather than answered at once),
+/// and never reaches the slow hash. A successful sign-in is not counted. So that a flood
+/// against one name does not lock its user out, the name's limit does not apply to a
+/// request from an address without recent failures; users whose credentials are cached
+/// are never limited at all. Without a client address only the name's limit applies.
+///
+/// ```
+/// use std::{net::SocketAddr, time::Duration};
+/// use tower_identity_proxy::identity::{BasicAuth, CredentialStore};
+///
+/// # #[derive(Clone)] struct ConnectInfo(SocketAddr);
+/// let auth = BasicAuth::new(CredentialStore::new())
+///     // axum's `ConnectInfo<SocketAddr>`, say
+///     .client_address(|parts| parts.extensions.get::<ConnectInfo>().map(|c| c.0.ip()))
+///     .credential_cache(Duration::from_secs(60), 256)
+///     .failures_per_name(5, Duration::from_secs(12));
+/// # let _ = auth;
+/// ```
+#[derive(Clone)]
 pub struct BasicAuth {
     store: CredentialStore,
     challenge: HeaderValue,
     checks: Arc<Checks>,
+    cache: Option<Arc<VerifiedCredentials>>,
+    failures: Arc<Failures>,
+    client_address: Option<ClientAddress>,
+    refusal_delay: Duration,
+    clock: Clock,
+}
+
+/// A function that finds the client's address in a request's head.
+type ClientAddress = Arc<dyn Fn(&Parts) -> Option<IpAddr> + Send + Sync>;
+
+impl fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("store", &self.store)
+            .field("challenge", &self.challenge)
+            .field("checks", &self.checks)
+            .field("cache", &self.cache)
+            .field("failures", &self.failures)
+            .field("client_address", &self.client_address.is_some())
+            .field("refusal_delay", &self.refusal_delay)
+            .finish()
+    }
 }
 
 /// The password checks of a [`BasicAuth`] and its clones.
@@ -249,14 +499,30 @@ async fn queued_blocking<T: Send + 'static>(
 }
 
 impl BasicAuth {
-    /// Basic authentication against `store`, realm `proxy`.
+    /// Basic authentication against `store`, realm `proxy`, with the default cache and
+    /// limits (see above).
     pub fn new(store: CredentialStore) -> Self {
+        Self::with_clock(store, Clock::default())
+    }
+
+    fn with_clock(store: CredentialStore, clock: Clock) -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        Self {
+        let auth = Self {
             store,
             challenge: HeaderValue::from_static(r#"Basic realm="proxy", charset="UTF-8""#),
             checks: Checks::new(cpus, DEFAULT_MAX_QUEUED),
-        }
+            cache: None,
+            failures: Arc::new(Failures::new(
+                failures::PER_NAME,
+                failures::PER_ADDRESS,
+                failures::MAX_TRACKED,
+                clock.clone(),
+            )),
+            client_address: None,
+            refusal_delay: DEFAULT_REFUSAL_DELAY,
+            clock,
+        };
+        auth.credential_cache(verified::DEFAULT_TTL, verified::DEFAULT_CAPACITY)
     }
 
     /// How many password checks may run at once, shared by the clones of this extractor.
@@ -271,6 +537,82 @@ impl BasicAuth {
     /// this extractor; more are answered `503` at once. Default is 128.
     pub fn max_queued_checks(mut self, max: usize) -> Self {
         self.checks = Checks::new(self.checks.slot_count, max);
+        self
+    }
+
+    /// Recognises a verified user name and password for `ttl` without the slow hash,
+    /// keeping at most `capacity` users (when full, expired entries go first, then the
+    /// oldest). Default: 5 minutes, 1024 users. A zero `ttl` or `capacity` turns the cache
+    /// off. See [the type's docs](Self#verified-credentials-are-cached) for what it keeps.
+    /// The cache is shared by the clones of this extractor; this makes a new, empty one.
+    pub fn credential_cache(mut self, ttl: Duration, capacity: usize) -> Self {
+        self.cache = VerifiedCredentials::new(ttl, capacity, self.clock.clone()).map(Arc::new);
+        if let Some(cache) = &self.cache {
+            self.store.subscribe(cache);
+        }
+        self
+    }
+
+    /// How many failed sign-ins one user name may have in a row (`burst`), and how often
+    /// it earns one more back (`every`); past that, requests for it are answered `429`
+    /// before the slow hash, except from addresses without recent failures. Default: 10,
+    /// then one every 6 seconds. A zero `burst` or `every` turns this limit off. The counts
+    /// are shared by the clones of this extractor; this starts them afresh.
+    pub fn failures_per_name(mut self, burst: u32, every: Duration) -> Self {
+        self.failures = Arc::new(Failures::new(
+            Rate { burst, every },
+            self.failures.per_address(),
+            self.failures.max_tracked(),
+            self.clock.clone(),
+        ));
+        self
+    }
+
+    /// How many failed sign-ins one client address may have in a row (`burst`, whatever
+    /// the user names), and how often it earns one more back (`every`); past that, its
+    /// requests are answered `429` before the slow hash. IPv6 addresses count per /64
+    /// network. Default: 20, then one every 3 seconds. A zero `burst` or `every` turns this
+    /// limit off. Needs [`client_address`](Self::client_address).
+    pub fn failures_per_address(mut self, burst: u32, every: Duration) -> Self {
+        self.failures = Arc::new(Failures::new(
+            self.failures.per_name(),
+            Rate { burst, every },
+            self.failures.max_tracked(),
+            self.clock.clone(),
+        ));
+        self
+    }
+
+    /// How many user names, and how many client addresses, the failure counts track at
+    /// most (when full, those without recent failures go first, then the ones that owe
+    /// least). Default: 10 000 each.
+    pub fn max_tracked_failures(mut self, max: usize) -> Self {
+        self.failures = Arc::new(Failures::new(
+            self.failures.per_name(),
+            self.failures.per_address(),
+            max,
+            self.clock.clone(),
+        ));
+        self
+    }
+
+    /// How to find the client's address in a request's head, for
+    /// [`failures_per_address`](Self::failures_per_address): typically the TCP peer the
+    /// server put into the extensions (axum's `ConnectInfo<SocketAddr>`), or a trusted
+    /// proxy's `X-Forwarded-For`. Default: none, so only the per-name limit applies.
+    pub fn client_address(
+        mut self,
+        find: impl Fn(&Parts) -> Option<IpAddr> + Send + Sync + 'static,
+    ) -> Self {
+        self.client_address = Some(Arc::new(find));
+        self
+    }
+
+    /// How long a request refused with `429` waits before it is answered. It holds no
+    /// slot of the slow hash and costs no CPU; it slows a client that tries again at once.
+    /// Default: 1 second.
+    pub fn refusal_delay(mut self, delay: Duration) -> Self {
+        self.refusal_delay = delay;
         self
     }
 
@@ -312,6 +654,9 @@ impl BasicAuth {
 /// How many requests may wait for a password check by default.
 const DEFAULT_MAX_QUEUED: usize = 128;
 
+/// How long a `429` waits by default.
+const DEFAULT_REFUSAL_DELAY: Duration = Duration::from_secs(1);
+
 /// Runs `f` on tokio's blocking pool, holding `slot` until `f` returns: the slot is given
 /// back when the check is done, even if the caller stopped waiting. `None` if `f` panicked.
 async fn run_holding<T: Send + 'static>(
@@ -350,25 +695,63 @@ impl IdentityExtractor for BasicAuth {
         let Some((user, password)) = decode_basic(credentials) else {
             return Err(self.reject("The Basic credentials are malformed."));
         };
-        let store = self.store.clone();
-        let verified =
-            match queued_blocking(&self.checks, move || store.verify(&user, &password)).await {
-                Ok(verified) => verified.flatten(),
-                Err(Busy) => {
-                    tracing::warn!(
-                        target: "tower_identity_proxy",
-                        max_queued = self.checks.max_queued,
-                        "too many password checks waiting; request refused with 503"
-                    );
-                    return Err(Rejection::new(
-                        http::StatusCode::SERVICE_UNAVAILABLE,
-                        "Too many sign-ins are being checked; try again shortly.",
-                    ));
+        if let Some(identity) = self.cache.as_ref().and_then(|c| c.get(&user, &password)) {
+            return Ok(Some(identity));
+        }
+        let address = self.client_address.as_ref().and_then(|find| find(parts));
+        let attempt = match self.failures.attempt(&user, address) {
+            Ok(attempt) => attempt,
+            Err(wait) => {
+                tracing::debug!(
+                    target: "tower_identity_proxy",
+                    retry_after_ms = wait.as_millis(),
+                    "too many failed sign-ins; request refused with 429"
+                );
+                if !self.refusal_delay.is_zero() {
+                    tokio::time::sleep(self.refusal_delay).await;
                 }
-            };
-        verified
-            .map(Some)
-            .ok_or_else(|| self.reject("The user name or password is wrong."))
+                return Err(Rejection::new(
+                    http::StatusCode::TOO_MANY_REQUESTS,
+                    "Too many failed sign-ins; try again later.",
+                )
+                .retry_after(wait));
+            }
+        };
+        let (store, cache) = (self.store.clone(), self.cache.clone());
+        let check = move || {
+            let (identity, version) = store.verify_versioned(&user, &password)?;
+            if let Some(cache) = cache {
+                // Only if the user did not change while the hash ran.
+                store.while_current(&user, version, || {
+                    cache.insert(&user, &password, identity.clone());
+                });
+            }
+            Some(identity)
+        };
+        let verified = match queued_blocking(&self.checks, check).await {
+            Ok(verified) => verified.flatten(),
+            Err(Busy) => {
+                // Not a failed password: the attempt is not held against anyone.
+                self.failures.succeeded(attempt);
+                tracing::warn!(
+                    target: "tower_identity_proxy",
+                    max_queued = self.checks.max_queued,
+                    "too many password checks waiting; request refused with 503"
+                );
+                return Err(Rejection::new(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "Too many sign-ins are being checked; try again shortly.",
+                )
+                .retry_after(Duration::from_secs(1)));
+            }
+        };
+        match verified {
+            Some(identity) => {
+                self.failures.succeeded(attempt);
+                Ok(Some(identity))
+            }
+            None => Err(self.reject("The user name or password is wrong.")),
+        }
     }
 }
 
@@ -570,13 +953,212 @@ mod tests {
         assert_eq!(queued_blocking(&checks, || 4).await, Ok(Some(4)));
     }
 
+    /// Argon2id with small parameters, counting its verifications.
+    #[derive(Clone)]
+    struct Counting {
+        argon2: Argon2<'static>,
+        verified: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl SlowHash for Counting {
+        fn hash(&self, password: &[u8]) -> Option<String> {
+            self.argon2.hash(password)
+        }
+
+        fn verify(&self, password: &[u8], hash: &PasswordHash<'_>) -> bool {
+            self.verified
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.argon2.verify(password, hash)
+        }
+    }
+
+    /// A store whose slow hash counts its calls: the store and the count.
+    fn counting_store() -> (CredentialStore, impl Fn() -> usize) {
+        let counting = Counting {
+            argon2: Argon2::new(
+                argon2::Algorithm::Argon2id,
+                argon2::Version::V0x13,
+                argon2::Params::new(8, 1, 1, None).unwrap(),
+            ),
+            verified: Arc::default(),
+        };
+        let count = Arc::clone(&counting.verified);
+        let store = CredentialStore::with_slow_hash(Box::new(counting));
+        (store, move || {
+            count.load(std::sync::atomic::Ordering::SeqCst)
+        })
+    }
+
+    async fn status(auth: &BasicAuth, user_pass: &str) -> Result<Vec<String>, u16> {
+        auth.extract(&parts(&basic(user_pass)))
+            .await
+            .map(|id| id.unwrap().roles().to_vec())
+            .map_err(|e| e.status().as_u16())
+    }
+
+    #[tokio::test]
+    async fn a_cache_hit_skips_the_slow_hash_and_never_answers_a_wrong_password() {
+        let (store, hashed) = counting_store();
+        store.insert("Alice", "secret", ["ROLE_USER"]).unwrap();
+        let auth = BasicAuth::new(store.clone());
+        assert_eq!(hashed(), 0);
+        assert_eq!(
+            status(&auth, "Alice:secret").await,
+            Ok(vec!["ROLE_USER".into()])
+        );
+        assert_eq!(hashed(), 1);
+        for _ in 0..5 {
+            assert!(status(&auth, "Alice:secret").await.is_ok());
+        }
+        assert_eq!(hashed(), 1, "the hits skipped the slow hash");
+        // A clone shares the cache.
+        assert!(status(&auth.clone(), "Alice:secret").await.is_ok());
+        assert_eq!(hashed(), 1);
+        // A wrong password for a cached user goes to the slow hash, and fails there.
+        for wrong in ["Alice:secreT", "Alice:secret ", "Alice:", "Alice:secret:"] {
+            assert_eq!(status(&auth, wrong).await, Err(401), "{wrong}");
+        }
+        assert_eq!(hashed(), 5);
+        assert!(status(&auth, "Alice:secret").await.is_ok());
+        assert_eq!(hashed(), 5);
+
+        // Turned off, every request pays.
+        let uncached = BasicAuth::new(store).credential_cache(Duration::ZERO, 0);
+        assert!(status(&uncached, "Alice:secret").await.is_ok());
+        assert!(status(&uncached, "Alice:secret").await.is_ok());
+        assert_eq!(hashed(), 7);
+    }
+
+    #[tokio::test]
+    async fn every_change_to_the_user_invalidates_at_once() {
+        let (store, hashed) = counting_store();
+        store.insert("Alice", "first", ["ROLE_USER"]).unwrap();
+        let auth = BasicAuth::new(store.clone());
+        let other = BasicAuth::new(store.clone());
+        for a in [&auth, &other] {
+            assert!(status(a, "Alice:first").await.is_ok());
+        }
+        // A new password: the old one is refused by the very next request, in both.
+        store.insert("Alice", "second", ["ROLE_USER"]).unwrap();
+        for a in [&auth, &other] {
+            assert_eq!(status(a, "Alice:first").await, Err(401));
+        }
+        assert_eq!(
+            status(&auth, "Alice:second").await,
+            Ok(vec!["ROLE_USER".into()])
+        );
+        // New roles, same password: the next request sees them.
+        store.insert("Alice", "second", ["ROLE_ADMIN"]).unwrap();
+        assert_eq!(
+            status(&auth, "Alice:second").await,
+            Ok(vec!["ROLE_ADMIN".into()])
+        );
+        // Removed: refused.
+        assert!(store.remove("Alice"));
+        assert_eq!(status(&auth, "Alice:second").await, Err(401));
+        // Added back pre-hashed (as another replica would send it).
+        let phc = store.hash_password("third").unwrap();
+        store.insert_hashed("Alice", &phc, ["ROLE_USER"]).unwrap();
+        assert!(status(&auth, "Alice:third").await.is_ok());
+        let before = hashed();
+        assert!(status(&auth, "Alice:third").await.is_ok());
+        assert_eq!(hashed(), before, "cached");
+        let phc = store.hash_password("fourth").unwrap();
+        store.insert_hashed("Alice", &phc, ["ROLE_USER"]).unwrap();
+        assert_eq!(status(&auth, "Alice:third").await, Err(401));
+        assert!(status(&auth, "Alice:fourth").await.is_ok());
+        // Not a PHC string, or not Argon2: refused, nothing changes.
+        for bad in ["", "plain", "$pbkdf2-sha256$i=1000$c2FsdA$aGFzaA"] {
+            assert!(store.insert_hashed("Alice", bad, ["R"]).is_err(), "{bad}");
+        }
+        assert!(status(&auth, "Alice:fourth").await.is_ok());
+    }
+
+    /// A password checked against a record that changes while the hash runs is not cached.
+    #[test]
+    fn a_check_racing_a_change_is_not_cached() {
+        let (store, _) = counting_store();
+        store.insert("Alice", "old", ["R"]).unwrap();
+        let (_, version) = store.verify_versioned("Alice", "old").unwrap();
+        let mut ran = false;
+        store.while_current("Alice", version, || ran = true);
+        assert!(ran);
+        store.insert("Alice", "new", ["R"]).unwrap();
+        let mut ran = false;
+        store.while_current("Alice", version, || ran = true);
+        assert!(!ran, "the record changed");
+        store.remove("Alice");
+        store.while_current("Alice", version, || ran = true);
+        assert!(!ran, "the record is gone");
+    }
+
+    #[tokio::test]
+    async fn the_ttl_holds() {
+        let (store, hashed) = counting_store();
+        store.insert("Alice", "pw", ["R"]).unwrap();
+        let clock = Clock::stopped();
+        let auth = BasicAuth::with_clock(store, clock.clone())
+            .credential_cache(Duration::from_secs(30), 4);
+        assert!(status(&auth, "Alice:pw").await.is_ok());
+        clock.advance(Duration::from_secs(29));
+        assert!(status(&auth, "Alice:pw").await.is_ok());
+        assert_eq!(hashed(), 1);
+        clock.advance(Duration::from_secs(1));
+        assert!(status(&auth, "Alice:pw").await.is_ok());
+        assert_eq!(hashed(), 2, "expired: checked again");
+        assert!(status(&auth, "Alice:pw").await.is_ok());
+        assert_eq!(hashed(), 2, "and cached again");
+    }
+
+    #[tokio::test]
+    async fn failures_are_refused_before_the_slow_hash_but_cached_users_pass() {
+        let (store, hashed) = counting_store();
+        store.insert("Alice", "pw", ["R"]).unwrap();
+        let clock = Clock::stopped();
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let auth = BasicAuth::with_clock(store, clock.clone())
+            .failures_per_name(3, Duration::from_secs(10))
+            .failures_per_address(5, Duration::from_secs(10))
+            .client_address(move |_| Some(ip))
+            .refusal_delay(Duration::ZERO);
+        assert!(status(&auth, "Alice:pw").await.is_ok());
+        for _ in 0..3 {
+            assert_eq!(status(&auth, "Alice:guess").await, Err(401));
+        }
+        assert_eq!(hashed(), 4);
+        // The name's limit: refused with Retry-After, without hashing.
+        let refused = auth
+            .extract(&parts(&basic("Alice:guess")))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.status(), 429);
+        assert_eq!(refused.retry_after_secs(), Some(10));
+        assert_eq!(
+            refused.into_response().headers()[http::header::RETRY_AFTER],
+            "10"
+        );
+        assert_eq!(hashed(), 4);
+        // Alice, cached, is served.
+        assert!(status(&auth, "Alice:pw").await.is_ok());
+        // Other names, from the same address, until the address's limit.
+        assert_eq!(status(&auth, "Bob:x").await, Err(401));
+        assert_eq!(status(&auth, "Carol:x").await, Err(401));
+        assert_eq!(status(&auth, "Dave:x").await, Err(429));
+        assert_eq!(hashed(), 6);
+        assert!(status(&auth, "Alice:pw").await.is_ok(), "still served");
+        // Time gives attempts back.
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(status(&auth, "Dave:x").await, Err(401));
+        assert_eq!(hashed(), 7);
+    }
+
     #[test]
     fn store_keeps_no_plaintext() {
         let store = CredentialStore::new();
         store.insert("u", "hunter2-secret", ["R"]).unwrap();
         let users = store.inner.users.read().unwrap();
-        assert!(!users["u"].hash.contains("hunter2-secret"));
-        assert!(users["u"].hash.starts_with("$argon2id$"));
+        assert!(!users.active["u"].hash.contains("hunter2-secret"));
+        assert!(users.active["u"].hash.starts_with("$argon2id$"));
         drop(users);
         assert!(store.insert("a:b", "x", ["R"]).is_err());
         assert!(!format!("{store:?}").contains("argon2"));

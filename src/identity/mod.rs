@@ -180,7 +180,10 @@ mod authenticate;
 mod axum;
 mod basic;
 mod bearer;
+mod clock;
+mod failures;
 mod oidc;
+mod verified;
 
 #[cfg(feature = "tower-http")]
 pub use authenticate::{Authenticate, AuthenticateFuture};
@@ -203,6 +206,7 @@ pub struct Rejection {
     status: StatusCode,
     message: Cow<'static, str>,
     challenge: Option<HeaderValue>,
+    retry_after: Option<u64>,
 }
 
 impl Rejection {
@@ -216,6 +220,7 @@ impl Rejection {
             status: StatusCode::UNAUTHORIZED,
             message: message.into(),
             challenge,
+            retry_after: None,
         }
     }
 
@@ -225,7 +230,22 @@ impl Rejection {
             status,
             message: message.into(),
             challenge: None,
+            retry_after: None,
         }
+    }
+
+    /// Tells the client to wait `after` before trying again: a `Retry-After` header, in
+    /// whole seconds rounded up (RFC 9110 §10.2.3), for a `429` or a `503`.
+    #[must_use]
+    pub fn retry_after(mut self, after: std::time::Duration) -> Self {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        self.retry_after = Some(secs.max(1));
+        self
+    }
+
+    /// The `Retry-After` delay in seconds, if any.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after
     }
 
     /// The status code.
@@ -268,6 +288,10 @@ impl Rejection {
         if let Some(challenge) = self.challenge {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         res
     }

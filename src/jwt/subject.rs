@@ -24,6 +24,8 @@ pub struct Identity {
     /// looks an identity up on every proxied request, and a fixed identity ([`Anonymous`](crate::identity::Anonymous),
     /// a user of [`CredentialStore`](crate::identity::CredentialStore)) is then never hashed again.
     digest: u64,
+    /// See [`Identity::is_callback`].
+    callback: bool,
 }
 
 impl Identity {
@@ -47,10 +49,14 @@ impl Identity {
             valid_until,
             issuer,
             digest,
+            callback: false,
         }
     }
 }
 
+/// Equal identities name the same caller with the same roles and bound; whether one came
+/// from a call-back token ([`Identity::is_callback`]) is not compared: a token signed for
+/// either is the same token.
 impl PartialEq for Identity {
     fn eq(&self, other: &Self) -> bool {
         // A fixed identity (`Anonymous`, a stored user) is compared with a clone of itself:
@@ -126,7 +132,40 @@ impl Identity {
     #[must_use]
     pub fn valid_until(self, at: SystemTime) -> Self {
         let at = self.valid_until.map_or(at, |was| was.min(at));
-        Self::from_parts(self.name, self.roles, Some(at), self.issuer)
+        let callback = self.callback;
+        Self {
+            callback,
+            ..Self::from_parts(self.name, self.roles, Some(at), self.issuer)
+        }
+    }
+
+    /// The same caller, marked as read from a call-back token: a token this app signed,
+    /// sent back by a target acting for the caller (the document's `session` mode).
+    /// [`BearerJwt`](crate::identity::BearerJwt) marks the identities it reads.
+    ///
+    /// A target holds every token it received for as long as they live: routes that only a
+    /// person should reach (an admin API) refuse marked identities, so that a target can
+    /// read the caller's data but not act as an administrator.
+    ///
+    /// ```
+    /// use tower_identity_proxy::identity::Identity;
+    ///
+    /// let who = Identity::new("admin", ["ROLE_ADMIN"]);
+    /// assert!(!who.is_callback());
+    /// let back = who.clone().callback();
+    /// assert!(back.is_callback());
+    /// assert_eq!(back, who, "the same caller");
+    /// ```
+    #[must_use]
+    pub fn callback(mut self) -> Self {
+        self.callback = true;
+        self
+    }
+
+    /// Whether this identity was read from a call-back token (see
+    /// [`callback`](Self::callback)).
+    pub fn is_callback(&self) -> bool {
+        self.callback
     }
 
     /// The same caller, to be vouched for by `issuer`: a token signed for this identity
@@ -140,7 +179,11 @@ impl Identity {
     /// issuers never share a cached token.
     #[must_use]
     pub fn issued_by(self, issuer: impl Into<Arc<str>>) -> Self {
-        Self::from_parts(self.name, self.roles, self.valid_until, Some(issuer.into()))
+        let callback = self.callback;
+        Self {
+            callback,
+            ..Self::from_parts(self.name, self.roles, self.valid_until, Some(issuer.into()))
+        }
     }
 
     /// The issuer set by [`issued_by`](Self::issued_by), if any.
@@ -185,6 +228,9 @@ impl fmt::Debug for Identity {
         }
         if let Some(issuer) = &self.issuer {
             d.field("issuer", issuer);
+        }
+        if self.callback {
+            d.field("callback", &true);
         }
         d.finish()
     }

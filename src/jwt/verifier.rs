@@ -284,6 +284,35 @@ impl Verifier {
     pub(crate) fn verify_by<T>(
         &self,
         token: &str,
+        check: impl FnMut(&VerifyingKey) -> Result<T, VerifyError>,
+    ) -> Result<T, VerifyError> {
+        self.verify_by_in(token, &self.keys.load(), check)
+    }
+
+    /// The shared keys as they are now: what [`verify_against`](Self::verify_against)
+    /// takes. A new `Arc` after every change (rotation, revocation, publication).
+    pub(crate) fn current_keys(&self) -> Arc<Vec<VerifyingKey>> {
+        self.keys.load_full()
+    }
+
+    /// [`verify`](Self::verify) against `shared` (a snapshot of the shared keys) and the
+    /// extra keys: the claims, and when the key that verified them retires (if it does).
+    pub(crate) fn verify_against(
+        &self,
+        token: &str,
+        shared: &[VerifyingKey],
+    ) -> Result<(Claims, Option<SystemTime>), VerifyError> {
+        self.verify_by_in(token, shared, |key| {
+            self.verify_with(token, key)
+                .map(|claims| (claims, key.not_after))
+        })
+    }
+
+    /// [`verify_by`](Self::verify_by) with `shared` as the shared keys.
+    fn verify_by_in<T>(
+        &self,
+        token: &str,
+        shared: &[VerifyingKey],
         mut check: impl FnMut(&VerifyingKey) -> Result<T, VerifyError>,
     ) -> Result<T, VerifyError> {
         let header = jsonwebtoken::decode_header(token)
@@ -301,9 +330,8 @@ impl Verifier {
         if header.crit.is_some() {
             return Err(VerifyError("the token has critical header parameters"));
         }
-        let keys = self.keys.load();
         let now = SystemTime::now();
-        let all = keys.iter().chain(self.extra.iter());
+        let all = shared.iter().chain(self.extra.iter());
         let candidates: Vec<&VerifyingKey> = match &header.kid {
             Some(kid) => all.filter(|k| &k.kid == kid && k.is_live(now)).collect(),
             None => all.filter(|k| k.is_live(now)).collect(),

@@ -173,6 +173,31 @@ pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
     send(b.body(empty()).unwrap()).await
 }
 
+/// `method url` with an optional `Authorization` and JSON body, over a new client. Bounded
+/// by three liveness bounds: a request may check an Argon2id password or generate an RSA
+/// key, work of the server's own that a loaded test machine stretches.
+pub async fn json_request(
+    method: &str,
+    url: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+) -> Reply {
+    let mut req = http::Request::builder().method(method).uri(url);
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    let body = match body {
+        Some(json) => {
+            req = req.header("content-type", "application/json");
+            json.to_string()
+        }
+        None => String::new(),
+    };
+    try_send_on_within(3 * LIVENESS, &client(), req.body(full(body)).unwrap())
+        .await
+        .expect("the request was answered")
+}
+
 /// The `Authorization` value of HTTP Basic credentials.
 pub fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))

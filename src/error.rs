@@ -115,6 +115,10 @@ pub enum ProxyErrorKind {
     /// ([`Tunnels::close`](crate::Tunnels::close), at the end of a shutdown): `503 Service
     /// Unavailable`; nothing was sent to the target.
     ShuttingDown,
+    /// The proxy cannot serve yet: its shared state is not synchronised, or its signing key
+    /// is not published long enough for the targets to know it: `503 Service Unavailable`;
+    /// nothing was sent to the target.
+    NotReady,
 }
 
 impl ProxyError {
@@ -150,7 +154,9 @@ impl ProxyError {
             ProxyErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyErrorKind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyErrorKind::ShuttingDown | ProxyErrorKind::NotReady => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -170,6 +176,7 @@ impl ProxyError {
             ProxyErrorKind::RequestTimeout => "The request body did not arrive in time.",
             ProxyErrorKind::BodyTooLarge => "The request body is too large.",
             ProxyErrorKind::ShuttingDown => "The proxy is shutting down.",
+            ProxyErrorKind::NotReady => "The proxy is not ready.",
         }
     }
 }

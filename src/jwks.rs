@@ -44,10 +44,13 @@
 //!
 //! # Caching caveat
 //!
-//! A [`KeySet`] signs with a new key as soon as it is rotated. A verifier that caches the
-//! document refetches it when it meets an unknown `kid`, but a shared HTTP cache (a CDN) in
-//! between could serve the old document for up to `max-age`. Behind such a cache, publish
-//! the next key first ([`KeySet::publish`]) and rotate to it once `max-age` has passed.
+//! A verifier that caches the document refetches it when it meets an unknown `kid`, at
+//! most once per cool-down (30 s for PyJWT's `PyJWKClient` and `jose`), and a shared HTTP
+//! cache (a CDN) in between could serve the old document for up to `max-age`. A
+//! [`KeySet`] therefore publishes a rotated-to key for its
+//! [rotation delay](KeySet::rotation_delay) (95 s by default: the default `max-age` of
+//! 60 s, the 30 s cool-down and 5 s) before it signs with it. With a longer `max-age`, set
+//! a longer delay.
 
 use std::{
     convert::Infallible,
@@ -254,7 +257,8 @@ mod tests {
 
     #[tokio::test]
     async fn serves_the_set_with_cache_headers() {
-        let keys = KeySet::new(KeySigner::new(KeyPair::generate_ed25519().unwrap()));
+        let keys = KeySet::new(KeySigner::new(KeyPair::generate_ed25519().unwrap()))
+            .rotation_delay(Duration::ZERO);
         let mut jwks = keys.jwks().max_age(Duration::from_secs(120));
         let (res, body) = call(&mut jwks, Request::new(())).await;
         assert_eq!(res.status(), 200);

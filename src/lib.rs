@@ -90,6 +90,7 @@
 //! |---|---|---|
 //! | `https` | yes | https targets through rustls (aws-lc-rs provider) |
 //! | `webpki-roots` | yes | Mozilla's root certificates for https targets; implies `https` |
+//! | `redis` | no | `state::RedisStore`: several replicas share the target, users and published keys through Redis |
 //! | `native-roots` | no | the platform's root certificates for https targets, trusted once a client is built with `ClientBuilder::native_roots(true)`; implies `https` |
 
 #![forbid(unsafe_code)]
@@ -115,6 +116,7 @@ mod layer;
 pub mod rewrite;
 mod service;
 pub mod signer;
+pub mod state;
 mod target;
 mod upgrade;
 mod verifier;
@@ -134,7 +136,7 @@ pub use identity::{
 };
 pub use jwks::Jwks;
 pub use keys::{Algorithm, Curve, KeyPair, PublicKey};
-pub use keyset::{KeySet, KeySetSigner};
+pub use keyset::{DEFAULT_ROTATION_DELAY, KeySet, KeySetSigner, Rotation};
 pub use layer::ProxyLayer;
 pub use service::Proxy;
 pub use signer::{CachingSigner, JwtSigner, KeySigner, SignError, Token, TokenPolicy};

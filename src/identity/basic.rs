@@ -90,14 +90,20 @@ impl CredentialStore {
         password: &str,
         roles: impl IntoIterator<Item = R>,
     ) -> Result<(), ConfigError> {
-        if name.is_empty() || name.contains(':') || name.chars().any(char::is_control) {
-            return Err(ConfigError::InvalidSetting {
-                name: "user name",
-                reason: "a user name must be non-empty, without ':' or control characters".into(),
-            });
-        }
+        check_name(name)?;
+        let hash = self.hash_password(password)?;
+        self.insert_hashed(name, &hash, roles)
+    }
+
+    /// The Argon2 hash (a PHC string, with a random salt) of `password`, made with this
+    /// store's parameters, for [`insert_hashed`](Self::insert_hashed). Slow by design.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidSetting`] if hashing fails.
+    pub fn hash_password(&self, password: &str) -> Result<String, ConfigError> {
         let salt = SaltString::generate(&mut OsRng);
-        let hash = self
+        Ok(self
             .inner
             .hasher
             .hash_password(password.as_bytes(), &salt)
@@ -105,11 +111,46 @@ impl CredentialStore {
                 name: "password",
                 reason: "the password could not be hashed".into(),
             })?
-            .to_string();
+            .to_string())
+    }
+
+    /// Adds a user or replaces its password hash and roles, from a password hash in the
+    /// PHC string format (`$argon2id$v=19$...`, as [`hash_password`](Self::hash_password)
+    /// makes): how users travel between replicas, never as passwords. Fast.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidSetting`] for a user name [`insert`](Self::insert) refuses,
+    /// or a hash that is not a PHC string.
+    pub fn insert_hashed<R: Into<String>>(
+        &self,
+        name: &str,
+        hash: &str,
+        roles: impl IntoIterator<Item = R>,
+    ) -> Result<(), ConfigError> {
+        check_name(name)?;
+        if PasswordHash::new(hash).is_err() {
+            return Err(ConfigError::InvalidSetting {
+                name: "password hash",
+                reason: "the password hash is not a PHC string".into(),
+            });
+        }
         let roles = Identity::new(name, roles).roles;
         let mut users = self.inner.users.write().unwrap_or_else(|e| e.into_inner());
-        users.insert(name.to_owned(), User { hash, roles });
+        users.insert(
+            name.to_owned(),
+            User {
+                hash: hash.to_owned(),
+                roles,
+            },
+        );
         Ok(())
+    }
+
+    /// The names of the users, in no particular order.
+    pub fn names(&self) -> Vec<String> {
+        let users = self.inner.users.read().unwrap_or_else(|e| e.into_inner());
+        users.keys().cloned().collect()
     }
 
     /// Removes a user; returns whether it existed.
@@ -146,6 +187,16 @@ impl CredentialStore {
             _ => None,
         }
     }
+}
+
+fn check_name(name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.contains(':') || name.chars().any(char::is_control) {
+        return Err(ConfigError::InvalidSetting {
+            name: "user name",
+            reason: "a user name must be non-empty, without ':' or control characters".into(),
+        });
+    }
+    Ok(())
 }
 
 impl Default for CredentialStore {
@@ -568,6 +619,24 @@ mod tests {
         assert_eq!(checks.queued.load(std::sync::atomic::Ordering::Acquire), 0);
         // A slot is free again: no queue, no refusal.
         assert_eq!(queued_blocking(&checks, || 4).await, Ok(Some(4)));
+    }
+
+    #[test]
+    fn a_user_travels_as_its_hash() {
+        let here = CredentialStore::new();
+        let hash = here.hash_password("abcdef123456").unwrap();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        let there = CredentialStore::new();
+        there.insert_hashed("Alice", &hash, ["ROLE_USER"]).unwrap();
+        assert_eq!(
+            there.verify("Alice", "abcdef123456").unwrap().roles(),
+            ["ROLE_USER"]
+        );
+        assert!(there.verify("Alice", "wrong").is_none());
+        assert_eq!(there.names(), ["Alice"]);
+        assert!(there.insert_hashed("Bob", "abcdef123456", ["R"]).is_err());
+        assert!(there.insert_hashed("a:b", &hash, ["R"]).is_err());
+        assert!(!there.contains("Bob"));
     }
 
     #[test]

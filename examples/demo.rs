@@ -33,6 +33,13 @@
 //!   long a shutdown waits for the requests in flight (see below).
 //! - `--forwarded-for`: the target gets `X-Forwarded-For` with the client's address (the
 //!   TCP peer's IP; the client's own `X-Forwarded-For` is never forwarded). Off by default.
+//! - `--redis redis://HOST:PORT[/DB]` (feature `redis`): join the replicas sharing this
+//!   Redis: the target, the users (password hashes) and every replica's public key are
+//!   shared; `--user` and `--proxy-url` are written only if Redis has no such user or
+//!   target yet. Changes while Redis is unreachable answer `503` and change nothing.
+//! - `--rotation-delay-secs N` (default 95): how long a new key is published before it
+//!   signs (a rotation, or a replica joining others).
+//! - `--jwks-max-age-secs N` (default 60): the JWK Set's `Cache-Control: max-age`.
 //!
 //! Shutdown: on SIGTERM or Ctrl-C (SIGINT) the demo shuts down gracefully, as nginx's quit
 //! signal: every server thread closes its listening socket (new connections are refused),
@@ -50,10 +57,14 @@
 //!   or disables the target (`400` with the reason for an invalid URL);
 //! - `PUT /admin/users/{name}` with `{"password": "…", "roles": […]}` adds or updates a user;
 //!   `DELETE /admin/users/{name}` removes one;
-//! - `POST /admin/keys/rotate` rotates to a freshly generated key of the same type and
-//!   answers `{"kid": "<the new kid>", "published": [every published kid]}`. The previous
+//! - `POST /admin/keys/rotate` publishes a freshly generated key of the same type and
+//!   answers `{"kid": "<the new kid>", "signs_from": <Unix time>, "signs_in_seconds": N,
+//!   "published": [every published kid]}`: it signs after the rotation delay. The previous
 //!   key stays published until the tokens it signed have expired. `/admin/*` needs
 //!   `ROLE_ADMIN`;
+//! - `GET /ready` (no authentication): `200` once this replica can serve `/proxy` without
+//!   a failed request (shared state read, its signing key published for the rotation
+//!   delay), `503` before; a readiness probe;
 //! - `GET /.well-known/jwks.json`: the public keys as a JWK Set (no authentication), for
 //!   targets such as `cargo run --example target -- --jwks http://ADDR/.well-known/jwks.json`;
 //! - `/proxy` and `/proxy/*`: the [`ProxyLayer`].
@@ -61,6 +72,9 @@
 //! Who the caller is comes from the same extractor for the app's routes and for the proxy:
 //! HTTP Basic against the users, else a Bearer JWT this app signed (what a target receives
 //! and may send back, as the document's `session` mode does), else anonymous.
+
+#[path = "support/replicas.rs"]
+pub mod replicas;
 
 use std::{
     net::SocketAddr,
@@ -157,6 +171,19 @@ pub struct Options {
     /// never the client's own `X-Forwarded-For`.
     #[arg(long)]
     pub forwarded_for: bool,
+
+    /// Share the target, users and public keys with the replicas using this Redis
+    /// (`redis://HOST:PORT[/DB]`; feature `redis`).
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// How long a new key is published before it signs, in seconds.
+    #[arg(long, value_name = "N", default_value_t = 95)]
+    pub rotation_delay_secs: u64,
+
+    /// The JWK Set's `Cache-Control: max-age`, in seconds.
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    pub jwks_max_age_secs: u64,
 }
 
 /// A `--user NAME:PASSWORD:ROLE,ROLE` option.
@@ -243,6 +270,8 @@ pub struct AppState {
     pub key_set: KeySet,
     /// The identity extractor of the app's routes and of the proxy.
     pub identity: DemoIdentity,
+    /// Changes the target, users and keys on every replica; readiness.
+    pub replicas: replicas::Replicas,
 }
 
 /// The demo app, built but not yet listening.
@@ -315,8 +344,10 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
         }
     };
 
+    let store = replicas::Store::from_options(opts)?;
     let users = CredentialStore::new();
-    for user in &opts.users {
+    // With a shared store, the users come from it (and are written to it if absent).
+    for user in opts.users.iter().filter(|_| !store.is_shared()) {
         let (store, user) = (users.clone(), user.clone());
         // Hashing a password is deliberately slow: keep it off the async workers.
         tokio::task::spawn_blocking(move || store.insert(&user.name, &user.password, user.roles))
@@ -324,7 +355,8 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
     }
 
     // One active key, rotated at run time; Bearer tokens verify against every published key.
-    let key_set = KeySet::new(KeySigner::new(keys.clone()));
+    let key_set = KeySet::new(KeySigner::new(keys.clone()))
+        .rotation_delay(Duration::from_secs(opts.rotation_delay_secs));
     let identity = if opts.unsecured {
         DemoIdentity::Unsecured(Anonymous::unsecured())
     } else {
@@ -339,8 +371,11 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
         .identity(identity.clone())
         .upstream_timeout(Duration::from_millis(opts.upstream_timeout_ms))
         .client(upstream_client(opts)?);
-    if let Some(url) = &opts.proxy_url {
+    if let Some(url) = opts.proxy_url.as_ref().filter(|_| !store.is_shared()) {
         proxy = proxy.target(url)?;
+    }
+    if let Some(pseudonym) = store.pseudonym() {
+        proxy = proxy.via_pseudonym(&pseudonym)?;
     }
     if opts.forwarded_for {
         // The TCP peer, as `serve` (and `start`) put it in each request.
@@ -350,12 +385,15 @@ pub async fn build(opts: &Options) -> Result<Demo, Error> {
         });
     }
 
+    let replicas =
+        replicas::Replicas::join(store, opts, proxy.handle(), users.clone(), key_set.clone());
     let state = AppState {
         handle: proxy.handle(),
         users,
         keys,
         key_set,
         identity,
+        replicas,
     };
     let app = router(state.clone()).layer(proxy.clone());
     let worker_app = {
@@ -425,7 +463,14 @@ pub fn router(state: AppState) -> Router {
             authenticate,
         ))
         // Public: targets fetch it without credentials.
-        .route_service("/.well-known/jwks.json", state.key_set.jwks())
+        .route_service(
+            "/.well-known/jwks.json",
+            state.key_set.jwks().max_age(state.replicas.jwks_max_age),
+        )
+        .route(
+            "/ready",
+            get(replicas::ready).with_state(state.replicas.clone()),
+        )
         .with_state(state)
 }
 
@@ -1141,9 +1186,9 @@ async fn put_proxy(
     if !who.has_role("ROLE_ADMIN") {
         return forbidden("ROLE_ADMIN");
     }
-    match state.handle.set_target(body.url.as_deref()) {
+    match state.replicas.shared.set_target(body.url.as_deref()).await {
         Ok(()) => target_json(&state.handle).into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(e) => replicas::refused(&e),
     }
 }
 
@@ -1163,17 +1208,15 @@ async fn put_user(
     if !who.has_role("ROLE_ADMIN") {
         return forbidden("ROLE_ADMIN");
     }
-    let store = state.users.clone();
-    let existed = store.contains(&name);
     let saved = Identity::new(name.clone(), user.roles.clone());
-    // Hashing a password is deliberately slow: keep it off the async workers.
-    let inserted = tokio::task::spawn_blocking({
-        let name = name.clone();
-        move || store.insert(&name, &user.password, user.roles)
-    })
-    .await;
+    // Hashed on a blocking thread; only the hash is stored (and shared).
+    let inserted = state
+        .replicas
+        .shared
+        .put_user(&name, &user.password, user.roles)
+        .await;
     match inserted {
-        Ok(Ok(())) => {
+        Ok(existed) => {
             let status = if existed {
                 StatusCode::OK
             } else {
@@ -1185,8 +1228,7 @@ async fn put_user(
             )
                 .into_response()
         }
-        Ok(Err(e)) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "The user was not saved.").into_response(),
+        Err(e) => replicas::refused(&e),
     }
 }
 
@@ -1207,18 +1249,40 @@ async fn rotate_keys(
     if !who.has_role("ROLE_ADMIN") {
         return forbidden("ROLE_ADMIN");
     }
-    let key_set = state.key_set.clone();
+    let alg = state.key_set.algorithm();
     // Generating an RSA key takes a while: keep it off the async workers.
-    let rotated = tokio::task::spawn_blocking(move || {
-        let key = fresh_key(key_set.algorithm())?;
-        key_set.rotate(key)
-    })
-    .await;
-    match rotated {
-        Ok(Ok(kid)) => {
-            Json(json!({ "kid": kid, "published": state.key_set.kids() })).into_response()
+    let key = tokio::task::spawn_blocking(move || fresh_key(alg)).await;
+    let rotated = match key {
+        Ok(Ok(key)) => state.replicas.shared.rotate(key).await,
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The key was not rotated.",
+            )
+                .into_response();
         }
-        Ok(Err(e)) => {
+    };
+    match rotated {
+        Ok(rotation) => {
+            let unix = |t: std::time::SystemTime| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            };
+            let signs_in = rotation
+                .signs_from()
+                .duration_since(std::time::SystemTime::now())
+                .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+            Json(json!({
+                "kid": rotation.kid(),
+                "signs_from": unix(rotation.signs_from()),
+                "signs_in_seconds": signs_in,
+                "published": state.key_set.kids(),
+            }))
+            .into_response()
+        }
+        Err(e @ tower_identity_proxy::state::StateError::Unavailable(_)) => replicas::refused(&e),
+        Err(e) => {
             tracing::error!(error = %e, "key rotation failed");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -1226,11 +1290,6 @@ async fn rotate_keys(
             )
                 .into_response()
         }
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "The key was not rotated.",
-        )
-            .into_response(),
     }
 }
 
@@ -1242,10 +1301,10 @@ async fn delete_user(
     if !who.has_role("ROLE_ADMIN") {
         return forbidden("ROLE_ADMIN");
     }
-    if state.users.remove(&name) {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        (StatusCode::NOT_FOUND, "No such user.").into_response()
+    match state.replicas.shared.remove_user(&name).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => (StatusCode::NOT_FOUND, "No such user.").into_response(),
+        Err(e) => replicas::refused(&e),
     }
 }
 

@@ -49,6 +49,9 @@ async fn rotation_in_the_demo_with_the_example_target() {
         "127.0.0.1:0",
         "--keys",
         keys_dir.to_str().unwrap(),
+        // Signing with a rotated key at once: the example target refetches the set then.
+        "--rotation-delay-secs",
+        "0",
         "--user",
         "admin:admin-secret:ROLE_ADMIN",
         "--user",

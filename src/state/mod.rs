@@ -18,7 +18,9 @@
 //! delay](KeySet::rotation_delay) (at once for the first replica of an empty store, or for
 //! a key already published, such as one read from a file every replica shares); until
 //! then the proxy answers `503` and [`SharedState::is_ready`] is `false`. A rotation
-//! publishes the new key everywhere first and signs with it after the delay.
+//! publishes the new key everywhere first and signs with it after the delay. Each replica
+//! renews its key's record every 30 s; the key of a replica that stopped (not renewed for 2
+//! minutes) retires once the tokens it may have signed have expired.
 //!
 //! # Example
 //!
@@ -76,6 +78,13 @@ use crate::{
     target::{ProxyHandle, Target},
 };
 
+/// How often a replica renews the record of the key it signs with.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+/// How long a key's record may go without renewal before its replica counts as gone.
+const STALE: Duration = Duration::from_secs(120);
+/// How long a key's record stays in the store after its retirement.
+const KEEP_RETIRED: Duration = Duration::from_secs(60);
+
 /// A boxed future, as [`StateStore`] methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -98,6 +107,9 @@ pub enum Change {
     Keys(Vec<StoredKey>),
     /// A key revoked: withdrawn at once.
     KeyRevoked(String),
+    /// Keys whose retirement has passed, deleted from the store (each replica retired
+    /// them already).
+    KeysRetired(Vec<String>),
 }
 
 impl Change {
@@ -108,6 +120,7 @@ impl Change {
             Self::User { name, .. } => vec![format!("user:{name}")],
             Self::Keys(keys) => keys.iter().map(|k| format!("key:{}", k.kid)).collect(),
             Self::KeyRevoked(kid) => vec![format!("key:{kid}")],
+            Self::KeysRetired(kids) => kids.iter().map(|kid| format!("key:{kid}")).collect(),
         }
     }
 }
@@ -143,6 +156,11 @@ pub struct StoredKey {
     /// When it stops being published, in milliseconds since the Unix epoch; `None` while
     /// its replica signs with it.
     pub retire_at_ms: Option<u64>,
+    /// When its replica last said it still signs with it (every 30 s), in milliseconds
+    /// since the Unix epoch: a key not renewed for 2 minutes belongs to a replica that is
+    /// gone, and retires once the tokens it may have signed have expired.
+    #[serde(default)]
+    pub alive_ms: Option<u64>,
 }
 
 impl StoredKey {
@@ -158,6 +176,7 @@ impl StoredKey {
             public_pem: key.to_pem(),
             signs_from_ms: epoch_millis(signs_from),
             retire_at_ms: retire_at.map(epoch_millis),
+            alive_ms: retire_at.is_none().then(|| epoch_millis(SystemTime::now())),
         }
     }
 
@@ -319,6 +338,16 @@ struct ReplicaInner {
     versions: Mutex<Versions>,
     synced: AtomicBool,
     connected: AtomicBool,
+    /// The key records of the store, as last seen.
+    records: Mutex<HashMap<String, StoredKey>>,
+    /// Since when the store has been reachable, and when the own key was last renewed.
+    upkeep: Mutex<Upkeep>,
+}
+
+#[derive(Default)]
+struct Upkeep {
+    connected_since: Option<SystemTime>,
+    renewed: Option<SystemTime>,
 }
 
 #[derive(Default)]
@@ -375,6 +404,11 @@ impl Replica {
 
     /// The store was lost: the replica goes on with the state it has.
     pub fn disconnected(&self) {
+        self.inner
+            .upkeep
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .connected_since = None;
         if self.inner.connected.swap(false, Ordering::AcqRel) {
             tracing::warn!(
                 target: "tower_identity_proxy",
@@ -432,14 +466,26 @@ impl Replica {
             Change::Keys(keys) => {
                 for key in keys {
                     self.apply_key(&key);
+                    self.records().insert(key.kid.clone(), key);
                 }
             }
             Change::KeyRevoked(kid) => {
+                self.records().remove(&kid);
                 if let Err(e) = inner.keys.revoke(&kid) {
                     tracing::error!(target: "tower_identity_proxy", error = %e, kid, "revocation not applied");
                 }
             }
+            Change::KeysRetired(kids) => {
+                let mut records = self.records();
+                for kid in kids {
+                    records.remove(&kid);
+                }
+            }
         }
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<String, StoredKey>> {
+        self.inner.records.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn apply_key(&self, key: &StoredKey) {
@@ -486,9 +532,17 @@ impl Replica {
                 Change::Target(_) => has_target = true,
                 Change::User { name, .. } => stored_users.push(name.clone()),
                 Change::Keys(keys) => stored_keys.extend(keys.iter().cloned()),
-                Change::KeyRevoked(_) => {}
+                Change::KeyRevoked(_) | Change::KeysRetired(_) => {}
             }
             self.apply(*version, change.clone());
+        }
+        *self.records() = stored_keys
+            .iter()
+            .map(|k| (k.kid.clone(), k.clone()))
+            .collect();
+        {
+            let mut upkeep = inner.upkeep.lock().unwrap_or_else(|e| e.into_inner());
+            upkeep.connected_since.get_or_insert_with(SystemTime::now);
         }
         // What the store no longer has, unless changed here since the snapshot was read.
         let newer = |item: &str| {
@@ -538,6 +592,104 @@ impl Replica {
         }
     }
 
+    /// Upkeep of the keys in the store, for a store to call every few seconds while it is
+    /// reachable: renews the record of the key this replica signs with (every 30 s),
+    /// retires the keys of replicas gone (not renewed for 2 minutes: they retire once the
+    /// tokens they may have signed have expired, plus the grace), and deletes the records
+    /// retired a minute ago. A replica reachable for less than 2 minutes retires nothing:
+    /// after an outage, the others must have had the time to renew theirs.
+    ///
+    /// # Errors
+    ///
+    /// A write the store refused.
+    pub async fn maintain(&self) -> Result<(), BoxError> {
+        self.maintain_at(SystemTime::now()).await
+    }
+
+    async fn maintain_at(&self, now: SystemTime) -> Result<(), BoxError> {
+        if !self.is_synced() {
+            return Ok(());
+        }
+        let store = self.store().ok_or("the shared state is gone")?;
+        let keys = &self.inner.keys;
+        let (renew, clean) = {
+            let upkeep = self.inner.upkeep.lock().unwrap_or_else(|e| e.into_inner());
+            let due = |since: Option<SystemTime>, every| {
+                since.is_none_or(|t| now.duration_since(t).is_ok_and(|d| d >= every))
+            };
+            (
+                due(upkeep.renewed, HEARTBEAT),
+                upkeep.connected_since.is_some() && due(upkeep.connected_since, STALE),
+            )
+        };
+        let own = keys.own_keys();
+        let active_kid = own.active.0.keys().kid().to_owned();
+        if renew {
+            let record = self.records().get(&active_kid).cloned();
+            if let Some(mut record) = record
+                && record.retire_at_ms.is_none()
+            {
+                record.alive_ms = Some(epoch_millis(now));
+                store.write(Change::Keys(vec![record]), false).await?;
+                self.inner
+                    .upkeep
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .renewed = Some(now);
+            }
+        }
+        if !clean {
+            return Ok(());
+        }
+        let lifetime = own.active.0.token_policy().token_lifetime();
+        let grace = keys.grace();
+        let is_own = |kid: &str| {
+            kid == active_kid
+                || own
+                    .pending
+                    .as_ref()
+                    .is_some_and(|(s, _)| s.keys().kid() == kid)
+        };
+        let (mut gone, mut deleted) = (Vec::new(), Vec::new());
+        for record in self.records().values() {
+            match record.retire_at() {
+                Some(at) if at.checked_add(KEEP_RETIRED).is_some_and(|t| t < now) => {
+                    deleted.push(record.kid.clone());
+                }
+                Some(_) => {}
+                None if is_own(&record.kid) => {}
+                None => {
+                    let alive = from_millis(record.alive_ms.unwrap_or(record.signs_from_ms));
+                    if alive.checked_add(STALE).is_some_and(|t| t < now) {
+                        let mut record = record.clone();
+                        let retire_at = alive
+                            .checked_add(lifetime)
+                            .and_then(|t| t.checked_add(grace))
+                            .unwrap_or(now);
+                        record.retire_at_ms = Some(epoch_millis(retire_at));
+                        gone.push(record);
+                    }
+                }
+            }
+        }
+        if !gone.is_empty() {
+            tracing::info!(target: "tower_identity_proxy", keys = gone.len(), "retiring the keys of replicas gone");
+            let version = store.write(Change::Keys(gone.clone()), false).await?;
+            if let Some(version) = version {
+                self.apply(version, Change::Keys(gone));
+            }
+        }
+        if !deleted.is_empty() {
+            let version = store
+                .write(Change::KeysRetired(deleted.clone()), false)
+                .await?;
+            if let Some(version) = version {
+                self.apply(version, Change::KeysRetired(deleted));
+            }
+        }
+        Ok(())
+    }
+
     /// Writes this replica's keys the store lacks; the active key signs from the time
     /// recorded for it.
     async fn publish_own_keys(&self, stored: &[StoredKey]) -> Result<(), BoxError> {
@@ -551,6 +703,14 @@ impl Replica {
         match stored.iter().find(|k| k.kid == kid) {
             Some(record) => {
                 keys.hold_active(&kid, Some(record.signs_from()));
+                if record.retire_at_ms.is_some() {
+                    // Retired by the others while this replica could not renew it: it
+                    // still signs with it.
+                    let mut record = record.clone();
+                    record.retire_at_ms = None;
+                    record.alive_ms = Some(epoch_millis(now));
+                    missing.push(record);
+                }
             }
             None => {
                 // The first key of an empty store signs at once: no target can have
@@ -571,6 +731,7 @@ impl Replica {
                 match version {
                     Some(_) => {
                         keys.hold_active(&kid, Some(from));
+                        self.records().insert(kid.clone(), record);
                     }
                     // Published meanwhile (the same key on another replica): read it at the
                     // next sync; keep holding.
@@ -594,7 +755,11 @@ impl Replica {
             }
         }
         if !missing.is_empty() {
-            store.write(Change::Keys(missing), false).await?;
+            store.write(Change::Keys(missing.clone()), false).await?;
+            let mut records = self.records();
+            for record in missing {
+                records.insert(record.kid.clone(), record);
+            }
         }
         Ok(())
     }
@@ -647,6 +812,8 @@ impl SharedState {
                 versions: Mutex::default(),
                 synced: AtomicBool::new(false),
                 connected: AtomicBool::new(false),
+                records: Mutex::default(),
+                upkeep: Mutex::default(),
             }),
         };
         store.subscribe(replica.clone());
@@ -1046,6 +1213,93 @@ mod tests {
         replica.sync(snapshot).await;
         assert_eq!(handle.target().unwrap().as_str(), "http://127.0.0.1:1");
         assert!(!users.contains("Alice"));
+    }
+
+    /// A store that takes every write and remembers it.
+    #[derive(Debug, Default)]
+    struct Recording {
+        writes: Mutex<Vec<Change>>,
+    }
+
+    impl StateStore for Recording {
+        fn write(&self, change: Change, _: bool) -> BoxFuture<'_, Result<Option<u64>, BoxError>> {
+            let mut writes = self.writes.lock().unwrap();
+            writes.push(change);
+            let version = 100 + writes.len() as u64;
+            Box::pin(std::future::ready(Ok(Some(version))))
+        }
+
+        fn subscribe(&self, _: Replica) {}
+    }
+
+    #[tokio::test]
+    async fn keys_of_replicas_gone_retire_and_their_records_go() {
+        let (handle, users, keys) = parts();
+        let store = Arc::new(Recording::default());
+        // The state holds the store through a handle to the same recording.
+        #[derive(Debug)]
+        struct Shared(Arc<Recording>);
+        impl StateStore for Shared {
+            fn write(&self, c: Change, a: bool) -> BoxFuture<'_, Result<Option<u64>, BoxError>> {
+                self.0.write(c, a)
+            }
+            fn subscribe(&self, _: Replica) {}
+        }
+        let state = SharedState::new(Shared(store.clone()), handle, users, keys.clone());
+        let replica = state.replica.clone();
+        let now = SystemTime::now();
+        let other = KeyPair::generate_ed25519().unwrap();
+        let mut record = StoredKey::new(other.public_key(), Algorithm::EdDSA, UNIX_EPOCH, None);
+        record.alive_ms = Some(epoch_millis(now - Duration::from_secs(600)));
+        let snapshot = Snapshot {
+            epoch: "e".into(),
+            version: 1,
+            items: vec![(1, Change::Keys(vec![record.clone()]))],
+        };
+        replica.sync(snapshot).await;
+        assert!(state.is_synced());
+        assert!(keys.kids().contains(&other.kid().to_owned()));
+        // Its own key published (to sign after the delay: another replica's key is live),
+        // then renewed on the first upkeep.
+        let own = keys.active_kid();
+        replica.maintain_at(now).await.unwrap();
+        {
+            let writes = store.writes.lock().unwrap();
+            assert!(matches!(&writes[0], Change::Keys(k) if k[0].kid == own));
+            assert!(
+                matches!(&writes[1], Change::Keys(k) if k[0].kid == own && k[0].alive_ms == Some(epoch_millis(now)))
+            );
+            assert_eq!(writes.len(), 2, "connected too shortly to retire anything");
+        }
+        // Two minutes later: the other replica has not renewed its key for 12 minutes.
+        let later = now + STALE + Duration::from_secs(1);
+        replica.maintain_at(later).await.unwrap();
+        let retire_at = {
+            let writes = store.writes.lock().unwrap();
+            let Change::Keys(gone) = writes.last().unwrap() else {
+                panic!("{writes:?}")
+            };
+            assert_eq!(gone[0].kid, other.kid());
+            gone[0].retire_at().unwrap()
+        };
+        // The tokens it may have signed until it was last seen expire first.
+        let alive = from_millis(record.alive_ms.unwrap());
+        assert_eq!(
+            epoch_millis(retire_at),
+            epoch_millis(alive + Duration::from_secs(300) + keys.grace())
+        );
+        // Seen 10 minutes ago, its tokens have all expired: retired here at once.
+        assert!(retire_at < SystemTime::now());
+        assert_eq!(keys.retire_expired(), 1);
+        assert!(!keys.kids().contains(&other.kid().to_owned()));
+        // A minute after its retirement (already past here): its record is deleted.
+        let last = (retire_at + KEEP_RETIRED + Duration::from_secs(1)).max(later);
+        replica.maintain_at(last).await.unwrap();
+        let writes = store.writes.lock().unwrap();
+        assert_eq!(
+            writes.last(),
+            Some(&Change::KeysRetired(vec![other.kid().to_owned()]))
+        );
     }
 
     #[test]

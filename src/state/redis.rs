@@ -191,6 +191,12 @@ impl RedisStore {
                     .collect::<Result<_, serde_json::Error>>()?,
             ),
             Change::KeyRevoked(kid) => ("keys", vec![(kid.clone(), String::new())]),
+            Change::KeysRetired(kids) => (
+                "keys",
+                kids.iter()
+                    .map(|kid| (kid.clone(), String::new()))
+                    .collect(),
+            ),
         };
         let message = serde_json::to_string(&change)?;
         let mut cmd = redis::cmd("EVAL");
@@ -331,6 +337,7 @@ impl RedisStore {
                         let snapshot = self.snapshot().await?;
                         replica.sync(snapshot).await;
                     }
+                    replica.maintain().await?;
                 }
             }
         }

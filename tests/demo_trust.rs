@@ -15,30 +15,11 @@ mod common;
 
 use clap::Parser;
 use common::{
-    LIVENESS, RSA_PUBLIC_PEM, Reply, basic, client, decode_with_jwks, fetch_jwks, fixture_keys_dir,
-    full, get, get_with, kid, remove_dir, temp_dir, token_target, try_send_on_within,
+    RSA_PUBLIC_PEM, basic, decode_with_jwks, fetch_jwks, fixture_keys_dir, get, get_with,
+    json_request as request, kid, remove_dir, temp_dir, token_target,
 };
 use jsonwebtoken::jwk::ThumbprintHash;
-use serde_json::{Value, json};
-
-async fn request(method: &str, url: &str, auth: Option<&str>, body: Option<Value>) -> Reply {
-    let mut req = http::Request::builder().method(method).uri(url);
-    if let Some(auth) = auth {
-        req = req.header("authorization", auth);
-    }
-    let body = match body {
-        Some(json) => {
-            req = req.header("content-type", "application/json");
-            json.to_string()
-        }
-        None => String::new(),
-    };
-    // Each request checks an Argon2id password, and a rotation generates an RSA key: work
-    // of the demo's own that the loaded test machine stretched past the liveness bound.
-    try_send_on_within(3 * LIVENESS, &client(), req.body(full(body)).unwrap())
-        .await
-        .expect("the request was answered")
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_in_the_demo_with_the_example_target() {

@@ -38,7 +38,7 @@ use std::{
 };
 
 use clap::Parser;
-use common::{Reply, basic, decode_with_jwks, fetch_jwks, full, remove_dir, send, temp_dir};
+use common::{basic, decode_with_jwks, fetch_jwks, json_request as request, remove_dir, temp_dir};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
@@ -222,21 +222,6 @@ fn at(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}{path}")
 }
 
-async fn request(method: &str, url: &str, auth: Option<&str>, body: Option<Value>) -> Reply {
-    let mut req = http::Request::builder().method(method).uri(url);
-    if let Some(auth) = auth {
-        req = req.header("authorization", auth);
-    }
-    let body = match body {
-        Some(json) => {
-            req = req.header("content-type", "application/json");
-            json.to_string()
-        }
-        None => String::new(),
-    };
-    send(req.body(full(body)).unwrap()).await
-}
-
 /// Polls `check` every 20 ms until it holds; fails the test past `cap`. Returns how long it
 /// took (reported, never asserted tighter than the cap).
 async fn until<F, Fut>(cap: Duration, what: &str, mut check: F) -> Duration
@@ -277,6 +262,44 @@ async fn target_of(addr: SocketAddr) -> Value {
         .clone()
 }
 
+/// Sets the target through `via` (a replica or the balancer) and waits until every replica
+/// has it; returns it as stored.
+async fn set_target_everywhere(via: &str, addrs: &[SocketAddr], url: &str) -> Value {
+    let set = request(
+        "PUT",
+        &format!("{via}/admin/proxy"),
+        Some(&admin()),
+        Some(json!({ "url": url })),
+    )
+    .await;
+    assert_eq!(set.status, 200, "{}", set.text());
+    let url = set.json()["url"].clone();
+    until(SEEN_BY_ALL, "the target seen by every replica", || async {
+        for &addr in addrs {
+            if target_of(addr).await != url {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    url
+}
+
+/// Waits until every replica answers `/api/whoami` with `status` for `auth`.
+async fn whoami_everywhere(addrs: &[SocketAddr], auth: &str, status: u16, what: &str) {
+    until(SEEN_BY_ALL, what, || async {
+        for &addr in addrs {
+            let me = request("GET", &at(addr, "/api/whoami"), Some(auth), None).await;
+            if me.status != status {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_act_as_one_proxy_behind_a_balancer() {
     let Some(redis) = Redis::start("replicas_act_as_one_proxy_behind_a_balancer").await else {
@@ -297,24 +320,7 @@ async fn replicas_act_as_one_proxy_behind_a_balancer() {
 
     // A target set through one replica reaches all.
     let target = common::token_target().await;
-    let set = request(
-        "PUT",
-        &lb.url("/admin/proxy"),
-        Some(&admin()),
-        Some(json!({ "url": target.url() })),
-    )
-    .await;
-    assert_eq!(set.status, 200, "{}", set.text());
-    let url = set.json()["url"].clone();
-    until(SEEN_BY_ALL, "the target seen by every replica", || async {
-        for addr in addrs {
-            if target_of(addr).await != url {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    set_target_everywhere(&lb.url(""), &addrs, &target.url()).await;
 
     // The seed walkthrough through the balancer: anonymous, then a user added on one.
     for _ in 0..3 {
@@ -330,16 +336,7 @@ async fn replicas_act_as_one_proxy_behind_a_balancer() {
     )
     .await;
     assert_eq!(added.status, 201, "{}", added.text());
-    until(SEEN_BY_ALL, "the user seen by every replica", || async {
-        for addr in addrs {
-            let me = request("GET", &at(addr, "/api/whoami"), Some(&alice), None).await;
-            if me.status != 200 {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    whoami_everywhere(&addrs, &alice, 200, "the user seen by every replica").await;
     for _ in 0..3 {
         let reply = request("GET", &lb.url("/proxy/alice"), Some(&alice), None).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
@@ -380,45 +377,11 @@ async fn replicas_act_as_one_proxy_behind_a_balancer() {
     )
     .await;
     assert_eq!(deleted.status, 204, "{}", deleted.text());
-    until(
-        SEEN_BY_ALL,
-        "the deletion seen by every replica",
-        || async {
-            for addr in addrs {
-                let me = request("GET", &at(addr, "/api/whoami"), Some(&alice), None).await;
-                if me.status != 401 {
-                    return false;
-                }
-            }
-            true
-        },
-    )
-    .await;
+    whoami_everywhere(&addrs, &alice, 401, "the deletion seen by every replica").await;
 
     // A target pointing back at the balancer: the second replica passed recognises the
     // shared pseudonym, whichever it is.
-    let back = request(
-        "PUT",
-        &lb.url("/admin/proxy"),
-        Some(&admin()),
-        Some(json!({ "url": lb.url("/proxy") })),
-    )
-    .await;
-    assert_eq!(back.status, 200, "{}", back.text());
-    let url = back.json()["url"].clone();
-    until(
-        SEEN_BY_ALL,
-        "the looping target seen by every replica",
-        || async {
-            for addr in addrs {
-                if target_of(addr).await != url {
-                    return false;
-                }
-            }
-            true
-        },
-    )
-    .await;
+    set_target_everywhere(&lb.url(""), &addrs, &lb.url("/proxy")).await;
     let before = target.count();
     for _ in 0..3 {
         let reply = request("GET", &lb.url("/proxy/loop"), None, None).await;
@@ -438,24 +401,7 @@ async fn without_redis_replicas_forward_and_refuse_changes_until_it_returns() {
     wait_ready(&addrs, Duration::from_secs(30)).await;
     let lb = Balancer::start(addrs.to_vec()).await;
     let target = common::token_target().await;
-    let set = request(
-        "PUT",
-        &lb.url("/admin/proxy"),
-        Some(&admin()),
-        Some(json!({ "url": target.url() })),
-    )
-    .await;
-    assert_eq!(set.status, 200, "{}", set.text());
-    let url = set.json()["url"].clone();
-    until(SEEN_BY_ALL, "the target seen by every replica", || async {
-        for addr in addrs {
-            if target_of(addr).await != url {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    let url = set_target_everywhere(&lb.url(""), &addrs, &target.url()).await;
     let (_, jwks_before) = fetch_jwks(&at(first.addr, "/.well-known/jwks.json")).await;
 
     redis.kill().await;
@@ -538,8 +484,9 @@ async fn without_redis_replicas_forward_and_refuse_changes_until_it_returns() {
     // Back with its data: changes work again within seconds, and reach every replica.
     redis.spawn().await;
     let carol = basic("Carol", "carol-secret");
+    // The promise: within 5 s of Redis answering again.
     until(
-        Duration::from_secs(15),
+        Duration::from_secs(5),
         "a change accepted again after Redis returned",
         || async {
             let put = request(
@@ -553,16 +500,7 @@ async fn without_redis_replicas_forward_and_refuse_changes_until_it_returns() {
         },
     )
     .await;
-    until(SEEN_BY_ALL, "the change seen by every replica", || async {
-        for addr in addrs {
-            let me = request("GET", &at(addr, "/api/whoami"), Some(&carol), None).await;
-            if me.status != 200 {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    whoami_everywhere(&addrs, &carol, 200, "the change seen by every replica").await;
     for addr in addrs {
         assert_eq!(target_of(addr).await, url, "the target kept in Redis");
     }
@@ -628,14 +566,7 @@ async fn rotations_and_late_replicas_cost_no_request_with_pyjwt_defaults() {
     wait_ready(&[first.addr], Duration::from_secs(30)).await;
     let lb = Arc::new(Balancer::start(vec![first.addr]).await);
     let (_pyjwt, target) = pyjwt_target(&python, &lb.url("/.well-known/jwks.json")).await;
-    let set = request(
-        "PUT",
-        &lb.url("/admin/proxy"),
-        Some(&admin()),
-        Some(json!({ "url": target })),
-    )
-    .await;
-    assert_eq!(set.status, 200, "{}", set.text());
+    set_target_everywhere(&lb.url(""), &[first.addr], &target).await;
 
     // Load: fresh identities keep coming (users added as it runs, each seen by every
     // replica before it is used), so that each key signs new tokens as soon as it is used.
@@ -731,16 +662,7 @@ async fn rotations_and_late_replicas_cost_no_request_with_pyjwt_defaults() {
                 .await;
                 assert_eq!(added.status, 201, "{}", added.text());
                 let auth = basic(&name, &password);
-                until(SEEN_BY_ALL, "a new user seen by every replica", || async {
-                    for &addr in &all {
-                        let me = request("GET", &at(addr, "/api/whoami"), Some(&auth), None).await;
-                        if me.status != 200 {
-                            return false;
-                        }
-                    }
-                    true
-                })
-                .await;
+                whoami_everywhere(&all, &auth, 200, "a new user seen by every replica").await;
                 users.lock().unwrap().push(name);
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(300)).await;

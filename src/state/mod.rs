@@ -911,16 +911,8 @@ impl SharedState {
         password: &str,
         roles: Vec<String>,
     ) -> Result<bool, StateError> {
-        let user = self.hash_user(name, password, roles).await?;
         let existed = self.users().contains(name);
-        self.write(
-            Change::User {
-                name: name.to_owned(),
-                user: Some(user),
-            },
-            false,
-        )
-        .await?;
+        self.write_user(name, password, roles, false).await?;
         Ok(existed)
     }
 
@@ -936,15 +928,22 @@ impl SharedState {
         password: &str,
         roles: Vec<String>,
     ) -> Result<bool, StateError> {
+        self.write_user(name, password, roles, true).await
+    }
+
+    async fn write_user(
+        &self,
+        name: &str,
+        password: &str,
+        roles: Vec<String>,
+        if_absent: bool,
+    ) -> Result<bool, StateError> {
         let user = self.hash_user(name, password, roles).await?;
-        self.write(
-            Change::User {
-                name: name.to_owned(),
-                user: Some(user),
-            },
-            true,
-        )
-        .await
+        let change = Change::User {
+            name: name.to_owned(),
+            user: Some(user),
+        };
+        self.write(change, if_absent).await
     }
 
     async fn hash_user(

@@ -177,3 +177,29 @@ pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
 pub fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
 }
+
+/// `METHOD url` with an optional `Authorization` and an optional JSON body, on a
+/// connection of its own: an admin call. Bounded by three times the liveness bound: each
+/// one may check an Argon2id password, or generate an RSA key (a rotation), work a loaded
+/// machine stretches.
+pub async fn json_request(
+    method: &str,
+    url: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+) -> Reply {
+    let mut req = http::Request::builder().method(method).uri(url);
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    let body = match body {
+        Some(json) => {
+            req = req.header("content-type", "application/json");
+            json.to_string()
+        }
+        None => String::new(),
+    };
+    try_send_on_within(3 * LIVENESS, &client(), req.body(full(body)).unwrap())
+        .await
+        .expect("the request was answered")
+}

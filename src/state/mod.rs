@@ -624,13 +624,24 @@ impl Replica {
         };
         let own = keys.own_keys();
         let active_kid = own.active.0.keys().kid().to_owned();
+        let pending_kid = own.pending.as_ref().map(|(s, _)| s.keys().kid().to_owned());
         if renew {
-            let record = self.records().get(&active_kid).cloned();
-            if let Some(mut record) = record
-                && record.retire_at_ms.is_none()
-            {
-                record.alive_ms = Some(epoch_millis(now));
-                store.write(Change::Keys(vec![record]), false).await?;
+            // The key it signs with, and the one it will sign with (a rotation delay may be
+            // longer than the time after which a key counts as its replica's no more).
+            let renewed: Vec<StoredKey> = {
+                let records = self.records();
+                std::iter::once(&active_kid)
+                    .chain(pending_kid.as_ref())
+                    .filter_map(|kid| records.get(kid))
+                    .filter(|record| record.retire_at_ms.is_none())
+                    .map(|record| StoredKey {
+                        alive_ms: Some(epoch_millis(now)),
+                        ..record.clone()
+                    })
+                    .collect()
+            };
+            if !renewed.is_empty() {
+                store.write(Change::Keys(renewed), false).await?;
                 self.inner
                     .upkeep
                     .lock()
@@ -643,13 +654,7 @@ impl Replica {
         }
         let lifetime = own.active.0.token_policy().token_lifetime();
         let grace = keys.grace();
-        let is_own = |kid: &str| {
-            kid == active_kid
-                || own
-                    .pending
-                    .as_ref()
-                    .is_some_and(|(s, _)| s.keys().kid() == kid)
-        };
+        let is_own = |kid: &str| kid == active_kid || pending_kid.as_deref() == Some(kid);
         let (mut gone, mut deleted) = (Vec::new(), Vec::new());
         for record in self.records().values() {
             match record.retire_at() {
@@ -1034,12 +1039,33 @@ impl SharedState {
     ///
     /// # Errors
     ///
-    /// [`StateError::Invalid`] for this replica's active key, [`StateError::Unavailable`]
-    /// when the store cannot be reached; nothing changes then.
+    /// [`StateError::Invalid`] for this replica's active key, or a key another replica
+    /// signs with (renewed in the last 2 minutes: rotate it there first),
+    /// [`StateError::Unavailable`] when the store cannot be reached; nothing changes then.
     pub async fn revoke(&self, kid: &str) -> Result<bool, StateError> {
         if self.keys().active_kid() == kid {
             return Err(StateError::Invalid(ConfigError::InvalidKey(
                 "the active key cannot be revoked; rotate to another key first".into(),
+            )));
+        }
+        let own = self.keys().own_keys();
+        let is_own = own
+            .pending
+            .as_ref()
+            .is_some_and(|(s, _)| s.keys().kid() == kid)
+            || own.previous.iter().any(|(key, _, _)| key.kid() == kid);
+        let signing_elsewhere = !is_own
+            && self.replica.records().get(kid).is_some_and(|record| {
+                record.retire_at_ms.is_none()
+                    && record
+                        .alive_ms
+                        .map(from_millis)
+                        .and_then(|alive| alive.checked_add(STALE))
+                        .is_some_and(|until| until > SystemTime::now())
+            });
+        if signing_elsewhere {
+            return Err(StateError::Invalid(ConfigError::InvalidKey(
+                format!("the key {kid} signs on another replica; rotate it there first").into(),
             )));
         }
         let known = self.keys().kids().iter().any(|k| k == kid);
@@ -1257,6 +1283,12 @@ mod tests {
         };
         replica.sync(snapshot).await;
         assert!(state.is_synced());
+        let live = KeyPair::generate_ed25519().unwrap();
+        let record_live = StoredKey::new(live.public_key(), Algorithm::EdDSA, UNIX_EPOCH, None);
+        replica.apply(2, Change::Keys(vec![record_live]));
+        let refused = state.revoke(live.kid()).await.unwrap_err().to_string();
+        assert!(refused.contains("signs on another replica"), "{refused}");
+        replica.apply(3, Change::KeysRetired(vec![live.kid().to_owned()]));
         assert!(keys.kids().contains(&other.kid().to_owned()));
         // Its own key published (to sign after the delay: another replica's key is live),
         // then renewed on the first upkeep.

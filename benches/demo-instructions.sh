@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# User-space instructions per proxied request of the whole demo server (release build,
+# User-space instructions per proxied request of the whole server of benches/server.rs
+# (system `demo`; release build,
 # --unsecured, RS512 token from the cache) against the `pool` floor of benches/floor.rs
 # (hyper's server and hyper-util's pooled client, nothing else), both in front of the same
 # nginx upstream, counted by callgrind while wrk drives them over 127.0.0.1. Unlike
@@ -15,7 +16,7 @@
 #                     first-level data misses and last-level misses per request
 #   CACHE_ARGS=...    callgrind's cache geometry for CACHE_SIM, e.g. --LL=1048576,8,64 to
 #                     take this CPU's 1 MiB second-level cache as the last level
-#   DEMO_BIN=path     use this demo binary instead of building `--example demo`
+#   DEMO_BIN=path     use this server binary instead of building `--bench server`
 #   FLOOR_BIN=path    use this floor binary instead of building `--bench floor`
 #   KEEP=dir          keep the callgrind files in dir (for callgrind_annotate)
 #
@@ -51,9 +52,10 @@ source "$root/benches/common.sh"
 workspace tip-instr
 
 if [[ -z ${DEMO_BIN:-} || -z ${FLOOR_BIN:-} ]]; then
-    (cd "$root" && cargo build --release --example demo --bench floor \
+    (cd "$root" && cargo build --release --bench server --bench floor \
         --message-format=json-render-diagnostics >"$tmp/build.json")
-    DEMO_BIN=${DEMO_BIN:-$root/target/release/examples/demo}
+    DEMO_BIN=${DEMO_BIN:-$(grep -o '"executable":"[^"]*/server-[^"]*"' "$tmp/build.json" |
+        tail -n 1 | cut -d'"' -f4)}
     FLOOR_BIN=${FLOOR_BIN:-$(grep -o '"executable":"[^"]*/floor-[^"]*"' "$tmp/build.json" |
         tail -n 1 | cut -d'"' -f4)}
 fi

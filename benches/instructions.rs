@@ -44,7 +44,12 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
 };
 use tower::ServiceExt;
-use tower_identity_proxy::{Anonymous, KeyPair, KeySigner, ProxyLayer};
+use tower_identity_proxy::{ProxyHandle, Target};
+use tower_identity_proxy::{
+    ProxyLayer,
+    identity::Anonymous,
+    jwt::{KeyPair, KeySigner},
+};
 
 const USAGE: &str = "usage: instructions bare|layer|direct|proxied N";
 
@@ -66,13 +71,18 @@ fn main() -> Result<(), Box<dyn Error>> {
     let layer = || -> Result<_, Box<dyn Error>> {
         Ok(
             ProxyLayer::new(KeySigner::new(KeyPair::generate_ed25519()?))
-                .identity(Anonymous::unsecured()),
+                .with_identity(Anonymous::unsecured()),
         )
     };
     let bytes = match mode.as_str() {
         "bare" => measured(&rt, requests(&router, "/api", n)),
         "layer" => {
-            let wrapped = tower::Layer::layer(&layer()?.target("http://127.0.0.1:9")?, router);
+            let wrapped = tower::Layer::layer(
+                &layer()?.handle(ProxyHandle::with_target(Target::parse(
+                    "http://127.0.0.1:9",
+                )?)),
+                router,
+            );
             measured(&rt, requests(&wrapped, "/api", n))
         }
         "direct" => {
@@ -94,7 +104,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
         "proxied" => {
             let child = Upstream::start()?;
-            let proxy = layer()?.target(&format!("http://{}", child.addr))?;
+            let proxy = layer()?.handle(ProxyHandle::with_target(Target::parse(&format!(
+                "http://{}",
+                child.addr
+            ))?));
             let wrapped = tower::Layer::layer(&proxy, router);
             let bytes = measured(&rt, requests(&wrapped, "/proxy/", n));
             drop(child);

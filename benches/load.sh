@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load test: the demo (release build, --unsecured, identity signed with RS512 through the
+# Load test: the proxy server of benches/server.rs, system `demo` (release build, --unsecured, identity signed with RS512 through the
 # token cache) against nginx `proxy_pass` with upstream keepalive, both in front of the same
 # nginx upstream, and against that upstream served directly.
 #
@@ -12,8 +12,9 @@
 #   SCENARIOS="small-32 small-100 1mib-32"
 #   PIN=split       split: wrk on CPU 0, the servers on the other CPUs (a 2-core machine:
 #                   CPU 1); none: no pinning, every process on every CPU
-#   DEMO_BIN=path   use this binary instead of building `--example demo`
-#   DEMO_ARGS=...   extra arguments for the demo (and for `base` unless BASE_ARGS is set)
+#   DEMO_BIN=path   use this binary instead of building `--bench server`
+#   DEMO_ARGS=...   extra arguments for the server (the demo's options; and for `base`
+#                   unless BASE_ARGS is set)
 #   BASE_ARGS=...   extra arguments for `base` instead of DEMO_ARGS: the same binary with
 #                   and without an option (e.g. DEMO_ARGS="--redis redis://127.0.0.1:6379",
 #                   BASE_ARGS="" to measure what the shared state costs per request)
@@ -21,7 +22,7 @@
 #                   h2c: HTTP/2 with prior knowledge (`--upstream-h2c`) to a second listener
 #                   of the same nginx upstream (`listen ... http2`), one multiplexed
 #                   connection instead of one per request in flight
-#   BASE_BIN=path   also measure this build of the demo (e.g. an earlier commit's) as
+#   BASE_BIN=path   also measure this build of the server (e.g. an earlier commit's) as
 #                   system `base`, in the same rounds: prints demo/base ratios, the
 #                   before/after measure of a change
 #   FLOOR=1         also measure the floors of `benches/floor.rs` in the same rounds:
@@ -91,11 +92,10 @@ workspace tip-load
 
 # --- the demo binary ------------------------------------------------------------------
 if [[ -z ${DEMO_BIN:-} ]]; then
-    echo "building the demo (release)..." >&2
-    (cd "$root" && cargo build --quiet --release --example demo)
-    target_dir=$(cd "$root" && cargo metadata --format-version 1 --no-deps |
-        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-    DEMO_BIN="$target_dir/release/examples/demo"
+    echo "building the server (release)..." >&2
+    DEMO_BIN=$(cd "$root" && cargo build --quiet --release --bench server --message-format=json |
+        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+    [[ -x $DEMO_BIN ]] || { echo "load.sh: the server did not build" >&2; exit 1; }
 fi
 if [[ $FLOOR == 1 ]]; then
     if ! command -v cargo >/dev/null 2>&1; then

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Peak memory of the demo while it proxies large bodies: not a test, a measurement.
+# Peak memory of the proxy server (benches/server.rs) while it proxies large bodies: not a test, a measurement.
 #
 #   benches/memory.sh              # 1 GiB up and back, then a slow reader
 #   SIZE=268435456 benches/memory.sh
 #
-# Builds the demo in release, starts a loopback echo target (benches/memory.py echo),
-# runs the demo under `/usr/bin/time -v` pointed at it (`--unsecured`: every caller is
+# Builds the server in release, starts a loopback echo target (benches/memory.py echo),
+# runs the server under `/usr/bin/time -v` pointed at it (`--unsecured`: every caller is
 # anonymous, the token is signed with RS512 and cached), streams SIZE bytes up through
 # /proxy and reads them back (checked byte for byte), then stops the demo and prints its
 # peak RSS ("Maximum resident set size"). Second scenario: a client that reads the echo
@@ -26,8 +26,9 @@ if [ ! -x /usr/bin/time ]; then
 fi
 command -v python3 >/dev/null || { echo "python3 is missing" >&2; exit 1; }
 
-cargo build --release --example demo >&2
-DEMO=target/release/examples/demo
+DEMO=$(cargo build --release --bench server --message-format=json |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+[ -x "$DEMO" ] || { echo "the server did not build" >&2; exit 1; }
 
 WORK=$(mktemp -d)
 PIDS=()

@@ -36,7 +36,12 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
 };
 use tower::ServiceExt;
-use tower_identity_proxy::{Anonymous, JwtSigner, KeyPair, KeySigner, ProxyLayer};
+use tower_identity_proxy::{ProxyHandle, Target};
+use tower_identity_proxy::{
+    ProxyLayer,
+    identity::Anonymous,
+    jwt::{JwtSigner, KeyPair, KeySigner},
+};
 
 const SMALL: &[u8] = b"Hello world!";
 const MIB: usize = 1024 * 1024;
@@ -153,17 +158,20 @@ fn proxy(c: &mut Criterion) {
     let url = format!("http://{addr}");
 
     let layer = ProxyLayer::new(KeySigner::rs512(keys.clone()).expect("RS512"))
-        .identity(Anonymous::unsecured())
-        .target(&url)
-        .expect("target");
-    let signer = layer.signer().clone();
+        .with_identity(Anonymous::unsecured())
+        .handle(ProxyHandle::with_target(
+            Target::parse(&url).expect("target"),
+        ));
+    // Signs as the layer does (same key), for the requests sent to the target directly.
+    let signer = KeySigner::rs512(keys.clone()).expect("RS512");
     // `with_state(())` turns the router's handlers into services once, as `axum::serve`
     // does for each connection; without it axum re-applies every layer on every request.
     let app = app_router().layer(layer).with_state::<()>(());
     let uncached = ProxyLayer::uncached(KeySigner::rs512(keys).expect("RS512"))
-        .identity(Anonymous::unsecured())
-        .target(&url)
-        .expect("target");
+        .with_identity(Anonymous::unsecured())
+        .handle(ProxyHandle::with_target(
+            Target::parse(&url).expect("target"),
+        ));
     let app_uncached = app_router().layer(uncached).with_state::<()>(());
 
     let direct: Client<HttpConnector, Full<Bytes>> = {
@@ -358,9 +366,10 @@ fn passthrough(c: &mut Criterion) {
     let rt = runtime();
     let keys = KeyPair::generate_ed25519().expect("Ed25519 key");
     let layer = ProxyLayer::new(KeySigner::new(keys))
-        .identity(Anonymous::unsecured())
-        .target("http://127.0.0.1:9")
-        .expect("target");
+        .with_identity(Anonymous::unsecured())
+        .handle(ProxyHandle::with_target(
+            Target::parse("http://127.0.0.1:9").expect("target"),
+        ));
     // Finalised once, as `axum::serve` does for each connection (see `proxy` above).
     let bare = app_router().with_state::<()>(());
     let wrapped = tower::Layer::layer(&layer, bare.clone());

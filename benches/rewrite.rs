@@ -10,8 +10,8 @@ use std::{hint::black_box, time::Duration};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use tower_identity_proxy::{
+    __fuzzing::{Framing, RewriteConfig, rewrite_request, rewrite_response},
     Target,
-    rewrite::{Framing, RewriteConfig, rewrite_request, rewrite_response},
 };
 
 fn rewrite(c: &mut Criterion) {

@@ -11,7 +11,8 @@ use std::{hint::black_box, time::Duration};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower_identity_proxy::{
-    Algorithm, CachingSigner, Curve, Identity, JwtSigner, KeyPair, KeySigner,
+    identity::Identity,
+    jwt::{Algorithm, CachingSigner, Curve, JwtSigner, KeyPair, KeySigner},
 };
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -53,12 +53,13 @@ use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tower::ServiceExt;
 use tower_identity_proxy::{
-    Algorithm, Identity,
+    identity::Identity,
+    jwt::Algorithm,
     verify::{ForwardedOrigin, VerifyProxyJwtLayer},
 };
 
 /// A boxed error for start-up failures.
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
+type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// The target's command line.
 #[derive(Parser, Debug, Clone)]
@@ -66,7 +67,7 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
     name = "target",
     about = "A proxy target verifying the app's identity tokens (the Rust twin of the Atoti document's Python server)"
 )]
-pub struct Options {
+struct Options {
     /// The app's JWK Set URL, e.g. http://127.0.0.1:8080/.well-known/jwks.json.
     #[arg(
         long,
@@ -74,27 +75,27 @@ pub struct Options {
         required_unless_present = "public_key",
         conflicts_with = "public_key"
     )]
-    pub jwks: Option<String>,
+    jwks: Option<String>,
 
     /// The app's public key (SPKI PEM file), instead of --jwks.
     #[arg(long, value_name = "FILE")]
-    pub public_key: Option<PathBuf>,
+    public_key: Option<PathBuf>,
 
     /// The one signing algorithm accepted.
     #[arg(long, value_name = "ALG", default_value = "RS512", value_parser = parse_algorithm)]
-    pub algorithm: Algorithm,
+    algorithm: Algorithm,
 
     /// Where to listen; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1991")]
-    pub listen: String,
+    listen: String,
 
     /// Require this `iss` claim.
     #[arg(long, value_name = "ISS")]
-    pub issuer: Option<String>,
+    issuer: Option<String>,
 
     /// Require this `aud` claim.
     #[arg(long, value_name = "AUD")]
-    pub audience: Option<String>,
+    audience: Option<String>,
 }
 
 fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
@@ -109,7 +110,7 @@ fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
 ///
 /// An invalid JWKS URL, or a public key file that cannot be read or does not fit the
 /// algorithm.
-pub fn verify_layer(opts: &Options) -> Result<VerifyProxyJwtLayer, Error> {
+fn verify_layer(opts: &Options) -> Result<VerifyProxyJwtLayer, Error> {
     let mut layer = match (&opts.jwks, &opts.public_key) {
         (Some(url), _) => VerifyProxyJwtLayer::jwks_url(url)?.algorithms([opts.algorithm]),
         (None, Some(path)) => {
@@ -138,7 +139,7 @@ struct AppState {
 }
 
 /// The target's routes, verifying tokens with `verify` in `mode=jwt`.
-pub fn router(verify: VerifyProxyJwtLayer) -> Router {
+fn router(verify: VerifyProxyJwtLayer) -> Router {
     let jwt = Router::new()
         .fallback(|Extension(me): Extension<Identity>| async move {
             Json(json!({ "name": me.name(), "roles": me.roles() }))
@@ -161,11 +162,11 @@ pub fn router(verify: VerifyProxyJwtLayer) -> Router {
 
 /// A running target.
 #[derive(Debug)]
-pub struct Running {
+struct Running {
     /// The address it listens on.
-    pub addr: SocketAddr,
+    addr: SocketAddr,
     /// The server task.
-    pub task: JoinHandle<std::io::Result<()>>,
+    task: JoinHandle<std::io::Result<()>>,
 }
 
 /// Builds the target, binds `--listen` and serves in a background task.
@@ -173,7 +174,7 @@ pub struct Running {
 /// # Errors
 ///
 /// Invalid options or an address that cannot be bound.
-pub async fn start(opts: &Options) -> Result<Running, Error> {
+async fn start(opts: &Options) -> Result<Running, Error> {
     let app = router(verify_layer(opts)?);
     let listener = TcpListener::bind(&opts.listen)
         .await

@@ -112,7 +112,7 @@ pub enum ProxyErrorKind {
     /// forwarded: `413 Content Too Large`.
     BodyTooLarge,
     /// An upgrade (a WebSocket) asked for once the layer's tunnels were closed
-    /// ([`Tunnels::close`](crate::Tunnels::close), at the end of a shutdown): `503 Service
+    /// ([`Tunnels::close`](crate::proxy::Tunnels::close), at the end of a shutdown): `503 Service
     /// Unavailable`; nothing was sent to the target.
     ShuttingDown,
     /// The proxy cannot serve yet: its shared state is not synchronised, or its signing key
@@ -214,6 +214,20 @@ impl From<ProxyErrorKind> for ProxyError {
     fn from(kind: ProxyErrorKind) -> Self {
         Self::new(kind)
     }
+}
+
+/// A `text/plain; charset=utf-8` response.
+pub(crate) fn plain_text(
+    status: StatusCode,
+    body: bytes::Bytes,
+) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    let mut res = http::Response::new(http_body_util::Full::new(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
 }
 
 #[cfg(test)]

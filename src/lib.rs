@@ -18,7 +18,9 @@
 //! ```
 //! use axum::{Router, routing::get};
 //! use tower_identity_proxy::{
-//!     BasicAuth, BearerJwt, CredentialStore, IdentityExtractor, KeyPair, KeySigner, ProxyLayer,
+//!     ProxyHandle, ProxyLayer,
+//!     identity::{BasicAuth, BearerJwt, CredentialStore, IdentityExtractor},
+//!     jwt::{KeyPair, KeySigner},
 //! };
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,12 +28,14 @@
 //! let users = CredentialStore::new();
 //! users.insert("Alice", "abcdef123456", ["ROLE_USER", "ROLE_WONDERLAND"])?;
 //!
-//! let proxy = ProxyLayer::new(KeySigner::rs512(keys.clone())?).identity(
-//!     BasicAuth::new(users)
-//!         .or(BearerJwt::new(keys.verifier()))
-//!         .or_anonymous(),
-//! );
-//! let handle = proxy.handle(); // cheap to clone; changes the target at run time
+//! let handle = ProxyHandle::new(); // cheap to clone; changes the target at run time
+//! let proxy = ProxyLayer::new(KeySigner::rs512(keys.clone())?)
+//!     .with_identity(
+//!         BasicAuth::new(users)
+//!             .or(BearerJwt::new(keys.verifier()))
+//!             .or_anonymous(),
+//!     )
+//!     .handle(handle.clone());
 //! let app: Router = Router::new()
 //!     .route("/api/whoami", get(|| async { "me" }))
 //!     .layer(proxy);
@@ -55,24 +59,25 @@
 //! | `Host` | the target's authority |
 //! | `Via` | the client's `Via` plus this proxy's pseudonym (a request that already names it is a loop: `508`) |
 //! | `Max-Forwards` | on `OPTIONS`: `0` is answered by the proxy itself (`200` with `Allow`, nothing forwarded), `n` is forwarded as `n - 1`, an invalid value or more than one is `400`; on other methods, as sent |
-//! | other headers | as sent, minus hop-by-hop headers, `Proxy-Authorization`, `Expect`, `Cookie` (see [`CookiePolicy`]), `X-Original-URL` and `X-Rewrite-URL` (a target that honours them would serve a path outside the base path), and the names with `_` that read, with `-` for `_`, as a header the proxy removes or sets (`X_Forwarded_Host`, `Transfer_Encoding`, `_Authorization`, `Max_Forwards`...), which CGI and WSGI targets would take for it |
+//! | other headers | as sent, minus hop-by-hop headers, `Proxy-Authorization`, `Expect`, `Cookie` (see [`CookiePolicy`](rules::CookiePolicy)), `X-Original-URL` and `X-Rewrite-URL` (a target that honours them would serve a path outside the base path), and the names with `_` that read, with `-` for `_`, as a header the proxy removes or sets (`X_Forwarded_Host`, `Transfer_Encoding`, `_Authorization`, `Max_Forwards`...), which CGI and WSGI targets would take for it |
 //! | body | streamed, any bytes, any size |
 //! | trailers | as sent, minus the fields the proxy manages in the header section (`Authorization`, `Host`, `Cookie`, `Via`, `Forwarded`, `X-Forwarded-*`, hop-by-hop and framing fields, path and method overrides...) and the content and control fields RFC 9110 §6.5.1 keeps out of trailers |
 //!
 //! # Identity and signing
 //!
-//! Who the caller is comes from an [`IdentityExtractor`] (see [`identity`]); how the token
-//! is signed from a [`JwtSigner`] (see [`signer`]). [`ProxyLayer::new`] caches tokens per
+//! Who the caller is comes from an [`IdentityExtractor`](identity::IdentityExtractor) (see
+//! [`identity`]); how the token is signed from a [`JwtSigner`](jwt::JwtSigner) (see
+//! [`jwt`]). [`ProxyLayer::new`] caches tokens per
 //! identity, so the RSA signature is paid once per identity every few minutes, not per
 //! request.
 //!
 //! # Trust chain
 //!
-//! Every token signed by a [`KeySigner`] or a [`KeySet`] names its key in a `kid` header
-//! (the key's RFC 7638 thumbprint); the unsigned tokens of
-//! [`dangerous::InsecureUnsignedSigner`] carry none. A [`KeySet`] holds the signing key and
-//! rotates it at run time, keeping the previous key published until its tokens have
-//! expired; [`Jwks`] serves the keys as a JWK Set (e.g. at `/.well-known/jwks.json`), so
+//! Every token signed by a [`KeySigner`](jwt::KeySigner) or a [`KeySet`](jwt::KeySet) names
+//! its key in a `kid` header (the key's RFC 7638 thumbprint); the unsigned tokens of
+//! [`jwt::dangerous::InsecureUnsignedSigner`] carry none. A [`KeySet`](jwt::KeySet) holds the
+//! signing key and rotates it at run time, keeping the previous key published until its
+//! tokens have expired; [`Jwks`](jwt::Jwks) serves the keys as a JWK Set (e.g. at `/.well-known/jwks.json`), so
 //! targets need no key handed over out of band. A Rust target verifies tokens with
 //! [`verify::VerifyProxyJwtLayer`]; a Python one with PyJWT's `PyJWKClient`.
 //!
@@ -80,9 +85,22 @@
 //!
 //! `/proxy` needs no authentication: anonymous callers reach the target as
 //! `anonymousUser`. The target must verify the token (signature, algorithm, `exp`) before
-//! trusting it; a Rust target can use [`verify::VerifyProxyJwtLayer`] (or a [`Verifier`]).
+//! trusting it; a Rust target can use [`verify::VerifyProxyJwtLayer`] (or a [`Verifier`](jwt::Verifier)).
 //! Anyone who can change the target URL receives tokens the app itself accepts: guard it
 //! as an admin setting.
+//!
+//! # Modules
+//!
+//! | Module | What it holds |
+//! |---|---|
+//! | crate root | [`ProxyLayer`], [`Proxy`], [`ProxyHandle`], [`Target`] and the errors: what most apps need |
+//! | [`proxy`] | the request path's other types: response future and body, WebSocket [`Tunnels`](proxy::Tunnels), the builder's validated values |
+//! | [`rules`] | the header rules of an intermediary: hop-by-hop removal, `X-Forwarded-*`, the cookie policy |
+//! | [`identity`] | who the caller is: [`IdentityExtractor`](identity::IdentityExtractor), Basic, Bearer, anonymous |
+//! | [`jwt`] | keys, signers and their token cache, key rotation, the JWK Set, token verification |
+//! | [`client`] | the pooled HTTP client that reaches the target (TLS, HTTP/2) |
+//! | [`verify`] | the target's side: a layer that verifies the proxy's tokens |
+//! | [`state`] | where the target, users and published keys live: this process, or Redis shared by replicas |
 //!
 //! # Feature flags
 //!
@@ -90,59 +108,37 @@
 //! |---|---|---|
 //! | `https` | yes | https targets through rustls (aws-lc-rs provider) |
 //! | `webpki-roots` | yes | Mozilla's root certificates for https targets; implies `https` |
-//! | `redis` | no | `state::RedisStore`: several replicas share the target, users and published keys through Redis |
 //! | `native-roots` | no | the platform's root certificates for https targets, trusted once a client is built with `ClientBuilder::native_roots(true)`; implies `https` |
+//! | `redis` | no | `state::RedisStore`: several replicas share the target, users and published keys through Redis |
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod body;
-mod claims;
 pub mod client;
-mod connector;
-pub mod dangerous;
-mod deadline;
 mod error;
-mod forward;
-mod future;
-mod headers;
 pub mod identity;
-pub mod jwks;
-mod keys;
-pub mod keyset;
-mod layer;
-pub mod rewrite;
-mod service;
-pub mod signer;
+pub mod jwt;
+pub mod proxy;
+pub mod rules;
 pub mod state;
 mod target;
-mod upgrade;
-mod verifier;
 pub mod verify;
 
-pub use body::ResponseBody;
-pub use claims::Claims;
-pub use client::ProxyClient;
 pub use error::{BoxError, ConfigError, ProxyError, ProxyErrorKind};
-pub use future::ResponseFuture;
-pub use headers::{
-    CookiePolicy, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, remove_hop_by_hop,
-};
-pub use identity::{
-    Anonymous, BasicAuth, BearerJwt, CredentialStore, FromExtensions, Identity, IdentityExtractor,
-    Or, Rejection, WithChallenge,
-};
-pub use jwks::Jwks;
-pub use keys::{Algorithm, Curve, KeyPair, PublicKey};
-pub use keyset::{DEFAULT_ROTATION_DELAY, KeySet, KeySetSigner, Rotation};
-pub use layer::ProxyLayer;
-pub use service::Proxy;
-pub use signer::{CachingSigner, JwtSigner, KeySigner, SignError, Token, TokenPolicy};
-pub use target::{ProxyHandle, Target};
-pub use upgrade::Tunnels;
-pub use verifier::{Verifier, VerifyError};
+pub use proxy::{handle::ProxyHandle, layer::ProxyLayer, service::Proxy};
+pub use target::Target;
+
+/// Internals exposed for the fuzz target and the benches; not part of the API, and may
+/// change in any release.
+#[doc(hidden)]
+pub mod __fuzzing {
+    pub use crate::rules::rewrite::{
+        Framing, RewriteConfig, check_response, rewrite_request, rewrite_response,
+        scope_set_cookies,
+    };
+}
 
 /// The README's examples, compiled as doctests so that they stay true.
 #[cfg(doctest)]

@@ -9,15 +9,22 @@ use std::net::SocketAddr;
 use axum::Router;
 use common::{EchoTarget, decode_with, get, get_with, serve, token_target, user_header};
 use serde_json::{Map, Value, json};
-use tower_identity_proxy::{IdentityExtractor, KeyPair, KeySigner, ProxyLayer, TokenPolicy};
+use tower_identity_proxy::{ProxyHandle, Target};
+use tower_identity_proxy::{
+    ProxyLayer,
+    identity::IdentityExtractor,
+    jwt::{KeyPair, KeySigner, TokenPolicy},
+};
 
 /// The app signing with `keys` under `policy`, and its target, which answers the token it
 /// received.
 async fn app(keys: &KeyPair, policy: TokenPolicy) -> (SocketAddr, EchoTarget) {
     let target = token_target().await;
     let proxy = ProxyLayer::new(KeySigner::rs512(keys.clone()).unwrap().policy(policy))
-        .identity(user_header.or_anonymous());
-    proxy.handle().set_target(Some(&target.url())).unwrap();
+        .with_identity(user_header.or_anonymous())
+        .handle(ProxyHandle::with_target(
+            Target::parse(&target.url()).unwrap(),
+        ));
     (serve(Router::new().layer(proxy)).await.detach(), target)
 }
 

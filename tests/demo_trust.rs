@@ -1,21 +1,12 @@
-//! The demo's trust chain with the example target (both included from `examples/` and run
-//! in-process on real sockets): the JWKS at `/.well-known/jwks.json`, `POST
+//! The demo's trust chain with the example target (both run as their binaries, on real
+//! sockets): the JWKS at `/.well-known/jwks.json`, `POST
 //! /admin/keys/rotate`, and `examples/target.rs` verifying tokens of the previous and the
 //! new key, in both its `--jwks` and `--public-key` modes.
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/demo.rs"]
-mod demo;
-
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/target.rs"]
-mod target;
-
 mod common;
 
-use clap::Parser;
 use common::{
-    RSA_PUBLIC_PEM, basic, decode_with_jwks, fetch_jwks, fixture_keys_dir, get, get_with,
+    Example, RSA_PUBLIC_PEM, basic, decode_with_jwks, fetch_jwks, fixture_keys_dir, get, get_with,
     json_request as request, kid, remove_dir, temp_dir, token_target,
 };
 use jsonwebtoken::jwk::ThumbprintHash;
@@ -24,22 +15,23 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_in_the_demo_with_the_example_target() {
     let keys_dir = fixture_keys_dir("demo-trust-keys");
-    let opts = demo::Options::try_parse_from([
+    let demo = Example::start(
         "demo",
-        "--listen",
-        "127.0.0.1:0",
-        "--keys",
-        keys_dir.to_str().unwrap(),
-        // Signing with a rotated key at once: the example target refetches the set then.
-        "--rotation-delay-secs",
-        "0",
-        "--user",
-        "admin:admin-secret:ROLE_ADMIN",
-        "--user",
-        "Alice:abcdef123456:ROLE_USER,ROLE_WONDERLAND",
-    ])
-    .unwrap();
-    let demo = demo::start(&opts).await.unwrap();
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--keys",
+            keys_dir.to_str().unwrap(),
+            // Signing with a rotated key at once: the example target refetches the set then.
+            "--rotation-delay-secs",
+            "0",
+            "--user",
+            "admin:admin-secret:ROLE_ADMIN",
+            "--user",
+            "Alice:abcdef123456:ROLE_USER,ROLE_WONDERLAND",
+        ],
+    )
+    .await;
     remove_dir(&keys_dir);
     let app = |path: &str| format!("http://{}{path}", demo.addr);
     let admin = basic("admin", "admin-secret");
@@ -55,15 +47,8 @@ async fn rotation_in_the_demo_with_the_example_target() {
         Some(first_kid.as_str())
     );
 
-    let target_opts = target::Options::try_parse_from([
-        "target",
-        "--jwks",
-        &app("/.well-known/jwks.json"),
-        "--listen",
-        "127.0.0.1:0",
-    ])
-    .unwrap();
-    let target = target::start(&target_opts).await.unwrap();
+    let jwks = app("/.well-known/jwks.json");
+    let target = Example::start("target", &["--jwks", &jwks, "--listen", "127.0.0.1:0"]).await;
     let set_target = |url: String| {
         let admin = admin.clone();
         let put = app("/admin/proxy");
@@ -182,8 +167,8 @@ async fn rotation_in_the_demo_with_the_example_target() {
         "a genuine token verifies directly too"
     );
 
-    demo.task.abort();
-    target.task.abort();
+    drop(demo);
+    drop(target);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,24 +176,25 @@ async fn the_example_target_routes_and_public_key_mode() {
     let dir = temp_dir("target-public-key");
     let pem = dir.join("public-key.pem");
     std::fs::write(&pem, RSA_PUBLIC_PEM).unwrap();
-    let opts = target::Options::try_parse_from([
+    let target = Example::start(
         "target",
-        "--public-key",
-        pem.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ])
-    .unwrap();
-    let target = target::start(&opts).await.unwrap();
+        &[
+            "--public-key",
+            pem.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .await;
     remove_dir(&dir);
     let url = |path: &str| format!("http://{}{path}", target.addr);
 
     // A token of the fixture key (signed by the crate, verified by the target's layer).
     let keys = common::rsa_keys();
-    let signer = tower_identity_proxy::KeySigner::rs512(keys).unwrap();
-    let token = tower_identity_proxy::JwtSigner::sign(
+    let signer = tower_identity_proxy::jwt::KeySigner::rs512(keys).unwrap();
+    let token = tower_identity_proxy::jwt::JwtSigner::sign(
         &signer,
-        &tower_identity_proxy::Identity::new("Alice", ["ROLE_USER"]),
+        &tower_identity_proxy::identity::Identity::new("Alice", ["ROLE_USER"]),
     )
     .await
     .unwrap();
@@ -259,25 +245,32 @@ async fn the_example_target_routes_and_public_key_mode() {
     )
     .await;
     assert_eq!(spoofed.status, 403);
-    target.task.abort();
+    drop(target);
 }
 
-#[test]
-fn the_example_target_options_are_checked() {
-    let parse = |args: &[&str]| {
-        let mut all = vec!["target"];
-        all.extend_from_slice(args);
-        target::Options::try_parse_from(all)
-    };
-    assert!(parse(&[]).is_err(), "a key source is required");
-    assert!(parse(&["--jwks", "http://a/j", "--public-key", "k.pem"]).is_err());
-    assert!(parse(&["--jwks", "http://a/j", "--algorithm", "HS256"]).is_err());
-    assert!(parse(&["--jwks", "http://a/j", "--algorithm", "none"]).is_err());
-    let ok = parse(&["--jwks", "http://a/j"]).unwrap();
-    assert_eq!(ok.listen, "127.0.0.1:1991");
-    assert_eq!(ok.algorithm, tower_identity_proxy::Algorithm::RS512);
-    assert!(target::verify_layer(&parse(&["--jwks", "ftp://a/j"]).unwrap()).is_err());
-    let missing = parse(&["--public-key", "/nonexistent/key.pem"]).unwrap();
-    let err = target::verify_layer(&missing).err().unwrap();
-    assert!(err.to_string().contains("/nonexistent/key.pem"), "{err}");
+#[tokio::test]
+async fn the_example_target_options_are_checked() {
+    use common::example_fails;
+    let err = example_fails("target", &[]).await;
+    assert!(err.contains("--jwks"), "a key source is required: {err}");
+    let err = example_fails("target", &["--jwks", "http://a/j", "--public-key", "k.pem"]).await;
+    assert!(err.contains("cannot be used with"), "{err}");
+    for alg in ["HS256", "none"] {
+        let err = example_fails("target", &["--jwks", "http://a/j", "--algorithm", alg]).await;
+        assert!(err.contains("--algorithm"), "{err}");
+    }
+    let err = example_fails(
+        "target",
+        &["--jwks", "ftp://a/j", "--listen", "127.0.0.1:0"],
+    )
+    .await;
+    assert!(err.contains("ftp"), "{err}");
+    let missing = [
+        "--public-key",
+        "/nonexistent/key.pem",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let err = example_fails("target", &missing).await;
+    assert!(err.contains("/nonexistent/key.pem"), "{err}");
 }

@@ -22,7 +22,8 @@ use tonic_health::{
     server::HealthReporter,
 };
 use tower::ServiceBuilder;
-use tower_identity_proxy::ProxyClient;
+use tower_identity_proxy::client::ProxyClient;
+use tower_identity_proxy::{ProxyHandle, Target};
 
 /// A request head the gRPC target saw: path, version, `authorization`, `te`.
 type Head = (String, http::Version, Option<String>, Option<String>);
@@ -199,8 +200,8 @@ async fn tonic_app_with_accept_http1_serves_grpc_and_http1_callers() {
     let (_own_reporter, own_health) = tonic_health::server::health_reporter();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = listener.local_addr().unwrap();
-    let proxy = alice_layer(upstream, &format!("http://{taddr}"));
-    let handle = proxy.handle();
+    let handle = ProxyHandle::with_target(Target::parse(&format!("http://{taddr}")).unwrap());
+    let proxy = alice_layer(upstream, &format!("http://{taddr}")).handle(handle.clone());
     tokio::spawn(
         Server::builder()
             .accept_http1(true)

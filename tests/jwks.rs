@@ -12,19 +12,22 @@ use common::{
 };
 use jsonwebtoken::jwk::ThumbprintHash;
 use serde_json::Value;
+use tower_identity_proxy::{ProxyHandle, Target};
 use tower_identity_proxy::{
-    Algorithm, Curve, IdentityExtractor, KeyPair, KeySet, KeySigner, ProxyLayer,
+    ProxyLayer,
+    identity::IdentityExtractor,
+    jwt::{Algorithm, Curve, KeyPair, KeySet, KeySigner},
 };
 
 const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// The app: the proxy signing with `keys`, the JWK Set mounted next to it.
 async fn app(keys: &KeySet, target: SocketAddr) -> SocketAddr {
-    let proxy = ProxyLayer::new(keys.signer()).identity(user_header.or_anonymous());
-    proxy
-        .handle()
-        .set_target(Some(&format!("http://{target}")))
-        .unwrap();
+    let proxy = ProxyLayer::new(keys.signer())
+        .with_identity(user_header.or_anonymous())
+        .handle(ProxyHandle::with_target(
+            Target::parse(&format!("http://{target}")).unwrap(),
+        ));
     serve(
         Router::new()
             .route_service(JWKS_PATH, keys.jwks())

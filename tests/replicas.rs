@@ -1,6 +1,7 @@
 //! Several demo replicas sharing one Redis behind a round-robin balancer, over real sockets:
-//! a `redis-server` started here on a free port in a temporary directory, the demo app
-//! (`examples/demo.rs`, in-process) three or four times with `--redis`, and a TCP balancer
+//! a `redis-server` started here on a free port in a temporary directory, the demo
+//! (`target/<profile>/examples/demo`, built with the `redis` feature) three or four times
+//! with `--redis`, and a TCP balancer
 //! that sends each new connection to the next ready replica (the test's HTTP requests each
 //! open a connection of their own).
 //!
@@ -14,15 +15,12 @@
 //!   no request fails.
 //!
 //! Needs `redis-server` on the `PATH`: with `CI` set its absence fails the tests, otherwise
-//! they are skipped with a line saying so. Run with `cargo test --features redis --test
-//! replicas`.
+//! they are skipped with a line saying so. Run with `cargo build --features redis --example
+//! demo && cargo test --features redis --test replicas` (a plain `cargo test --features
+//! redis` builds the demo itself).
 
 #![cfg(feature = "redis")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/demo.rs"]
-mod demo;
 
 mod common;
 
@@ -37,8 +35,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use clap::Parser;
-use common::{basic, decode_with_jwks, fetch_jwks, json_request as request, remove_dir, temp_dir};
+use common::{
+    Example, basic, decode_with_jwks, fetch_jwks, json_request as request, remove_dir, temp_dir,
+};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
@@ -191,31 +190,35 @@ impl Balancer {
 }
 
 /// One demo replica on 127.0.0.1:0 joined to `redis`.
-async fn replica(redis: &Redis, rotation_delay_secs: u64) -> demo::Running {
+async fn replica(redis: &Redis, rotation_delay_secs: u64) -> Example {
     let delay = rotation_delay_secs.to_string();
     let url = redis.url();
-    let opts = demo::Options::try_parse_from([
+    let admin = format!("{}:{}:ROLE_ADMIN,ROLE_USER", ADMIN.0, ADMIN.1);
+    Example::start(
         "demo",
-        "--listen",
-        "127.0.0.1:0",
-        "--redis",
-        &url,
-        "--user",
-        &format!("{}:{}:ROLE_ADMIN,ROLE_USER", ADMIN.0, ADMIN.1),
-        "--rotation-delay-secs",
-        &delay,
-        "--jwks-max-age-secs",
-        "1",
-    ])
-    .unwrap();
-    // Generating an RSA key is CPU work a loaded machine stretches.
-    common::within_for(
-        3 * common::LIVENESS,
-        "the replica starts",
-        demo::start(&opts),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            &url,
+            "--user",
+            &admin,
+            "--rotation-delay-secs",
+            &delay,
+            "--jwks-max-age-secs",
+            "1",
+        ],
     )
     .await
-    .unwrap()
+}
+
+/// The `kid` of the key a replica generated at start, as it says on stderr.
+fn generated_kid(replica: &Example) -> String {
+    let stderr = replica.stderr();
+    let (_, rest) = stderr
+        .split_once("generated a fresh RSA key pair (kid ")
+        .unwrap_or_else(|| panic!("no generated key: {stderr}"));
+    rest.split(')').next().unwrap().to_owned()
 }
 
 fn at(addr: SocketAddr, path: &str) -> String {
@@ -629,7 +632,7 @@ async fn rotations_and_late_replicas_cost_no_request_with_pyjwt_defaults() {
             .status,
         503
     );
-    let late_kids: Vec<String> = late.iter().map(|r| r.state.key_set.active_kid()).collect();
+    let late_kids: Vec<String> = late.iter().map(generated_kid).collect();
     let joiner = {
         let lb = lb.clone();
         let addrs: Vec<SocketAddr> = late.iter().map(|r| r.addr).collect();

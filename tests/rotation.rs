@@ -21,8 +21,11 @@ use common::{
     send_on, serve, stalled_or_broken, token_target, user_header, within,
 };
 use http_body_util::Full;
+use tower_identity_proxy::{ProxyHandle, Target};
 use tower_identity_proxy::{
-    BearerJwt, IdentityExtractor, JwtSigner, KeyPair, KeySet, KeySigner, ProxyLayer, TokenPolicy,
+    ProxyLayer,
+    identity::{BearerJwt, IdentityExtractor},
+    jwt::{JwtSigner, KeyPair, KeySet, KeySigner, TokenPolicy},
 };
 
 const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -31,15 +34,18 @@ const JWKS_PATH: &str = "/.well-known/jwks.json";
 /// (verified against the whole set), else the test header, else anonymous.
 async fn app<J: JwtSigner>(
     keys: &KeySet,
-    layer: ProxyLayer<tower_identity_proxy::Anonymous, J>,
+    layer: ProxyLayer<tower_identity_proxy::identity::Anonymous, J>,
 ) -> (SocketAddr, EchoTarget) {
     let target = token_target().await;
-    let proxy = layer.identity(
-        BearerJwt::new(keys.verifier())
-            .or(user_header)
-            .or_anonymous(),
-    );
-    proxy.handle().set_target(Some(&target.url())).unwrap();
+    let proxy = layer
+        .with_identity(
+            BearerJwt::new(keys.verifier())
+                .or(user_header)
+                .or_anonymous(),
+        )
+        .handle(ProxyHandle::with_target(
+            Target::parse(&target.url()).unwrap(),
+        ));
     let app = Router::new()
         .route_service(JWKS_PATH, keys.jwks())
         .layer(proxy);

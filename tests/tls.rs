@@ -4,14 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/demo.rs"]
-mod demo;
-
-use clap::Parser;
 use common::*;
 use http::{Request, Version};
-use tower_identity_proxy::ProxyClient;
+use tower_identity_proxy::client::ProxyClient;
 
 const H2_H1: &[&[u8]] = &[b"h2", b"http/1.1"];
 
@@ -209,10 +204,11 @@ impl Drop for Scratch {
     }
 }
 
-fn demo_options(args: &[&str]) -> demo::Options {
-    let mut all = vec!["demo", "--listen", "127.0.0.1:0", "--unsecured"];
+/// The demo's command line: unsecured, on 127.0.0.1 port 0, and `args`.
+fn demo_options<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["--listen", "127.0.0.1:0", "--unsecured"];
     all.extend_from_slice(args);
-    demo::Options::try_parse_from(all).expect("valid demo options")
+    all
 }
 
 #[tokio::test]
@@ -228,16 +224,18 @@ async fn demo_reaches_an_https_target_with_upstream_ca_and_h2c_with_upstream_h2c
     let url = format!("https://localhost:{}", target.addr().port());
 
     // --proxy-url https://… with --upstream-ca: verified against the private CA, h2 by ALPN.
-    let running = demo::start(&demo_options(&[
-        "--keys",
-        &keys_dir,
-        "--proxy-url",
-        &url,
-        "--upstream-ca",
-        &ca_file,
-    ]))
-    .await
-    .expect("the demo starts");
+    let running = Example::start(
+        "demo",
+        &demo_options(&[
+            "--keys",
+            &keys_dir,
+            "--proxy-url",
+            &url,
+            "--upstream-ca",
+            &ca_file,
+        ]),
+    )
+    .await;
     let got = within(
         "demo https",
         get(&format!("http://{}/proxy/hello", running.addr)),
@@ -248,12 +246,14 @@ async fn demo_reaches_an_https_target_with_upstream_ca_and_h2c_with_upstream_h2c
     assert_eq!(seen["version"], "HTTP/2.0");
     let claims = decode_rs512(bearer_token(header_of(&seen, "authorization").unwrap()));
     assert_eq!(claims["sub"], "anonymousUser");
-    running.task.abort();
+    drop(running);
 
     // Without it, the private CA is unknown: 502.
-    let running = demo::start(&demo_options(&["--keys", &keys_dir, "--proxy-url", &url]))
-        .await
-        .expect("the demo starts");
+    let running = Example::start(
+        "demo",
+        &demo_options(&["--keys", &keys_dir, "--proxy-url", &url]),
+    )
+    .await;
     let got = within(
         "demo https no ca",
         get(&format!("http://{}/proxy/hello", running.addr)),
@@ -261,20 +261,22 @@ async fn demo_reaches_an_https_target_with_upstream_ca_and_h2c_with_upstream_h2c
     .await;
     assert_eq!(got.status, 502);
     assert_eq!(got.text(), UNREACHABLE);
-    running.task.abort();
+    drop(running);
 
     // --upstream-h2c: HTTP/2 with prior knowledge to a plain-http target.
     let plain = echo_target().await;
     let plain_url = format!("http://{}", plain.addr());
-    let running = demo::start(&demo_options(&[
-        "--keys",
-        &keys_dir,
-        "--proxy-url",
-        &plain_url,
-        "--upstream-h2c",
-    ]))
-    .await
-    .expect("the demo starts");
+    let running = Example::start(
+        "demo",
+        &demo_options(&[
+            "--keys",
+            &keys_dir,
+            "--proxy-url",
+            &plain_url,
+            "--upstream-h2c",
+        ]),
+    )
+    .await;
     let got = within(
         "demo h2c",
         get(&format!("http://{}/proxy/hello", running.addr)),
@@ -282,27 +284,26 @@ async fn demo_reaches_an_https_target_with_upstream_ca_and_h2c_with_upstream_h2c
     .await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.json()["version"], "HTTP/2.0");
-    running.task.abort();
+    drop(running);
 
     // A CA file that cannot be read or holds no certificate stops the demo at start-up.
     let missing = scratch.0.join("missing.pem");
-    let err = demo::build(&demo_options(&[
-        "--keys",
-        &keys_dir,
-        "--upstream-ca",
-        missing.to_str().unwrap(),
-    ]))
-    .await
-    .expect_err("missing CA file");
-    assert!(err.to_string().contains("missing.pem"), "{err}");
+    let err = example_fails(
+        "demo",
+        &demo_options(&[
+            "--keys",
+            &keys_dir,
+            "--upstream-ca",
+            missing.to_str().unwrap(),
+        ]),
+    )
+    .await;
+    assert!(err.contains("missing.pem"), "{err}");
     let not_pem = scratch.write("not.pem", "hello");
-    let err = demo::build(&demo_options(&[
-        "--keys",
-        &keys_dir,
-        "--upstream-ca",
-        &not_pem,
-    ]))
-    .await
-    .expect_err("no certificate");
-    assert!(err.to_string().contains("not.pem"), "{err}");
+    let err = example_fails(
+        "demo",
+        &demo_options(&["--keys", &keys_dir, "--upstream-ca", &not_pem]),
+    )
+    .await;
+    assert!(err.contains("not.pem"), "{err}");
 }

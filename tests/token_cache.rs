@@ -16,8 +16,11 @@ use http::request::Parts;
 use http_body_util::Full;
 use serde_json::{Value, json};
 use tokio::sync::watch;
+use tower_identity_proxy::{ProxyHandle, Target};
 use tower_identity_proxy::{
-    Identity, IdentityExtractor, JwtSigner, KeyPair, KeySigner, ProxyLayer, SignError, Token,
+    ProxyLayer,
+    identity::{Identity, IdentityExtractor},
+    jwt::{JwtSigner, KeyPair, KeySigner, SignError, Token},
 };
 
 /// Counts signatures; each one waits until the test opens the gate, which it does once
@@ -120,15 +123,21 @@ async fn setup(cached: bool) -> (App, KeyPair, Arc<AtomicUsize>, EchoTarget) {
         }
     };
     let identity = counted.or_anonymous();
-    let addr = if cached {
-        let proxy = ProxyLayer::new(signer).identity(identity);
-        proxy.handle().set_target(Some(&target.url())).unwrap();
-        serve(Router::new().layer(proxy)).await.detach()
-    } else {
-        let proxy = ProxyLayer::uncached(signer).identity(identity);
-        proxy.handle().set_target(Some(&target.url())).unwrap();
-        serve(Router::new().layer(proxy)).await.detach()
-    };
+    let addr =
+        if cached {
+            let proxy =
+                ProxyLayer::new(signer)
+                    .with_identity(identity)
+                    .handle(ProxyHandle::with_target(
+                        Target::parse(&target.url()).unwrap(),
+                    ));
+            serve(Router::new().layer(proxy)).await.detach()
+        } else {
+            let proxy = ProxyLayer::uncached(signer).with_identity(identity).handle(
+                ProxyHandle::with_target(Target::parse(&target.url()).unwrap()),
+            );
+            serve(Router::new().layer(proxy)).await.detach()
+        };
     let app = App {
         addr,
         extracted,

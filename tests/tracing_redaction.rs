@@ -7,8 +7,6 @@
 #![allow(unreachable_pub)]
 
 mod common;
-#[path = "hostile/support.rs"]
-mod support;
 
 use std::{
     io::Write,
@@ -16,7 +14,7 @@ use std::{
 };
 
 use base64::Engine as _;
-use support::*;
+use common::hostile::*;
 use tracing_subscriber::fmt::{MakeWriter, format::FmtSpan};
 
 /// Everything written by the subscriber.

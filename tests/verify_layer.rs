@@ -24,8 +24,11 @@ use jsonwebtoken::{Algorithm as JwtAlg, EncodingKey};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tower::ServiceBuilder;
+use tower_identity_proxy::ProxyHandle;
 use tower_identity_proxy::{
-    Algorithm, Claims, Identity, IdentityExtractor, KeyPair, KeySet, KeySigner, ProxyLayer,
+    ProxyLayer,
+    identity::{Identity, IdentityExtractor},
+    jwt::{Algorithm, Claims, KeyPair, KeySet, KeySigner},
     verify::VerifyProxyJwtLayer,
 };
 
@@ -63,8 +66,10 @@ async fn start_app() -> App {
             },
         ))
         .service(keys.jwks());
-    let proxy = ProxyLayer::new(keys.signer()).identity(user_header.or_anonymous());
-    let handle = proxy.handle();
+    let handle = ProxyHandle::new();
+    let proxy = ProxyLayer::new(keys.signer())
+        .with_identity(user_header.or_anonymous())
+        .handle(handle.clone());
     let addr = serve(Router::new().route_service(JWKS_PATH, jwks).layer(proxy))
         .await
         .detach();
@@ -445,7 +450,7 @@ async fn refuses_forgeries(layer: VerifyProxyJwtLayer, app: &App) {
     }
     // Credentials that are not one bearer token.
     let valid = app.keys.signer();
-    let token = tower_identity_proxy::JwtSigner::sign(&valid, &Identity::new("Alice", ["R"]))
+    let token = tower_identity_proxy::jwt::JwtSigner::sign(&valid, &Identity::new("Alice", ["R"]))
         .await
         .unwrap();
     let bearer = format!("Bearer {}", token.as_str());

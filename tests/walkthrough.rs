@@ -1,6 +1,5 @@
 //! The walkthrough of the Atoti proxy documentation, step by step and assertion by
-//! assertion, against the demo app (`examples/demo.rs`, included below and run in-process on
-//! real sockets) and a target server that behaves as the document's Python server, down to
+//! assertion, against the demo app (`examples/demo.rs`, run as its binary on real sockets) and a target server that behaves as the document's Python server, down to
 //! the bytes it writes: Python's `BaseHTTPRequestHandler` answers in HTTP/1.0 with
 //! `send_response_only` (a status line, no `Date`, no `Content-Length`) and closes the
 //! connection to end the body.
@@ -14,28 +13,19 @@
 //! - `POST`: echoes the body (read by its `Content-Length`), with
 //!   `X-Custom-Header: lorem ipsum`.
 //!
-//! The walkthrough runs a second time with `examples/target.rs` (included below too) as the
+//! The walkthrough runs a second time with `examples/target.rs` (its binary too) as the
 //! local server: the Rust twin of the document's server, verifying the JWT with
 //! `VerifyProxyJwtLayer` and the demo's JWKS (`/.well-known/jwks.json`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/demo.rs"]
-mod demo;
-
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/target.rs"]
-mod target;
 
 mod common;
 
 use std::net::SocketAddr;
 
 use axum::{extract::Query, http::header};
-use clap::Parser;
 use common::{
-    RSA_PKCS1_PEM, RSA_PUBLIC_PEM, Reply, basic, empty, full, get as http_get, get_with,
+    Example, RSA_PKCS1_PEM, RSA_PUBLIC_PEM, Reply, basic, empty, full, get as http_get, get_with,
     random_bytes, remove_dir, send, temp_dir,
 };
 use serde_json::{Value, json};
@@ -221,10 +211,11 @@ impl Drop for LocalServer {
     }
 }
 
-fn options(args: &[&str]) -> demo::Options {
-    let mut all = vec!["demo", "--listen", "127.0.0.1:0"];
+/// The demo's command line: `args` on 127.0.0.1, port 0.
+fn options<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["--listen", "127.0.0.1:0"];
     all.extend_from_slice(args);
-    demo::Options::try_parse_from(all).expect("valid demo options")
+    all
 }
 
 async fn admin_put(url: &str, auth: Option<&str>, body: Value) -> Reply {
@@ -240,7 +231,7 @@ enum Local {
     /// This test's own server, [`LocalServer`].
     Own(LocalServer),
     /// `examples/target.rs`, verifying with the secured demo's JWKS.
-    Example(target::Running),
+    Example(Example),
 }
 
 impl Local {
@@ -249,28 +240,14 @@ impl Local {
             return Self::Own(LocalServer::start().await);
         }
         let jwks = format!("http://{app}/.well-known/jwks.json");
-        let opts =
-            target::Options::try_parse_from(["target", "--jwks", &jwks, "--listen", "127.0.0.1:0"])
-                .expect("valid target options");
-        Self::Example(
-            target::start(&opts)
-                .await
-                .expect("the example target starts"),
-        )
+        let args = ["--jwks", &jwks, "--listen", "127.0.0.1:0"];
+        Self::Example(Example::start("target", &args).await)
     }
 
     fn port(&self) -> u16 {
         match self {
             Self::Own(server) => server.addr.port(),
             Self::Example(running) => running.addr.port(),
-        }
-    }
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        if let Self::Example(running) = self {
-            running.task.abort();
         }
     }
 }
@@ -294,14 +271,16 @@ async fn walkthrough(example_target: bool) {
     let admin = basic("admin", "admin-secret");
 
     // "Starting a secured session".
-    let secured = demo::start(&options(&[
-        "--keys",
-        keys_dir.to_str().unwrap(),
-        "--user",
-        "admin:admin-secret:ROLE_ADMIN",
-    ]))
-    .await
-    .expect("the secured demo starts");
+    let secured = Example::start(
+        "demo",
+        &options(&[
+            "--keys",
+            keys_dir.to_str().unwrap(),
+            "--user",
+            "admin:admin-secret:ROLE_ADMIN",
+        ]),
+    )
+    .await;
     remove_dir(&keys_dir);
     let app = |path: &str| format!("http://{}{path}", secured.addr);
 
@@ -394,9 +373,7 @@ async fn walkthrough(example_target: bool) {
     assert_eq!(http_get(&app("/proxy")).await.status, 501);
 
     // "On a session without security, atoti.Session.connect() always succeeds".
-    let unsecured = demo::start(&options(&["--unsecured"]))
-        .await
-        .expect("the unsecured demo starts");
+    let unsecured = Example::start("demo", &options(&["--unsecured"])).await;
     let open = |path: &str| format!("http://{}{path}", unsecured.addr);
     let url = http_get(&open("/admin/proxy")).await;
     assert_eq!(url.json(), json!({ "url": null }));
@@ -415,30 +392,32 @@ async fn walkthrough(example_target: bool) {
     // "Stopping the local server": the proxy now answers 502.
     drop(local);
     assert_eq!(http_get(&open("/proxy/whoami?mode=jwt")).await.status, 502);
-    secured.task.abort();
-    unsecured.task.abort();
+    drop(secured);
+    drop(unsecured);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_routes() {
     let keys_dir = common::fixture_keys_dir("routes-keys");
     let target = common::echo_target().await;
-    let running = demo::start(&options(&[
-        "--keys",
-        keys_dir.to_str().unwrap(),
-        "--user",
-        "root:pw:with:colons:ROLE_ADMIN,ROLE_USER",
-        "--user",
-        "bob:bob-pw:ROLE_USER",
-        "--proxy-url",
-        &target.url(),
-        // Every request proxied in this test must beat it: a 300 ms timeout made a stall of
-        // the loaded test machine a 504.
-        "--upstream-timeout-ms",
-        "2000",
-    ]))
-    .await
-    .unwrap();
+    let running = Example::start(
+        "demo",
+        &options(&[
+            "--keys",
+            keys_dir.to_str().unwrap(),
+            "--user",
+            "root:pw:with:colons:ROLE_ADMIN,ROLE_USER",
+            "--user",
+            "bob:bob-pw:ROLE_USER",
+            "--proxy-url",
+            &target.url(),
+            // Every request proxied in this test must beat it: a 300 ms timeout made a stall of
+            // the loaded test machine a 504.
+            "--upstream-timeout-ms",
+            "2000",
+        ]),
+    )
+    .await;
     remove_dir(&keys_dir);
     let app = |path: &str| format!("http://{}{path}", running.addr);
     let root = basic("root", "pw:with:colons");
@@ -567,52 +546,64 @@ async fn the_demo_routes() {
         401
     );
     assert_eq!(del(root.clone()).await.status, 404);
-    running.task.abort();
+    drop(running);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_options_are_checked() {
-    let parse = |args: &[&str]| {
-        let mut all = vec!["demo"];
-        all.extend_from_slice(args);
-        demo::Options::try_parse_from(all)
-    };
-    let defaults = parse(&[]).unwrap();
-    assert_eq!(defaults.listen, "127.0.0.1:8080");
-    assert!(defaults.keys.is_none() && !defaults.unsecured && defaults.proxy_url.is_none());
-    assert!(parse(&["--user", "no-roles"]).is_err());
-    assert!(parse(&["--upstream-timeout-ms", "soon"]).is_err());
-    let two = parse(&["--user", "a:p:R1,R2", "--user", "b:q:"]).unwrap();
-    assert_eq!(two.users[0].roles, ["R1", "R2"]);
-    assert!(two.users[1].roles.is_empty());
-    assert!(!format!("{:?}", two.users[0]).contains("\"p\""));
+    // Refused by the command line: the demo exits with clap's message.
+    let err = common::example_fails("demo", &["--user", "no-roles"]).await;
+    assert!(err.contains("NAME:PASSWORD:ROLE,ROLE"), "{err}");
+    let err = common::example_fails("demo", &["--upstream-timeout-ms", "soon"]).await;
+    assert!(err.contains("--upstream-timeout-ms"), "{err}");
 
     // Wrong --keys and --proxy-url are start-up errors, not panics.
     let missing = temp_dir("missing-keys");
-    let err = demo::build(&options(&["--keys", missing.to_str().unwrap()]))
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("private-key.pem"), "{err}");
+    let keys = missing.to_str().unwrap();
+    let err = common::example_fails("demo", &options(&["--keys", keys])).await;
+    assert!(err.contains("private-key.pem"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
     std::fs::write(missing.join("private-key.pem"), common::OTHER_RSA_PKCS8_PEM).unwrap();
     std::fs::write(missing.join("public-key.pem"), RSA_PUBLIC_PEM).unwrap();
-    let err = demo::build(&options(&["--keys", missing.to_str().unwrap()]))
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("does not match"), "{err}");
+    let err = common::example_fails("demo", &options(&["--keys", keys])).await;
+    assert!(err.contains("does not match"), "{err}");
     remove_dir(&missing);
     let keys_dir = temp_dir("opts-keys");
     std::fs::write(keys_dir.join("private-key.pem"), RSA_PKCS1_PEM).unwrap();
     std::fs::write(keys_dir.join("public-key.pem"), RSA_PUBLIC_PEM).unwrap();
-    let err = demo::build(&options(&[
-        "--keys",
-        keys_dir.to_str().unwrap(),
-        "--proxy-url",
-        "http://h/?q=1",
-    ]))
-    .await
-    .unwrap_err();
-    assert!(err.to_string().contains("query"), "{err}");
+    let keys = keys_dir.to_str().unwrap();
+    let err = common::example_fails(
+        "demo",
+        &options(&["--keys", keys, "--proxy-url", "http://h/?q=1"]),
+    )
+    .await;
+    assert!(err.contains("query"), "{err}");
+
+    // `--user NAME:PASSWORD:ROLES` (roles sorted, possibly none); the password is never
+    // written to the log.
+    let demo = Example::start(
+        "demo",
+        &options(&[
+            "--keys",
+            keys,
+            "--user",
+            "a:p-secret:ROLE_USER,R2",
+            "--user",
+            "b:q-secret:",
+        ]),
+    )
+    .await;
     remove_dir(&keys_dir);
+    let whoami = demo.url("/api/whoami");
+    let a = get_with(&whoami, &[("authorization", &basic("a", "p-secret"))]).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(
+        a.json(),
+        json!({ "name": "a", "roles": ["R2", "ROLE_USER"] })
+    );
+    let b = get_with(&whoami, &[("authorization", &basic("b", "q-secret"))]).await;
+    assert_eq!(b.status, 403, "{}", b.text());
+    assert!(!demo.stderr().contains("-secret"), "{}", demo.stderr());
 }
 
 /// The document's server ends its bodies by closing the connection: small ones reach the
@@ -620,13 +611,15 @@ async fn demo_options_are_checked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_delimited_bodies_of_any_size() {
     let local = LocalServer::start().await;
-    let running = demo::start(&options(&[
-        "--unsecured",
-        "--proxy-url",
-        &format!("http://127.0.0.1:{}", local.addr.port()),
-    ]))
-    .await
-    .unwrap();
+    let running = Example::start(
+        "demo",
+        &options(&[
+            "--unsecured",
+            "--proxy-url",
+            &format!("http://127.0.0.1:{}", local.addr.port()),
+        ]),
+    )
+    .await;
     let url = format!("http://{}/proxy/upload", running.addr);
     for size in [0, 1, 32, 64 * 1024, 64 * 1024 + 1, 1024 * 1024] {
         let bytes = random_bytes(size);
@@ -647,49 +640,27 @@ async fn close_delimited_bodies_of_any_size() {
             assert_eq!(response.header("transfer-encoding").unwrap(), "chunked");
         }
     }
-    running.task.abort();
+    drop(running);
 }
 
-/// Sends what the demo prints into a channel, line by line.
-struct Lines(tokio::sync::mpsc::UnboundedSender<String>, Vec<u8>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.1.extend_from_slice(buf);
-        while let Some(end) = self.1.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.1.drain(..=end).collect();
-            let _ = self
-                .0
-                .send(String::from_utf8_lossy(&line).trim_end().to_owned());
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// `demo --listen 127.0.0.1:0` prints `listening on http://ADDR` first, once it answers.
+/// `demo --listen 127.0.0.1:0` prints `listening on http://ADDR` first, once it answers
+/// (`Example::start` reads that line); a port that cannot be bound is an error.
 #[tokio::test]
 async fn the_demo_says_where_it_listens_first() {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let opts = options(&["--unsecured"]);
-    let server = tokio::spawn(async move { demo::run(&opts, Lines(tx, Vec::new())).await });
-    let first = rx.recv().await.expect("a first line");
-    let addr = first
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
-    let addr: SocketAddr = addr.parse().unwrap();
-    assert_eq!(addr.ip().to_string(), "127.0.0.1");
-    assert_ne!(addr.port(), 0);
-    let response = http_get(&format!("http://{addr}/proxy")).await;
+    let keys_dir = common::fixture_keys_dir("listen-keys");
+    let keys = keys_dir.to_str().unwrap();
+    let demo = Example::start("demo", &options(&["--keys", keys, "--unsecured"])).await;
+    assert_eq!(demo.addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(demo.addr.port(), 0);
+    let response = http_get(&demo.url("/proxy")).await;
     assert_eq!(response.status, 501);
     assert_eq!(response.text(), "The proxy is disabled.");
-    server.abort();
+    drop(demo);
     // A port that cannot be bound is an error, not a panic.
     let busy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut taken = options(&["--unsecured"]);
-    taken.listen = busy.local_addr().unwrap().to_string();
-    let err = demo::run(&taken, std::io::sink()).await.unwrap_err();
-    assert!(err.to_string().contains("cannot listen"), "{err}");
+    let taken = busy.local_addr().unwrap().to_string();
+    let err = common::example_fails("demo", &["--keys", keys, "--listen", &taken]).await;
+    assert!(err.contains("cannot listen"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    remove_dir(&keys_dir);
 }

@@ -24,7 +24,8 @@ use tokio_tungstenite::{
         protocol::{CloseFrame, frame::coding::CloseCode},
     },
 };
-use tower_identity_proxy::ProxyClient;
+use tower_identity_proxy::client::ProxyClient;
+use tower_identity_proxy::proxy::Tunnels;
 
 /// One WebSocket session through the app: handshake with a multi-token `Connection`,
 /// ping/pong both ways, text, binary, close. Returns the handshake the target saw.
@@ -499,7 +500,8 @@ async fn a_layers_tunnels_are_counted_waited_for_and_closed() {
         ProxyClient::new().unwrap(),
         &format!("http://{}", target.addr()),
     );
-    let tunnels = layer.tunnels();
+    let tunnels = Tunnels::new();
+    let layer = layer.tunnels(tunnels.clone());
     let app = serve(axum::Router::new().layer(layer)).await.detach();
     assert_eq!(tunnels.open(), 0);
     within("nothing to wait for", tunnels.ended()).await;

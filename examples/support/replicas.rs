@@ -16,8 +16,12 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
+use serde_json::{Value, json};
 use tower_identity_proxy::{
-    CredentialStore, KeySet, ProxyHandle,
+    ProxyHandle,
+    identity::CredentialStore,
+    jwt::{KeySet, Rotation},
+    proxy::Pseudonym,
     state::{MemoryStore, SharedState, StateError},
 };
 
@@ -25,17 +29,17 @@ use super::{Error, Options, UserSpec};
 
 /// The state every replica shares, and whether this one is ready.
 #[derive(Clone, Debug)]
-pub struct Replicas {
+pub(crate) struct Replicas {
     /// Changes the target, users and keys on every replica.
-    pub shared: SharedState,
+    pub(crate) shared: SharedState,
     /// Set once the command-line users and target have been written (if absent).
     seeded: Arc<AtomicBool>,
     /// The JWK Set's `Cache-Control: max-age`.
-    pub jwks_max_age: Duration,
+    pub(crate) jwks_max_age: Duration,
 }
 
 /// The store chosen on the command line.
-pub enum Store {
+pub(crate) enum Store {
     /// This process only.
     Memory,
     /// Redis, shared with the other replicas.
@@ -49,7 +53,7 @@ impl Store {
     /// # Errors
     ///
     /// An invalid URL, or `--redis` without the `redis` feature.
-    pub fn from_options(opts: &Options) -> Result<Self, Error> {
+    pub(crate) fn from_options(opts: &Options) -> Result<Self, Error> {
         match &opts.redis {
             None => Ok(Self::Memory),
             #[cfg(feature = "redis")]
@@ -64,13 +68,13 @@ impl Store {
     }
 
     /// Whether the replicas share it.
-    pub fn is_shared(&self) -> bool {
+    pub(crate) fn is_shared(&self) -> bool {
         !matches!(self, Self::Memory)
     }
 
     /// The `Via` pseudonym every replica of the store uses, so that a loop through the
     /// balancer ends at the second pass, whichever replica it reaches.
-    pub fn pseudonym(&self) -> Option<String> {
+    pub(crate) fn pseudonym(&self) -> Option<Pseudonym> {
         match self {
             Self::Memory => None,
             #[cfg(feature = "redis")]
@@ -82,7 +86,7 @@ impl Store {
 impl Replicas {
     /// Joins the store; with a shared one, writes the command-line users and target once
     /// the state is read, unless the store has them already.
-    pub fn join(
+    pub(crate) fn join(
         store: Store,
         opts: &Options,
         handle: ProxyHandle,
@@ -137,14 +141,14 @@ impl Replicas {
     }
 
     /// Whether `/proxy` can be served without a failed request.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.seeded.load(Ordering::Acquire) && self.shared.is_ready()
     }
 }
 
 /// `GET /ready`: `200` once the replica can serve `/proxy` (state read, its signing key
 /// published long enough), `503` before.
-pub async fn ready(State(replicas): State<Replicas>) -> Response {
+pub(crate) async fn ready(State(replicas): State<Replicas>) -> Response {
     if replicas.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
@@ -154,6 +158,25 @@ pub async fn ready(State(replicas): State<Replicas>) -> Response {
 
 /// An admin change refused: `400` with the reason, or `503` when the shared state cannot
 /// be reached (nothing changed).
-pub fn refused(e: &StateError) -> Response {
+pub(crate) fn refused(e: &StateError) -> Response {
     (e.status(), e.to_string()).into_response()
+}
+
+/// What `POST /admin/keys/rotate` answers: the new `kid`, when it signs, and every key
+/// published now.
+pub(crate) fn rotation_json(rotation: &Rotation, keys: &KeySet) -> Value {
+    let unix = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    let signs_in = rotation
+        .signs_from()
+        .duration_since(std::time::SystemTime::now())
+        .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+    json!({
+        "kid": rotation.kid(),
+        "signs_from": unix(rotation.signs_from()),
+        "signs_in_seconds": signs_in,
+        "published": keys.kids(),
+    })
 }

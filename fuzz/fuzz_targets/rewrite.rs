@@ -27,11 +27,11 @@ use arbitrary::Arbitrary;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
 use libfuzzer_sys::fuzz_target;
 use tower_identity_proxy::{
-    Target,
-    rewrite::{
+    __fuzzing::{
         Framing, RewriteConfig, check_response, rewrite_request, rewrite_response,
         scope_set_cookies,
     },
+    Target,
 };
 
 #[derive(Arbitrary, Debug)]

@@ -26,7 +26,7 @@ use crate::error::ConfigError;
 /// # Example
 ///
 /// ```
-/// use tower_identity_proxy::CredentialStore;
+/// use tower_identity_proxy::identity::CredentialStore;
 ///
 /// let users = CredentialStore::new();
 /// users.insert("Alice", "abcdef123456", ["ROLE_USER", "ROLE_WONDERLAND"])?;

@@ -4,12 +4,12 @@
 use http::{HeaderValue, request::Parts};
 
 use super::{ExtractResult, IdentityExtractor, Rejection, credentials_for};
-use crate::verifier::Verifier;
+use crate::jwt::verifier::Verifier;
 
 /// Accepts `Authorization: Bearer <JWT>` when the token verifies with the app's keys
 /// (see [`Verifier`]: pinned algorithm, `exp` required, `alg: none` refused).
 ///
-/// With [`KeySet::verifier`](crate::KeySet::verifier), the key is chosen by the token's
+/// With [`KeySet::verifier`](crate::jwt::KeySet::verifier), the key is chosen by the token's
 /// `kid` among every published key and follows rotations.
 ///
 /// No `Authorization` header or another scheme: no identity (a chain that finds none answers
@@ -21,7 +21,7 @@ pub struct BearerJwt {
 }
 
 impl BearerJwt {
-    /// Bearer tokens checked by `verifier`, e.g. [`KeyPair::verifier`](crate::KeyPair::verifier).
+    /// Bearer tokens checked by `verifier`, e.g. [`KeyPair::verifier`](crate::jwt::KeyPair::verifier).
     pub fn new(verifier: Verifier) -> Self {
         Self { verifier }
     }
@@ -62,7 +62,7 @@ impl IdentityExtractor for BearerJwt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{KeyPair, KeySigner, signer::JwtSigner};
+    use crate::jwt::{JwtSigner, KeyPair, KeySigner};
     use http::header;
 
     fn parts(lines: &[&str]) -> Parts {
@@ -80,7 +80,7 @@ mod tests {
         let keys = KeyPair::generate_ed25519().unwrap();
         let bearer = BearerJwt::new(keys.verifier());
         let token = KeySigner::new(keys)
-            .sign(&crate::Identity::new("Alice", ["ROLE_USER"]))
+            .sign(&crate::identity::Identity::new("Alice", ["ROLE_USER"]))
             .await
             .unwrap();
         let good = token.authorization().to_str().unwrap().to_owned();

@@ -26,21 +26,26 @@
 //!
 //! ```
 //! use tower_identity_proxy::{
-//!     CredentialStore, KeyPair, KeySet, KeySigner, ProxyLayer, state::SharedState,
+//!     ProxyHandle, ProxyLayer,
+//!     identity::CredentialStore,
+//!     jwt::{KeyPair, KeySet, KeySigner},
+//!     state::SharedState,
 //! };
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let keys = KeySet::new(KeySigner::new(KeyPair::generate_ed25519()?));
-//! let proxy = ProxyLayer::new(keys.signer());
+//! let handle = ProxyHandle::new();
+//! let proxy = ProxyLayer::new(keys.signer()).handle(handle.clone());
 //! let users = CredentialStore::new();
 //! // In memory: this process only. With the `redis` feature,
 //! // `SharedState::new(RedisStore::open("redis://127.0.0.1:6379")?, ...)`.
-//! let state = SharedState::in_memory(proxy.handle(), users.clone(), keys.clone());
+//! let state = SharedState::in_memory(handle.clone(), users.clone(), keys.clone());
 //! assert!(state.is_ready());
 //!
 //! state.set_target(Some("http://127.0.0.1:1991")).await?;
-//! assert!(proxy.handle().is_enabled());
+//! assert!(handle.is_enabled());
+//! # let _ = proxy;
 //! state.put_user("Alice", "abcdef123456", vec!["ROLE_USER".into()]).await?;
 //! assert!(users.contains("Alice"));
 //! let rotation = state.rotate(KeyPair::generate_ed25519()?).await?;
@@ -72,10 +77,9 @@ use serde::{Deserialize, Serialize};
 use crate::{
     error::{BoxError, ConfigError},
     identity::CredentialStore,
-    keys::{Algorithm, KeyPair, PublicKey},
-    keyset::{KeySet, Rotation, epoch_millis},
-    signer::KeySigner,
-    target::{ProxyHandle, Target},
+    jwt::{Algorithm, KeyPair, KeySet, KeySigner, PublicKey, Rotation, keyset::epoch_millis},
+    proxy::handle::ProxyHandle,
+    target::Target,
 };
 
 /// How often a replica renews the record of the key it signs with.
@@ -1078,7 +1082,7 @@ impl SharedState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Identity, JwtSigner};
+    use crate::{identity::Identity, jwt::JwtSigner};
 
     fn parts() -> (ProxyHandle, CredentialStore, KeySet) {
         let keys = KeySet::new(KeySigner::new(KeyPair::generate_ed25519().unwrap()))

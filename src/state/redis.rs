@@ -9,7 +9,10 @@ use redis::{
 };
 
 use super::{BoxFuture, Change, Replica, Snapshot, StateStore};
-use crate::error::{BoxError, ConfigError};
+use crate::{
+    error::{BoxError, ConfigError},
+    proxy::Pseudonym,
+};
 
 /// Stores `ARGV[5..]` (field, value pairs; an empty value deletes the field) in the hash
 /// `KEYS[2]` with the next version from `KEYS[1]`, each value as `VERSION|VALUE`, and
@@ -57,7 +60,9 @@ const PING_EVERY: Duration = Duration::from_secs(3);
 ///
 /// ```no_run
 /// use tower_identity_proxy::{
-///     CredentialStore, KeyPair, KeySet, KeySigner, ProxyLayer,
+///     ProxyHandle, ProxyLayer,
+///     identity::CredentialStore,
+///     jwt::{KeyPair, KeySet, KeySigner},
 ///     state::{RedisStore, SharedState},
 /// };
 ///
@@ -65,8 +70,11 @@ const PING_EVERY: Duration = Duration::from_secs(3);
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = RedisStore::open("redis://127.0.0.1:6379/0")?;
 /// let keys = KeySet::new(KeySigner::rs512(KeyPair::generate_rsa(3072)?)?);
-/// let proxy = ProxyLayer::new(keys.signer()).via_pseudonym(&store.pseudonym())?;
-/// let state = SharedState::new(store, proxy.handle(), CredentialStore::new(), keys);
+/// let handle = ProxyHandle::new();
+/// let proxy = ProxyLayer::new(keys.signer())
+///     .via_pseudonym(store.pseudonym())
+///     .handle(handle.clone());
+/// let state = SharedState::new(store, handle, CredentialStore::new(), keys);
 /// state.set_target(Some("http://127.0.0.1:1991")).await?; // on every replica
 /// # Ok(()) }
 /// ```
@@ -134,7 +142,7 @@ impl RedisStore {
     /// address, database and prefix), so that a request looping through the balancer back
     /// to any replica is detected (`508`): give it to
     /// [`ProxyLayer::via_pseudonym`](crate::ProxyLayer::via_pseudonym).
-    pub fn pseudonym(&self) -> String {
+    pub fn pseudonym(&self) -> Pseudonym {
         use aws_lc_rs::digest;
         let seed = format!("{}|{}", self.inner.display, self.inner.prefix);
         let hash = digest::digest(&digest::SHA256, seed.as_bytes());
@@ -142,7 +150,8 @@ impl RedisStore {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        format!("tip-{hex}")
+        // `tip-` and hexadecimal digits: always a token.
+        Pseudonym::new(&format!("tip-{hex}")).unwrap_or_else(|_| Pseudonym::random())
     }
 
     fn key(&self, name: &str) -> String {
@@ -354,7 +363,7 @@ fn rand_u64() -> u64 {
     let mut bytes = [0u8; 8];
     // A name for the data, not a secret: fall back to the clock if the system RNG fails.
     if getrandom_fill(&mut bytes).is_err() {
-        return crate::keyset::epoch_millis(std::time::SystemTime::now());
+        return crate::jwt::keyset::epoch_millis(std::time::SystemTime::now());
     }
     u64::from_le_bytes(bytes)
 }

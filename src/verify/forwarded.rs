@@ -5,7 +5,7 @@ use std::{fmt, net::Ipv6Addr, str::FromStr};
 
 use http::{HeaderMap, HeaderName, Uri, uri::Authority};
 
-use crate::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::rules::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
 
 /// The origin (`scheme://host[:port]`) the client used to reach the app, as the proxy
 /// reports it in `X-Forwarded-Proto` and `X-Forwarded-Host`.

@@ -13,12 +13,14 @@ use super::{
 use crate::{
     client::ProxyClient,
     error::ConfigError,
-    keys::{Algorithm, PublicKey},
-    verifier::Verifier,
+    jwt::{
+        keys::{Algorithm, PublicKey},
+        verifier::Verifier,
+    },
 };
 
 /// Verifies the identity token of every request before the inner service sees it, and
-/// puts the caller's [`Identity`](crate::Identity) and [`Claims`](crate::Claims) into the
+/// puts the caller's [`Identity`](crate::identity::Identity) and [`Claims`](crate::jwt::Claims) into the
 /// request extensions.
 ///
 /// Keys come from a JWKS URL ([`jwks_url`](Self::jwks_url)) or are given up front
@@ -65,7 +67,7 @@ impl VerifyProxyJwtLayer {
     }
 
     /// Verifies with the keys published at `url` (an RFC 7517 JWK Set, such as the app's
-    /// [`Jwks`](crate::Jwks) service), fetched at the first request and cached.
+    /// [`Jwks`](crate::jwt::Jwks) service), fetched at the first request and cached.
     ///
     /// - A token naming an unknown `kid` makes the cache refetch, within a rate limit
     ///   ([`refresh_burst`](Self::refresh_burst) fetches, then one per
@@ -122,7 +124,7 @@ impl VerifyProxyJwtLayer {
     ///
     /// While the limit holds, a token signed by a key the cache does not know yet is
     /// refused: publish keys before signing with them (see
-    /// [`KeySet::publish`](crate::KeySet::publish)) if that window matters.
+    /// [`KeySet::publish`](crate::jwt::KeySet::publish)) if that window matters.
     pub fn min_refresh_interval(self, interval: Duration) -> Self {
         self.with_fetch(|c| c.min_interval = interval)
     }
@@ -263,7 +265,7 @@ mod tests {
 
     #[test]
     fn a_key_for_another_algorithm_is_refused() {
-        let k = crate::KeyPair::generate_ed25519().unwrap();
+        let k = crate::jwt::KeyPair::generate_ed25519().unwrap();
         assert!(
             VerifyProxyJwtLayer::public_key_pem(k.public_key_pem().as_bytes(), Algorithm::RS512)
                 .is_err()

@@ -13,8 +13,8 @@
 //! - checks the signature, then `exp` (required), `nbf` and `iat` with a leeway (30 s by
 //!   default), and `iss`/`aud` when configured; the claims must have the shape this crate
 //!   signs (`sub`, `authorities`, `iat`, `exp`);
-//! - puts the caller's [`Identity`](crate::Identity) and the token's
-//!   [`Claims`](crate::Claims) into the request extensions, where handlers (axum's
+//! - puts the caller's [`Identity`](crate::identity::Identity) and the token's
+//!   [`Claims`](crate::jwt::Claims) into the request extensions, where handlers (axum's
 //!   `Extension<Identity>`) find them.
 //!
 //! A failed check is answered `401` with `WWW-Authenticate: Bearer error="invalid_token"`
@@ -26,7 +26,7 @@
 //!
 //! ```
 //! use axum::{Extension, Router, routing::get};
-//! use tower_identity_proxy::{Identity, verify::VerifyProxyJwtLayer};
+//! use tower_identity_proxy::{identity::Identity, verify::VerifyProxyJwtLayer};
 //!
 //! # fn main() -> Result<(), tower_identity_proxy::ConfigError> {
 //! let target: Router = Router::new()
@@ -45,7 +45,9 @@
 //! use http::{Request, StatusCode};
 //! use tower::ServiceExt;
 //! use tower_identity_proxy::{
-//!     Algorithm, Identity, JwtSigner, KeyPair, KeySigner, verify::VerifyProxyJwtLayer,
+//!     identity::Identity,
+//!     jwt::{Algorithm, JwtSigner, KeyPair, KeySigner},
+//!     verify::VerifyProxyJwtLayer,
 //! };
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -87,7 +89,7 @@
 //! [`min_refresh_interval`](VerifyProxyJwtLayer::min_refresh_interval)). A rotation is
 //! picked up at once unless a flood of made-up `kid`s has just used the burst up; then
 //! tokens of the new key are refused until the next fetch is allowed. Publish the next key
-//! first ([`KeySet::publish`](crate::KeySet::publish)) to close that window.
+//! first ([`KeySet::publish`](crate::jwt::KeySet::publish)) to close that window.
 
 mod forwarded;
 mod layer;

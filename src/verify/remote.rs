@@ -19,8 +19,10 @@ use tokio::sync::Mutex;
 use crate::{
     client::ProxyClient,
     error::BoxError,
-    keys::{Algorithm, PublicKey},
-    verifier::{SharedKeys, VerifyingKey},
+    jwt::{
+        keys::{Algorithm, PublicKey},
+        verifier::{SharedKeys, VerifyingKey},
+    },
 };
 
 /// The largest JWKS document read.
@@ -225,7 +227,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::KeyPair;
+    use crate::jwt::KeyPair;
 
     #[test]
     fn the_bucket_allows_a_burst_then_one_per_interval() {
@@ -253,7 +255,7 @@ mod tests {
     #[test]
     fn only_allowed_signature_keys_are_kept() {
         let rsa = KeyPair::generate_rsa(2048).unwrap();
-        let ec = KeyPair::generate_ec(crate::Curve::P256).unwrap();
+        let ec = KeyPair::generate_ec(crate::jwt::Curve::P256).unwrap();
         let mut enc = rsa.public_key().to_jwk(Algorithm::RS512);
         enc["use"] = json!("enc");
         let mut no_alg = rsa.public_key().to_jwk(Algorithm::RS512);
@@ -295,7 +297,7 @@ mod tests {
         );
         assert_eq!(keys.len(), 3);
         let verifier =
-            crate::Verifier::from_shared(Arc::new(arc_swap::ArcSwap::from_pointee(keys)));
+            crate::jwt::Verifier::from_shared(Arc::new(arc_swap::ArcSwap::from_pointee(keys)));
         assert_eq!(verifier.kids(), [rsa.kid(), ed.kid()]);
     }
 }

@@ -14,10 +14,12 @@ use tower_service::Service;
 
 use super::remote::{FetchConfig, RemoteJwks};
 use crate::{
-    body::{ResponseBody, local},
-    claims::Claims,
     identity::{Rejection, credentials_for},
-    verifier::{Verifier, VerifyError},
+    jwt::{
+        claims::Claims,
+        verifier::{Verifier, VerifyError},
+    },
+    proxy::body::{ResponseBody, local},
 };
 
 /// What every service of one layer shares.
@@ -96,7 +98,7 @@ fn accept<B>(req: &mut Request<B>, claims: Claims) {
 }
 
 /// Verifies each request's bearer token, then calls the inner service with the caller's
-/// [`Identity`](crate::Identity) and [`Claims`] in the request extensions; answers `401`
+/// [`Identity`](crate::identity::Identity) and [`Claims`] in the request extensions; answers `401`
 /// itself otherwise:
 ///
 /// - no bearer token: `401`, `WWW-Authenticate: Bearer`, `A bearer token is required.`

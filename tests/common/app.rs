@@ -6,8 +6,12 @@ use std::net::SocketAddr;
 use axum::{Router, routing};
 use http::request::Parts;
 use serde_json::json;
+use tower_identity_proxy::{ProxyHandle, Target};
 use tower_identity_proxy::{
-    CachingSigner, Identity, KeySigner, ProxyClient, ProxyLayer, Rejection, identity::ExtractResult,
+    ProxyLayer,
+    client::ProxyClient,
+    identity::{ExtractResult, Identity, Rejection},
+    jwt::{CachingSigner, KeySigner},
 };
 
 use super::{bearer_token, decode_rs512, rsa_keys, serve};
@@ -47,10 +51,11 @@ fn alice(_: &Parts) -> AliceFuture {
 /// through `client`.
 pub fn alice_layer(client: ProxyClient, target: &str) -> AliceLayer {
     ProxyLayer::new(KeySigner::rs512(rsa_keys()).expect("signer"))
-        .identity(alice as AliceFn)
+        .with_identity(alice as AliceFn)
         .client(client)
-        .target(target)
-        .expect("target")
+        .handle(ProxyHandle::with_target(
+            Target::parse(target).expect("target"),
+        ))
 }
 
 /// Starts an axum app (HTTP/1.1 and HTTP/2 with prior knowledge) with [`alice_layer`] in

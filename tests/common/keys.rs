@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use tower_identity_proxy::{Curve, KeyPair};
+use tower_identity_proxy::jwt::{Curve, KeyPair};
 
 /// RSA-2048, PKCS#1 (`BEGIN RSA PRIVATE KEY`), made by `openssl genrsa -traditional`.
 pub const RSA_PKCS1_PEM: &str = include_str!("../fixtures/rsa-pkcs1.pem");

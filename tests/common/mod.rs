@@ -15,6 +15,9 @@
 //! - [`raw`]: a raw TCP client writing exact bytes and reading HTTP/1.1 responses as sent
 //!   ([`Raw`], [`raw()`]), for requests a well-behaved client cannot make.
 //! - [`tls`]: a test PKI made with rcgen and TLS server configurations.
+//! - [`example`]: the examples run as their binaries ([`Example`]).
+//! - [`hostile`]: the hostile-input harness, a capturing upstream that records the exact
+//!   bytes it receives ([`hostile::Upstream`]) and an app served by hyper-util's server.
 //! - [`app`]: identity extractors and the protocol tests' app (Alice's identity).
 //!
 //! Include it with `mod common;` (or `#[path = "../common/mod.rs"] mod common;` from a
@@ -30,6 +33,8 @@
 
 pub mod app;
 pub mod client;
+pub mod example;
+pub mod hostile;
 pub mod jwt;
 pub mod keys;
 pub mod raw;
@@ -42,7 +47,7 @@ use std::{future::Future, time::Duration};
 
 // Each binary uses a part.
 #[allow(unused_imports)]
-pub use {app::*, client::*, jwt::*, keys::*, raw::*, server::*, target::*, tls::*};
+pub use {app::*, client::*, example::*, jwt::*, keys::*, raw::*, server::*, target::*, tls::*};
 
 /// How long any single wait may take before the test fails as hung.
 pub const LIVENESS: Duration = Duration::from_secs(20);

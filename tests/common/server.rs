@@ -8,7 +8,7 @@ use http::HeaderMap;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinHandle};
-use tower_identity_proxy::{IdentityExtractor, JwtSigner, ProxyLayer};
+use tower_identity_proxy::{ProxyLayer, identity::IdentityExtractor, jwt::JwtSigner};
 
 /// A server on 127.0.0.1; it stops when dropped, unless [detached](Self::detach).
 #[derive(Debug)]

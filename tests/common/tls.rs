@@ -108,7 +108,7 @@ pub fn server_config(leaf: &Leaf, alpn: &[&[u8]], client_ca: Option<&Ca>) -> Arc
 /// A proxy client trusting `ca` (and the webpki roots).
 #[cfg(feature = "https")]
 pub fn client_trusting(ca: &Ca) -> tower_identity_proxy::client::ClientBuilder {
-    tower_identity_proxy::ProxyClient::builder()
+    tower_identity_proxy::client::ProxyClient::builder()
         .add_root_certificates_pem(ca.pem().as_bytes())
         .expect("ca pem")
 }

@@ -196,7 +196,7 @@ async fn b6_request_trailers_to_an_h2c_target_never_carry_what_the_proxy_manages
             );
         }
     });
-    let h2c = tower_identity_proxy::ProxyClient::builder()
+    let h2c = tower_identity_proxy::client::ProxyClient::builder()
         .http2_prior_knowledge(true)
         .build()
         .unwrap();

@@ -131,7 +131,7 @@ async fn c3_scheme_comes_from_configuration_not_the_request() {
 #[tokio::test]
 async fn c3_https_is_sent_when_configured() {
     let up = Upstream::ok().await;
-    let app = start_app(layer().forwarded_proto("https").unwrap()).await;
+    let app = start_app(layer().forwarded_proto(ForwardedProto::Https)).await;
     app.target(&up, "");
     assert_eq!(app.get("/proxy/x", "").await.status, 200);
     assert_eq!(up.only().one("x-forwarded-proto"), "https");

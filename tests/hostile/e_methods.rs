@@ -26,8 +26,8 @@ async fn e4_via_is_appended_to_the_clients() {
 
 #[tokio::test]
 async fn e4_target_pointing_at_own_proxy_is_508_after_one_hop() {
-    let proxy = layer();
-    let handle = proxy.handle();
+    let handle = ProxyHandle::new();
+    let proxy = layer().handle(handle.clone());
     let seen = Arc::new(AtomicUsize::new(0));
     let count = Arc::clone(&seen);
     let router = inner_router().layer(proxy).layer(MapRequestLayer::new(

@@ -450,7 +450,7 @@ async fn f11_set_cookie_cannot_overwrite_a_protected_cookie() {
     .await;
     let app = start_app(
         layer().cookies(
-            tower_identity_proxy::CookiePolicy::new()
+            tower_identity_proxy::rules::CookiePolicy::new()
                 .protect("JSESSIONID")
                 .scope_set_cookie_paths(false),
         ),
@@ -467,10 +467,11 @@ async fn f11_set_cookie_passes_unchanged_when_configured() {
         b"HTTP/1.1 200 OK\r\nSet-Cookie: theirs=1; Path=/\r\nContent-Length: 0\r\n\r\n",
     )
     .await;
-    let app = start_app(
-        layer().cookies(tower_identity_proxy::CookiePolicy::new().scope_set_cookie_paths(false)),
-    )
-    .await;
+    let app =
+        start_app(layer().cookies(
+            tower_identity_proxy::rules::CookiePolicy::new().scope_set_cookie_paths(false),
+        ))
+        .await;
     app.target(&up, "");
     let r = app.get("/proxy/x", "").await;
     assert_eq!(r.one("set-cookie"), "theirs=1; Path=/");

@@ -10,8 +10,9 @@ use std::{
 
 use tokio::io::AsyncWriteExt;
 use tower_identity_proxy::{
-    BasicAuth, BearerJwt, Identity, IdentityExtractor as _, JwtSigner, KeySigner, ProxyLayer,
-    SignError, Token,
+    ProxyLayer,
+    identity::{BasicAuth, BearerJwt, Identity, IdentityExtractor as _},
+    jwt::{JwtSigner, KeySigner, SignError, Token},
 };
 
 use crate::support::*;
@@ -449,8 +450,8 @@ async fn g11_an_upload_outgrowing_a_limit_in_front_is_413() {
     let limit = tower::util::MapRequestLayer::new(|req: Request| {
         req.map(|body| Body::new(http_body_util::Limited::new(body, 8)))
     });
-    let proxy = layer();
-    let handle = proxy.handle();
+    let handle = ProxyHandle::new();
+    let proxy = layer().handle(handle.clone());
     let app = serve_router(
         inner_router().layer(proxy).layer(limit),
         handle,
@@ -496,7 +497,7 @@ async fn g12_anonymous_flood_costs_one_signature() {
         Arc::clone(&signatures),
     );
     let app = start_app(
-        ProxyLayer::new(signer).identity(
+        ProxyLayer::new(signer).with_identity(
             BasicAuth::new(users())
                 .or(BearerJwt::new(rsa_keys().verifier()))
                 .or_anonymous(),

@@ -3,7 +3,11 @@
 //! H6 (no secret in logs) is `tests/tracing_redaction.rs`: it installs a global subscriber,
 //! so it has its own test binary.
 
-use tower_identity_proxy::{Identity, JwtSigner, ProxyLayer, SignError, Token};
+use tower_identity_proxy::{
+    ProxyLayer,
+    identity::Identity,
+    jwt::{JwtSigner, SignError, Token},
+};
 
 use crate::support::*;
 
@@ -110,7 +114,7 @@ async fn h2_forwarded_cookies_never_include_the_protected_session() {
     let up = Upstream::ok().await;
     let app = start_app(
         layer().cookies(
-            tower_identity_proxy::CookiePolicy::new()
+            tower_identity_proxy::rules::CookiePolicy::new()
                 .forward(true)
                 .protect("JSESSIONID"),
         ),

@@ -5,7 +5,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, crypto::sign};
-use tower_identity_proxy::{KeyPair, KeySigner, ProxyLayer, TokenPolicy};
+use tower_identity_proxy::{
+    ProxyLayer,
+    jwt::{KeyPair, KeySigner, TokenPolicy},
+};
 
 use crate::{h_credentials::base64_basic, support::*};
 
@@ -208,7 +211,7 @@ async fn i4_forged_bearer_tokens_are_refused_and_nothing_is_forwarded() {
         (
             "embedded jwk",
             forge(
-                serde_json::json!({"alg": "RS512", "jwk": attacker_keys.public_key().to_jwk(tower_identity_proxy::Algorithm::RS512)}),
+                serde_json::json!({"alg": "RS512", "jwk": attacker_keys.public_key().to_jwk(tower_identity_proxy::jwt::Algorithm::RS512)}),
                 &good_payload,
                 &attacker,
                 Algorithm::RS512,
@@ -330,10 +333,12 @@ async fn i8_odd_claim_values_round_trip_as_json() {
     let name = "bob \"the\" \\ builder\n\0 ünïcødé 🦀";
     let roles = ["ROLE_\"Q\"", "ROLE_\\", "ROLE_ü"];
     let extractor = move |_: &http::request::Parts| async move {
-        Ok(Some(tower_identity_proxy::Identity::new(name, roles)))
+        Ok(Some(tower_identity_proxy::identity::Identity::new(
+            name, roles,
+        )))
     };
     let up = Upstream::ok().await;
-    let app = start_app(layer().identity(extractor)).await;
+    let app = start_app(layer().with_identity(extractor)).await;
     app.target(&up, "");
     assert_eq!(app.get("/proxy/x", "").await.status, 200);
     let got = up.only();

@@ -293,7 +293,8 @@ async fn j3_crlf_inside_an_h2_field_is_a_stream_error() {
 async fn j4_cookie_crumbs_become_one_line() {
     let up = Upstream::ok().await;
     let app =
-        start_app(layer().cookies(tower_identity_proxy::CookiePolicy::new().forward(true))).await;
+        start_app(layer().cookies(tower_identity_proxy::rules::CookiePolicy::new().forward(true)))
+            .await;
     app.target(&up, "");
     let a = app.addr.to_string();
     let mut h2 = H2::connect(&app).await;

@@ -1,7 +1,7 @@
 //! K. Pass-through and tower plumbing.
 
 use tower::{ServiceBuilder, limit::ConcurrencyLimitLayer};
-use tower_identity_proxy::Identity;
+use tower_identity_proxy::identity::Identity;
 
 use crate::support::*;
 
@@ -46,8 +46,8 @@ async fn k1_requests_outside_the_prefix_are_untouched() {
 #[tokio::test]
 async fn k2_proxied_requests_never_hold_the_inner_services_readiness() {
     let up = Upstream::ok().await;
-    let proxy = layer();
-    let handle = proxy.handle();
+    let handle = ProxyHandle::new();
+    let proxy = layer().handle(handle.clone());
     let service = ServiceBuilder::new()
         .layer(proxy)
         .layer(ConcurrencyLimitLayer::new(1))
@@ -84,7 +84,7 @@ async fn k3_a_panicking_extractor_costs_one_request_only() {
         }
     };
     let up = Upstream::ok().await;
-    let app = start_app(layer().identity(extractor)).await;
+    let app = start_app(layer().with_identity(extractor)).await;
     app.target(&up, "");
     let mut c = app.raw().await;
     c.send(

@@ -132,7 +132,7 @@ async fn l3_invalid_target_urls_are_refused_and_change_nothing() {
 #[tokio::test]
 async fn l4_a_target_replaced_while_the_caller_is_identified_gets_no_token() {
     use tokio::sync::{Notify, Semaphore};
-    use tower_identity_proxy::{Identity, KeySigner, ProxyLayer};
+    use tower_identity_proxy::{ProxyLayer, identity::Identity, jwt::KeySigner};
 
     let old = Upstream::ok().await;
     let new = Upstream::ok().await;
@@ -152,7 +152,7 @@ async fn l4_a_target_replaced_while_the_caller_is_identified_gets_no_token() {
         }
     };
     let layer = ProxyLayer::new(KeySigner::rs512(rsa_keys()).expect("signer"))
-        .identity(extractor)
+        .with_identity(extractor)
         .upstream_timeout(3 * LIVENESS);
     let app = start_app(layer).await;
     app.target(&old, "/old");

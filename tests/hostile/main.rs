@@ -2,7 +2,7 @@
 //! to this crate, each as its own test named after its case id, over real sockets.
 //!
 //! A raw TCP client talks to a real app (axum `Router` + [`ProxyLayer`]) that forwards to a
-//! capturing upstream recording the exact bytes it receives (see [`support`]). Cases that do
+//! capturing upstream recording the exact bytes it receives (see `tests/common/hostile.rs`). Cases that do
 //! not apply are listed, one line each, in the module of their section:
 //! - G11 (configured body limit): the layer offers none; `tower_http::limit` does it (an
 //!   upload outgrowing such a limit is `413`: `g11_an_upload_outgrowing_a_limit_in_front_is_413`).
@@ -18,7 +18,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-mod support;
+use common::hostile as support;
 
 mod a_framing;
 mod b_hop_by_hop;

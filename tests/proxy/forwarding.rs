@@ -10,9 +10,12 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     sync::mpsc,
 };
+use tower_identity_proxy::{ProxyHandle, Target};
 use tower_identity_proxy::{
-    BasicAuth, CredentialStore, Identity, IdentityExtractor, JwtSigner, KeySigner, ProxyClient,
-    ProxyLayer, SignError, Token, TokenPolicy,
+    ProxyLayer,
+    client::ProxyClient,
+    identity::{BasicAuth, CredentialStore, Identity, IdentityExtractor},
+    jwt::{JwtSigner, KeySigner, SignError, Token, TokenPolicy},
 };
 
 use crate::{
@@ -22,6 +25,7 @@ use crate::{
     },
     layer, layer_to,
 };
+use tower_identity_proxy::proxy::ForwardedProto;
 
 fn request(method: &str, url: &str) -> http::request::Builder {
     http::Request::builder().method(method).uri(url)
@@ -222,7 +226,10 @@ async fn request_and_response_bodies_are_streamed() {
         Response::new(Body::new(StreamBody::new(stream)))
     });
     let target = serve(streaming).await;
-    let app = spawn_app(layer().target(&target.url("")).unwrap()).await;
+    let app = spawn_app(layer().handle(ProxyHandle::with_target(
+        Target::parse(&target.url("")).unwrap(),
+    )))
+    .await;
 
     let (tx, body) = channel_body();
     tx.send(Bytes::from("one")).await.unwrap();
@@ -302,7 +309,8 @@ async fn authorization_is_always_replaced() {
     users
         .insert("Alice", "abcdef123456", ["ROLE_USER"])
         .unwrap();
-    let app = spawn_app(layer_to(&target).identity(BasicAuth::new(users).or_anonymous())).await;
+    let app =
+        spawn_app(layer_to(&target).with_identity(BasicAuth::new(users).or_anonymous())).await;
     let r = get_with(
         &app.url("/proxy/a"),
         &[("authorization", &basic("Alice", "abcdef123456"))],
@@ -382,10 +390,10 @@ async fn x_forwarded_headers_are_set_and_host_is_the_targets() {
     );
 
     // An app served over TLS (or behind a TLS terminator) says so.
-    let tls_app = spawn_app(layer_to(&target).forwarded_proto("https").unwrap()).await;
+    let tls_app = spawn_app(layer_to(&target).forwarded_proto(ForwardedProto::Https)).await;
     get(&tls_app.url("/proxy/fwd")).await;
     assert_eq!(target.last().header("x-forwarded-proto").unwrap(), "https");
-    assert!(layer().forwarded_proto("ftp").is_err());
+    assert!("ftp".parse::<ForwardedProto>().is_err());
 }
 
 #[tokio::test]
@@ -441,7 +449,10 @@ async fn an_unreachable_target_is_a_502() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let app = spawn_app(layer().target(&format!("http://{closed}")).unwrap()).await;
+    let app = spawn_app(layer().handle(ProxyHandle::with_target(
+        Target::parse(&format!("http://{closed}")).unwrap(),
+    )))
+    .await;
     let r = get(&app.url("/proxy/x")).await;
     assert_eq!(r.status, 502);
     assert_eq!(
@@ -485,9 +496,9 @@ impl JwtSigner for FailingSigner {
 async fn a_signing_failure_is_a_500_and_nothing_is_sent() {
     let target = common::echo_target().await;
     let app = spawn_app(
-        ProxyLayer::uncached(FailingSigner)
-            .target(&target.url())
-            .unwrap(),
+        ProxyLayer::uncached(FailingSigner).handle(ProxyHandle::with_target(
+            Target::parse(&target.url()).unwrap(),
+        )),
     )
     .await;
     let r = send(
@@ -549,7 +560,10 @@ async fn http2_clients_are_forwarded_as_http1() {
 async fn head_requests_keep_the_targets_length() {
     let file = Router::new().route("/file", axum::routing::get(|| async { vec![7u8; 1234] }));
     let target = serve(file).await;
-    let app = spawn_app(layer().target(&target.url("")).unwrap()).await;
+    let app = spawn_app(layer().handle(ProxyHandle::with_target(
+        Target::parse(&target.url("")).unwrap(),
+    )))
+    .await;
     let get = send(
         request("GET", &app.url("/proxy/file"))
             .body(empty())
@@ -586,8 +600,9 @@ async fn unbounded_timeouts_and_lifetime_forward_normally() {
         .upstream_timeout(Duration::MAX)
         .upstream_body_timeout(Duration::MAX)
         .client(client)
-        .target(&target.url())
-        .unwrap();
+        .handle(ProxyHandle::with_target(
+            Target::parse(&target.url()).unwrap(),
+        ));
     let app = spawn_app(proxy).await;
     for size in [0, 4 * 1024 * 1024] {
         let bytes = random_bytes(size);
@@ -635,8 +650,9 @@ async fn an_unbounded_timeout_reads_a_close_delimited_body_ahead() {
     let proxy = layer()
         .upstream_timeout(Duration::MAX)
         .upstream_body_timeout(Duration::MAX)
-        .target(&old.url(""))
-        .unwrap();
+        .handle(ProxyHandle::with_target(
+            Target::parse(&old.url("")).unwrap(),
+        ));
     let app = spawn_app(proxy).await;
     let r = get(&app.url("/proxy/old")).await;
     assert_eq!(r.status, 200);

@@ -7,7 +7,7 @@ use axum::{
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{HeaderValue, StatusCode, request::Parts};
 use serde_json::json;
-use tower_identity_proxy::{
+use tower_identity_proxy::identity::{
     Anonymous, BasicAuth, BearerJwt, CredentialStore, FromExtensions, Identity, IdentityExtractor,
     Rejection,
 };
@@ -57,7 +57,7 @@ async fn the_tokens_authorities_are_the_sorted_unique_roles() {
             ["ROLE_B", "ROLE_A", "ROLE_B", "ROLE_C", "ROLE_A"],
         )))
     };
-    let app = spawn_app(layer_to(&target).identity(extractor)).await;
+    let app = spawn_app(layer_to(&target).with_identity(extractor)).await;
     assert_eq!(who(&app, &target, &[]).await.status, 200);
     assert_eq!(
         claims_of_last(&target),
@@ -79,7 +79,7 @@ async fn anonymous_by_default_with_configurable_roles() {
     );
 
     // An app without security: anonymous callers hold every role.
-    let app = spawn_app(layer_to(&target).identity(Anonymous::unsecured())).await;
+    let app = spawn_app(layer_to(&target).with_identity(Anonymous::unsecured())).await;
     who(&app, &target, &[("authorization", &basic("x", "y"))]).await;
     assert_eq!(
         claims_of_last(&target),
@@ -93,7 +93,8 @@ async fn anonymous_by_default_with_configurable_roles() {
         )
     );
 
-    let app = spawn_app(layer_to(&target).identity(Anonymous::with_roles(["ROLE_GUEST"]))).await;
+    let app =
+        spawn_app(layer_to(&target).with_identity(Anonymous::with_roles(["ROLE_GUEST"]))).await;
     who(&app, &target, &[]).await;
     assert_eq!(claims_of_last(&target).1, ["ROLE_GUEST"]);
 }
@@ -115,7 +116,7 @@ async fn an_identity_from_the_apps_own_middleware() {
     });
     let app = serve(
         inner_echo()
-            .layer(layer_to(&target).identity(FromExtensions))
+            .layer(layer_to(&target).with_identity(FromExtensions))
             .layer(auth.clone()),
     )
     .await;
@@ -136,7 +137,7 @@ async fn an_identity_from_the_apps_own_middleware() {
 
     let app = serve(
         inner_echo()
-            .layer(layer_to(&target).identity(FromExtensions.or_anonymous()))
+            .layer(layer_to(&target).with_identity(FromExtensions.or_anonymous()))
             .layer(auth),
     )
     .await;
@@ -149,7 +150,8 @@ async fn basic_authentication_against_users_changed_at_run_time() {
     let target = common::echo_target().await;
     let users = CredentialStore::new();
     let app =
-        spawn_app(layer_to(&target).identity(BasicAuth::new(users.clone()).or_anonymous())).await;
+        spawn_app(layer_to(&target).with_identity(BasicAuth::new(users.clone()).or_anonymous()))
+            .await;
     let alice = basic("Alice", "abcdef123456");
 
     let r = who(&app, &target, &[("authorization", &alice)]).await;
@@ -188,7 +190,7 @@ async fn bearer_tokens_signed_by_the_app_are_accepted() {
     let identity = BasicAuth::new(users)
         .or(BearerJwt::new(rsa_keys().verifier()))
         .or_anonymous();
-    let app = spawn_app(layer_to(&target).identity(identity)).await;
+    let app = spawn_app(layer_to(&target).with_identity(identity)).await;
     assert_eq!(
         who(&app, &target, &[("authorization", &basic("Alice", "pw"))])
             .await
@@ -218,7 +220,8 @@ async fn bearer_tokens_signed_by_the_app_are_accepted() {
 async fn a_token_that_comes_back_is_never_re_signed_past_its_expiry() {
     use jsonwebtoken::{Algorithm, EncodingKey};
     let target = common::echo_target().await;
-    let app = spawn_app(layer_to(&target).identity(BearerJwt::new(rsa_keys().verifier()))).await;
+    let app =
+        spawn_app(layer_to(&target).with_identity(BearerJwt::new(rsa_keys().verifier()))).await;
     let now = now_secs();
     let exp = now + 40;
     let own = EncodingKey::from_rsa_pem(RSA_PKCS8_PEM.as_bytes()).unwrap();
@@ -255,7 +258,7 @@ async fn no_credentials_means_the_next_extractor_then_anonymous() {
     let identity = BasicAuth::new(CredentialStore::new())
         .or(BearerJwt::new(rsa_keys().verifier()))
         .or_anonymous();
-    let app = spawn_app(layer_to(&target).identity(identity)).await;
+    let app = spawn_app(layer_to(&target).with_identity(identity)).await;
     for headers in [
         vec![],
         vec![("authorization", "Negotiate YIIB")],
@@ -342,7 +345,7 @@ async fn wrong_or_malformed_credentials_are_401_and_nothing_is_forwarded() {
     let identity = BasicAuth::new(users)
         .or(BearerJwt::new(rsa_keys().verifier()))
         .or_anonymous();
-    let app = spawn_app(layer_to(&target).identity(identity)).await;
+    let app = spawn_app(layer_to(&target).with_identity(identity)).await;
 
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let mut cases: Vec<(String, String, &str)> = vec![
@@ -372,7 +375,8 @@ async fn wrong_or_malformed_credentials_are_401_and_nothing_is_forwarded() {
     assert_eq!(target.count(), 0, "no refused request reached the target");
 
     // The same with no fallback at all: still 401, never anonymous.
-    let strict = spawn_app(layer_to(&target).identity(BearerJwt::new(rsa_keys().verifier()))).await;
+    let strict =
+        spawn_app(layer_to(&target).with_identity(BearerJwt::new(rsa_keys().verifier()))).await;
     let r = who(&strict, &target, &[]).await;
     assert_eq!(r.status, 401);
     assert_eq!(target.count(), 0);
@@ -407,7 +411,7 @@ async fn an_extractor_written_by_the_app() {
             }
         }
     };
-    let app = spawn_app(layer_to(&target).identity(from_session.or_anonymous())).await;
+    let app = spawn_app(layer_to(&target).with_identity(from_session.or_anonymous())).await;
     assert_eq!(
         who(&app, &target, &[("cookie", "session=s3cr3t")])
             .await
@@ -448,7 +452,8 @@ async fn a_401_without_credentials_names_the_schemes_the_chain_accepts() {
 
     // Basic, then Bearer: both challenges, one line each, in chain order.
     let app =
-        spawn_app(layer_to(&target).identity(BasicAuth::new(users.clone()).or(bearer()))).await;
+        spawn_app(layer_to(&target).with_identity(BasicAuth::new(users.clone()).or(bearer())))
+            .await;
     for headers in [vec![], vec![("authorization", "Negotiate YIIB")]] {
         let r = who(&app, &target, &headers).await;
         assert_eq!(r.status, 401, "{headers:?}");
@@ -466,12 +471,12 @@ async fn a_401_without_credentials_names_the_schemes_the_chain_accepts() {
 
     // Each alone, the realm as configured.
     let basic_only = BasicAuth::new(users.clone()).realm("orders").unwrap();
-    let app = spawn_app(layer_to(&target).identity(basic_only)).await;
+    let app = spawn_app(layer_to(&target).with_identity(basic_only)).await;
     let r = who(&app, &target, &[]).await;
     assert_eq!(challenges(&r), [r#"Basic realm="orders", charset="UTF-8""#]);
     let r = who(&app, &target, &[("authorization", &basic("Bob", "pw"))]).await;
     assert_eq!(challenges(&r), [r#"Basic realm="orders", charset="UTF-8""#]);
-    let app = spawn_app(layer_to(&target).identity(bearer())).await;
+    let app = spawn_app(layer_to(&target).with_identity(bearer())).await;
     assert_eq!(challenges(&who(&app, &target, &[]).await), ["Bearer"]);
     assert_eq!(target.count(), 0, "no refused request reached the target");
 }
@@ -481,7 +486,7 @@ async fn a_401_from_extractors_that_name_no_challenge_falls_back_to_bearer() {
     let target = common::echo_target().await;
 
     // The app's own middleware found no one: the fallback.
-    let app = spawn_app(layer_to(&target).identity(FromExtensions)).await;
+    let app = spawn_app(layer_to(&target).with_identity(FromExtensions)).await;
     let r = who(&app, &target, &[]).await;
     assert_eq!(r.status, 401);
     assert_eq!(challenges(&r), ["Bearer"]);
@@ -497,7 +502,7 @@ async fn a_401_from_extractors_that_name_no_challenge_falls_back_to_bearer() {
             }
         }
     };
-    let app = spawn_app(layer_to(&target).identity(by_cookie)).await;
+    let app = spawn_app(layer_to(&target).with_identity(by_cookie)).await;
     for headers in [vec![], vec![("cookie", "session=stale")]] {
         let r = who(&app, &target, &headers).await;
         assert_eq!(r.status, 401, "{headers:?}");
@@ -509,7 +514,7 @@ async fn a_401_from_extractors_that_name_no_challenge_falls_back_to_bearer() {
 
     // Named by the app.
     let session = HeaderValue::from_static(r#"Session realm="app""#);
-    let app = spawn_app(layer_to(&target).identity(by_cookie.with_challenge(session))).await;
+    let app = spawn_app(layer_to(&target).with_identity(by_cookie.with_challenge(session))).await;
     for headers in [vec![], vec![("cookie", "session=stale")]] {
         let r = who(&app, &target, &headers).await;
         assert_eq!(challenges(&r), [r#"Session realm="app""#], "{headers:?}");

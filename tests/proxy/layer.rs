@@ -22,6 +22,7 @@ use crate::{
     common::{self, Marker, empty, full, get, inner_echo, raw, serve, spawn_app},
     layer, layer_to,
 };
+use tower_identity_proxy::{ProxyHandle, Target, proxy::Prefix};
 
 #[tokio::test]
 async fn takes_over_the_prefix_and_nothing_else() {
@@ -62,7 +63,7 @@ async fn takes_over_the_prefix_and_nothing_else() {
 #[tokio::test]
 async fn the_prefix_is_configurable() {
     let target = common::echo_target().await;
-    let app = spawn_app(layer_to(&target).prefix("/api/forward").unwrap()).await;
+    let app = spawn_app(layer_to(&target).prefix("/api/forward".parse().unwrap())).await;
     let r = get(&app.url("/api/forward/x?y=1")).await;
     assert_eq!(r.status, 200);
     assert_eq!(target.last().uri.to_string(), "/x?y=1");
@@ -79,7 +80,7 @@ fn invalid_prefixes_are_config_errors() {
     for bad in [
         "", "proxy", "/", "/proxy/", "/a b", "/a//b", "/a/../b", "/a/./b", "/a?x", "/a#x", "/é",
     ] {
-        match layer().prefix(bad) {
+        match bad.parse::<Prefix>() {
             Err(e @ ConfigError::InvalidPrefix { .. }) => {
                 assert!(e.to_string().contains(&format!("{bad:?}")), "{bad}: {e}");
             }
@@ -87,7 +88,7 @@ fn invalid_prefixes_are_config_errors() {
         }
     }
     for good in ["/p", "/api/v1/proxy", "/a-b_c.d~e"] {
-        assert!(layer().prefix(good).is_ok(), "{good}");
+        assert_eq!(Prefix::new(good).unwrap().as_str(), good);
     }
 }
 
@@ -363,8 +364,8 @@ async fn disabled_by_default() {
 async fn the_handle_changes_the_target_from_any_thread() {
     let one = common::echo_target().await;
     let two = common::echo_target().await;
-    let proxy = layer();
-    let handle = proxy.handle();
+    let handle = ProxyHandle::new();
+    let proxy = layer().handle(handle.clone());
     let app = spawn_app(proxy).await;
     assert!(!handle.is_enabled());
     assert_eq!(get(&app.url("/proxy/a")).await.status, 501);
@@ -398,8 +399,8 @@ async fn the_handle_changes_the_target_from_any_thread() {
 #[tokio::test]
 async fn invalid_urls_are_refused_and_the_previous_target_stays() {
     let target = common::echo_target().await;
-    let proxy = layer_to(&target);
-    let handle = proxy.handle();
+    let handle = ProxyHandle::with_target(Target::parse(&target.url()).unwrap());
+    let proxy = layer().handle(handle.clone());
     let app = spawn_app(proxy).await;
     for (url, names) in [
         ("ftp://example.com", "scheme"),
@@ -422,14 +423,14 @@ async fn invalid_urls_are_refused_and_the_previous_target_stays() {
         let r = get(&app.url("/proxy/still")).await;
         assert_eq!(r.status, 200, "{url}");
     }
-    assert!(layer().target("ftp://x").is_err());
+    assert!(Target::parse("ftp://x").is_err());
 }
 
 #[tokio::test]
 async fn the_target_base_path_is_kept() {
     let target = common::echo_target().await;
-    let proxy = layer();
-    let handle = proxy.handle();
+    let handle = ProxyHandle::new();
+    let proxy = layer().handle(handle.clone());
     let app = spawn_app(proxy).await;
     for base in ["/base", "/base/"] {
         handle

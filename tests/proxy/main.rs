@@ -14,7 +14,12 @@ mod identity;
 mod layer;
 mod signing;
 
-use tower_identity_proxy::{Anonymous, CachingSigner, KeySigner, ProxyLayer};
+use tower_identity_proxy::{ProxyHandle, Target};
+use tower_identity_proxy::{
+    ProxyLayer,
+    identity::Anonymous,
+    jwt::{CachingSigner, KeySigner},
+};
 
 /// The default layer: RS512 with the fixture RSA key, anonymous callers.
 fn layer() -> ProxyLayer<Anonymous, CachingSigner<KeySigner>> {
@@ -23,5 +28,7 @@ fn layer() -> ProxyLayer<Anonymous, CachingSigner<KeySigner>> {
 
 /// The default layer, forwarding to `target`.
 fn layer_to(target: &common::EchoTarget) -> ProxyLayer<Anonymous, CachingSigner<KeySigner>> {
-    layer().target(&target.url()).unwrap()
+    layer().handle(ProxyHandle::with_target(
+        Target::parse(&target.url()).unwrap(),
+    ))
 }

@@ -4,9 +4,14 @@
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm as A, Validation};
+use tower_identity_proxy::{ProxyHandle, Target};
 use tower_identity_proxy::{
-    Algorithm, BasicAuth, CredentialStore, Identity, IdentityExtractor, JwtSigner, KeyPair,
-    KeySigner, ProxyLayer, PublicKey, TokenPolicy, dangerous::InsecureUnsignedSigner,
+    ProxyLayer,
+    identity::{BasicAuth, CredentialStore, Identity, IdentityExtractor},
+    jwt::{
+        Algorithm, JwtSigner, KeyPair, KeySigner, PublicKey, TokenPolicy,
+        dangerous::InsecureUnsignedSigner,
+    },
 };
 
 use crate::{
@@ -21,10 +26,13 @@ use crate::{
 
 /// Sends one request through a layer signing with `signer`; the token the target received.
 async fn token_through<J: JwtSigner>(
-    signer_layer: ProxyLayer<tower_identity_proxy::Anonymous, J>,
+    signer_layer: ProxyLayer<tower_identity_proxy::identity::Anonymous, J>,
 ) -> (String, EchoTarget) {
     let target = common::echo_target().await;
-    let app = spawn_app(signer_layer.target(&target.url()).unwrap()).await;
+    let app = spawn_app(signer_layer.handle(ProxyHandle::with_target(
+        Target::parse(&target.url()).unwrap(),
+    )))
+    .await;
     let r = get(&app.url("/proxy/token")).await;
     assert_eq!(r.status, 200);
     (bearer(&target.last().headers), target)
@@ -37,7 +45,7 @@ async fn claims_are_sub_authorities_and_a_short_backdated_validity() {
     users
         .insert("Alice", "pw", ["ROLE_WONDERLAND", "ROLE_USER"])
         .unwrap();
-    let app = spawn_app(layer_to(&target).identity(BasicAuth::new(users))).await;
+    let app = spawn_app(layer_to(&target).with_identity(BasicAuth::new(users))).await;
     let before = now_secs();
     let r = common::get_with(
         &app.url("/proxy/claims"),
@@ -208,7 +216,7 @@ async fn keys_and_tokens_stay_out_of_debug_output() {
     let token = signer.sign(&Identity::anonymous()).await.unwrap();
     let users = CredentialStore::new();
     users.insert("Alice", "hunter2-password", ["R"]).unwrap();
-    let layer = ProxyLayer::new(signer.clone()).identity(BasicAuth::new(users.clone()));
+    let layer = ProxyLayer::new(signer.clone()).with_identity(BasicAuth::new(users.clone()));
     let outputs = [
         format!("{keys:?}"),
         format!("{keys:#?}"),
@@ -309,12 +317,9 @@ async fn tokens_are_cached_per_identity() {
     };
 
     let target = common::echo_target().await;
-    let app = spawn_app(
-        ProxyLayer::new(signer())
-            .identity(extractor)
-            .target(&target.url())
-            .unwrap(),
-    )
+    let app = spawn_app(ProxyLayer::new(signer()).with_identity(extractor).handle(
+        ProxyHandle::with_target(Target::parse(&target.url()).unwrap()),
+    ))
     .await;
     let tokens = tokens_of(target, app).await;
     assert_eq!(tokens[0], tokens[1]);
@@ -325,9 +330,10 @@ async fn tokens_are_cached_per_identity() {
     let target = common::echo_target().await;
     let app = spawn_app(
         ProxyLayer::uncached(signer())
-            .identity(extractor)
-            .target(&target.url())
-            .unwrap(),
+            .with_identity(extractor)
+            .handle(ProxyHandle::with_target(
+                Target::parse(&target.url()).unwrap(),
+            )),
     )
     .await;
     let tokens = tokens_of(target, app).await;
@@ -393,9 +399,13 @@ async fn keys_passwords_and_tokens_never_reach_the_logs() {
         .insert("Alice", "hunter2-password", ["ROLE_USER"])
         .unwrap();
     let keys = KeyPair::from_pem(RSA_PKCS1_PEM.as_bytes(), None).unwrap();
-    let identity = BasicAuth::new(users).or(tower_identity_proxy::BearerJwt::new(keys.verifier()));
-    let proxy = ProxyLayer::new(KeySigner::rs512(keys.clone()).unwrap()).identity(identity);
-    let handle = proxy.handle();
+    let identity = BasicAuth::new(users).or(tower_identity_proxy::identity::BearerJwt::new(
+        keys.verifier(),
+    ));
+    let handle = ProxyHandle::new();
+    let proxy = ProxyLayer::new(KeySigner::rs512(keys.clone()).unwrap())
+        .with_identity(identity)
+        .handle(handle.clone());
     let app = spawn_app(proxy).await;
     handle.set_target(Some(&target.url())).unwrap();
     let ok = common::get_with(

@@ -337,7 +337,7 @@ pub(crate) fn via_contains(headers: &HeaderMap, pseudonym: &str) -> bool {
 /// # Example
 ///
 /// ```
-/// use tower_identity_proxy::{CookiePolicy, KeyPair, KeySigner, ProxyLayer};
+/// use tower_identity_proxy::{ProxyLayer, jwt::{KeyPair, KeySigner}, rules::CookiePolicy};
 ///
 /// // Forward the client's cookies, except the app's session cookie, which is also never
 /// // set by the target.

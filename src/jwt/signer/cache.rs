@@ -11,7 +11,7 @@ use std::{
 use tokio::sync::OnceCell;
 
 use super::{JwtSigner, SignError, Token};
-use crate::identity::Identity;
+use crate::jwt::subject::Identity;
 
 type Slot = Arc<OnceCell<Token>>;
 /// A slot and the inner signer's [`generation`](JwtSigner::generation) it was made in.
@@ -53,7 +53,7 @@ impl Hasher for DigestHasher {
 ///   bound, not on every new identity), and never grows the cache beyond the bound.
 /// - A token is only ever handed to a caller with exactly the same name and roles.
 /// - When the inner signer's [`generation`](JwtSigner::generation) changes (a
-///   [`KeySet`](crate::KeySet) key was revoked), every cached token is signed afresh. A key
+///   [`KeySet`](crate::jwt::KeySet) key was revoked), every cached token is signed afresh. A key
 ///   *rotation* does not change it: tokens signed by the previous key stay valid, since the
 ///   previous key stays published until they expire, and are replaced as they age.
 ///
@@ -107,7 +107,7 @@ impl<J: JwtSigner> CachingSigner<J> {
     }
 
     /// Forgets every cached token, so that every identity is signed afresh. A
-    /// [`KeySet`](crate::KeySet) rotation needs no call (see above), nor does a revocation,
+    /// [`KeySet`](crate::jwt::KeySet) rotation needs no call (see above), nor does a revocation,
     /// which changes the [generation](JwtSigner::generation).
     pub fn clear(&self) {
         self.lock().clear();

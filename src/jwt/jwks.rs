@@ -1,56 +1,6 @@
 //! [`Jwks`]: a tower service serving the public keys as an RFC 7517 JWK Set.
 //!
-//! Targets that verify the identity tokens (PyJWT's `PyJWKClient`, `jose`, Envoy's
-//! `jwt_authn`, this crate's [`VerifyProxyJwtLayer`](crate::verify::VerifyProxyJwtLayer))
-//! fetch this document, pick the key whose `kid` the token names, and need nothing else
-//! configured. Each key carries `kty`, `kid` (its RFC 7638 thumbprint, the same `kid` the
-//! tokens carry), `alg`, `use: "sig"` and its public parameters (`n`/`e` for RSA,
-//! `crv`/`x`/`y` for EC, `crv`/`x` for Ed25519). Private parameters are never published.
-//!
-//! The service answers `GET` and `HEAD` with `200`, `Content-Type: application/json`,
-//! `Cache-Control: public, max-age=60` and an `ETag` (and `304` to a matching
-//! `If-None-Match`); other methods get `405`. Served from a [`KeySet`], the document
-//! follows rotations at once.
-//!
-//! # Example
-//!
-//! ## Mounted in an axum app, next to the proxy
-//!
-//! ```
-//! use axum::Router;
-//! use tower_identity_proxy::{KeyPair, KeySet, KeySigner, ProxyLayer};
-//!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let keys = KeySet::new(KeySigner::rs512(KeyPair::generate_rsa(2048)?)?);
-//! let app: Router = Router::new()
-//!     .route_service("/.well-known/jwks.json", keys.jwks())
-//!     .layer(ProxyLayer::new(keys.signer()));
-//! # let _ = app;
-//! # Ok(()) }
-//! ```
-//!
-//! ## A fixed set of keys, cached for five minutes
-//!
-//! ```
-//! use std::time::Duration;
-//! use tower_identity_proxy::{Algorithm, KeyPair, jwks::Jwks};
-//!
-//! let key = KeyPair::generate_ed25519()?;
-//! let jwks = Jwks::from_keys([(key.public_key(), Algorithm::EdDSA)])?
-//!     .max_age(Duration::from_secs(300));
-//! # let _ = jwks;
-//! # Ok::<(), tower_identity_proxy::ConfigError>(())
-//! ```
-//!
-//! # Caching caveat
-//!
-//! A verifier that caches the document refetches it when it meets an unknown `kid`, at
-//! most once per cool-down (30 s for PyJWT's `PyJWKClient` and `jose`), and a shared HTTP
-//! cache (a CDN) in between could serve the old document for up to `max-age`. A
-//! [`KeySet`] therefore publishes a rotated-to key for its
-//! [rotation delay](KeySet::rotation_delay) (95 s by default: the default `max-age` of
-//! 60 s, the 30 s cool-down and 5 s) before it signs with it. With a longer `max-age`, set
-//! a longer delay.
+//! See the [module docs](crate::jwt) for examples.
 
 use std::{
     convert::Infallible,
@@ -71,8 +21,7 @@ use tower_service::Service;
 
 use crate::{
     error::ConfigError,
-    keys::{Algorithm, PublicKey},
-    keyset::KeySet,
+    jwt::keys::{Algorithm, PublicKey},
 };
 
 /// A serialised JWK Set with its entity tag.
@@ -101,15 +50,17 @@ impl Document {
     }
 }
 
+/// Where the document comes from: a key set's current document, read on each request so
+/// that rotations show at once, or a fixed one.
 #[derive(Clone)]
 enum Source {
-    Set(KeySet),
+    Live(Arc<dyn Fn() -> Arc<Document> + Send + Sync>),
     Fixed(Arc<Document>),
 }
 
 /// Serves public keys as an RFC 7517 JWK Set. Cheap to clone.
 ///
-/// See the [module docs](crate::jwks) for an example.
+/// See the [module docs](crate::jwt) for an example.
 #[derive(Clone)]
 pub struct Jwks {
     source: Source,
@@ -117,10 +68,10 @@ pub struct Jwks {
 }
 
 impl Jwks {
-    /// Serves the keys of `keys`: the active key, every previous key not yet retired, and
-    /// the keys given to [`KeySet::publish`] until they are revoked.
-    pub fn new(keys: &KeySet) -> Self {
-        Self::with_source(Source::Set(keys.clone()))
+    /// Serves the document `current` returns on each request (a key set's, which changes
+    /// as its keys rotate).
+    pub(crate) fn live(current: impl Fn() -> Arc<Document> + Send + Sync + 'static) -> Self {
+        Self::with_source(Source::Live(Arc::new(current)))
     }
 
     /// Serves a fixed set of public keys, each with the one algorithm it verifies.
@@ -154,7 +105,7 @@ impl Jwks {
     }
 
     /// How long clients and shared caches may keep the document (`Cache-Control: public,
-    /// max-age=N`). Default is 60 seconds. See the [caching caveat](crate::jwks#caching-caveat).
+    /// max-age=N`). Default is 60 seconds. See the [caching caveat](crate::jwt#caching-caveat).
     #[must_use]
     pub fn max_age(mut self, max_age: Duration) -> Self {
         // Digits only: always a valid header value.
@@ -166,7 +117,7 @@ impl Jwks {
 
     fn document(&self) -> Arc<Document> {
         match &self.source {
-            Source::Set(set) => set.document(),
+            Source::Live(current) => current(),
             Source::Fixed(doc) => Arc::clone(doc),
         }
     }
@@ -174,7 +125,7 @@ impl Jwks {
     fn respond<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
         let head = req.method() == Method::HEAD;
         if req.method() != Method::GET && !head {
-            let mut res = crate::body::plain_text(
+            let mut res = crate::error::plain_text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 Bytes::from_static(b"Only GET and HEAD are allowed."),
             );
@@ -231,7 +182,7 @@ impl<B> Service<Request<B>> for Jwks {
 impl fmt::Debug for Jwks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let source = match &self.source {
-            Source::Set(_) => "KeySet",
+            Source::Live(_) => "KeySet",
             Source::Fixed(_) => "fixed",
         };
         f.debug_struct("Jwks")
@@ -246,7 +197,7 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
-    use crate::{KeyPair, KeySigner};
+    use crate::jwt::{KeyPair, KeySet, KeySigner};
 
     async fn call(jwks: &mut Jwks, req: Request<()>) -> (Response<()>, Bytes) {
         let res = jwks.call(req).await.unwrap();
@@ -257,8 +208,7 @@ mod tests {
 
     #[tokio::test]
     async fn serves_the_set_with_cache_headers() {
-        let keys = KeySet::new(KeySigner::new(KeyPair::generate_ed25519().unwrap()))
-            .rotation_delay(Duration::ZERO);
+        let keys = KeySet::new(KeySigner::new(KeyPair::generate_ed25519().unwrap()));
         let mut jwks = keys.jwks().max_age(Duration::from_secs(120));
         let (res, body) = call(&mut jwks, Request::new(())).await;
         assert_eq!(res.status(), 200);
@@ -302,7 +252,7 @@ mod tests {
 
     #[test]
     fn fixed_keys_are_checked_against_their_algorithm() {
-        let ec = KeyPair::generate_ec(crate::Curve::P256).unwrap();
+        let ec = KeyPair::generate_ec(crate::jwt::Curve::P256).unwrap();
         assert!(Jwks::from_keys([(ec.public_key(), Algorithm::RS512)]).is_err());
         let jwks = Jwks::from_keys([(ec.public_key(), Algorithm::ES256)]).unwrap();
         let doc = jwks.document();

@@ -44,7 +44,7 @@
 //!
 //! ```
 //! use http::Request;
-//! use tower_identity_proxy::{Target, rewrite::{Framing, RewriteConfig, rewrite_request}};
+//! use tower_identity_proxy::{Target, __fuzzing::{Framing, RewriteConfig, rewrite_request}};
 //!
 //! let config = RewriteConfig::new("/proxy")?;
 //! let target = Target::parse("http://127.0.0.1:1991/base")?;
@@ -71,10 +71,13 @@ use http::{
 
 use crate::{
     error::{ConfigError, ProxyError, ProxyErrorKind},
-    headers::{
-        CookiePolicy, Nominated, Present, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
-        append_via, is_forwarding_claim, is_hop_by_hop, is_method_override, is_path_override,
-        is_refused_method_override, is_underscore_twin, remove_hop_by_hop_given, via_contains,
+    rules::{
+        headers::{
+            CookiePolicy, Nominated, Present, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+            append_via, is_forwarding_claim, is_hop_by_hop, is_method_override, is_path_override,
+            is_refused_method_override, is_underscore_twin, remove_hop_by_hop_given, via_contains,
+        },
+        settings::{ForwardedProto, Prefix, Pseudonym},
     },
     target::Target,
 };
@@ -93,9 +96,9 @@ pub enum Framing {
 /// What the rewriting needs to know, fixed when the layer is built.
 #[derive(Clone, Debug)]
 pub struct RewriteConfig {
-    prefix: String,
+    prefix: Prefix,
     forwarded_proto: HeaderValue,
-    pseudonym: String,
+    pseudonym: Pseudonym,
     via_request: [HeaderValue; 3],
     via_response: [HeaderValue; 3],
     cookies: CookiePolicy,
@@ -134,53 +137,23 @@ impl RewriteConfig {
     /// `/`, and holds only unreserved path characters.
     pub fn new(prefix: &str) -> Result<Self, ConfigError> {
         let mut config = Self::default();
-        config.set_prefix(prefix)?;
+        config.set_prefix(Prefix::new(prefix)?);
         Ok(config)
     }
 
-    pub(crate) fn set_prefix(&mut self, prefix: &str) -> Result<(), ConfigError> {
-        validate_prefix(prefix)?;
-        self.prefix = prefix.to_owned();
-        Ok(())
+    pub(crate) fn set_prefix(&mut self, prefix: Prefix) {
+        self.prefix = prefix;
     }
 
-    pub(crate) fn set_pseudonym(&mut self, pseudonym: &str) -> Result<(), ConfigError> {
-        let valid = !pseudonym.is_empty()
-            && pseudonym
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'*+^`|".contains(&b));
-        if !valid {
-            return Err(ConfigError::InvalidSetting {
-                name: "via pseudonym",
-                reason: "a Via pseudonym must be a non-empty HTTP token".into(),
-            });
-        }
-        let via = |proto: &str| HeaderValue::try_from(format!("{proto} {pseudonym}"));
-        let make = || -> Result<[HeaderValue; 3], http::header::InvalidHeaderValue> {
-            Ok([via("1.0")?, via("1.1")?, via("2")?])
-        };
-        let values = make().map_err(|_| ConfigError::InvalidSetting {
-            name: "via pseudonym",
-            reason: "not a valid header value".into(),
-        })?;
-        self.pseudonym = pseudonym.to_owned();
+    pub(crate) fn set_pseudonym(&mut self, pseudonym: Pseudonym) {
+        let values = pseudonym.via_values();
+        self.pseudonym = pseudonym;
         self.via_request = values.clone();
         self.via_response = values;
-        Ok(())
     }
 
-    pub(crate) fn set_forwarded_proto(&mut self, proto: &str) -> Result<(), ConfigError> {
-        match proto {
-            "http" | "https" => {
-                self.forwarded_proto =
-                    HeaderValue::from_str(proto).map_err(|_| unreachable_cfg())?;
-                Ok(())
-            }
-            _ => Err(ConfigError::InvalidSetting {
-                name: "forwarded proto",
-                reason: "X-Forwarded-Proto must be http or https".into(),
-            }),
-        }
+    pub(crate) fn set_forwarded_proto(&mut self, proto: ForwardedProto) {
+        self.forwarded_proto = proto.header_value();
     }
 
     pub(crate) fn set_cookies(&mut self, cookies: CookiePolicy) {
@@ -197,12 +170,12 @@ impl RewriteConfig {
 
     /// The prefix the layer takes over.
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        self.prefix.as_str()
     }
 
     /// The `Via` pseudonym of this proxy, also used to detect loops.
     pub fn pseudonym(&self) -> &str {
-        &self.pseudonym
+        self.pseudonym.as_str()
     }
 
     /// Whether `path` is under the prefix: exactly the prefix or `prefix/…`.
@@ -218,16 +191,11 @@ impl RewriteConfig {
 impl Default for RewriteConfig {
     /// The prefix `/proxy`, a random pseudonym, `X-Forwarded-Proto: http`, no cookies.
     fn default() -> Self {
-        // Random base64url characters are token characters, so these values are valid.
-        let pseudonym = format!("tip-{}", &crate::signer::random_id()[..12]);
-        let via = |proto: &str| {
-            HeaderValue::try_from(format!("{proto} {pseudonym}"))
-                .unwrap_or_else(|_| HeaderValue::from_static("1.1 tower-identity-proxy"))
-        };
-        let values = [via("1.0"), via("1.1"), via("2")];
+        let pseudonym = Pseudonym::random();
+        let values = pseudonym.via_values();
         Self {
-            prefix: "/proxy".to_owned(),
-            forwarded_proto: HeaderValue::from_static("http"),
+            prefix: Prefix::default(),
+            forwarded_proto: ForwardedProto::Http.header_value(),
             pseudonym,
             via_request: values.clone(),
             via_response: values,
@@ -235,41 +203,6 @@ impl Default for RewriteConfig {
             forwarded_for: None,
         }
     }
-}
-
-fn unreachable_cfg() -> ConfigError {
-    ConfigError::InvalidSetting {
-        name: "forwarded proto",
-        reason: "not a valid header value".into(),
-    }
-}
-
-fn validate_prefix(prefix: &str) -> Result<(), ConfigError> {
-    let fail = |reason| {
-        Err(ConfigError::InvalidPrefix {
-            prefix: prefix.to_owned(),
-            reason,
-        })
-    };
-    if !prefix.starts_with('/') {
-        return fail("the prefix must start with '/'");
-    }
-    if prefix.len() < 2 {
-        return fail("the prefix cannot be '/' alone: it would take over every request");
-    }
-    if prefix.ends_with('/') {
-        return fail("the prefix must not end with '/'");
-    }
-    if !prefix
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
-    {
-        return fail("the prefix may hold only letters, digits, '/', '-', '.', '_' and '~'");
-    }
-    if prefix.contains("//") || prefix.split('/').any(|s| s == "." || s == "..") {
-        return fail("the prefix cannot contain empty or dot segments");
-    }
-    Ok(())
 }
 
 fn bad(reason: &'static str) -> ProxyError {
@@ -435,7 +368,7 @@ fn check_path(rest: &str) -> Result<(), ProxyError> {
 }
 
 /// Maps the request's path and query onto the target.
-pub fn map_path(
+pub(crate) fn map_path(
     config: &RewriteConfig,
     target: &Target,
     uri: &Uri,
@@ -614,7 +547,7 @@ fn max_forwards(parts: &request::Parts) -> Result<Option<u32>, ProxyError> {
 }
 
 /// Rewrites a request under the prefix into the request for `target`, without the
-/// `Authorization` token (added once the identity is known). See the [module docs](self).
+/// `Authorization` token (added once the identity is known).
 ///
 /// # Errors
 ///
@@ -629,7 +562,7 @@ pub fn rewrite_request(
     framing: Framing,
 ) -> Result<request::Parts, ProxyError> {
     let present = Present::of(&parts.headers);
-    if present.may_have(Present::VIA) && via_contains(&parts.headers, &config.pseudonym) {
+    if present.may_have(Present::VIA) && via_contains(&parts.headers, config.pseudonym.as_str()) {
         return Err(ProxyError::new(ProxyErrorKind::LoopDetected));
     }
     // CONNECT would ask the target for a tunnel; TRACE would reflect the minted token back
@@ -753,7 +686,7 @@ pub fn rewrite_request(
 /// servers do, would take them for the header fields the proxy set or removed.
 pub(crate) fn filter_request_trailers(trailers: &mut HeaderMap) {
     let managed = |name: &HeaderName| {
-        crate::headers::is_fixed_hop_by_hop(name)
+        crate::rules::headers::is_fixed_hop_by_hop(name)
             || is_forwarding_claim(name)
             || is_path_override(name)
             || is_method_override(name)
@@ -822,9 +755,11 @@ pub(crate) fn rewrite_response_given(
 /// onto it (see [`CookiePolicy::scope_set_cookie_paths`]): a target can never set a cookie
 /// for the app's paths outside the prefix. Called after [`rewrite_response`].
 pub fn scope_set_cookies(parts: &mut response::Parts, config: &RewriteConfig, target: &Target) {
-    config
-        .cookies
-        .scope_set_cookie(&mut parts.headers, &config.prefix, target.base_path());
+    config.cookies.scope_set_cookie(
+        &mut parts.headers,
+        config.prefix.as_str(),
+        target.base_path(),
+    );
 }
 
 #[cfg(test)]

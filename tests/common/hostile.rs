@@ -1,17 +1,16 @@
-//! The harness of the hostile-input suite, over real loopback sockets:
+//! The harness of the hostile-input suite (`tests/hostile/`) and of
+//! `tests/tracing_redaction.rs`, over real loopback sockets:
 //! - [`Upstream`]: a plain TCP listener standing in for the target. It records the exact bytes
 //!   of every request it receives (head, body as on the wire, decoded body, trailers), parses
 //!   just enough to find the end of each request, and answers what the test scripts — a canned
 //!   reply, a reply computed from the request, or any byte-level misbehaviour.
 //! - [`App`]: an axum `Router` with the [`ProxyLayer`], served by hyper-util's auto (HTTP/1.1
 //!   and HTTP/2) connection builder on `127.0.0.1:0`.
-//! - [`Raw`] (from the shared `common::raw`): a raw TCP client that writes bytes and parses the
+//! - [`Raw`] (from [`super::raw`]): a raw TCP client that writes bytes and parses the
 //!   responses it reads back.
 //!
 //! No timing is asserted anywhere: every wait has a generous liveness bound ([`LIVENESS`])
 //! that only turns a hang into a failure.
-
-#![allow(dead_code)]
 
 use std::{
     convert::Infallible,
@@ -41,17 +40,20 @@ use hyper_util::{
 };
 use tokio::{io::AsyncWriteExt, net::TcpListener, sync::Notify};
 use tower_identity_proxy::{
-    Anonymous, BasicAuth, BearerJwt, CachingSigner, CredentialStore, IdentityExtractor, JwtSigner,
-    KeySigner, Or, ProxyHandle, ProxyLayer,
+    ProxyLayer,
+    identity::{Anonymous, BasicAuth, BearerJwt, CredentialStore, IdentityExtractor, Or},
+    jwt::{CachingSigner, JwtSigner, KeySigner},
 };
 
-// The shared helpers the cases use (this module is also part of `tracing_redaction`).
+// The shared helpers the cases use.
 #[allow(unused_imports)]
-pub use crate::common::{
+pub use super::{
     Attempt, Head, Headers, LIVENESS, Raw, ReadBody, Resp, Wire, bearer_token, decode_rs512,
     despite_stalls, dribbled_headers, find, parse_head, read_body, rsa_keys, stalled_or_broken,
     values, while_progressing, within,
 };
+#[allow(unused_imports)]
+pub use tower_identity_proxy::{ProxyHandle, proxy::ForwardedProto};
 
 // ---------------------------------------------------------------------------------------
 // Keys and users, made once per test binary (RSA key generation and Argon2 are slow).
@@ -83,7 +85,7 @@ pub type DefaultLayer = ProxyLayer<DefaultIdentity, CachingSigner<KeySigner>>;
 /// by timing out first and passes.
 pub fn layer() -> DefaultLayer {
     ProxyLayer::new(KeySigner::rs512(rsa_keys()).expect("signer"))
-        .identity(
+        .with_identity(
             BasicAuth::new(users())
                 .or(BearerJwt::new(rsa_keys().verifier()))
                 .or_anonymous(),
@@ -530,8 +532,8 @@ where
     I: IdentityExtractor,
     J: JwtSigner,
 {
-    let handle = layer.handle();
-    let router = inner_router().layer(layer);
+    let handle = ProxyHandle::new();
+    let router = inner_router().layer(layer.handle(handle.clone()));
     serve_router(router, handle, options).await
 }
 
@@ -602,7 +604,7 @@ impl App {
 
     /// Sends `bytes` on a new connection and reads one response (HEAD-aware).
     pub async fn exchange(&self, bytes: &[u8]) -> (Resp, Raw) {
-        crate::common::exchange(self.addr, bytes).await
+        super::exchange(self.addr, bytes).await
     }
 
     /// A `GET` of `path` with `Host: <app>` plus `extra` header lines (each ending `\r\n`).

@@ -8,7 +8,7 @@
 //! # Example
 //!
 //! ```
-//! use tower_identity_proxy::{ProxyLayer, dangerous::InsecureUnsignedSigner};
+//! use tower_identity_proxy::{ProxyLayer, jwt::dangerous::InsecureUnsignedSigner};
 //!
 //! let layer = ProxyLayer::uncached(InsecureUnsignedSigner::new());
 //! # let _ = layer;
@@ -16,9 +16,9 @@
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 
-use crate::{
-    identity::Identity,
+use crate::jwt::{
     signer::{JwtSigner, SignError, Token, TokenPolicy},
+    subject::Identity,
 };
 
 /// Produces unsigned JWTs (`{"alg":"none"}`, empty signature).
@@ -67,7 +67,7 @@ mod tests {
             .await
             .unwrap();
         assert!(token.as_str().ends_with('.'));
-        let keys = crate::KeyPair::generate_ed25519().unwrap();
+        let keys = crate::jwt::KeyPair::generate_ed25519().unwrap();
         assert!(keys.verifier().verify(token.as_str()).is_err());
     }
 }

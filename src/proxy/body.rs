@@ -8,7 +8,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -248,7 +248,7 @@ impl Idle {
 
     /// A wait that started at `last`: the target has been silent since then.
     fn since(timeout: Duration, last: tokio::time::Instant) -> Self {
-        let deadline = crate::deadline::after(last, timeout);
+        let deadline = crate::proxy::deadline::after(last, timeout);
         Self {
             timeout,
             sleep: Some(Box::pin(tokio::time::sleep_until(deadline))),
@@ -258,7 +258,7 @@ impl Idle {
     }
 
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let deadline = crate::deadline::after(tokio::time::Instant::now(), self.timeout);
+        let deadline = crate::proxy::deadline::after(tokio::time::Instant::now(), self.timeout);
         if !self.waiting {
             self.waiting = true;
             match &mut self.sleep {
@@ -296,17 +296,6 @@ impl<B> std::fmt::Debug for ResponseBody<B> {
         };
         f.debug_tuple("ResponseBody").field(&kind).finish()
     }
-}
-
-/// A `text/plain; charset=utf-8` response.
-pub(crate) fn plain_text(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
-    let mut res = Response::new(Full::new(body));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    res
 }
 
 /// A local plain-text response as a [`ResponseBody`].

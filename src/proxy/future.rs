@@ -10,7 +10,7 @@ use std::{
 use http::Response;
 use pin_project_lite::pin_project;
 
-use crate::body::ResponseBody;
+use crate::proxy::body::ResponseBody;
 
 pub(crate) type ProxyFuture<B> = Pin<Box<dyn Future<Output = Response<ResponseBody<B>>> + Send>>;
 

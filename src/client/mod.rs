@@ -38,6 +38,8 @@
 //! # Ok::<(), tower_identity_proxy::ConfigError>(())
 //! ```
 
+mod connector;
+
 use std::{fmt, time::Duration};
 
 use bytes::Bytes;
@@ -50,7 +52,7 @@ use hyper_util::{
 };
 
 use crate::{
-    connector::Quiet,
+    client::connector::Quiet,
     error::{BoxError, ConfigError},
     target::Target,
 };

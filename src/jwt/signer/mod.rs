@@ -1,48 +1,7 @@
 //! Signing the identity: the pluggable [`JwtSigner`], the key-based [`KeySigner`], the
 //! [`CachingSigner`] decorator, and [`TokenPolicy`] (lifetime and optional claims).
 //!
-//! A token carries `sub` (the user name), `authorities` (the sorted roles), `iat` (back-dated
-//! a few seconds for clock skew) and `exp`, plus `iss`, `aud`, `jti` and extra claims when
-//! configured; its header carries `alg`, `typ: JWT` and `kid` (the key's RFC 7638
-//! thumbprint). RS512 is the default for RSA keys, as Atoti Server signs.
-//!
-//! Keys are parsed once; RSA signatures run on tokio's blocking pool so they never stall the
-//! async workers. [`ProxyLayer::new`](crate::ProxyLayer::new) wraps the signer in a
-//! [`CachingSigner`], which reuses a caller's token until half its lifetime is gone.
-//!
-//! # Example
-//!
-//! ## Default: RS512, five-minute tokens
-//!
-//! ```
-//! use tower_identity_proxy::{Identity, JwtSigner, KeyPair, KeySigner};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let keys = KeyPair::generate_rsa(2048)?;
-//! let signer = KeySigner::rs512(keys.clone())?;
-//! let token = signer.sign(&Identity::new("Alice", ["ROLE_USER"])).await?;
-//! let claims = keys.verifier().verify(token.as_str())?;
-//! assert_eq!(claims.authorities, ["ROLE_USER"]);
-//! # Ok(()) }
-//! ```
-//!
-//! ## Customised: ES256, one-minute tokens with issuer and audience
-//!
-//! ```
-//! use std::time::Duration;
-//! use tower_identity_proxy::{Algorithm, Curve, KeyPair, KeySigner, TokenPolicy};
-//!
-//! let keys = KeyPair::generate_ec(Curve::P256)?;
-//! let signer = KeySigner::with_algorithm(keys, Algorithm::ES256)?.policy(
-//!     TokenPolicy::new()
-//!         .lifetime(Duration::from_secs(60))
-//!         .issuer("https://app.example.com")
-//!         .audience("https://target.example.com"),
-//! );
-//! # let _ = signer;
-//! # Ok::<(), tower_identity_proxy::ConfigError>(())
-//! ```
+//! See the [module docs](crate::jwt) for examples.
 
 use std::{
     borrow::Cow,
@@ -57,10 +16,12 @@ use http::HeaderValue;
 use serde_json::{Map, Value};
 
 use crate::{
-    claims::Claims,
     error::ConfigError,
-    identity::Identity,
-    keys::{Algorithm, KeyPair},
+    jwt::{
+        claims::Claims,
+        keys::{Algorithm, KeyPair},
+        subject::Identity,
+    },
 };
 
 mod cache;
@@ -174,9 +135,9 @@ impl std::error::Error for SignError {}
 
 /// Turns an identity into a signed token.
 ///
-/// Implemented by [`KeySigner`], [`KeySetSigner`](crate::KeySetSigner), [`CachingSigner`],
+/// Implemented by [`KeySigner`], [`KeySetSigner`](crate::jwt::KeySetSigner), [`CachingSigner`],
 /// `Arc<J>` of any signer `J` and, for tests and explicitly insecure setups,
-/// [`dangerous::InsecureUnsignedSigner`](crate::dangerous::InsecureUnsignedSigner).
+/// [`dangerous::InsecureUnsignedSigner`](crate::jwt::dangerous::InsecureUnsignedSigner).
 pub trait JwtSigner: Send + Sync + 'static {
     /// Signs a token for `identity`.
     fn sign(&self, identity: &Identity) -> impl Future<Output = Result<Token, SignError>> + Send;
@@ -301,7 +262,7 @@ impl TokenPolicy {
     /// roles differ only in filtered-out ones never share a token.
     ///
     /// ```
-    /// use tower_identity_proxy::TokenPolicy;
+    /// use tower_identity_proxy::jwt::TokenPolicy;
     ///
     /// let policy = TokenPolicy::new().authorities_filter(|role| role.starts_with("ROLE_"));
     /// # let _ = policy;
@@ -566,8 +527,8 @@ mod tests {
     #[tokio::test]
     async fn signs_every_algorithm_its_key_allows() {
         let rsa = KeyPair::generate_rsa(2048).unwrap();
-        let ec = KeyPair::generate_ec(crate::Curve::P256).unwrap();
-        let ec384 = KeyPair::generate_ec(crate::Curve::P384).unwrap();
+        let ec = KeyPair::generate_ec(crate::jwt::Curve::P256).unwrap();
+        let ec384 = KeyPair::generate_ec(crate::jwt::Curve::P384).unwrap();
         let ed = KeyPair::generate_ed25519().unwrap();
         let cases = [
             (&rsa, Algorithm::RS256),
@@ -587,7 +548,7 @@ mod tests {
                 .sign(&id)
                 .await
                 .unwrap();
-            let v = crate::Verifier::new(keys.public_key(), alg);
+            let v = crate::jwt::Verifier::new(keys.public_key(), alg);
             let claims = v
                 .verify(token.as_str())
                 .unwrap_or_else(|e| panic!("{alg}: {e}"));

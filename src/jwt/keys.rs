@@ -153,7 +153,7 @@ struct PublicInner {
 /// # Example
 ///
 /// ```
-/// use tower_identity_proxy::{Algorithm, KeyPair};
+/// use tower_identity_proxy::jwt::{Algorithm, KeyPair};
 ///
 /// // In a real deployment, read the PEM files of a key made with
 /// // `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072`.

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::jwt::subject::Identity;
+
 /// The claims of a token signed by this crate.
 ///
 /// `sub` and `authorities` are what Atoti Server sends; `iat` and `exp` are always set;
@@ -33,10 +35,10 @@ pub struct Claims {
 
 impl Claims {
     /// The identity these claims carry, vouched for until `exp` (see
-    /// [`Identity::valid_until`](crate::Identity::valid_until)): a token signed for it does
+    /// [`Identity::valid_until`](Identity::valid_until)): a token signed for it does
     /// not outlive this one.
-    pub fn identity(&self) -> crate::Identity {
-        crate::Identity::new(self.sub.clone(), self.authorities.iter().cloned())
+    pub fn identity(&self) -> Identity {
+        Identity::new(self.sub.clone(), self.authorities.iter().cloned())
             .valid_until(std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.exp))
     }
 }

@@ -1,77 +1,7 @@
 //! [`KeySet`]: one active signing key and the keys tokens are verified with, rotated at
 //! run time without a restart and without a failed request.
 //!
-//! - [`KeySet::signer`] signs with whichever key is active when a token is signed.
-//! - [`KeySet::verifier`] (for [`BearerJwt`](crate::BearerJwt)) verifies by `kid` against
-//!   every published key.
-//! - [`KeySet::jwks`] serves every published key as a JWK Set.
-//!
-//! [`rotate`](KeySet::rotate) publishes a new key at once and signs with it only after the
-//! [rotation delay](KeySet::rotation_delay) (default [`DEFAULT_ROTATION_DELAY`], 95 s):
-//! long enough for a target's JWKS client to have seen it. PyJWT's `PyJWKClient` and
-//! `jose` keep a fetched JWK Set and, on meeting an unknown `kid`, fetch it again at most
-//! once every 30 s; a shared HTTP cache may serve the set for its `max-age` (60 s by
-//! default, [`Jwks::max_age`]). A token signed with a key the target has not fetched would
-//! be refused for up to that long, so the delay must be longer than both added up.
-//!
-//! Once the new key signs, the previous one stays published, and accepted by the verifier,
-//! until every token it signed has expired: the token lifetime of the previous signer plus a
-//! [grace](KeySet::retirement_grace) for clock skew and caches. It is then retired.
-//! Nothing needs a restart; a request being signed while the switch happens finishes with
-//! the key it started with, and its token verifies.
-//!
-//! [`revoke`](KeySet::revoke) withdraws a key at once (a leaked key): it disappears from
-//! the JWK Set and the verifier, and a [`CachingSigner`](crate::CachingSigner) in front of
-//! the signer drops every cached token. To replace a leaked active key, rotate with
-//! [`rotate_at`](KeySet::rotate_at) and the current time, then revoke it.
-//!
-//! # Example
-//!
-//! ## Rotation
-//!
-//! ```
-//! use std::time::{Duration, SystemTime};
-//! use tower_identity_proxy::{Identity, JwtSigner, KeyPair, KeySet, KeySigner};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let keys = KeySet::new(KeySigner::rs512(KeyPair::generate_rsa(2048)?)?);
-//! let signer = keys.signer();
-//! let verifier = keys.verifier();
-//! let alice = Identity::new("Alice", ["ROLE_USER"]);
-//! let first_kid = keys.active_kid();
-//! let before = signer.sign(&alice).await?;
-//!
-//! let rotation = keys.rotate(KeyPair::generate_rsa(2048)?)?;
-//! // Published at once, signing only after the rotation delay (95 s by default).
-//! assert_eq!(keys.kids(), [first_kid.clone(), rotation.kid().to_owned()]);
-//! assert_eq!(keys.active_kid(), first_kid);
-//! assert!(rotation.signs_from() > SystemTime::now() + Duration::from_secs(90));
-//!
-//! // Signing with it now (an emergency): the previous key stays published.
-//! let now = keys.rotate_at(keys.pending().unwrap(), SystemTime::now())?;
-//! let after = signer.sign(&alice).await?;
-//! assert_eq!(keys.active_kid(), now.kid());
-//! verifier.verify(before.as_str())?; // the previous key's tokens still verify
-//! verifier.verify(after.as_str())?;
-//! # Ok(()) }
-//! ```
-//!
-//! ## Several replicas
-//!
-//! Give every replica the same key files, or [`publish`](KeySet::publish) the other
-//! replicas' public keys, so that a token signed by one verifies everywhere. A
-//! [`SharedState`](crate::state::SharedState) does the latter through a state store.
-//!
-//! ```
-//! use tower_identity_proxy::{Algorithm, KeyPair, KeySet, KeySigner};
-//!
-//! let mine = KeySet::new(KeySigner::new(KeyPair::generate_ed25519()?));
-//! let other_replica = KeyPair::generate_ed25519()?; // in practice, read its PEM
-//! mine.publish(other_replica.public_key(), Algorithm::EdDSA)?;
-//! assert_eq!(mine.kids().len(), 2);
-//! # Ok::<(), tower_identity_proxy::ConfigError>(())
-//! ```
+//! See the [module docs](crate::jwt) for examples.
 
 use std::{
     fmt,
@@ -87,11 +17,13 @@ use serde_json::Value;
 
 use crate::{
     error::ConfigError,
-    identity::Identity,
-    jwks::{Document, Jwks},
-    keys::{Algorithm, KeyPair, PublicKey},
-    signer::{JwtSigner, KeySigner, SignError, Token},
-    verifier::{SharedKeys, Verifier, VerifyingKey},
+    jwt::{
+        jwks::{Document, Jwks},
+        keys::{Algorithm, KeyPair, PublicKey},
+        signer::{JwtSigner, KeySigner, SignError, Token},
+        subject::Identity,
+        verifier::{SharedKeys, Verifier, VerifyingKey},
+    },
 };
 
 /// How long a [`KeySet`] publishes a new key before signing with it, unless set with
@@ -180,7 +112,7 @@ impl Rotation {
 /// One active signing key and every key tokens are verified with. Cheap to clone: clones
 /// share the keys.
 ///
-/// See the [module docs](crate::keyset) for an example.
+/// See the [module docs](crate::jwt) for an example.
 #[derive(Clone)]
 pub struct KeySet {
     inner: Arc<Inner>,
@@ -273,9 +205,11 @@ impl KeySet {
         Verifier::from_shared(Arc::clone(&self.inner.verifying))
     }
 
-    /// A [`Jwks`] service publishing the keys.
+    /// A [`Jwks`] service publishing the keys: the active key, every previous key not yet
+    /// retired, and the keys given to [`publish`](Self::publish) until they are revoked.
     pub fn jwks(&self) -> Jwks {
-        Jwks::new(self)
+        let set = self.clone();
+        Jwks::live(move || set.document())
     }
 
     /// The JWK Set (`{"keys": [...]}`) as JSON, the active key first.
@@ -348,7 +282,7 @@ impl KeySet {
     /// Publishes `keys` now and signs with them after the [rotation
     /// delay](Self::rotation_delay), with the same algorithm and token policy as now;
     /// returns the new `kid` and when it signs. The previous key stays published until its
-    /// tokens have expired (see the [module docs](crate::keyset)).
+    /// tokens have expired (see the [module docs](crate::jwt)).
     ///
     /// Rotating to the active key changes nothing; rotating to a key published with
     /// [`publish`](Self::publish) makes it the next key. A rotation under way is replaced:
@@ -375,7 +309,7 @@ impl KeySet {
     /// [`publish`](Self::publish)) is refused: its `kid` is the thumbprint of the key alone,
     /// so the set could only replace that entry, and the verifier and the targets would
     /// then refuse the tokens it already signed (a
-    /// [`CachingSigner`](crate::CachingSigner) hands them out for up to half their
+    /// [`CachingSigner`](crate::jwt::CachingSigner) hands them out for up to half their
     /// lifetime), or publish two entries under one `kid`, which a target that picks the JWK
     /// by `kid` cannot tell apart. To change the algorithm, rotate to a new key
     /// (`KeySigner::with_algorithm(KeyPair::generate_rsa(3072)?, Algorithm::PS512)?`); the
@@ -490,7 +424,7 @@ impl KeySet {
 
     /// Publishes another public key, which then verifies tokens until it is
     /// [revoked](Self::revoke): the next key before a rotation (see the
-    /// [JWKS caching caveat](crate::jwks#caching-caveat)), or another replica's key.
+    /// [JWKS caching caveat](crate::jwt#caching-caveat)), or another replica's key.
     ///
     /// Publishing a key again for the algorithm it is published for changes nothing.
     ///
@@ -910,7 +844,7 @@ impl JwtSigner for KeySetSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Curve, TokenPolicy};
+    use crate::jwt::{Curve, TokenPolicy};
 
     fn header_kid(token: &Token) -> String {
         jsonwebtoken::decode_header(token.as_str())
@@ -922,7 +856,7 @@ mod tests {
     /// Verifies `token` with jsonwebtoken alone against the set's JWK Set, as a target
     /// does: the JWK its `kid` names, with the algorithm that JWK declares.
     fn decode_with_jwk_set(set: &KeySet, token: &Token) -> Result<String, String> {
-        crate::verifier::ensure_jwt_provider();
+        crate::jwt::verifier::ensure_jwt_provider();
         let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(set.jwk_set()).unwrap();
         let kid = header_kid(token);
         let jwk = jwks.find(&kid).ok_or("the kid is not published")?;
@@ -1274,7 +1208,7 @@ mod tests {
         use std::sync::atomic::AtomicBool;
         let set = KeySet::new(KeySigner::new(KeyPair::generate_ed25519().unwrap()))
             .rotation_delay(Duration::ZERO);
-        let cache = Arc::new(crate::CachingSigner::new(set.signer()));
+        let cache = Arc::new(crate::jwt::CachingSigner::new(set.signer()));
         let users: Arc<Vec<Identity>> = Arc::new(
             (0..4)
                 .map(|i| Identity::new(format!("user{i}"), ["R"]))

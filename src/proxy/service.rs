@@ -12,12 +12,14 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::{
-    body::ResponseBody,
     error::{BoxError, ProxyError, ProxyErrorKind},
-    forward::{self, Shared, error_response},
-    future::ResponseFuture,
     identity::IdentityExtractor,
-    signer::JwtSigner,
+    jwt::signer::JwtSigner,
+    proxy::{
+        body::ResponseBody,
+        forward::{self, Shared, error_response},
+        future::ResponseFuture,
+    },
 };
 
 /// Forwards requests under the prefix to the target with the caller's identity; passes

@@ -34,10 +34,10 @@ use tokio::{
 /// how many are open, a wait for them to end, and a way to close them, for a server's
 /// graceful shutdown.
 ///
-/// A handle: clones share the same tunnels. Every layer has one
-/// ([`ProxyLayer::tunnels`](crate::ProxyLayer::tunnels)), shared by the layer's clones and
-/// every service built from them; [`ProxyLayer::with_tunnels`](crate::ProxyLayer::with_tunnels)
-/// gives a layer another, e.g. one per server thread.
+/// A handle: clones share the same tunnels. Create one, keep a clone, and give it to
+/// [`ProxyLayer::tunnels`](crate::ProxyLayer::tunnels): the layer's clones and every service
+/// built from them count their tunnels in it. Give each server thread its own to wait for
+/// its own.
 ///
 /// # Example
 ///
@@ -45,11 +45,12 @@ use tokio::{
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use tower_identity_proxy::{KeyPair, KeySigner, ProxyLayer};
+/// use tower_identity_proxy::{ProxyLayer, jwt::{KeyPair, KeySigner}, proxy::Tunnels};
 ///
 /// # async fn run(listener: tokio::net::TcpListener, shutdown_signal: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Box<dyn std::error::Error>> {
-/// let proxy = ProxyLayer::new(KeySigner::new(KeyPair::generate_rsa(2048)?));
-/// let tunnels = proxy.tunnels();
+/// let tunnels = Tunnels::new();
+/// let proxy = ProxyLayer::new(KeySigner::new(KeyPair::generate_rsa(2048)?))
+///     .tunnels(tunnels.clone());
 /// let app = axum::Router::new().layer(proxy);
 /// axum::serve(listener, app)
 ///     .with_graceful_shutdown(shutdown_signal)

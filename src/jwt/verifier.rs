@@ -14,7 +14,7 @@ use std::{
 use arc_swap::ArcSwap;
 use jsonwebtoken::{DecodingKey, Validation};
 
-use crate::{
+use crate::jwt::{
     claims::Claims,
     keys::{Algorithm, KeyPair, PublicKey},
 };
@@ -106,7 +106,7 @@ const MAX_LEEWAY_SECS: u64 = 10 * 365 * 24 * 60 * 60;
 /// # Example
 ///
 /// ```
-/// use tower_identity_proxy::{Identity, JwtSigner, KeyPair, KeySigner};
+/// use tower_identity_proxy::{identity::Identity, jwt::{JwtSigner, KeyPair, KeySigner}};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -148,7 +148,7 @@ impl Verifier {
     }
 
     /// Also accepts tokens signed by `key` with `alg` (e.g. the previous key during a
-    /// rotation, or another replica's key). A verifier of a [`KeySet`](crate::KeySet) keeps
+    /// rotation, or another replica's key). A verifier of a [`KeySet`](crate::jwt::KeySet) keeps
     /// following its rotations and revocations.
     #[must_use]
     pub fn with_key(self, key: &PublicKey, alg: Algorithm) -> Self {
@@ -320,7 +320,10 @@ impl KeyPair {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Identity, JwtSigner, KeySigner, TokenPolicy};
+    use crate::{
+        identity::Identity,
+        jwt::{JwtSigner, KeySigner, TokenPolicy},
+    };
 
     #[tokio::test]
     async fn a_leeway_too_long_for_the_clock_is_ten_years() {
@@ -347,7 +350,7 @@ mod tests {
         assert_eq!(verifier.kids(), [a.kid(), b.kid()]);
 
         // A key set's verifier given a key the set already publishes.
-        let set = crate::KeySet::new(KeySigner::new(a.clone()));
+        let set = crate::jwt::KeySet::new(KeySigner::new(a.clone()));
         set.publish(b.public_key(), Algorithm::EdDSA).unwrap();
         let verifier = set.verifier().with_key(a.public_key(), Algorithm::EdDSA);
         assert_eq!(verifier.kids(), [a.kid(), b.kid()]);

@@ -6,23 +6,27 @@ use tower_layer::Layer;
 
 use crate::{
     client::ProxyClient,
-    error::ConfigError,
-    forward::Shared,
-    headers::CookiePolicy,
     identity::{Anonymous, IdentityExtractor},
-    rewrite::RewriteConfig,
-    service::Proxy,
-    signer::{CachingSigner, JwtSigner, KeySigner},
-    target::{ProxyHandle, Target},
-    upgrade::Tunnels,
+    jwt::signer::{CachingSigner, JwtSigner, KeySigner},
+    proxy::{forward::Shared, handle::ProxyHandle, service::Proxy, upgrade::Tunnels},
+    rules::{
+        headers::CookiePolicy,
+        rewrite::RewriteConfig,
+        settings::{ForwardedProto, Prefix, Pseudonym},
+    },
 };
 
 /// Takes over requests under a prefix (default `/proxy`) and forwards them to a run-time
 /// switchable target with the caller's identity as a signed JWT.
 ///
-/// The proxy is disabled (`501`) until a target is set through [`handle`](Self::handle).
-/// Every service built from one layer, and every clone of it, shares one connection pool,
-/// one token cache and one target.
+/// The proxy is disabled (`501`) until a target is set on its [`ProxyHandle`]: create the
+/// handle, keep a clone, and give it to [`handle`](Self::handle). Every service built from
+/// one layer, and every clone of it, shares one connection pool, one token cache and one
+/// target.
+///
+/// The builder cannot fail: values that could be invalid are checked when they are made
+/// ([`Prefix`], [`ForwardedProto`], [`Pseudonym`], [`Target`](crate::Target)). Plain names
+/// set a value; `with_*` swaps a plug-in and changes a type parameter.
 ///
 /// See the [crate docs](crate) for an example.
 #[must_use]
@@ -41,8 +45,8 @@ pub struct ProxyLayer<I = Anonymous, J = CachingSigner<KeySigner>> {
 
 impl<S: JwtSigner> ProxyLayer<Anonymous, CachingSigner<S>> {
     /// A disabled proxy under `/proxy` whose tokens `signer` signs, through a token cache
-    /// ([`CachingSigner`]); every caller is anonymous until [`identity`](Self::identity)
-    /// says otherwise.
+    /// ([`CachingSigner`]); every caller is anonymous until
+    /// [`with_identity`](Self::with_identity) says otherwise.
     pub fn new(signer: S) -> Self {
         ProxyLayer::uncached(CachingSigner::new(signer))
     }
@@ -69,7 +73,7 @@ impl<J: JwtSigner> ProxyLayer<Anonymous, J> {
 
 impl<I, J> ProxyLayer<I, J> {
     /// Sets who the caller is. Default is [`Anonymous`]: everyone is `anonymousUser`.
-    pub fn identity<I2: IdentityExtractor>(self, identity: I2) -> ProxyLayer<I2, J> {
+    pub fn with_identity<I2: IdentityExtractor>(self, identity: I2) -> ProxyLayer<I2, J> {
         ProxyLayer {
             identity,
             signer: self.signer,
@@ -86,37 +90,38 @@ impl<I, J> ProxyLayer<I, J> {
 
     /// Sets the path prefix taken over. Default is `/proxy`. Requests whose path is exactly
     /// the prefix or starts with `prefix/` are proxied; the prefix is removed before the
-    /// target's base path is added.
+    /// target's base path is added. See [`Prefix`] for what a prefix may hold.
     ///
-    /// # Errors
+    /// ```
+    /// use tower_identity_proxy::{ProxyLayer, jwt::{KeyPair, KeySigner}, proxy::Prefix};
     ///
-    /// [`ConfigError::InvalidPrefix`] unless the prefix starts with `/`, is not `/` alone,
-    /// does not end with `/`, holds only letters, digits, `/`, `-`, `.`, `_` and `~`, and has
-    /// no empty (`//`) or dot (`.`, `..`) segment.
-    pub fn prefix(mut self, prefix: &str) -> Result<Self, ConfigError> {
-        self.rewrite.set_prefix(prefix)?;
-        Ok(self)
-    }
-
-    /// The handle that changes the target at run time.
-    pub fn handle(&self) -> ProxyHandle {
-        self.handle.clone()
-    }
-
-    /// Uses this handle (e.g. shared with another layer) instead of the layer's own.
-    pub fn with_handle(mut self, handle: ProxyHandle) -> Self {
-        self.handle = handle;
+    /// let proxy = ProxyLayer::new(KeySigner::new(KeyPair::generate_ed25519()?))
+    ///     .prefix("/api/proxy".parse::<Prefix>()?);
+    /// # let _ = proxy;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn prefix(mut self, prefix: Prefix) -> Self {
+        self.rewrite.set_prefix(prefix);
         self
     }
 
-    /// Sets the initial target. Default: none, the proxy is disabled.
+    /// Uses `handle` to find the target: keep a clone of it to change the target at run time,
+    /// or share it with other layers. Default is a handle of the layer's own with no target,
+    /// which nothing else can reach: the proxy then stays disabled.
     ///
-    /// # Errors
+    /// ```
+    /// use tower_identity_proxy::{ProxyHandle, ProxyLayer, jwt::{KeyPair, KeySigner}};
     ///
-    /// [`ConfigError::InvalidTarget`] for an invalid URL (see [`Target::parse`]).
-    pub fn target(self, url: &str) -> Result<Self, ConfigError> {
-        self.handle.set(Some(Target::parse(url)?));
-        Ok(self)
+    /// let handle = ProxyHandle::new();
+    /// let proxy = ProxyLayer::new(KeySigner::new(KeyPair::generate_ed25519()?))
+    ///     .handle(handle.clone());
+    /// handle.set_target(Some("http://127.0.0.1:1991"))?;
+    /// # let _ = proxy;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn handle(mut self, handle: ProxyHandle) -> Self {
+        self.handle = handle;
+        self
     }
 
     /// How long the target may take to send its response headers before the client gets
@@ -144,15 +149,11 @@ impl<I, J> ProxyLayer<I, J> {
     }
 
     /// The `X-Forwarded-Proto` sent to the target: the scheme clients use to reach the app.
-    /// Default is `http`; set `https` when the app is served over TLS (by itself or behind a
-    /// TLS terminator).
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::InvalidSetting`] unless it is `http` or `https`.
-    pub fn forwarded_proto(mut self, proto: &str) -> Result<Self, ConfigError> {
-        self.rewrite.set_forwarded_proto(proto)?;
-        Ok(self)
+    /// Default is [`ForwardedProto::Http`]; set [`ForwardedProto::Https`] when the app is
+    /// served over TLS (by itself or behind a TLS terminator).
+    pub fn forwarded_proto(mut self, proto: ForwardedProto) -> Self {
+        self.rewrite.set_forwarded_proto(proto);
+        self
     }
 
     /// Sends the target `X-Forwarded-For` with the client's address, as `client` finds it
@@ -170,7 +171,7 @@ impl<I, J> ProxyLayer<I, J> {
     /// ```
     /// use std::net::SocketAddr;
     /// use axum::extract::ConnectInfo;
-    /// use tower_identity_proxy::{KeyPair, KeySigner, ProxyLayer};
+    /// use tower_identity_proxy::{ProxyLayer, jwt::{KeyPair, KeySigner}};
     ///
     /// let signer = KeySigner::new(KeyPair::generate_ed25519()?);
     /// let proxy = ProxyLayer::new(signer).forwarded_for(|parts| {
@@ -205,13 +206,9 @@ impl<I, J> ProxyLayer<I, J> {
 
     /// The `Via` pseudonym of this proxy, also used to detect loops. Default is `tip-`
     /// followed by random characters, new for each layer.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::InvalidSetting`] unless it is an HTTP token.
-    pub fn via_pseudonym(mut self, pseudonym: &str) -> Result<Self, ConfigError> {
-        self.rewrite.set_pseudonym(pseudonym)?;
-        Ok(self)
+    pub fn via_pseudonym(mut self, pseudonym: Pseudonym) -> Self {
+        self.rewrite.set_pseudonym(pseudonym);
+        self
     }
 
     /// Whether `Upgrade` requests (WebSocket) are tunnelled once the target answers `101`
@@ -244,19 +241,13 @@ impl<I, J> ProxyLayer<I, J> {
         self
     }
 
-    /// The upgraded connections (WebSocket tunnels) this layer opened: how many are open,
-    /// a wait for them to end, and a way to close them, for a graceful shutdown (a server's
-    /// own graceful shutdown does not see a connection once it is upgraded). Shared by the
-    /// layer's clones and every service built from them, as the [`handle`](Self::handle).
-    /// See [`Tunnels`] for an example.
-    pub fn tunnels(&self) -> Tunnels {
-        self.tunnels.clone()
-    }
-
-    /// Counts and closes this layer's tunnels in `tunnels` from now on, instead of the set
-    /// it shared with the layer it was cloned from: e.g. one set per server thread, each
-    /// thread waiting for its own.
-    pub fn with_tunnels(mut self, tunnels: Tunnels) -> Self {
+    /// Counts the upgraded connections (WebSocket tunnels) this layer opens in `tunnels`:
+    /// how many are open, a wait for them to end, and a way to close them, for a graceful
+    /// shutdown (a server's own graceful shutdown does not see a connection once it is
+    /// upgraded). Keep a clone of `tunnels`; give each server thread its own set to wait for
+    /// its own. Default is a set of the layer's own, which nothing else can reach. See
+    /// [`Tunnels`] for an example.
+    pub fn tunnels(mut self, tunnels: Tunnels) -> Self {
         self.tunnels = tunnels;
         self
     }
@@ -265,11 +256,6 @@ impl<I, J> ProxyLayer<I, J> {
     pub fn client(mut self, client: ProxyClient) -> Self {
         self.client = Some(client);
         self
-    }
-
-    /// The signer.
-    pub fn signer(&self) -> &Arc<J> {
-        &self.signer
     }
 
     fn shared(&self) -> Arc<Shared<I, J>>

@@ -6,7 +6,7 @@
 //! 2. the pure [`rewrite_request`] → `400`/`405`/`501`/`508`
 //!    (or `200` for `OPTIONS` with `Max-Forwards: 0`);
 //! 3. the [`IdentityExtractor`] → its rejection (`401`, or the status a
-//!    [`Rejection`](crate::Rejection) names), or `401` if no identity; a `401` always with
+//!    [`Rejection`](crate::identity::Rejection) names), or `401` if no identity; a `401` always with
 //!    `WWW-Authenticate` (see [`crate::identity`]);
 //! 4. the [`JwtSigner`] → `500` if it fails;
 //! 5. the pooled client, within the upstream timeout (counted from the request's last body
@@ -47,17 +47,22 @@ use pin_project_lite::pin_project;
 use tracing::Instrument;
 
 use crate::{
-    body::{ResponseBody, local, plain_text},
     client::ProxyClient,
-    error::{BoxError, ProxyError, ProxyErrorKind},
-    headers::{Present, connection_has, list_tokens},
+    error::{BoxError, ProxyError, ProxyErrorKind, plain_text},
     identity::{IdentityExtractor, refusal},
-    rewrite::{
-        Framing, RewriteConfig, check_response_given, filter_request_trailers, rewrite_request,
-        rewrite_response, rewrite_response_given, scope_set_cookies,
+    jwt::signer::JwtSigner,
+    proxy::{
+        body::{ResponseBody, local},
+        handle::ProxyHandle,
     },
-    signer::JwtSigner,
-    target::{ProxyHandle, Target},
+    rules::{
+        headers::{Present, connection_has, list_tokens},
+        rewrite::{
+            Framing, RewriteConfig, check_response_given, filter_request_trailers, rewrite_request,
+            rewrite_response, rewrite_response_given, scope_set_cookies,
+        },
+    },
+    target::Target,
 };
 
 /// What every service built from one layer shares.
@@ -71,7 +76,7 @@ pub(crate) struct Shared<I, J> {
     pub(crate) body_timeout: Option<Duration>,
     pub(crate) upgrades: bool,
     pub(crate) tunnel_idle_timeout: Option<Duration>,
-    pub(crate) tunnels: crate::upgrade::Tunnels,
+    pub(crate) tunnels: crate::proxy::upgrade::Tunnels,
 }
 
 pub(crate) fn error_response<B>(error: &ProxyError) -> Response<ResponseBody<B>> {
@@ -418,7 +423,7 @@ async fn await_response<F: Future>(
 ) -> Option<(F::Output, tokio::time::Instant)> {
     let mut since = sent;
     loop {
-        let deadline = crate::deadline::after(since, timeout);
+        let deadline = crate::proxy::deadline::after(since, timeout);
         match tokio::time::timeout_at(deadline, send.as_mut()).await {
             Ok(out) => return Some((out, deadline)),
             Err(_) => match progress.map(Progress::last) {
@@ -563,7 +568,7 @@ async fn read_ahead<R, I, J>(
     let mut last = tokio::time::Instant::now();
     loop {
         let wait = match shared.body_timeout {
-            Some(idle) => deadline.min(crate::deadline::after(last, idle)),
+            Some(idle) => deadline.min(crate::proxy::deadline::after(last, idle)),
             None => deadline,
         };
         match tokio::time::timeout_at(wait, body.frame()).await {
@@ -627,7 +632,7 @@ fn respond<R, I, J>(
             }
         };
         let upstream_side = hyper::upgrade::on(&mut response);
-        crate::upgrade::spawn_tunnel(
+        crate::proxy::upgrade::spawn_tunnel(
             &shared.tunnels,
             client_side,
             upstream_side,
@@ -671,7 +676,10 @@ mod tests {
     use tower::ServiceExt as _;
     use tower_layer::Layer as _;
 
-    use crate::{KeyPair, KeySigner, ProxyLayer};
+    use crate::{
+        ProxyLayer,
+        jwt::{KeyPair, KeySigner},
+    };
 
     use super::*;
 
@@ -694,8 +702,9 @@ mod tests {
         });
         let layer = ProxyLayer::new(KeySigner::new(KeyPair::generate_ed25519().unwrap()))
             .upstream_timeout(Duration::from_millis(300))
-            .target(&format!("http://{addr}"))
-            .unwrap();
+            .handle(ProxyHandle::with_target(
+                Target::parse(&format!("http://{addr}")).unwrap(),
+            ));
         let inner = tower::service_fn(|_: Request<_>| async {
             Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
         });

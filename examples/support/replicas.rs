@@ -119,6 +119,10 @@ impl Replicas {
             }
             match self.seed_once(&users, target.as_deref()).await {
                 Ok(()) => break,
+                Err(e @ StateError::Invalid(_)) => {
+                    tracing::error!(error = %e, "command-line users and target refused");
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "command-line users and target not written yet");
                     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -145,7 +145,18 @@ impl Drop for Redis {
     }
 }
 
-/// A round-robin TCP balancer: each new connection goes to the next backend.
+/// Where the balancer connects to the replicas from: another loopback address than the
+/// clients', so that a replica can tell the balancer apart (`--trusted-proxy`).
+const BALANCER_SOURCE: [u8; 4] = [127, 0, 0, 2];
+
+async fn connect_from(source: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    socket.connect(to).await
+}
+
+/// A round-robin TCP balancer: each new connection goes to the next backend, from
+/// [`BALANCER_SOURCE`].
 struct Balancer {
     addr: SocketAddr,
     backends: Arc<Mutex<Vec<SocketAddr>>>,
@@ -171,7 +182,7 @@ impl Balancer {
                     list[next.fetch_add(1, Ordering::Relaxed) % list.len()]
                 };
                 tokio::spawn(async move {
-                    if let Ok(mut upstream) = TcpStream::connect(backend).await {
+                    if let Ok(mut upstream) = connect_from(BALANCER_SOURCE, backend).await {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                     }
                 });
@@ -191,25 +202,28 @@ impl Balancer {
 
 /// One demo replica on 127.0.0.1:0 joined to `redis`.
 async fn replica(redis: &Redis, rotation_delay_secs: u64) -> Example {
+    replica_with(redis, rotation_delay_secs, &[]).await
+}
+
+/// [`replica`] with more options.
+async fn replica_with(redis: &Redis, rotation_delay_secs: u64, more: &[&str]) -> Example {
     let delay = rotation_delay_secs.to_string();
     let url = redis.url();
     let admin = format!("{}:{}:ROLE_ADMIN,ROLE_USER", ADMIN.0, ADMIN.1);
-    Example::start(
-        "demo",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--redis",
-            &url,
-            "--user",
-            &admin,
-            "--rotation-delay-secs",
-            &delay,
-            "--jwks-max-age-secs",
-            "1",
-        ],
-    )
-    .await
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--redis",
+        &url,
+        "--user",
+        &admin,
+        "--rotation-delay-secs",
+        &delay,
+        "--jwks-max-age-secs",
+        "1",
+    ];
+    args.extend_from_slice(more);
+    Example::start("demo", &args).await
 }
 
 /// The `kid` of the key a replica generated at start, as it says on stderr.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Helpers for benches/memory.sh (standard library only).
+"""The echo target and the client of benches/memory.sh (standard library only).
 
     memory.py echo                      # loopback echo target; prints its port, serves forever
     memory.py client URL BYTES [RATE]   # streams BYTES up through URL, reads the echo back

@@ -34,8 +34,10 @@
 //! `--user` and `--proxy-url` are written to Redis only if it has no such user or target.
 //!
 //! Who the caller is comes from the same extractor for the app's routes and for the proxy:
-//! HTTP Basic against the users, else a Bearer JWT this app signed (what a target receives
-//! and may send back, as the document's `session` mode does), else anonymous.
+//! HTTP Basic against the users, else a Bearer access token of the OpenID Connect provider
+//! (with `--oidc-issuer URL --oidc-audience AUD`: its roles upper-cased and prefixed with
+//! `ROLE_`), else a Bearer JWT this app signed (what a target receives and may send back,
+//! as the document's `session` mode does), else anonymous.
 //!
 //! Shutdown: on SIGTERM or Ctrl-C the listening socket closes (new connections are
 //! refused), open connections shut down gracefully (HTTP/1.1: closed after the response in
@@ -71,7 +73,7 @@ use tower_identity_proxy::{
     client::{ClientBuilder, ProxyClient},
     identity::{
         Anonymous, BasicAuth, BearerJwt, CredentialStore, ExtractResult, Identity,
-        IdentityExtractor, Or,
+        IdentityExtractor, OidcBearer, Or, RoleCase,
     },
     jwt::{Algorithm, CachingSigner, Curve, KeyPair, KeySet, KeySetSigner, KeySigner},
     proxy::Tunnels,
@@ -153,6 +155,27 @@ struct Options {
     /// The JWK Set's `Cache-Control: max-age`, in seconds.
     #[arg(long, value_name = "N", default_value_t = 60)]
     jwks_max_age_secs: u64,
+
+    /// Also accept Bearer access tokens of this OpenID Connect provider (its `iss`, e.g.
+    /// `https://sso.example.com/realms/demo`; keys from its discovery document); needs
+    /// `--oidc-audience`. The target receives the app's token, never the provider's.
+    #[arg(long, value_name = "URL", requires = "oidc_audiences")]
+    oidc_issuer: Option<String>,
+
+    /// An audience (`aud`) the provider's tokens may be issued for (repeatable: any).
+    #[arg(long = "oidc-audience", value_name = "AUD", requires = "oidc_issuer")]
+    oidc_audiences: Vec<String>,
+
+    /// The claim naming the caller in the provider's tokens.
+    #[arg(long, value_name = "CLAIM", default_value = "sub")]
+    oidc_name_claim: String,
+
+    /// A claim path holding roles in the provider's tokens (repeatable): an array
+    /// (`realm_access.roles`, `resource_access.CLIENT.roles`, `groups`) or a space-separated
+    /// string (`scope`); each role upper-cased and prefixed with `ROLE_` (`user` →
+    /// `ROLE_USER`).
+    #[arg(long = "oidc-roles-claim", value_name = "PATH")]
+    oidc_roles_claims: Vec<String>,
 }
 
 /// A `--user NAME:PASSWORD:ROLE,ROLE` option.
@@ -189,11 +212,14 @@ fn parse_user(s: &str) -> Result<UserSpec, String> {
 }
 
 /// Who the caller is, for the app's routes and for the proxy alike: an extractor written
-/// by the app, an enum over the two security modes.
+/// by the app, an enum over the security modes.
 #[derive(Clone, Debug)]
 enum DemoIdentity {
     /// Basic, else a Bearer JWT this app signed, else `anonymousUser` with `ROLE_ANONYMOUS`.
     Secured(Or<Or<BasicAuth, BearerJwt>, Anonymous>),
+    /// Basic, else a Bearer access token of the OpenID Connect provider, else a Bearer JWT
+    /// this app signed, else `anonymousUser` with `ROLE_ANONYMOUS`.
+    SecuredOidc(Or<Or<Or<BasicAuth, OidcBearer>, BearerJwt>, Anonymous>),
     /// Every caller is `anonymousUser` with `ROLE_ADMIN`, `ROLE_ANONYMOUS`, `ROLE_USER`.
     Unsecured(Anonymous),
 }
@@ -202,6 +228,7 @@ impl IdentityExtractor for DemoIdentity {
     async fn extract(&self, parts: &Parts) -> ExtractResult {
         match self {
             Self::Secured(e) => e.extract(parts).await,
+            Self::SecuredOidc(e) => e.extract(parts).await,
             Self::Unsecured(e) => e.extract(parts).await,
         }
     }
@@ -209,6 +236,7 @@ impl IdentityExtractor for DemoIdentity {
     fn challenges(&self) -> Vec<HeaderValue> {
         match self {
             Self::Secured(e) => e.challenges(),
+            Self::SecuredOidc(e) => e.challenges(),
             Self::Unsecured(e) => e.challenges(),
         }
     }
@@ -270,14 +298,20 @@ async fn build(opts: &Options) -> Result<(App, Tunnels), Error> {
     // One active key, rotated at run time; Bearer tokens verify against every published key.
     let key_set = KeySet::new(KeySigner::new(keys))
         .rotation_delay(Duration::from_secs(opts.rotation_delay_secs));
-    let identity = if opts.unsecured {
-        DemoIdentity::Unsecured(Anonymous::unsecured())
-    } else {
-        DemoIdentity::Secured(
+    let identity = match (opts.unsecured, oidc(opts).await?) {
+        (true, Some(_)) => return Err("--oidc-issuer cannot be used with --unsecured".into()),
+        (true, None) => DemoIdentity::Unsecured(Anonymous::unsecured()),
+        (false, None) => DemoIdentity::Secured(
             BasicAuth::new(users.clone())
                 .or(BearerJwt::new(key_set.verifier()))
                 .or_anonymous(),
-        )
+        ),
+        (false, Some(oidc)) => DemoIdentity::SecuredOidc(
+            BasicAuth::new(users.clone())
+                .or(oidc)
+                .or(BearerJwt::new(key_set.verifier()))
+                .or_anonymous(),
+        ),
     };
 
     let handle = match &opts.proxy_url {
@@ -309,6 +343,31 @@ async fn build(opts: &Options) -> Result<(App, Tunnels), Error> {
         replicas,
     };
     Ok((proxy.layer(router(state, identity)), tunnels))
+}
+
+/// The OpenID Connect provider of `--oidc-issuer`, its keys fetched once to report a
+/// misconfigured or unreachable provider at start-up (tokens fetch them anyway).
+async fn oidc(opts: &Options) -> Result<Option<OidcBearer>, Error> {
+    let Some(issuer) = &opts.oidc_issuer else {
+        return Ok(None);
+    };
+    let mut oidc = OidcBearer::discover(issuer, opts.oidc_audiences.iter().cloned())?
+        .name_claim(opts.oidc_name_claim.clone())
+        .role_case(RoleCase::Upper)
+        .role_prefix("ROLE_");
+    for path in &opts.oidc_roles_claims {
+        oidc = oidc.roles_claim(path.clone());
+    }
+    let kids = oidc.fetch_keys().await;
+    if kids.is_empty() {
+        eprintln!(
+            "no keys from the OpenID Connect provider {issuer} yet (see the log): its tokens \
+             are refused until they can be fetched"
+        );
+    } else {
+        eprintln!("OpenID Connect provider {issuer}: keys {kids:?}");
+    }
+    Ok(Some(oidc))
 }
 
 /// The client that reaches the target: `--upstream-ca`, `--upstream-h2c`.

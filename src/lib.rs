@@ -66,8 +66,9 @@
 //! # Identity and signing
 //!
 //! Who the caller is comes from an [`IdentityExtractor`](identity::IdentityExtractor) (see
-//! [`identity`]); how the token is signed from a [`JwtSigner`](jwt::JwtSigner) (see
-//! [`jwt`]). [`ProxyLayer::new`] caches tokens per
+//! [`identity`]): Basic users, the app's own tokens, an OpenID Connect provider's access
+//! tokens ([`OidcBearer`](identity::OidcBearer)), or an extractor of the app's own; how the
+//! token is signed from a [`JwtSigner`](jwt::JwtSigner) (see [`jwt`]). [`ProxyLayer::new`] caches tokens per
 //! identity, so the RSA signature is paid once per identity every few minutes, not per
 //! request.
 //!

@@ -1,7 +1,9 @@
 //! The target-side verifier, `VerifyProxyJwtLayer`, over real sockets: the whole chain
 //! (client → app with the proxy → target verifying with the app's JWKS) works; every
-//! forged token of RELIABILITY.md §I4 is refused with `401` before the handler runs; keys
-//! named inside a token are never fetched; JWKS refreshes are rate-limited.
+//! forgery RFC 8725 §2.1, §3.1 and §3.10 describe (`alg: none`, HMAC with the public key as
+//! in CVE-2015-9235 and CVE-2016-10555, an embedded `jwk` as in CVE-2018-0114, `kid`
+//! injection, `jku`/`x5u`) is refused with `401` before the handler runs; keys named inside a
+//! token are never fetched; JWKS refreshes are rate-limited.
 //!
 //! The forged tokens are built by hand (header and payload bytes) and signed with
 //! jsonwebtoken's own `crypto::sign`, so nothing here relies on the crate's signer.
@@ -160,7 +162,7 @@ fn rsa_key(pair: &KeyPair) -> EncodingKey {
     EncodingKey::from_rsa_pem(pair.private_key_pem().as_bytes()).unwrap()
 }
 
-/// Every forgery of RELIABILITY.md §I4 (and a few more), by name.
+/// Every forgery of RFC 8725 §2.1, §3.1 and §3.10, and a few more, by name.
 fn forgeries(app: &App, attacker: &KeyPair, listener: SocketAddr) -> Vec<(&'static str, String)> {
     let kid = app.keys.active_kid();
     let real = rsa_key(&app.pair);
@@ -215,7 +217,7 @@ fn forgeries(app: &App, attacker: &KeyPair, listener: SocketAddr) -> Vec<(&'stat
 
     vec![
         (
-            "alg none (RELIABILITY.md literal)",
+            "alg none, no kid, sub only",
             "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhZG1pbiJ9.".to_owned(),
         ),
         (

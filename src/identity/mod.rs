@@ -18,8 +18,9 @@
 //! A `401` always carries `WWW-Authenticate` (RFC 9110 §15.5.2). When no extractor found
 //! credentials, it lists the challenges the chain names
 //! ([`IdentityExtractor::challenges`]), one header line each, in chain order:
-//! [`BasicAuth`] names `Basic realm="proxy", charset="UTF-8"`, [`BearerJwt`] names
-//! `Bearer`, so `BasicAuth::new(users).or(BearerJwt::new(verifier))` answers both. When the
+//! [`BasicAuth`] names `Basic realm="proxy", charset="UTF-8"`, [`BearerJwt`] and
+//! [`OidcBearer`] name `Bearer`, so `BasicAuth::new(users).or(BearerJwt::new(verifier))`
+//! answers both. When the
 //! chain names none (a closure, [`FromExtensions`]), the `401` carries
 //! [`FALLBACK_CHALLENGE`] (`Bearer`); name another with
 //! [`with_challenge`](IdentityExtractor::with_challenge). A `401` [`Rejection`] without a
@@ -76,10 +77,12 @@ use http_body_util::Full;
 
 mod basic;
 mod bearer;
+mod oidc;
 
 pub use crate::jwt::subject::Identity;
 
 pub use basic::{BasicAuth, CredentialStore};
+pub use oidc::{OidcBearer, RoleCase};
 
 /// The `WWW-Authenticate` challenge of a `401` when the extractors name none: `Bearer`
 /// (RFC 6750), the scheme of the tokens this crate issues and accepts. Unlike `Basic`, it

@@ -54,6 +54,67 @@ impl std::error::Error for VerifyError {}
 impl VerifyError {
     /// No key with the token's `kid` (or no key at all) is known: a JWKS cache may refresh.
     pub(crate) const UNKNOWN_KEY: Self = Self("the token's key id is unknown");
+
+    /// A refusal with this reason.
+    pub(crate) const fn because(reason: &'static str) -> Self {
+        Self(reason)
+    }
+
+    /// The reason of a refusal by `jsonwebtoken::decode`.
+    pub(crate) fn from_jsonwebtoken(e: &jsonwebtoken::errors::Error) -> Self {
+        use jsonwebtoken::errors::ErrorKind as K;
+        Self(match e.kind() {
+            K::ExpiredSignature => "the token has expired",
+            K::ImmatureSignature => "the token is not valid yet",
+            K::InvalidSignature => "the token's signature is invalid",
+            K::InvalidAudience => "the token is meant for another audience",
+            K::InvalidIssuer => "the token comes from another issuer",
+            K::MissingRequiredClaim(_) => "the token lacks a required claim",
+            K::InvalidAlgorithm => "the token's algorithm is not accepted",
+            _ => "the token is malformed",
+        })
+    }
+}
+
+/// The `jsonwebtoken` checks of a token signed with `alg`: `exp` required, `exp` and `nbf`
+/// with `leeway` seconds, `iss` required and equal to `issuer` if given, `aud` required and
+/// one of `audiences` if any are given (refused when carried otherwise: check that apart).
+pub(crate) fn validation(
+    alg: Algorithm,
+    leeway: u64,
+    issuer: Option<&str>,
+    audiences: &[&str],
+) -> Validation {
+    let mut validation = Validation::new(alg.to_jsonwebtoken());
+    validation.leeway = leeway;
+    validation.validate_nbf = true;
+    // jsonwebtoken checks `aud` and `iss` only when the token carries them: a required
+    // one must also be a required claim, or a token without it passes.
+    let mut required = vec!["exp"];
+    if audiences.is_empty() {
+        validation.validate_aud = false;
+    } else {
+        validation.set_audience(audiences);
+        required.push("aud");
+    }
+    if let Some(iss) = issuer {
+        validation.set_issuer(&[iss]);
+        required.push("iss");
+    }
+    validation.set_required_spec_claims(&required);
+    validation
+}
+
+/// Refuses an `iat` (seconds since the epoch) later than now plus `leeway` seconds.
+pub(crate) fn check_iat(iat: u64, leeway: u64) -> Result<(), VerifyError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if iat > now.saturating_add(leeway) {
+        return Err(VerifyError("the token was issued in the future"));
+    }
+    Ok(())
 }
 
 /// One verifying key with the one algorithm it accepts.
@@ -92,7 +153,7 @@ pub(crate) type SharedKeys = Arc<ArcSwap<Vec<VerifyingKey>>>;
 
 /// The longest leeway, in seconds (10 years): jsonwebtoken checks `exp` against the
 /// current time minus the leeway in seconds since 1970, which must not go below zero.
-const MAX_LEEWAY_SECS: u64 = 10 * 365 * 24 * 60 * 60;
+pub(crate) const MAX_LEEWAY_SECS: u64 = 10 * 365 * 24 * 60 * 60;
 
 /// Checks identity tokens. Cheap to clone.
 ///
@@ -214,6 +275,17 @@ impl Verifier {
     ///
     /// A [`VerifyError`] saying why the token was refused.
     pub fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        self.verify_by(token, |key| self.verify_with(token, key))
+    }
+
+    /// The checks every token goes through whatever its claims: its header (no key named
+    /// by the token, no `crit`), then `check` with each live key of the token's `kid` (all
+    /// live keys without one) pinned to the token's `alg`, until one succeeds.
+    pub(crate) fn verify_by<T>(
+        &self,
+        token: &str,
+        mut check: impl FnMut(&VerifyingKey) -> Result<T, VerifyError>,
+    ) -> Result<T, VerifyError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| VerifyError("the token is malformed"))?;
         if header.jku.is_some()
@@ -244,7 +316,7 @@ impl Verifier {
             if key.alg.to_jsonwebtoken() != header.alg {
                 continue;
             }
-            match self.verify_with(token, key) {
+            match check(key) {
                 Ok(claims) => return Ok(claims),
                 Err(e) => last = e,
             }
@@ -253,48 +325,16 @@ impl Verifier {
     }
 
     fn verify_with(&self, token: &str, key: &VerifyingKey) -> Result<Claims, VerifyError> {
-        let mut validation = Validation::new(key.alg.to_jsonwebtoken());
-        validation.leeway = self.leeway;
-        validation.validate_nbf = true;
-        // jsonwebtoken checks `aud` and `iss` only when the token carries them: a required
-        // one must also be a required claim, or a token without it passes.
-        let mut required = vec!["exp", "sub"];
-        match &self.audience {
-            Some(aud) => {
-                validation.set_audience(&[aud.as_ref()]);
-                required.push("aud");
-            }
-            None => validation.validate_aud = false,
-        }
-        if let Some(iss) = &self.issuer {
-            validation.set_issuer(&[iss.as_ref()]);
-            required.push("iss");
-        }
-        validation.set_required_spec_claims(&required);
-        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind as K;
-            VerifyError(match e.kind() {
-                K::ExpiredSignature => "the token has expired",
-                K::ImmatureSignature => "the token is not valid yet",
-                K::InvalidSignature => "the token's signature is invalid",
-                K::InvalidAudience => "the token is meant for another audience",
-                K::InvalidIssuer => "the token comes from another issuer",
-                K::MissingRequiredClaim(_) => "the token lacks a required claim",
-                K::InvalidAlgorithm => "the token's algorithm is not accepted",
-                _ => "the token is malformed",
-            })
-        })?;
+        let audiences: Vec<&str> = self.audience.as_deref().into_iter().collect();
+        let mut validation = validation(key.alg, self.leeway, self.issuer.as_deref(), &audiences);
+        validation.required_spec_claims.insert("sub".to_owned());
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
+            .map_err(|e| VerifyError::from_jsonwebtoken(&e))?;
         let claims = data.claims;
         if self.audience.is_none() && claims.aud.is_some() {
             return Err(VerifyError("the token is meant for another audience"));
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        if claims.iat > now.saturating_add(self.leeway) {
-            return Err(VerifyError("the token was issued in the future"));
-        }
+        check_iat(claims.iat, self.leeway)?;
         Ok(claims)
     }
 }

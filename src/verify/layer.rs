@@ -3,11 +3,10 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
-use http::Uri;
 use tower_layer::Layer;
 
 use super::{
-    remote::{FetchConfig, RemoteJwks},
+    remote::{FetchConfig, RemoteJwks, parse_url},
     service::{Checker, VerifyProxyJwt},
 };
 use crate::{
@@ -87,7 +86,7 @@ impl VerifyProxyJwtLayer {
     /// with a host and no user info; [`ConfigError::Tls`] if the default client cannot be
     /// built.
     pub fn jwks_url(url: &str) -> Result<Self, ConfigError> {
-        let uri = parse_jwks_url(url)?;
+        let uri = parse_url(url, "JWKS URL")?;
         let keys = Arc::new(ArcSwap::from_pointee(Vec::new()));
         let remote = Arc::new(RemoteJwks::new(uri, Arc::clone(&keys)));
         let config = FetchConfig {
@@ -96,6 +95,7 @@ impl VerifyProxyJwtLayer {
             min_interval: Duration::from_secs(10),
             burst: 3,
             max_age: Duration::from_secs(300),
+            cache_bounds: None,
             timeout: Duration::from_secs(5),
         };
         Ok(Self {
@@ -193,28 +193,6 @@ impl VerifyProxyJwtLayer {
     pub fn verifier(&self) -> &Verifier {
         &self.verifier
     }
-}
-
-fn parse_jwks_url(url: &str) -> Result<Uri, ConfigError> {
-    let bad = |reason: &'static str| ConfigError::InvalidSetting {
-        name: "JWKS URL",
-        reason: format!("{url:?}: {reason}").into(),
-    };
-    let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => return Err(bad("the scheme must be http or https")),
-    }
-    let Some(authority) = uri.authority() else {
-        return Err(bad("no host"));
-    };
-    if authority.as_str().contains('@') {
-        return Err(bad("user info is not allowed"));
-    }
-    if authority.host().is_empty() {
-        return Err(bad("no host"));
-    }
-    Ok(uri)
 }
 
 impl<S> Layer<S> for VerifyProxyJwtLayer {

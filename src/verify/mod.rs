@@ -93,7 +93,7 @@
 
 mod forwarded;
 mod layer;
-mod remote;
+pub(crate) mod remote;
 mod service;
 
 pub use forwarded::{ForwardedOrigin, InvalidForwarded};

@@ -45,7 +45,7 @@ use tower_identity_proxy::{
     jwt::{CachingSigner, JwtSigner, KeySigner},
 };
 
-// The shared helpers the cases use.
+// The shared support the cases use.
 #[allow(unused_imports)]
 pub use super::{
     Attempt, Head, Headers, LIVENESS, Raw, ReadBody, Resp, Wire, bearer_token, decode_rs512,

@@ -1,4 +1,4 @@
-//! Helpers shared by every integration-test binary, one concern a module:
+//! Test support shared by every integration-test binary, one concern a module:
 //!
 //! - [`keys`]: the OpenSSL-made fixtures in `tests/fixtures/` (see its README) and keys made
 //!   once per test binary: [`rsa_keys`], [`ec256_keys`], [`ec384_keys`], [`ed25519_keys`].

@@ -1,4 +1,7 @@
-//! A. Message framing and request smuggling (inbound HTTP/1.1).
+//! A. Message framing and request smuggling (inbound HTTP/1.1): RFC 9112 §6 and §6.3 (message
+//! body length), RFC 9110 §5.5 (field values); hyper's RUSTSEC-2021-0078 (`Content-Length`
+//! with `+`), RUSTSEC-2021-0079 (chunk size overflow), RUSTSEC-2021-0020 (several
+//! `Transfer-Encoding`).
 //!
 //! Every case also checks that each forwarded request carries one framing header at most
 //! (exactly one with a body) and a complete body: [`Captured::assert_framing`].

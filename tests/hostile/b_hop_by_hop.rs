@@ -1,4 +1,5 @@
-//! B. Hop-by-hop and control headers on the forwarded request.
+//! B. Hop-by-hop and control headers on the forwarded request: RFC 9110 §7.6.1 (`Connection`);
+//! CVE-2022-31813 (Apache: `Connection` naming the headers the proxy adds).
 
 use http_body_util::BodyExt;
 

@@ -1,4 +1,6 @@
-//! C. Host, forwarding headers, absolute-form, SSRF.
+//! C. Host, forwarding headers, absolute-form, SSRF: RFC 9110 §7.2 (`Host`), RFC 9112 §3.2.2
+//! (absolute-form), RFC 7239 §8.1 (forwarding headers); CVE-2021-40438 (Apache mod_proxy
+//! SSRF through the request target).
 
 use crate::support::*;
 

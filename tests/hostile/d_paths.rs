@@ -1,4 +1,5 @@
-//! D. Path and query mapping: prefix strip, traversal, encoding.
+//! D. Path and query mapping: prefix strip, traversal, encoding: RFC 3986 §5.2.4 (dot-segments);
+//! Envoy CVE-2019-9901 and CVE-2021-29492 (path normalisation).
 
 use crate::support::*;
 

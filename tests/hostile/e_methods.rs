@@ -1,4 +1,6 @@
-//! E. Methods, Expect, Max-Forwards, Via and loops, Upgrade.
+//! E. Methods, Expect, Max-Forwards, Via and loops, Upgrade: RFC 9110 §10.1.1 (`Expect`),
+//! §7.6.2 (`Max-Forwards`), §7.6.3 (`Via`), §7.8 (`Upgrade`), §9.3.8 (`TRACE`);
+//! CVE-2018-1002105 (Kubernetes: a tunnel left open after a refused upgrade).
 
 use std::sync::{
     Arc,

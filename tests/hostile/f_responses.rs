@@ -1,4 +1,5 @@
-//! F. Responses from the target (hostile or broken upstream).
+//! F. Responses from the target (hostile or broken upstream): RFC 9112 §6.3 (message body
+//! length, no body after `HEAD`, `204`, `304`), RFC 9110 §15.2 (`1xx`).
 
 use crate::support::*;
 

@@ -1,4 +1,6 @@
-//! G. Timeouts, resource limits, cancellation, streaming.
+//! G. Timeouts, resource limits, cancellation, streaming: RFC 9110 §9.2.2 (a request is
+//! replayed only if it is idempotent); hyperium/hyper#2136 (requests on a pooled connection
+//! the target is closing).
 
 use std::{
     sync::{

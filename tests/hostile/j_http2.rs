@@ -1,4 +1,6 @@
-//! J. HTTP/2 on the inbound side (the app serves h2c with prior knowledge).
+//! J. HTTP/2 on the inbound side (the app serves h2c with prior knowledge): RFC 9113 §8.1.1
+//! (malformed messages, `content-length`), §8.2.2 (connection-specific fields);
+//! CVE-2023-44487 (rapid reset).
 
 use bytes::Bytes;
 use http_body_util::Empty;

@@ -1,5 +1,8 @@
-//! Hostile input and failing peers: every case of `RELIABILITY.md` sections A–L that applies
-//! to this crate, each as its own test named after its case id, over real sockets.
+//! Hostile input and failing peers, over real sockets: one module per area (A framing, B
+//! hop-by-hop headers, C host and forwarding headers, D paths, E methods and upgrades, F
+//! responses, G faults, H credentials, I tokens, J HTTP/2, K plumbing, L configuration),
+//! each case its own test named after its id (`a1_…`). Each module names the RFC sections,
+//! CVEs and upstream issues its cases come from.
 //!
 //! A raw TCP client talks to a real app (axum `Router` + [`ProxyLayer`]) that forwards to a
 //! capturing upstream recording the exact bytes it receives (see `tests/common/hostile.rs`). Cases that do
@@ -9,8 +12,8 @@
 //! - H6 (no secret in logs) is not here but in `tests/tracing_redaction.rs` (it needs a
 //!   global subscriber, hence its own binary).
 //!
-//! `corpus` runs the AWS http-desync-guardian corpus; `n_no_panic` the issue's extra list
-//! (non-UTF-8 values, header counts, odd request targets).
+//! `corpus` runs the AWS http-desync-guardian corpus; `n_no_panic` checks that no request
+//! panics (non-UTF-8 values, header counts, odd request targets).
 //!
 //! [`ProxyLayer`]: tower_identity_proxy::ProxyLayer
 

@@ -1,5 +1,5 @@
 //! No panic anywhere on a request path: odd bytes, huge header counts, empty and maximal
-//! request targets (the list, beyond sections A–L).
+//! request targets, beyond the cases of the other modules.
 
 use crate::support::*;
 

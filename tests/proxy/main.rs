@@ -1,4 +1,4 @@
-//! The proxy over real sockets: the layer, forwarding, identity and signing (issue 2).
+//! The proxy over real sockets: the layer, forwarding, identity and signing.
 //!
 //! One test binary (several modules) to keep link time down. Every test starts its own app
 //! (the layer around an echoing inner service) and target on 127.0.0.1:0, and checks the

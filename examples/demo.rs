@@ -39,6 +39,12 @@
 //! `ROLE_`), else a Bearer JWT this app signed (what a target receives and may send back,
 //! as the document's `session` mode does), else anonymous.
 //!
+//! Origins: `--public-origin URL` (repeatable) names the origins clients reach the app
+//! under; `/proxy` requests naming another `Host` get `421`, and tokens carry the origin as
+//! `iss`. Without it the target is told whatever `Host` a client sends, and the demo warns
+//! at start. `--trusted-proxy CIDR` (repeatable) names the load balancers in front whose
+//! `Forwarded` or `X-Forwarded-For`/`-Proto`/`-Host` count (it implies `--forwarded-for`).
+//!
 //! Shutdown: on SIGTERM or Ctrl-C the listening socket closes (new connections are
 //! refused), open connections shut down gracefully (HTTP/1.1: closed after the response in
 //! progress, at once when idle; h2c: `GOAWAY`) and the demo exits with status 0 once the
@@ -76,7 +82,7 @@ use tower_identity_proxy::{
         IdentityExtractor, OidcBearer, Or, RoleCase,
     },
     jwt::{Algorithm, CachingSigner, Curve, KeyPair, KeySet, KeySetSigner, KeySigner},
-    proxy::Tunnels,
+    proxy::{IpNet, PublicOrigin, TrustedProxies, Tunnels},
 };
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -176,6 +182,25 @@ struct Options {
     /// `ROLE_USER`).
     #[arg(long = "oidc-roles-claim", value_name = "PATH")]
     oidc_roles_claims: Vec<String>,
+
+    /// An origin clients reach the app under (repeatable), e.g. https://app.example.com:
+    /// /proxy requests naming another Host get 421, and tokens name the origin as `iss`.
+    /// Without it, targets are told whatever Host a client sends (a warning says so).
+    #[arg(long = "public-origin", value_name = "URL")]
+    public_origins: Vec<PublicOrigin>,
+
+    /// A network (CIDR) or address of trusted load balancers in front of the app
+    /// (repeatable): their Forwarded or X-Forwarded-For/-Proto/-Host count. Implies
+    /// --forwarded-for.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_network)]
+    trusted_proxies: Vec<IpNet>,
+}
+
+/// A `--trusted-proxy`: `10.0.0.0/8`, or an address alone (a network of one).
+fn parse_network(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is neither a network (10.0.0.0/8) nor an address"))
 }
 
 /// A `--user NAME:PASSWORD:ROLE,ROLE` option.
@@ -329,12 +354,25 @@ async fn build(opts: &Options) -> Result<(App, Tunnels), Error> {
     if let Some(pseudonym) = store.pseudonym() {
         proxy = proxy.via_pseudonym(pseudonym);
     }
-    if opts.forwarded_for {
+    if opts.forwarded_for || !opts.trusted_proxies.is_empty() {
         // The TCP peer, as `serve` puts it in each request.
         proxy = proxy.forwarded_for(|parts| {
             let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
             Some(peer.ip().to_canonical())
         });
+    }
+    if !opts.trusted_proxies.is_empty() {
+        let trusted = opts.trusted_proxies.iter();
+        proxy = proxy.trusted_proxies(trusted.fold(TrustedProxies::new(), |t, n| t.network(*n)));
+    }
+    for origin in &opts.public_origins {
+        proxy = proxy.public_origin(origin.clone());
+    }
+    if opts.public_origins.is_empty() {
+        tracing::warn!(
+            "no --public-origin: targets are told the Host each client sends, so a target \
+             that calls the app back can be sent elsewhere; name the app's origins"
+        );
     }
     let replicas = replicas::Replicas::join(store, opts, handle.clone(), users, key_set.clone());
     let state = AppState {

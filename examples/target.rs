@@ -20,20 +20,28 @@
 //! - `--listen ADDR`: default `127.0.0.1:1991`; port 0 picks a free port.
 //! - `--issuer ISS`, `--audience AUD`: require these claims (default: not checked; a
 //!   token carrying an `aud` is refused).
+//! - `--app-origin URL` (repeatable): an origin of the app that `mode=session` may call
+//!   back whatever the token says, e.g. `http://127.0.0.1:8080`. Default: none, so only
+//!   the origin a verified token names as `iss` is called back (the demo names it when it
+//!   runs with `--public-origin`).
 //!
 //! Routes, as the document's `RequestHandler`:
 //! - `GET /whoami?mode=jwt`: verifies the token (signature, pinned algorithm, `exp`) and
 //!   answers `{"name": …, "roles": […]}` from its claims; `401` if it does not verify.
-//! - `GET /whoami?mode=session`: does not verify the token itself but hands it to the app:
-//!   rebuilds the app's URL from `X-Forwarded-Proto` and `X-Forwarded-Host` (validated by
-//!   [`ForwardedOrigin`]), calls `GET /api/whoami` there with the token, and answers its
-//!   `{"name", "roles"}`, or `403` when that call fails (the app needs `ROLE_USER`).
-//!   Plain-http apps only: an https app would need a TLS client here.
+//! - `GET /whoami?mode=session`: hands the token to the app: rebuilds the app's URL from
+//!   `X-Forwarded-Proto` and `X-Forwarded-Host` (validated by [`ForwardedOrigin`]), calls
+//!   `GET /api/whoami` there with the token, and answers its `{"name", "roles"}`, or `403`
+//!   when that call fails (the app needs `ROLE_USER`). The origin must be vouched for
+//!   first, or the target answers `403` without calling anything: it is one of the
+//!   `--app-origin`s, or the token verifies and its `iss` names it. Otherwise a client
+//!   that sent the app another `Host` would have the target send the user's token there
+//!   and believe the answer. Plain-http apps only: an https app would need a TLS client
+//!   here.
 //! - `GET /whoami` with another mode: `400`; any other `GET` path: `404`.
 //! - `POST` to any path: the body back, with `X-Custom-Header: lorem ipsum`.
 //! - Other methods: `501`, as Python's `BaseHTTPRequestHandler`.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{
     Extension, Json, Router,
@@ -54,7 +62,8 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tower::ServiceExt;
 use tower_identity_proxy::{
     identity::Identity,
-    jwt::Algorithm,
+    jwt::{Algorithm, Claims},
+    proxy::PublicOrigin,
     verify::{ForwardedOrigin, VerifyProxyJwtLayer},
 };
 
@@ -96,6 +105,10 @@ struct Options {
     /// Require this `aud` claim.
     #[arg(long, value_name = "AUD")]
     audience: Option<String>,
+
+    /// An origin of the app that `mode=session` may call back (repeatable).
+    #[arg(long = "app-origin", value_name = "URL")]
+    app_origins: Vec<PublicOrigin>,
 }
 
 fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
@@ -134,20 +147,46 @@ fn verify_layer(opts: &Options) -> Result<VerifyProxyJwtLayer, Error> {
 struct AppState {
     /// `mode=jwt`: the identity from the verified token, behind the verifier layer.
     jwt: Router,
-    /// `mode=session`: the client calling the app back.
-    client: Client<HttpConnector, Full<Bytes>>,
+    /// `mode=session` for an origin that is not an `--app-origin`: the call-back once the
+    /// verified token's `iss` vouches for it, behind the verifier layer.
+    vouched: Router,
+    /// The `--app-origin`s.
+    app_origins: Arc<[PublicOrigin]>,
+    client: CallBack,
 }
 
-/// The target's routes, verifying tokens with `verify` in `mode=jwt`.
-fn router(verify: VerifyProxyJwtLayer) -> Router {
+/// The client calling the app back.
+type CallBack = Client<HttpConnector, Full<Bytes>>;
+
+/// The target's routes, verifying tokens with `verify` in `mode=jwt`; `mode=session` calls
+/// back only `app_origins` or the origin a verified token names.
+fn router(verify: VerifyProxyJwtLayer, app_origins: Vec<PublicOrigin>) -> Router {
     let jwt = Router::new()
         .fallback(|Extension(me): Extension<Identity>| async move {
             Json(json!({ "name": me.name(), "roles": me.roles() }))
         })
-        .layer(verify);
+        .layer(verify.clone());
+    let client: CallBack = Client::builder(TokioExecutor::new()).build_http();
+    let vouched = Router::new()
+        .fallback(
+            |State(client): State<CallBack>,
+             Extension(claims): Extension<Claims>,
+             headers: HeaderMap| async move {
+                match ForwardedOrigin::from_headers(&headers) {
+                    Ok(origin) if origin.vouched_by(&claims) => {
+                        session(&client, origin, &headers).await
+                    }
+                    _ => unvouched(),
+                }
+            },
+        )
+        .layer(verify)
+        .with_state(client.clone());
     let state = AppState {
         jwt,
-        client: Client::builder(TokioExecutor::new()).build_http(),
+        vouched,
+        app_origins: app_origins.into(),
+        client,
     };
     Router::new()
         .route(
@@ -175,7 +214,7 @@ struct Running {
 ///
 /// Invalid options or an address that cannot be bound.
 async fn start(opts: &Options) -> Result<Running, Error> {
-    let app = router(verify_layer(opts)?);
+    let app = router(verify_layer(opts)?, opts.app_origins.clone());
     let listener = TcpListener::bind(&opts.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
@@ -209,21 +248,38 @@ async fn whoami(
             Ok(res) => res,
             Err(never) => match never {},
         },
-        "session" => session(&state.client, req.headers()).await,
+        "session" => {
+            // Nothing is called back before the origin is vouched for.
+            let origin = match ForwardedOrigin::from_headers(req.headers()) {
+                Ok(origin) => origin,
+                Err(e) => {
+                    tracing::info!(error = %e, "no usable app origin");
+                    return status(StatusCode::FORBIDDEN);
+                }
+            };
+            if state.app_origins.iter().any(|app| origin.is(app)) {
+                return session(&state.client, origin, req.headers()).await;
+            }
+            match state.vouched.oneshot(req).await {
+                // A token that does not verify vouches for nothing.
+                Ok(res) if res.status() == StatusCode::UNAUTHORIZED => unvouched(),
+                Ok(res) => res,
+                Err(never) => match never {},
+            }
+        }
         _ => status(StatusCode::BAD_REQUEST),
     }
 }
 
-/// `mode=session`: asks the app who the token's holder is.
-async fn session(client: &Client<HttpConnector, Full<Bytes>>, headers: &HeaderMap) -> Response {
+/// `403` for an origin nothing vouches for; nothing was called.
+fn unvouched() -> Response {
+    tracing::info!("app origin not vouched for: not called back");
+    status(StatusCode::FORBIDDEN)
+}
+
+/// `mode=session`: asks the app at `origin` (vouched for) who the token's holder is.
+async fn session(client: &CallBack, origin: ForwardedOrigin, headers: &HeaderMap) -> Response {
     // This server does not have to know the app's URL: the proxy's headers name it.
-    let origin = match ForwardedOrigin::from_headers(headers) {
-        Ok(origin) => origin,
-        Err(e) => {
-            tracing::info!(error = %e, "no usable app origin");
-            return status(StatusCode::FORBIDDEN);
-        }
-    };
     let (Some(authorization), Ok(url)) = (
         headers.get(header::AUTHORIZATION),
         origin.url("/api/whoami"),

@@ -84,7 +84,8 @@ pub enum ProxyErrorKind {
     BadRequest(&'static str),
     /// The request came back to this proxy through its own target: `508 Loop Detected`.
     LoopDetected,
-    /// `CONNECT` (a tunnel) or `TRACE` (it would reflect the identity token back), also when
+    /// `CONNECT` (a tunnel), `TRACE` or IIS's `TRACK` (they would reflect the identity token
+    /// back), also when
     /// asked for through a method-override header (`X-HTTP-Method-Override: TRACE`, or
     /// IIS's `TRACK`): `405 Method Not Allowed` with `Allow`.
     MethodNotAllowed(&'static str),
@@ -111,6 +112,10 @@ pub enum ProxyErrorKind {
     /// `tower_http::limit`, which wraps it in `http_body_util::Limited`) while it was
     /// forwarded: `413 Content Too Large`.
     BodyTooLarge,
+    /// The request's host (or the one a trusted proxy forwarded) is none of the app's
+    /// [public origins](crate::ProxyLayer::public_origin): `421 Misdirected Request`;
+    /// nothing was sent to the target.
+    Misdirected,
     /// An upgrade (a WebSocket) asked for once the layer's tunnels were closed
     /// ([`Tunnels::close`](crate::proxy::Tunnels::close), at the end of a shutdown): `503 Service
     /// Unavailable`; nothing was sent to the target.
@@ -157,6 +162,7 @@ impl ProxyError {
             ProxyErrorKind::ShuttingDown | ProxyErrorKind::NotReady => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ProxyErrorKind::Misdirected => StatusCode::MISDIRECTED_REQUEST,
         }
     }
 
@@ -177,6 +183,7 @@ impl ProxyError {
             ProxyErrorKind::BodyTooLarge => "The request body is too large.",
             ProxyErrorKind::ShuttingDown => "The proxy is shutting down.",
             ProxyErrorKind::NotReady => "The proxy is not ready.",
+            ProxyErrorKind::Misdirected => "The request's host is not served here.",
         }
     }
 }
@@ -251,6 +258,7 @@ mod tests {
         );
         assert_eq!(ProxyError::new(ProxyErrorKind::LoopDetected).status(), 508);
         assert_eq!(ProxyError::new(ProxyErrorKind::ShuttingDown).status(), 503);
+        assert_eq!(ProxyError::new(ProxyErrorKind::Misdirected).status(), 421);
     }
 
     #[test]

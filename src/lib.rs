@@ -52,14 +52,15 @@
 //! |---|---|
 //! | request line | same method; the path after the prefix appended to the target's base path; the query byte for byte |
 //! | `Authorization` | `Bearer <JWT>`, always replacing what the client sent |
-//! | `X-Forwarded-Proto` | the scheme set with [`ProxyLayer::forwarded_proto`] (default `http`) |
-//! | `X-Forwarded-Host` | the `Host` (HTTP/2: `:authority`) the client used |
-//! | `X-Forwarded-For` | only with [`ProxyLayer::forwarded_for`]: the client's address as the server reports it (e.g. axum's `ConnectInfo`) |
+//! | `X-Forwarded-Proto` | with [`ProxyLayer::public_origin`], the scheme of the origin the request came through; else a [trusted proxy](ProxyLayer::trusted_proxies)'s, the HTTP/2 `:scheme`, or the one set with [`ProxyLayer::forwarded_proto`] (default `http`) |
+//! | `X-Forwarded-Host` | with [`ProxyLayer::public_origin`], the host of the origin the request came through (a `Host` that names none is `421`); else the `Host` (HTTP/2: `:authority`) the client used, or a trusted proxy's: any host a client names |
+//! | `X-Forwarded-For` | only with [`ProxyLayer::forwarded_for`]: the client's address as the server reports it (e.g. axum's `ConnectInfo`), or the nearest untrusted hop a trusted proxy reports |
 //! | `Forwarded`, `X-Forwarded-*`, `X-Real-IP` | never the client's: only the `X-Forwarded-*` above, set by the proxy |
+//! | `Authorization`'s `iss` | with [`ProxyLayer::public_origin`], the origin the request came through |
 //! | `Host` | the target's authority |
 //! | `Via` | the client's `Via` plus this proxy's pseudonym (a request that already names it is a loop: `508`) |
 //! | `Max-Forwards` | on `OPTIONS`: `0` is answered by the proxy itself (`200` with `Allow`, nothing forwarded), `n` is forwarded as `n - 1`, an invalid value or more than one is `400`; on other methods, as sent |
-//! | other headers | as sent, minus hop-by-hop headers, `Proxy-Authorization`, `Expect`, `Cookie` (see [`CookiePolicy`](rules::CookiePolicy)), `X-Original-URL` and `X-Rewrite-URL` (a target that honours them would serve a path outside the base path), and the names with `_` that read, with `-` for `_`, as a header the proxy removes or sets (`X_Forwarded_Host`, `Transfer_Encoding`, `_Authorization`, `Max_Forwards`...), which CGI and WSGI targets would take for it |
+//! | other headers | as sent, minus hop-by-hop headers, `Proxy-Authorization`, `Expect`, `Cookie` (see [`CookiePolicy`](rules::CookiePolicy)), `X-Original-URL`, `X-Rewrite-URL` and `X-Original-URI` (a target that honours them would serve a path outside the base path), the headers only a hop in front of the target may state (`Proxy`, `True-Client-IP`, `X-Original-Host`, `Remote-User`, `X-Auth-Request-*`...: see the README), and the names with `_` that read, with `-` for `_`, as a header the proxy removes or sets (`X_Forwarded_Host`, `Transfer_Encoding`, `_Authorization`, `Max_Forwards`...), which CGI and WSGI targets would take for it |
 //! | body | streamed, any bytes, any size |
 //! | trailers | as sent, minus the fields the proxy manages in the header section (`Authorization`, `Host`, `Cookie`, `Via`, `Forwarded`, `X-Forwarded-*`, hop-by-hop and framing fields, path and method overrides...) and the content and control fields RFC 9110 §6.5.1 keeps out of trailers |
 //!

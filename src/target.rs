@@ -38,8 +38,11 @@ impl Target {
     ///
     /// A [`ConfigError::InvalidTarget`] naming the problem when the URL cannot be parsed
     /// (spaces or control characters included), its scheme is not `http` or `https`, it has
-    /// no host, an empty port or one of 65536 or more, a dot-segment (`.`, `..`) in its base
-    /// path, or it carries user info, a query or a fragment.
+    /// no host, an empty port or one of 65536 or more, or it carries user info, a query or a
+    /// fragment; or when its base path breaks a rule of request paths: a dot-segment (`.`,
+    /// `..`, also as `%2e`, or between `%2f`, `%5c` or `\\`), a NUL byte, a `%` not followed
+    /// by two hex digits (`%u002e`), escapes that do not decode to UTF-8 (`%c0%ae`), or a
+    /// double-encoded dot, slash or backslash (`%252e`, `%252f`, `%255c`).
     pub fn parse(url: &str) -> Result<Self, ConfigError> {
         let trimmed = url.trim();
         if trimmed.is_empty() {
@@ -93,8 +96,11 @@ impl Target {
         }
         let path = uri.path();
         let base_path = path.trim_end_matches('/').to_owned();
-        if base_path.split('/').any(|s| s == "." || s == "..") {
-            return Err(invalid(url, "the base path cannot contain dot-segments"));
+        // The rules of a request's path (see `rewrite`): a base path such as
+        // `/base%2f..%2f..` would otherwise lead every request out of it.
+        if let Err(why) = crate::rules::rewrite::check_path(&base_path) {
+            let why = why.trim_start_matches("The path ").trim_end_matches('.');
+            return Err(invalid(url, format!("the base path {why}")));
         }
         let display = format!("{scheme}://{authority}{base_path}");
         let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
@@ -212,6 +218,13 @@ mod tests {
             ("http://h:99999/", "port"),
             ("http://h:8x/", "port"),
             ("http://h/a/../b", "dot-segments"),
+            ("http://h/base%2f..%2f..", "dot-segments"),
+            ("http://h/base/%2e%2E", "dot-segments"),
+            ("http://h/a%5c..", "dot-segments"),
+            ("http://h/a%00", "NUL"),
+            ("http://h/%252e%252e", "double-encoded"),
+            ("http://h/%u002e", "malformed"),
+            ("http://h/%c0%ae", "UTF-8"),
             ("", "empty"),
             ("/relative", "http://"),
         ] {

@@ -12,7 +12,9 @@
 //!   restarted with its data: changes work again and every replica sees them;
 //! - rotation and late replicas under load, a target verifying with PyJWT's `PyJWKClient`
 //!   at its defaults (set cached 300 s, an unknown `kid` refreshes at most every 30 s):
-//!   no request fails.
+//!   no request fails;
+//! - forwarded headers (`X-Forwarded-Proto`/`-Host`) honoured from the balancer's address
+//!   (`--trusted-proxy 127.0.0.2`) and ignored from a client's.
 //!
 //! Needs `redis-server` on the `PATH`: with `CI` set its absence fails the tests, otherwise
 //! they are skipped with a line saying so. Run with `cargo build --features redis --example
@@ -730,4 +732,42 @@ async fn rotations_and_late_replicas_cost_no_request_with_pyjwt_defaults() {
     );
     // The late replicas, signing, never used a kid the target did not verify.
     drop(late);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_count_from_the_balancer_only() {
+    let Some(redis) = Redis::start("forwarded_headers").await else {
+        return;
+    };
+    // The balancer reaches the replica from 127.0.0.2; clients come from 127.0.0.1.
+    let replica = replica_with(&redis, 0, &["--trusted-proxy", "127.0.0.2"]).await;
+    let addrs = [replica.addr];
+    wait_ready(&addrs, Duration::from_secs(30)).await;
+    let lb = Balancer::start(addrs.to_vec()).await;
+    let target = common::echo_target().await;
+    set_target_everywhere(&lb.url(""), &addrs, &target.url()).await;
+    // What a balancer terminating TLS for https://app.example.com adds.
+    let origin = [
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "app.example.com"),
+    ];
+
+    let reply = common::get_with(&lb.url("/proxy/origin"), &origin).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = target.last();
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(
+        seen.header("x-forwarded-host").as_deref(),
+        Some("app.example.com")
+    );
+
+    // The same headers from a client that reaches the replica itself: ignored.
+    let reply = common::get_with(&at(replica.addr, "/proxy/origin"), &origin).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = target.last();
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        seen.header("x-forwarded-host"),
+        Some(replica.addr.to_string())
+    );
 }

@@ -235,12 +235,19 @@ enum Local {
 }
 
 impl Local {
-    async fn start(example: bool, app: SocketAddr) -> Self {
+    /// The JWKS comes from `app`; `mode=session` calls back the `apps` (the demos run
+    /// without `--public-origin`, as the document's walkthrough, so their tokens name no
+    /// origin: the example target calls back only the origins it is given).
+    async fn start(example: bool, app: SocketAddr, apps: &[SocketAddr]) -> Self {
         if !example {
             return Self::Own(LocalServer::start().await);
         }
         let jwks = format!("http://{app}/.well-known/jwks.json");
-        let args = ["--jwks", &jwks, "--listen", "127.0.0.1:0"];
+        let mut args = vec!["--jwks", &jwks, "--listen", "127.0.0.1:0"];
+        let origins: Vec<String> = apps.iter().map(|app| format!("http://{app}")).collect();
+        for origin in &origins {
+            args.extend(["--app-origin", origin]);
+        }
         Self::Example(Example::start("target", &args).await)
     }
 
@@ -293,7 +300,14 @@ async fn walkthrough(example_target: bool) {
     assert_eq!(response.text(), "The proxy is disabled.");
 
     // "Starting a local server".
-    let local = Local::start(example_target, secured.addr).await;
+    // (The unsecured session of the document's last step runs beside it.)
+    let unsecured = Example::start("demo", &options(&["--unsecured"])).await;
+    let local = Local::start(
+        example_target,
+        secured.addr,
+        &[secured.addr, unsecured.addr],
+    )
+    .await;
     let port = local.port();
 
     // "Configuring the proxy to forward requests to the local server".
@@ -373,7 +387,6 @@ async fn walkthrough(example_target: bool) {
     assert_eq!(http_get(&app("/proxy")).await.status, 501);
 
     // "On a session without security, atoti.Session.connect() always succeeds".
-    let unsecured = Example::start("demo", &options(&["--unsecured"])).await;
     let open = |path: &str| format!("http://{}{path}", unsecured.addr);
     let url = http_get(&open("/admin/proxy")).await;
     assert_eq!(url.json(), json!({ "url": null }));

@@ -183,7 +183,7 @@ impl CredentialStore {
             .verify_password(password.as_bytes(), &parsed)
             .is_ok();
         match (ok, roles) {
-            (true, Some(roles)) => Some(Identity::from_parts(name.into(), roles, None)),
+            (true, Some(roles)) => Some(Identity::from_parts(name.into(), roles, None, None)),
             _ => None,
         }
     }

@@ -18,7 +18,9 @@ pub struct Identity {
     pub(crate) roles: Arc<[String]>,
     /// See [`Identity::valid_until`].
     valid_until: Option<SystemTime>,
-    /// The name, roles and bound hashed once, when the identity is made: the token cache
+    /// See [`Identity::issued_by`].
+    issuer: Option<Arc<str>>,
+    /// The name, roles, bound and issuer hashed once, when the identity is made: the token cache
     /// looks an identity up on every proxied request, and a fixed identity ([`Anonymous`](crate::identity::Anonymous),
     /// a user of [`CredentialStore`](crate::identity::CredentialStore)) is then never hashed again.
     digest: u64,
@@ -29,16 +31,21 @@ impl Identity {
         name: Arc<str>,
         roles: Arc<[String]>,
         valid_until: Option<SystemTime>,
+        issuer: Option<Arc<str>>,
     ) -> Self {
         // Keyed at random once per process, as `HashMap`'s own hashing: names can come from
         // clients, and collisions must not be something they can aim for.
         static KEY: std::sync::LazyLock<std::hash::RandomState> =
             std::sync::LazyLock::new(std::hash::RandomState::new);
-        let digest = std::hash::BuildHasher::hash_one(&*KEY, (&*name, &*roles, valid_until));
+        let digest = std::hash::BuildHasher::hash_one(
+            &*KEY,
+            (&*name, &*roles, valid_until, issuer.as_deref()),
+        );
         Self {
             name,
             roles,
             valid_until,
+            issuer,
             digest,
         }
     }
@@ -52,6 +59,7 @@ impl PartialEq for Identity {
             && (Arc::ptr_eq(&self.name, &other.name) || self.name == other.name)
             && (Arc::ptr_eq(&self.roles, &other.roles) || self.roles == other.roles)
             && self.valid_until == other.valid_until
+            && self.issuer == other.issuer
     }
 }
 
@@ -104,7 +112,7 @@ impl Identity {
         let mut roles: Vec<String> = roles.into_iter().map(Into::into).collect();
         roles.sort_unstable();
         roles.dedup();
-        Self::from_parts(name.into().into(), roles.into(), None)
+        Self::from_parts(name.into().into(), roles.into(), None, None)
     }
 
     /// The same caller, vouched for only until `at`: a token signed for this identity
@@ -118,7 +126,26 @@ impl Identity {
     #[must_use]
     pub fn valid_until(self, at: SystemTime) -> Self {
         let at = self.valid_until.map_or(at, |was| was.min(at));
-        Self::from_parts(self.name, self.roles, Some(at))
+        Self::from_parts(self.name, self.roles, Some(at), self.issuer)
+    }
+
+    /// The same caller, to be vouched for by `issuer`: a token signed for this identity
+    /// carries it as `iss`, instead of the one the signer's
+    /// [`TokenPolicy::issuer`](crate::jwt::TokenPolicy::issuer) names.
+    ///
+    /// The proxy sets it when the layer knows the app's
+    /// [public origins](crate::ProxyLayer::public_origin): each token then names the origin
+    /// its request came through, which a target checks before it calls the app back there
+    /// (see [`ForwardedOrigin`](crate::verify::ForwardedOrigin)). Identities with different
+    /// issuers never share a cached token.
+    #[must_use]
+    pub fn issued_by(self, issuer: impl Into<Arc<str>>) -> Self {
+        Self::from_parts(self.name, self.roles, self.valid_until, Some(issuer.into()))
+    }
+
+    /// The issuer set by [`issued_by`](Self::issued_by), if any.
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
     }
 
     /// The bound set by [`valid_until`](Self::valid_until), if any.
@@ -155,6 +182,9 @@ impl fmt::Debug for Identity {
         d.field("name", &self.name).field("roles", &self.roles);
         if let Some(at) = self.valid_until {
             d.field("valid_until", &at);
+        }
+        if let Some(issuer) = &self.issuer {
+            d.field("issuer", issuer);
         }
         d.finish()
     }

@@ -58,8 +58,8 @@ use crate::{
     rules::{
         headers::{Present, connection_has, list_tokens},
         rewrite::{
-            Framing, RewriteConfig, check_response_given, filter_request_trailers, rewrite_request,
-            rewrite_response, rewrite_response_given, scope_set_cookies,
+            Framing, RewriteConfig, check_response_given, filter_request_trailers,
+            rewrite_request_through, rewrite_response, rewrite_response_given, scope_set_cookies,
         },
     },
     target::Target,
@@ -221,16 +221,21 @@ where
     async move {
         let shared = &*shared;
         let framing = framing(&parts, &body);
-        let mut upstream = match rewrite_request(&parts, &target, &shared.rewrite, framing) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::debug!(reason = e.body_text(), "request refused");
-                return error_response(&e);
-            }
-        };
+        let (mut upstream, origin) =
+            match rewrite_request_through(&parts, &target, &shared.rewrite, framing) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!(reason = e.body_text(), "request refused");
+                    return error_response(&e);
+                }
+            };
 
         let identity = match shared.identity.extract(&parts).await {
-            Ok(Some(identity)) => identity,
+            // The token names the public origin the request came through.
+            Ok(Some(identity)) => match origin {
+                Some(origin) => identity.issued_by(Arc::clone(origin.issuer())),
+                None => identity,
+            },
             Ok(None) => return local(refusal(&shared.identity, None)),
             Err(rejection) => return local(refusal(&shared.identity, Some(rejection))),
         };
@@ -254,8 +259,8 @@ where
             let Some(now) = shared.handle.target() else {
                 return error_response(&ProxyError::new(ProxyErrorKind::Disabled));
             };
-            upstream = match rewrite_request(&parts, &now, &shared.rewrite, framing) {
-                Ok(p) => p,
+            upstream = match rewrite_request_through(&parts, &now, &shared.rewrite, framing) {
+                Ok((p, _)) => p,
                 Err(e) => {
                     tracing::debug!(reason = e.body_text(), "request refused");
                     return error_response(&e);

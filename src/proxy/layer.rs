@@ -10,7 +10,8 @@ use crate::{
     jwt::signer::{CachingSigner, JwtSigner, KeySigner},
     proxy::{forward::Shared, handle::ProxyHandle, service::Proxy, upgrade::Tunnels},
     rules::{
-        headers::CookiePolicy,
+        headers::{CookiePolicy, ResponsePolicy},
+        origin::{PublicOrigin, TrustedProxies},
         rewrite::RewriteConfig,
         settings::{ForwardedProto, Prefix, Pseudonym},
     },
@@ -151,6 +152,10 @@ impl<I, J> ProxyLayer<I, J> {
     /// The `X-Forwarded-Proto` sent to the target: the scheme clients use to reach the app.
     /// Default is [`ForwardedProto::Http`]; set [`ForwardedProto::Https`] when the app is
     /// served over TLS (by itself or behind a TLS terminator).
+    ///
+    /// It is the fallback: the scheme of the [public origin](Self::public_origin) a request
+    /// came through, else the one a [trusted proxy](Self::trusted_proxies) reports, else the
+    /// request's HTTP/2 `:scheme`, is sent instead.
     pub fn forwarded_proto(mut self, proto: ForwardedProto) -> Self {
         self.rewrite.set_forwarded_proto(proto);
         self
@@ -201,6 +206,69 @@ impl<I, J> ProxyLayer<I, J> {
     /// user's session. Declare the app's own cookies with [`CookiePolicy::protect`].
     pub fn cookies(mut self, policy: CookiePolicy) -> Self {
         self.rewrite.set_cookies(policy);
+        self
+    }
+
+    /// Which of the target's response headers with an effect on the app's whole origin
+    /// (`Clear-Site-Data`, `Alt-Svc`, `Strict-Transport-Security`, `Service-Worker-Allowed`
+    /// beyond the prefix...) reach the client. Default: none (see [`ResponsePolicy`]).
+    pub fn responses(mut self, policy: ResponsePolicy) -> Self {
+        self.rewrite.set_responses(policy);
+        self
+    }
+
+    /// Adds an origin under which clients reach the app, e.g. `https://app.example.com`;
+    /// call it once per origin. Default: none.
+    ///
+    /// With public origins set, a request under the prefix must have come through one of
+    /// them: its `Host` (or the host a [trusted proxy](Self::trusted_proxies) forwarded)
+    /// names the origin's host and port, and its scheme, when known (a trusted proxy's, or
+    /// the HTTP/2 `:scheme`), is the origin's. The target then gets that origin's scheme and
+    /// host in `X-Forwarded-Proto` and `X-Forwarded-Host`, and the token names it as `iss`
+    /// (instead of [`TokenPolicy::issuer`](crate::jwt::TokenPolicy::issuer)), so a target can
+    /// check that the origin it would call back is the one the token vouches for (see
+    /// [`ForwardedOrigin`](crate::verify::ForwardedOrigin)). A request that matches none is
+    /// answered `421 Misdirected Request` and nothing is forwarded.
+    ///
+    /// # Security
+    ///
+    /// Without public origins, `X-Forwarded-Host` is whatever `Host` the client sent, and
+    /// `X-Forwarded-Proto` the [configured](Self::forwarded_proto) scheme: any client can
+    /// name any host, and a target that calls the app back at the forwarded origin, with
+    /// the user's token, can be sent to a server of the client's choosing. Set the app's
+    /// origins whenever a target may call it back.
+    ///
+    /// See the [`proxy` module](crate::proxy#where-the-target-is-told-the-app-is) for an
+    /// example.
+    pub fn public_origin(mut self, origin: PublicOrigin) -> Self {
+        self.rewrite.add_public_origin(origin);
+        self
+    }
+
+    /// The proxies in front of the app (load balancers, TLS terminators) whose forwarded
+    /// headers count. Default: none, every client's `Forwarded` and `X-Forwarded-*` are
+    /// ignored.
+    ///
+    /// A request whose peer address (as [`forwarded_for`](Self::forwarded_for) finds it) is
+    /// in one of these networks may report the client's address, scheme and host, in
+    /// `Forwarded` (RFC 7239) or else `X-Forwarded-For`, `-Proto` and `-Host`. The hops are
+    /// read from the nearest one back: the first address that is not a trusted proxy is the
+    /// client (the target's `X-Forwarded-For`), and the scheme and host it used are the
+    /// ones the target is told (checked against the [public origins](Self::public_origin)
+    /// when set). What a client adds to the left of these lists is never reached. A
+    /// malformed `Forwarded`, or a forwarded scheme or host that is not valid, from a
+    /// trusted proxy is `400`.
+    ///
+    /// # Panics
+    ///
+    /// When the layer is applied to a service with trusted proxies but without
+    /// [`forwarded_for`](Self::forwarded_for): the peer's address is how a trusted proxy is
+    /// recognised.
+    ///
+    /// See the [`proxy` module](crate::proxy#where-the-target-is-told-the-app-is) for an
+    /// example.
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.rewrite.set_trusted_proxies(proxies);
         self
     }
 
@@ -262,6 +330,11 @@ impl<I, J> ProxyLayer<I, J> {
     where
         I: Clone,
     {
+        assert!(
+            !self.rewrite.trusts_without_peer(),
+            "ProxyLayer::trusted_proxies needs ProxyLayer::forwarded_for: a trusted proxy is \
+             recognised by the peer address it finds"
+        );
         let client = self.client.clone();
         Arc::new(Shared {
             identity: self.identity.clone(),
@@ -312,6 +385,7 @@ impl<I: fmt::Debug, J> fmt::Debug for ProxyLayer<I, J> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProxyLayer")
             .field("prefix", &self.rewrite.prefix())
+            .field("public_origins", &self.rewrite.public_origins())
             .field("identity", &self.identity)
             .field("handle", &self.handle)
             .field("timeout", &self.timeout)
@@ -327,5 +401,31 @@ impl<S, I: Clone, J> Layer<S> for ProxyLayer<I, J> {
 
     fn layer(&self, inner: S) -> Self::Service {
         Proxy::from_shared(inner, self.shared())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jwt::KeyPair;
+
+    fn signer() -> KeySigner {
+        KeySigner::new(KeyPair::generate_ed25519().unwrap())
+    }
+
+    #[test]
+    #[should_panic(expected = "trusted_proxies needs ProxyLayer::forwarded_for")]
+    fn trusted_proxies_without_a_peer_address_is_a_programmers_error() {
+        let layer = ProxyLayer::new(signer())
+            .trusted_proxies(TrustedProxies::new().network("10.0.0.0/8".parse().unwrap()));
+        let _ = Layer::layer(&layer, ());
+    }
+
+    #[test]
+    fn trusted_proxies_with_a_peer_address_build() {
+        let layer = ProxyLayer::new(signer())
+            .trusted_proxies(TrustedProxies::new().network("10.0.0.0/8".parse().unwrap()))
+            .forwarded_for(|_| None);
+        let _ = Layer::layer(&layer, ());
     }
 }

@@ -40,19 +40,77 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 /// `X-Forwarded-For`.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// Whether a client-sent header claims forwarding information that only the proxy may set
-/// (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`): such headers are never passed on.
-pub(crate) fn is_forwarding_claim(name: &HeaderName) -> bool {
-    let n = name.as_str();
-    n == "forwarded" || n.starts_with("x-forwarded-") || n == "x-real-ip"
+/// Whether a client-sent header claims what only a hop in front of the target may state:
+/// such headers are never passed on, whatever the client sends. By group:
+/// - forwarding (`Forwarded`, `X-Forwarded`, `X-Forwarded-*`, `X-Real-IP`): the proxy sets
+///   its own, and a target that read the client's would take them for the proxy's;
+/// - the client's address (`True-Client-IP`, `X-Client-IP`, `CF-Connecting-IP`,
+///   `Fastly-Client-IP`, `X-Cluster-Client-IP`...): CDNs and balancers set them, and targets
+///   behind such fronts log, rate-limit or allow-list by them;
+/// - host overrides (`X-Original-Host`, `X-Host`, `X-HTTP-Host-Override`,
+///   `X-Forwarded-Server`): frameworks that honour them build absolute URLs (password reset
+///   links, redirects, call-backs) on the host they name;
+/// - identity (`Remote-User`, `X-Remote-User`, `X-Forwarded-User`, `X-Forwarded-Email`,
+///   `X-Forwarded-Preferred-Username`, `X-Auth-Request-*`, Authelia's `Remote-Groups`...):
+///   apps behind authenticating proxies (oauth2-proxy, Authelia, Apache's `REMOTE_USER`)
+///   take the caller for the user they name; the target learns who the caller is from the
+///   signed token only;
+/// - `Proxy` (httpoxy, CVE-2016-5385): CGI targets read it as the `HTTP_PROXY` variable and
+///   send their own outbound requests through the host it names.
+pub(crate) fn is_front_claim(name: &HeaderName) -> bool {
+    is_front_claim_str(name.as_str())
+}
+
+/// [`is_front_claim`] for a lowercase name.
+fn is_front_claim_str(n: &str) -> bool {
+    n.starts_with("x-forwarded")
+        || n.starts_with("x-auth-request-")
+        || matches!(
+            n,
+            "forwarded"
+                | "x-real-ip"
+                | "proxy"
+                // The client's address.
+                | "true-client-ip"
+                | "x-client-ip"
+                | "client-ip"
+                | "cf-connecting-ip"
+                | "cf-connecting-ipv6"
+                | "fastly-client-ip"
+                | "x-cluster-client-ip"
+                | "x-originating-ip"
+                | "x-remote-ip"
+                | "x-remote-addr"
+                // Host overrides.
+                | "x-original-host"
+                | "x-host"
+                | "x-http-host-override"
+                // Identity.
+                | "remote-user"
+                | "remote-groups"
+                | "remote-email"
+                | "remote-name"
+                | "x-remote-user"
+                | "x-remote-group"
+                | "x-remote-groups"
+                | "x-remote-email"
+                | "x-webauth-user"
+                | "x-authenticated-user"
+                | "x-authenticated-userid"
+        )
 }
 
 /// Whether a client-sent header asks the target to serve another path than the request
-/// line's (`X-Original-URL`, `X-Rewrite-URL`: IIS URL Rewrite, Symfony and Zend honour them,
-/// as set by a front proxy): passed on, it would take a request out of the target's base
-/// path, so such headers are never passed on.
+/// line's (`X-Original-URL`, `X-Rewrite-URL`: IIS URL Rewrite, Symfony and Zend honour them;
+/// `X-Original-URI`, which nginx's `auth_request` sets for the authorising service): passed
+/// on, it would take a request out of the target's base path, or show an authorising target
+/// another path than the one it serves, so such headers are never passed on.
 pub(crate) fn is_path_override(name: &HeaderName) -> bool {
-    matches!(name.as_str(), "x-original-url" | "x-rewrite-url")
+    is_path_override_str(name.as_str())
+}
+
+fn is_path_override_str(n: &str) -> bool {
+    matches!(n, "x-original-url" | "x-rewrite-url" | "x-original-uri")
 }
 
 /// The headers with which a client may ask a target to take the request for another method
@@ -95,7 +153,8 @@ pub(crate) fn is_underscore_twin(name: &HeaderName) -> bool {
     }
     let dashed = n.replace('_', "-");
     let dashed = dashed.trim_matches('-');
-    dashed.starts_with("x-forwarded")
+    is_front_claim_str(dashed)
+        || is_path_override_str(dashed)
         || matches!(
             dashed,
             "host"
@@ -105,8 +164,6 @@ pub(crate) fn is_underscore_twin(name: &HeaderName) -> bool {
                 | "transfer-encoding"
                 | "connection"
                 | "cookie"
-                | "forwarded"
-                | "x-real-ip"
                 | "via"
                 | "te"
                 | "upgrade"
@@ -114,8 +171,6 @@ pub(crate) fn is_underscore_twin(name: &HeaderName) -> bool {
                 | "keep-alive"
                 | "proxy-connection"
                 | "max-forwards"
-                | "x-original-url"
-                | "x-rewrite-url"
         )
 }
 
@@ -141,6 +196,8 @@ impl Present {
     pub(crate) const VIA: u16 = 1 << 9;
     pub(crate) const MAX_FORWARDS: u16 = 1 << 10;
     pub(crate) const CONTENT_LENGTH: u16 = 1 << 11;
+    /// Any of [`ORIGIN_WIDE`] or `Service-Worker-Allowed`.
+    pub(crate) const ORIGIN_WIDE: u16 = 1 << 12;
 
     pub(crate) fn of(headers: &HeaderMap) -> Self {
         let mut bits = 0;
@@ -149,6 +206,21 @@ impl Present {
                 "via" => Self::VIA,
                 "max-forwards" => Self::MAX_FORWARDS,
                 "content-length" => Self::CONTENT_LENGTH,
+                // `ORIGIN_WIDE_NAMES`, spelt out: one `match` over the lengths and bytes,
+                // not a comparison with each name in turn (a unit test keeps them equal).
+                "service-worker-allowed"
+                | "alt-svc"
+                | "clear-site-data"
+                | "strict-transport-security"
+                | "public-key-pins"
+                | "public-key-pins-report-only"
+                | "expect-ct"
+                | "nel"
+                | "report-to"
+                | "accept-ch"
+                | "critical-ch"
+                | "origin-agent-cluster"
+                | "set-login" => Self::ORIGIN_WIDE,
                 other => hop_by_hop_bit(other),
             };
         }
@@ -171,30 +243,98 @@ pub(crate) fn list_tokens(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
-/// The names a message's `Connection` lines nominate as hop-by-hop, read in place: asking
-/// allocates nothing, and a message without `Connection` costs nothing.
-pub(crate) struct Nominated<'a>(Option<http::header::GetAll<'a, HeaderValue>>);
+/// The most distinct names a request's `Connection` lines may nominate; a request that
+/// nominates more is refused (`400`). Real clients nominate a handful (`keep-alive`,
+/// `upgrade`, `te`, `close`).
+pub(crate) const MAX_NOMINATED: usize = 32;
+
+/// The names a message's `Connection` lines nominate as hop-by-hop: read once, into a set of
+/// at most [`MAX_NOMINATED`] distinct names that borrow the header's bytes (nothing is
+/// allocated), so that checking every header of a message costs the headers times that
+/// bound at most, never the headers times the tokens of a huge `Connection` line.
+pub(crate) struct Nominated<'a>(Option<NameSet<'a>>);
+
+/// Up to [`MAX_NOMINATED`] names; `None` above (most messages have no `Connection`, and
+/// then no set is made at all).
+struct NameSet<'a> {
+    names: [&'a [u8]; MAX_NOMINATED],
+    len: usize,
+}
+
+impl NameSet<'_> {
+    fn contains(&self, name: &[u8]) -> bool {
+        self.names[..self.len].iter().any(|n| {
+            cost::add(1);
+            n.eq_ignore_ascii_case(name)
+        })
+    }
+}
+
+/// The `Connection` lines nominate more than [`MAX_NOMINATED`] distinct names.
+#[derive(Debug)]
+pub(crate) struct TooManyNominated;
 
 impl<'a> Nominated<'a> {
-    /// The `Connection` lines of `headers`, which holds what `present` says.
-    pub(crate) fn given(headers: &'a HeaderMap, present: Present) -> Self {
-        Self(
-            present
-                .may_have(Present::CONNECTION)
-                .then(|| headers.get_all(header::CONNECTION)),
-        )
+    /// The names the `Connection` lines of `headers` (which holds what `present` says)
+    /// nominate, each once, compared case-insensitively.
+    pub(crate) fn given(
+        headers: &'a HeaderMap,
+        present: Present,
+    ) -> Result<Self, TooManyNominated> {
+        if !present.may_have(Present::CONNECTION) {
+            return Ok(Self(None));
+        }
+        let mut set = NameSet {
+            names: [&[]; MAX_NOMINATED],
+            len: 0,
+        };
+        for line in headers.get_all(header::CONNECTION) {
+            cost::add(line.len());
+            for token in list_tokens(line) {
+                if set.contains(token) {
+                    continue;
+                }
+                if set.len == MAX_NOMINATED {
+                    return Err(TooManyNominated);
+                }
+                set.names[set.len] = token;
+                set.len += 1;
+            }
+        }
+        Ok(Self(Some(set)))
     }
 
     /// Whether some `Connection` line lists `name` (case-insensitively). Tokens that are not
     /// header names match nothing.
     pub(crate) fn contains(&self, name: &HeaderName) -> bool {
-        let Some(lines) = &self.0 else {
-            return false;
-        };
-        let name = name.as_str().as_bytes();
-        lines
-            .iter()
-            .any(|v| list_tokens(v).any(|t| t.eq_ignore_ascii_case(name)))
+        self.0
+            .as_ref()
+            .is_some_and(|set| set.contains(name.as_str().as_bytes()))
+    }
+}
+
+/// The work of reading `Connection` lines, counted in tests: bytes scanned and names
+/// compared, so that a test can show it grows with the bytes of a message, not with its
+/// headers times its tokens. Nothing outside tests.
+pub(crate) mod cost {
+    #[cfg(test)]
+    thread_local! {
+        static UNITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Counts `n` units of work.
+    #[inline(always)]
+    pub(crate) fn add(n: usize) {
+        #[cfg(test)]
+        UNITS.with(|u| u.set(u.get() + n as u64));
+        #[cfg(not(test))]
+        let _ = n;
+    }
+
+    /// The units counted on this thread so far.
+    #[cfg(test)]
+    pub(crate) fn units() -> u64 {
+        UNITS.with(std::cell::Cell::get)
     }
 }
 
@@ -325,6 +465,162 @@ pub(crate) fn via_contains(headers: &HeaderMap, pseudonym: &str) -> bool {
     })
 }
 
+/// The response headers whose effect reaches beyond the response, over the app's whole
+/// origin, and which [`ResponsePolicy`] drops by default.
+const ORIGIN_WIDE_NAMES: [&str; 12] = [
+    "alt-svc",
+    "clear-site-data",
+    "strict-transport-security",
+    "public-key-pins",
+    "public-key-pins-report-only",
+    "expect-ct",
+    "nel",
+    "report-to",
+    "accept-ch",
+    "critical-ch",
+    "origin-agent-cluster",
+    "set-login",
+];
+
+/// Which of the target's response headers with an effect on the app's whole origin reach
+/// the client.
+///
+/// The target's responses are served from the app's origin, and a browser applies some
+/// headers to everything that origin serves, not only to the proxied paths. By default
+/// they are dropped:
+/// - `Clear-Site-Data` (would log users out of the app, wipe its storage), `Alt-Svc`
+///   (would tell browsers to reach the app's origin elsewhere), `Strict-Transport-Security`,
+///   `Public-Key-Pins` and `Public-Key-Pins-Report-Only`, `Expect-CT` (transport policy of
+///   the app's host name), `NEL` and `Report-To` (network error reports of the whole origin
+///   sent where the target says), `Accept-CH` and `Critical-CH` (client hints the browser
+///   then sends to every path), `Origin-Agent-Cluster` and `Set-Login` (origin-keyed
+///   settings);
+/// - `Service-Worker-Allowed` is scoped instead: its path is mapped under the proxy's
+///   prefix as a cookie's `Path` is (see [`CookiePolicy::scope_set_cookie_paths`]), and
+///   always ends with `/`, so a script served under `/proxy` can never register a service
+///   worker that intercepts the app's other paths (`/`, `/admin`); a value that is not a
+///   plain absolute path (relative, with dot-segments or escapes) is dropped.
+///
+/// [`keep`](Self::keep) lets a header through as the target sent it (an app whose target
+/// is trusted with its origin), [`remove`](Self::remove) drops another one.
+///
+/// # Example
+///
+/// ```
+/// use http::header::STRICT_TRANSPORT_SECURITY;
+/// use tower_identity_proxy::{
+///     ProxyLayer,
+///     jwt::{KeyPair, KeySigner},
+///     rules::ResponsePolicy,
+/// };
+///
+/// // The default: origin-wide headers dropped.
+/// let proxy = ProxyLayer::new(KeySigner::new(KeyPair::generate_ed25519()?));
+/// # let _ = proxy;
+///
+/// // The target may set HSTS for the app; its `X-Debug` never reaches clients.
+/// let proxy = ProxyLayer::new(KeySigner::new(KeyPair::generate_ed25519()?)).responses(
+///     ResponsePolicy::new()
+///         .keep(STRICT_TRANSPORT_SECURITY)
+///         .remove(http::HeaderName::from_static("x-debug")),
+/// );
+/// # let _ = proxy;
+/// # Ok::<(), tower_identity_proxy::ConfigError>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ResponsePolicy {
+    keep: Vec<HeaderName>,
+    remove: Vec<HeaderName>,
+}
+
+impl ResponsePolicy {
+    /// Drops the origin-wide headers and scopes `Service-Worker-Allowed` (see above).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lets `name` through as the target sent it.
+    ///
+    /// # Security
+    ///
+    /// The target then decides for the app's whole origin what the header decides: keep
+    /// only what the app would send itself, for a target it trusts as much as itself.
+    #[must_use]
+    pub fn keep(mut self, name: HeaderName) -> Self {
+        self.remove.retain(|n| *n != name);
+        self.keep.push(name);
+        self
+    }
+
+    /// Drops `name` from every response of the target as well.
+    #[must_use]
+    pub fn remove(mut self, name: HeaderName) -> Self {
+        self.keep.retain(|n| *n != name);
+        self.remove.push(name);
+        self
+    }
+
+    /// Drops the origin-wide headers `headers` holds (as `present` says) and the ones named
+    /// with [`remove`](Self::remove), except the kept ones.
+    pub(crate) fn drop_origin_wide(&self, headers: &mut HeaderMap, present: Present) {
+        if present.may_have(Present::ORIGIN_WIDE) {
+            for name in ORIGIN_WIDE_NAMES {
+                if headers.contains_key(name) && !self.keeps(name) {
+                    headers.remove(name);
+                }
+            }
+        }
+        for name in &self.remove {
+            headers.remove(name);
+        }
+    }
+
+    fn keeps(&self, name: &str) -> bool {
+        self.keep.iter().any(|k| k.as_str() == name)
+    }
+
+    /// Maps `Service-Worker-Allowed` under `prefix` (see above), unless it is kept.
+    pub(crate) fn scope_service_worker(&self, headers: &mut HeaderMap, prefix: &str, base: &str) {
+        let name = HeaderName::from_static("service-worker-allowed");
+        if self.keeps(name.as_str()) || !headers.contains_key(&name) {
+            return;
+        }
+        let mut values = headers.get_all(&name).iter();
+        let scoped = match (values.next(), values.next()) {
+            (Some(v), None) => scoped_worker_path(v.as_bytes(), prefix, base),
+            _ => None,
+        };
+        match scoped {
+            Some(v) => headers.insert(name, v),
+            None => headers.remove(name),
+        };
+    }
+}
+
+/// A `Service-Worker-Allowed` path of the target, seen from the client: under `prefix`,
+/// ending with `/`; `None` unless it is a plain absolute path.
+fn scoped_worker_path(value: &[u8], prefix: &str, base: &str) -> Option<HeaderValue> {
+    let path = std::str::from_utf8(value).ok()?.trim_ascii();
+    let plain = path.starts_with('/')
+        && !path.starts_with("//")
+        && !path.contains(['%', '\\', '?', '#', ';'])
+        && !path.split('/').any(|s| s == "." || s == "..");
+    if !plain {
+        return None;
+    }
+    let rest = path
+        .strip_prefix(base)
+        .filter(|rest| rest.starts_with('/'))
+        .unwrap_or("/");
+    let mut scoped = String::with_capacity(prefix.len() + rest.len() + 1);
+    scoped.push_str(prefix);
+    scoped.push_str(rest);
+    if !scoped.ends_with('/') {
+        scoped.push('/');
+    }
+    HeaderValue::try_from(scoped).ok()
+}
+
 /// Which cookies cross the proxy.
 ///
 /// Default: the client's `Cookie` header is not forwarded (the target learns who the caller
@@ -400,8 +696,24 @@ impl CookiePolicy {
         self
     }
 
+    /// Whether `name` names a protected cookie in any spelling a server may read as it:
+    /// blanks around it, any letter case (ASP.NET's cookie collection ignores case), or
+    /// percent-encoded (PHP decodes cookie names).
     fn is_protected(&self, name: &[u8]) -> bool {
-        self.protected.iter().any(|p| p.as_bytes() == name)
+        if self.protected.is_empty() {
+            return false;
+        }
+        let name = name.trim_ascii();
+        let decoded;
+        let name = if name.contains(&b'%') {
+            decoded = percent_decoded(name);
+            decoded.trim_ascii()
+        } else {
+            name
+        };
+        self.protected
+            .iter()
+            .any(|p| p.as_bytes().eq_ignore_ascii_case(name))
     }
 
     /// The `Cookie` value to forward, all lines joined with `; ` (RFC 9113 §8.2.3), without
@@ -455,23 +767,32 @@ impl CookiePolicy {
         }
     }
 
-    /// Drops `Set-Cookie` lines that would set a protected cookie.
+    /// Drops `Set-Cookie` lines that would set a protected cookie, and nameless ones
+    /// (`=SESSION=evil`, or `SESSION` without `=`: browsers store a cookie with an empty
+    /// name and send its value alone, `SESSION=evil`, which the app reads as its own
+    /// cookie).
     pub(crate) fn filter_set_cookie(&self, headers: &mut HeaderMap) {
-        if self.protected.is_empty() || !headers.contains_key(header::SET_COOKIE) {
+        let refused = |v: &HeaderValue| {
+            let pair = v
+                .as_bytes()
+                .split(|b| *b == b';')
+                .next()
+                .unwrap_or_default();
+            match pair.iter().position(|b| *b == b'=') {
+                None => true,
+                Some(eq) => {
+                    let name = pair[..eq].trim_ascii();
+                    name.is_empty() || self.is_protected(name)
+                }
+            }
+        };
+        if !headers.get_all(header::SET_COOKIE).iter().any(refused) {
             return;
         }
         let kept: Vec<HeaderValue> = headers
             .get_all(header::SET_COOKIE)
             .iter()
-            .filter(|v| {
-                let name = v
-                    .as_bytes()
-                    .split(|b| *b == b'=' || *b == b';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim_ascii();
-                !self.is_protected(name)
-            })
+            .filter(|v| !refused(v))
             .cloned()
             .collect();
         headers.remove(header::SET_COOKIE);
@@ -479,6 +800,28 @@ impl CookiePolicy {
             headers.append(header::SET_COOKIE, v);
         }
     }
+}
+
+/// `bytes` with its `%XX` escapes decoded (others kept as they are).
+fn percent_decoded(bytes: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).and_then(|b| hex(*b)),
+                bytes.get(i + 2).and_then(|b| hex(*b)),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// One `Set-Cookie` value with its `Path` mapped under `prefix` (added when absent: the
@@ -559,6 +902,17 @@ mod tests {
             }
         }
         assert!(!Present::of(&HeaderMap::new()).may_have(u16::MAX));
+        // The origin-wide names have their bit, and nothing else has it.
+        for name in ORIGIN_WIDE_NAMES.iter().chain(&["service-worker-allowed"]) {
+            let mut h = HeaderMap::new();
+            h.append(HeaderName::from_static(name), HeaderValue::from_static("x"));
+            assert_eq!(Present::of(&h).0, Present::ORIGIN_WIDE, "{name}");
+        }
+        for name in &names {
+            let mut h = HeaderMap::new();
+            h.append(name.clone(), HeaderValue::from_static("x"));
+            assert!(!Present::of(&h).may_have(Present::ORIGIN_WIDE), "{name}");
+        }
         // Each hop-by-hop name has its own bit, the one removal looks at.
         for (i, name) in HOP_BY_HOP.iter().enumerate() {
             let mut h = HeaderMap::new();
@@ -724,13 +1078,17 @@ mod tests {
             ("x-b", "2"),
             ("x-c", "3"),
         ]);
-        let nominated = Nominated::given(&h, Present::of(&h));
+        let nominated = Nominated::given(&h, Present::of(&h)).unwrap();
         for name in ["x-a", "x-b", "connection", "close"] {
             assert!(nominated.contains(&HeaderName::from_static(name)), "{name}");
         }
         assert!(!nominated.contains(&HeaderName::from_static("x-c")));
         let none = HeaderMap::new();
-        assert!(!Nominated::given(&none, Present::of(&none)).contains(&header::HOST));
+        assert!(
+            !Nominated::given(&none, Present::of(&none))
+                .unwrap()
+                .contains(&header::HOST)
+        );
 
         // A line that nominates `Connection` itself does not hide the lines after it.
         remove_hop_by_hop(&mut h);
@@ -810,5 +1168,44 @@ mod tests {
         p.filter_set_cookie(&mut r);
         assert_eq!(r.get_all("set-cookie").iter().count(), 1);
         assert_eq!(r["set-cookie"], "theirs=1");
+    }
+
+    #[test]
+    fn nameless_and_protected_cookies_never_reach_the_client_in_any_spelling() {
+        let p = CookiePolicy::new().protect("SESSION");
+        let mut r = HeaderMap::new();
+        for v in [
+            "=SESSION=evil; Path=/",
+            " =SESSION=evil",
+            "SESSION",
+            "SESSION; Path=/",
+            "session=evil",
+            " SESSION =evil",
+            "\tSession\t=evil",
+            "%53ESSION=evil",
+            "SESS%49ON=evil",
+            "theirs=1",
+            "other=SESSION=x",
+        ] {
+            r.append(header::SET_COOKIE, HeaderValue::from_str(v).unwrap());
+        }
+        p.filter_set_cookie(&mut r);
+        let kept: Vec<_> = r.get_all("set-cookie").iter().collect();
+        assert_eq!(kept, ["theirs=1", "other=SESSION=x"]);
+        // Nameless cookies go without any protected name, too.
+        let mut r = map(&[("set-cookie", "=x"), ("set-cookie", "a=1")]);
+        CookiePolicy::new().filter_set_cookie(&mut r);
+        assert_eq!(r["set-cookie"], "a=1");
+        assert_eq!(r.get_all("set-cookie").iter().count(), 1);
+        // And the client's protected cookie is never forwarded in another spelling.
+        let h = map(&[("cookie", "session=1; %53ESSION=2; a=3")]);
+        assert_eq!(
+            CookiePolicy::new()
+                .forward(true)
+                .protect("SESSION")
+                .request_cookie(&h)
+                .unwrap(),
+            "a=3"
+        );
     }
 }

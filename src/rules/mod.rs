@@ -1,6 +1,7 @@
 //! The rules of an intermediary, applied to request and response heads without sockets:
 //! hop-by-hop removal (RFC 9110 §7.6.1), `Via` (§7.6.3), the `X-Forwarded-*` headers the
-//! proxy sets, path mapping under the prefix, and which cookies cross the proxy.
+//! proxy sets, path mapping under the prefix, which cookies and response headers cross the
+//! proxy.
 //!
 //! # Example
 //!
@@ -17,9 +18,11 @@
 //! ```
 
 pub(crate) mod headers;
+pub(crate) mod origin;
 pub(crate) mod rewrite;
 pub(crate) mod settings;
 
 pub use headers::{
-    CookiePolicy, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, remove_hop_by_hop,
+    CookiePolicy, ResponsePolicy, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    remove_hop_by_hop,
 };

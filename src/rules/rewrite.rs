@@ -6,27 +6,32 @@
 //! - the path after the prefix is appended to the target's base path (`/proxy` → the base
 //!   path, or `/`); the query string is kept byte for byte; dot-segments (`..`, `%2e%2e`,
 //!   `..;`, with `\`, `%2f` or `%5c` as separators) are refused, so no request can climb out
-//!   of the base path; the path is otherwise forwarded unchanged (`%2F` stays `%2F`);
+//!   of the base path, and so are spellings that targets decode otherwise than the proxy
+//!   reads them (a NUL, `%u002e`, escapes that are not UTF-8, double encoding: see
+//!   `check_path`); the path is otherwise forwarded unchanged (`%2F` stays `%2F`);
 //! - `Host` must be present once and valid (HTTP/2: `:authority`, and a `host` that
 //!   disagrees is refused); an absolute-form request target never chooses the upstream, and
 //!   one whose authority differs from `Host` is refused;
-//! - `CONNECT` and `TRACE` are refused (`405`), also when asked for through a method-override
-//!   header (`X-HTTP-Method-Override: TRACE`, IIS's `TRACK`); `OPTIONS` with
+//! - `CONNECT`, `TRACE` and IIS's `TRACK` are refused (`405`), also when asked for through a
+//!   method-override header (`X-HTTP-Method-Override: TRACE`); `OPTIONS` with
 //!   `Max-Forwards: 0` is answered by the proxy, other values are decremented (RFC 9110
 //!   §7.6.2);
 //! - `Transfer-Encoding` must be exactly one `chunked` (`400`; another coding: `501`), and
 //!   the body framing is the proxy's: one `Content-Length` or chunked, never both, so a GET
 //!   with a body keeps it;
-//! - hop-by-hop headers (RFC 9110 §7.6.1, every name listed on every `Connection` line) are
-//!   removed *before* the proxy adds its own, so `Connection: Authorization` cannot strip the
+//! - hop-by-hop headers (RFC 9110 §7.6.1, every name listed on every `Connection` line, read
+//!   once into a set of at most 32 names: more is `400`) are removed *before* the proxy adds
+//!   its own, so `Connection: Authorization` cannot strip the
 //!   token; `te: trailers` is kept when the client listed it;
 //! - the client's `Authorization`, `Proxy-Authorization`, `Forwarded`, `X-Forwarded-*`,
-//!   `X-Real-IP`, `X-Original-URL`, `X-Rewrite-URL` (they would move the request out of the
-//!   base path on targets that honour them), `Expect`, `Cookie` (see [`CookiePolicy`]) and
-//!   their `_` twins
+//!   `X-Real-IP`, `X-Original-URL`, `X-Rewrite-URL`, `X-Original-URI` (they would move the
+//!   request out of the base path on targets that honour them), the headers only a hop in
+//!   front of the target may state (`Proxy`, client addresses, host overrides, identity
+//!   headers: see the README), `Expect`, `Cookie` (see [`CookiePolicy`]) and their `_` twins
 //!   (`X_Forwarded_Host`) never pass; `X-Forwarded-Proto` and `X-Forwarded-Host` are set,
 //!   and `X-Forwarded-For` when the layer is told where to find the client's address
-//!   ([`ProxyLayer::forwarded_for`](crate::ProxyLayer::forwarded_for));
+//!   ([`ProxyLayer::forwarded_for`](crate::ProxyLayer::forwarded_for)), as the
+//!   [`origin`](crate::origin) rules say (public origins, trusted proxies);
 //!   `Via` is appended (a request that already went through this proxy is a loop: `508`);
 //! - the version becomes HTTP/1.1 (the client speaks HTTP/2 where the target does);
 //! - the request's trailers, as the body streams, lose the same managed fields (and those
@@ -37,7 +42,9 @@
 //!
 //! On the way back, [`check_response`] refuses framing that cannot be relayed (`502`: a
 //! transfer coding other than `chunked`, an invalid `Content-Length`), [`rewrite_response`]
-//! removes hop-by-hop headers, states `Content-Length` once and appends `Via`, and
+//! removes hop-by-hop headers and the ones with an effect on the app's whole origin (see
+//! [`ResponsePolicy`]), states `Content-Length` once and appends
+//! `Via`, and
 //! [`scope_set_cookies`] keeps the target's cookies under the prefix.
 //!
 //! # Example
@@ -73,10 +80,12 @@ use crate::{
     error::{ConfigError, ProxyError, ProxyErrorKind},
     rules::{
         headers::{
-            CookiePolicy, Nominated, Present, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
-            append_via, is_forwarding_claim, is_hop_by_hop, is_method_override, is_path_override,
-            is_refused_method_override, is_underscore_twin, remove_hop_by_hop_given, via_contains,
+            CookiePolicy, Nominated, Present, ResponsePolicy, X_FORWARDED_FOR, X_FORWARDED_HOST,
+            X_FORWARDED_PROTO, append_via, is_front_claim, is_hop_by_hop, is_method_override,
+            is_path_override, is_refused_method_override, is_underscore_twin,
+            remove_hop_by_hop_given, via_contains,
         },
+        origin::{Origins, PublicOrigin, TrustedProxies},
         settings::{ForwardedProto, Prefix, Pseudonym},
     },
     target::Target,
@@ -102,7 +111,9 @@ pub struct RewriteConfig {
     via_request: [HeaderValue; 3],
     via_response: [HeaderValue; 3],
     cookies: CookiePolicy,
+    responses: ResponsePolicy,
     forwarded_for: Option<ClientAddr>,
+    origins: Origins,
 }
 
 /// How to find the client's address for `X-Forwarded-For`: see
@@ -160,6 +171,31 @@ impl RewriteConfig {
         self.cookies = cookies;
     }
 
+    pub(crate) fn set_responses(&mut self, responses: ResponsePolicy) {
+        self.responses = responses;
+    }
+
+    /// Adds a public origin (once).
+    pub(crate) fn add_public_origin(&mut self, origin: PublicOrigin) {
+        if !self.origins.public.contains(&origin) {
+            self.origins.public.push(origin);
+        }
+    }
+
+    pub(crate) fn set_trusted_proxies(&mut self, trusted: TrustedProxies) {
+        self.origins.trusted = trusted;
+    }
+
+    /// Whether forwarded headers may be trusted but no peer address can be found.
+    pub(crate) fn trusts_without_peer(&self) -> bool {
+        !self.origins.trusted.is_empty() && self.forwarded_for.is_none()
+    }
+
+    /// The app's public origins.
+    pub fn public_origins(&self) -> &[PublicOrigin] {
+        &self.origins.public
+    }
+
     /// Sends `X-Forwarded-For` with the address `client` finds in each request.
     pub(crate) fn set_forwarded_for(
         &mut self,
@@ -200,7 +236,9 @@ impl Default for RewriteConfig {
             via_request: values.clone(),
             via_response: values,
             cookies: CookiePolicy::default(),
+            responses: ResponsePolicy::default(),
             forwarded_for: None,
+            origins: Origins::default(),
         }
     }
 }
@@ -211,7 +249,7 @@ fn bad(reason: &'static str) -> ProxyError {
 
 /// Whether an authority (a `Host` value, or a request target's) can name the app: no user
 /// info, a host, and a port (if any) that is a number below 65536.
-fn authority_is_valid(s: &[u8]) -> bool {
+pub(crate) fn authority_is_valid(s: &[u8]) -> bool {
     // Most are a name or an IPv4 address, with or without a port: told apart in one pass
     // over the bytes, without the copy into an `Authority` and the five walks of the
     // general check.
@@ -303,12 +341,23 @@ fn client_authority(parts: &request::Parts) -> Result<HeaderValue, ProxyError> {
     }
 }
 
-/// Refuses dot-segments that could climb out of the base path, in any spelling.
+/// Refuses a path that could climb out of the base path, or that targets could read
+/// otherwise than the proxy does, in any spelling:
+/// - dot-segments (`.`, `..`), also percent-encoded (`%2e%2e`) or followed by servlet
+///   parameters (`..;x`): targets differ in what they treat as a separator (servlet
+///   containers `\` and `;`, apps that decode `%2F` before routing), so every one of `/`,
+///   `\`, `%2f` and `%5c` ends a segment here, and `;` (or `%3b`) starts a segment's
+///   parameters;
+/// - a NUL byte (`%00`): C-based targets end the path there (`..%00`);
+/// - a `%` not followed by two hex digits, which covers IIS's `%u002e` escapes;
+/// - percent-encoded bytes that, decoded, are not valid UTF-8, overlong forms included
+///   (`%c0%ae` is `.` to a lenient decoder);
+/// - a double-encoded dot, slash, backslash or NUL (`%252e`, `%252f`, `%255c`, `%2500`, in
+///   any mix of encoded and plain digits): a target that decodes twice would see the
+///   character itself.
 ///
-/// Targets differ in what they treat as a separator (servlet containers `\` and `;`, apps
-/// that decode `%2F` before routing), so every one of `/`, `\`, `%2f` and `%5c` ends a
-/// segment here. The path itself is forwarded unchanged.
-fn check_path(rest: &str) -> Result<(), ProxyError> {
+/// The path itself is forwarded unchanged. `Err` holds the reason for the client.
+pub(crate) fn check_path(rest: &str) -> Result<(), &'static str> {
     /// What is known of the segment read so far, without keeping its bytes.
     #[derive(Default)]
     struct Segment {
@@ -329,9 +378,9 @@ fn check_path(rest: &str) -> Result<(), ProxyError> {
                 self.len += 1;
             }
         }
-        fn end(&mut self) -> Result<(), ProxyError> {
+        fn end(&mut self) -> Result<(), &'static str> {
             if self.dots_only && (self.len == 1 || self.len == 2) {
-                return Err(bad("The path contains dot-segments."));
+                return Err("The path contains dot-segments.");
             }
             *self = Self::default();
             Ok(())
@@ -339,22 +388,25 @@ fn check_path(rest: &str) -> Result<(), ProxyError> {
     }
 
     let bytes = rest.as_bytes();
-    // Decode only what matters: `%2e`/`%2E` → '.'; `%2f`, `%5c` and '\' → '/'.
     let mut segment = Segment::default();
+    // Whether a byte above ASCII was seen (plain or decoded): only then is UTF-8 checked.
+    let mut high = false;
     let mut i = 0;
     while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'%' && i + 2 < bytes.len() {
-            let hex = &bytes[i + 1..i + 3];
-            if hex.eq_ignore_ascii_case(b"2e") {
-                segment.push(b'.');
-                i += 3;
-                continue;
-            }
-            if hex.eq_ignore_ascii_case(b"5c") || hex.eq_ignore_ascii_case(b"2f") {
-                segment.end()?;
-                i += 3;
-                continue;
+        let (b, len) = path_unit(bytes, i)?;
+        if b == 0 {
+            return Err("The path contains a NUL byte.");
+        }
+        high |= b >= 0x80;
+        if b == b'%' && len == 3 {
+            // `%25`, then two hex digits, plain or encoded: one more decoding would make
+            // them a byte.
+            if let Ok((h, l1)) = path_unit(bytes, i + 3)
+                && let Ok((l, _)) = path_unit(bytes, i + 3 + l1)
+                && let (Some(h), Some(l)) = (hex_value(h), hex_value(l))
+                && matches!(h << 4 | l, b'.' | b'/' | b'\\' | 0)
+            {
+                return Err("The path contains double-encoded characters.");
             }
         }
         if b == b'/' || b == b'\\' {
@@ -362,9 +414,49 @@ fn check_path(rest: &str) -> Result<(), ProxyError> {
         } else {
             segment.push(b);
         }
-        i += 1;
+        i += len;
     }
-    segment.end()
+    segment.end()?;
+    if high && !decodes_to_utf8(bytes) {
+        return Err("The path contains percent-encoded bytes that are not UTF-8.");
+    }
+    Ok(())
+}
+
+/// The byte at `i` of a path, decoded if it is a `%XX` escape, and how many bytes it took;
+/// `Err` for a `%` not followed by two hex digits.
+fn path_unit(bytes: &[u8], i: usize) -> Result<(u8, usize), &'static str> {
+    match bytes.get(i) {
+        Some(b'%') => match (
+            bytes.get(i + 1).copied().and_then(hex_value),
+            bytes.get(i + 2).copied().and_then(hex_value),
+        ) {
+            (Some(h), Some(l)) => Ok((h << 4 | l, 3)),
+            _ => Err("The path contains a malformed percent-encoding."),
+        },
+        Some(b) => Ok((*b, 1)),
+        None => Err("The path ends within an escape."),
+    }
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Whether `bytes`, its `%XX` escapes decoded once, is UTF-8 (escapes already checked).
+fn decodes_to_utf8(bytes: &[u8]) -> bool {
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Ok((b, len)) = path_unit(bytes, i) {
+        decoded.push(b);
+        i += len;
+    }
+    std::str::from_utf8(&decoded).is_ok()
 }
 
 /// Maps the request's path and query onto the target.
@@ -378,7 +470,7 @@ pub(crate) fn map_path(
         .strip_prefix(config.prefix.as_str())
         .filter(|r| r.is_empty() || r.starts_with('/'))
         .ok_or_else(|| bad("The path is not under the proxy prefix."))?;
-    check_path(rest)?;
+    check_path(rest).map_err(bad)?;
     let base = target.base_path();
     let mut out =
         String::with_capacity(base.len() + rest.len() + uri.query().map_or(0, |q| q.len() + 1) + 1);
@@ -561,6 +653,17 @@ pub fn rewrite_request(
     config: &RewriteConfig,
     framing: Framing,
 ) -> Result<request::Parts, ProxyError> {
+    rewrite_request_through(parts, target, config, framing).map(|(parts, _)| parts)
+}
+
+/// [`rewrite_request`], with the public origin the request came through (when the layer
+/// knows the app's origins): the `iss` of its token.
+pub(crate) fn rewrite_request_through<'c>(
+    parts: &request::Parts,
+    target: &Target,
+    config: &'c RewriteConfig,
+    framing: Framing,
+) -> Result<(request::Parts, Option<&'c PublicOrigin>), ProxyError> {
     let present = Present::of(&parts.headers);
     if present.may_have(Present::VIA) && via_contains(&parts.headers, config.pseudonym.as_str()) {
         return Err(ProxyError::new(ProxyErrorKind::LoopDetected));
@@ -577,6 +680,12 @@ pub fn rewrite_request(
             "TRACE cannot be proxied.",
         )));
     }
+    // IIS's twin of TRACE.
+    if parts.method.as_str().eq_ignore_ascii_case("TRACK") {
+        return Err(ProxyError::new(ProxyErrorKind::MethodNotAllowed(
+            "TRACK cannot be proxied.",
+        )));
+    }
     if present.may_have(Present::TRANSFER_ENCODING) {
         check_transfer_encoding(&parts.headers).map_err(|e| match e {
             Coding::Ambiguous => bad("The request's Transfer-Encoding is invalid."),
@@ -586,7 +695,16 @@ pub fn rewrite_request(
         })?;
     }
     let max_forwards = max_forwards(parts)?;
-    let forwarded_host = client_authority(parts)?;
+    let peer = match &config.forwarded_for {
+        Some(ClientAddr(find)) => find(parts),
+        None => None,
+    };
+    let inbound = config.origins.resolve(
+        parts,
+        client_authority(parts)?,
+        &config.forwarded_proto,
+        peer,
+    )?;
     let path = map_path(config, target, &parts.uri)?;
     // The parts put together at once: `Uri::builder()` moves its whole state at each step.
     let mut uri = http::uri::Parts::default();
@@ -595,7 +713,8 @@ pub fn rewrite_request(
     uri.path_and_query = Some(path);
     let uri = Uri::from_parts(uri).map_err(|_| bad("The path cannot be forwarded."))?;
 
-    let nominated = Nominated::given(&parts.headers, present);
+    let nominated = Nominated::given(&parts.headers, present)
+        .map_err(|_| bad("The Connection header nominates too many fields."))?;
     // Room for what is added (`Via`, `X-Forwarded-Proto`/`-Host`, `Authorization`, and
     // hyper-util's `Host`) without growing the map; no more, for the map's entries are
     // allocated in powers of two: a small request's map then stays under the size glibc
@@ -622,7 +741,7 @@ pub fn rewrite_request(
             || name == header::EXPECT
             || name == header::COOKIE
             || name == header::MAX_FORWARDS
-            || is_forwarding_claim(name)
+            || is_front_claim(name)
             || is_path_override(name)
             || is_underscore_twin(name)
         {
@@ -659,11 +778,10 @@ pub fn rewrite_request(
         &config.via_request[version_index(parts.version)],
         present,
     );
-    headers.insert(X_FORWARDED_PROTO.clone(), config.forwarded_proto.clone());
-    headers.insert(X_FORWARDED_HOST.clone(), forwarded_host);
-    if let Some(ClientAddr(client)) = &config.forwarded_for
-        && let Some(addr) = client(parts)
-        && let Ok(addr) = HeaderValue::try_from(addr.to_string())
+    headers.insert(X_FORWARDED_PROTO.clone(), inbound.proto);
+    headers.insert(X_FORWARDED_HOST.clone(), inbound.host);
+    if let Some(client) = inbound.client
+        && let Ok(addr) = HeaderValue::try_from(client.to_string())
     {
         headers.insert(X_FORWARDED_FOR.clone(), addr);
     }
@@ -673,7 +791,7 @@ pub fn rewrite_request(
     out.uri = uri;
     out.version = Version::HTTP_11;
     out.headers = headers;
-    Ok(out)
+    Ok((out, inbound.origin))
 }
 
 /// Removes from the client's request trailers (RFC 9110 §6.5) every field the proxy manages
@@ -687,7 +805,7 @@ pub fn rewrite_request(
 pub(crate) fn filter_request_trailers(trailers: &mut HeaderMap) {
     let managed = |name: &HeaderName| {
         crate::rules::headers::is_fixed_hop_by_hop(name)
-            || is_forwarding_claim(name)
+            || is_front_claim(name)
             || is_path_override(name)
             || is_method_override(name)
             || is_underscore_twin(name)
@@ -743,6 +861,9 @@ pub(crate) fn rewrite_response_given(
         }
     }
     remove_hop_by_hop_given(&mut parts.headers, present);
+    config
+        .responses
+        .drop_origin_wide(&mut parts.headers, present);
     config.cookies.filter_set_cookie(&mut parts.headers);
     append_via(
         &mut parts.headers,
@@ -753,9 +874,15 @@ pub(crate) fn rewrite_response_given(
 
 /// Scopes the target's `Set-Cookie`s to the proxy's prefix, mapping the target's base path
 /// onto it (see [`CookiePolicy::scope_set_cookie_paths`]): a target can never set a cookie
-/// for the app's paths outside the prefix. Called after [`rewrite_response`].
+/// for the app's paths outside the prefix; so is its `Service-Worker-Allowed` (see
+/// [`ResponsePolicy`]). Called after [`rewrite_response`].
 pub fn scope_set_cookies(parts: &mut response::Parts, config: &RewriteConfig, target: &Target) {
     config.cookies.scope_set_cookie(
+        &mut parts.headers,
+        config.prefix.as_str(),
+        target.base_path(),
+    );
+    config.responses.scope_service_worker(
         &mut parts.headers,
         config.prefix.as_str(),
         target.base_path(),
@@ -765,6 +892,7 @@ pub fn scope_set_cookies(parts: &mut response::Parts, config: &RewriteConfig, ta
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::headers::MAX_NOMINATED;
 
     #[test]
     fn the_plain_authority_check_agrees_with_the_general_one() {
@@ -826,51 +954,59 @@ mod tests {
         assert_eq!(plain_authority_is_valid(b"[::1]:80"), None);
     }
 
-    /// The dot-segment check as first written, keeping each segment's decoded bytes: the
-    /// oracle for the allocation-free one.
+    /// The path check written the plain way, decoding the whole path into a vector first:
+    /// the oracle for the one-pass, allocation-free one.
     fn check_path_reference(rest: &str) -> bool {
         let bytes = rest.as_bytes();
-        let mut segment: Vec<u8> = Vec::new();
-        let mut ok = true;
-        let mut check = |segment: &mut Vec<u8>| {
-            let name = segment.split(|b| *b == b';').next().unwrap_or_default();
-            if name == b"." || name == b".." {
-                ok = false;
-            }
-            segment.clear();
-        };
+        // Decode once, remembering which bytes came from an escape.
+        let mut decoded: Vec<(u8, bool)> = Vec::new();
         let mut i = 0;
         while i < bytes.len() {
-            let b = bytes[i];
-            if b == b'%' && i + 2 < bytes.len() {
-                let hex = &bytes[i + 1..i + 3];
-                if hex.eq_ignore_ascii_case(b"2e") {
-                    segment.push(b'.');
-                    i += 3;
-                    continue;
-                }
-                if hex.eq_ignore_ascii_case(b"5c") || hex.eq_ignore_ascii_case(b"2f") {
-                    check(&mut segment);
-                    i += 3;
-                    continue;
-                }
-            }
-            if b == b'/' || b == b'\\' {
-                check(&mut segment);
+            if bytes[i] == b'%' {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                let Some(b) = hex
+                    .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                else {
+                    return false;
+                };
+                decoded.push((b, true));
+                i += 3;
             } else {
-                segment.push(b);
+                decoded.push((bytes[i], false));
+                i += 1;
             }
-            i += 1;
         }
-        check(&mut segment);
-        ok
+        let plain: Vec<u8> = decoded.iter().map(|(b, _)| *b).collect();
+        if plain.contains(&0) || std::str::from_utf8(&plain).is_err() {
+            return false;
+        }
+        // A `%` from `%25` followed by two hex digits naming `.`, `/`, `\` or NUL.
+        for (k, (b, escaped)) in decoded.iter().enumerate() {
+            if *b == b'%' && *escaped && k + 2 < decoded.len() {
+                let pair = [decoded[k + 1].0, decoded[k + 2].0];
+                if let Ok(pair) = std::str::from_utf8(&pair)
+                    && let Ok(v) = u8::from_str_radix(pair, 16)
+                    && pair.bytes().all(|b| b.is_ascii_hexdigit())
+                    && [b'.', b'/', b'\\', 0].contains(&v)
+                {
+                    return false;
+                }
+            }
+        }
+        plain.split(|b| *b == b'/' || *b == b'\\').all(|segment| {
+            let name = segment.split(|b| *b == b';').next().unwrap_or_default();
+            name != b"." && name != b".."
+        })
     }
 
     #[test]
-    fn dot_segment_check_agrees_with_the_reference_on_every_short_path() {
+    fn path_check_agrees_with_the_reference_on_every_short_path() {
         let parts = [
-            "", ".", "..", "...", "%2e", "%2E", ";", ";x", "a", "a.", "%2f", "%5C", "/", "\\", "%",
-            "%2", "%3b",
+            "", ".", "..", "%2e", "%2E", ";", "%3b", "a", "%2f", "%5C", "/", "\\", "%", "%2",
+            "%25", "%32", "e", "%00", "%c3", "%a9", "%c0", "%ae", "%u", "\u{e9}",
         ];
         let mut checked = 0;
         for a in parts {
@@ -970,6 +1106,21 @@ mod tests {
             "/proxy/..%2fx",
             "/proxy/a%2f..%2fb",
             "/proxy/a%2F..%2F..%2Fb",
+            // NUL, double encoding, `%u`, bytes that are not UTF-8 (overlong dots).
+            "/proxy/..%00/x",
+            "/proxy/a%00",
+            "/proxy/%252e%252e/x",
+            "/proxy/%252E%252E%252Fadmin",
+            "/proxy/a%255c..",
+            "/proxy/%25%32%65%25%32%65/x",
+            "/proxy/%u002e%u002e/x",
+            "/proxy/%U002E",
+            "/proxy/%c0%ae%c0%ae/x",
+            "/proxy/%e0%80%ae",
+            "/proxy/%ff",
+            "/proxy/a%",
+            "/proxy/a%2",
+            "/proxy/a%zz",
         ] {
             let e = map_path(&c, &target("http://t:1/base"), &uri.parse().unwrap()).unwrap_err();
             assert_eq!(e.status(), 400, "{uri}");
@@ -980,6 +1131,9 @@ mod tests {
             "/proxy/.well-known/x",
             "/proxy/a%2fb%2F",
             "/proxy/a%2f..b",
+            "/proxy/caf%c3%a9",
+            "/proxy/100%25",
+            "/proxy/%2541",
         ] {
             // Escapes other than dot-segments pass unchanged.
             assert!(
@@ -987,6 +1141,57 @@ mod tests {
                 "{ok}"
             );
         }
+    }
+
+    /// The work of reading `Connection` while rewriting a request of `headers` headers
+    /// (each nominated once) plus `line` in `carrier`.
+    fn connection_cost(headers: usize, carrier: &str, line: &str) -> (u64, u16) {
+        let mut h: Vec<(String, String)> = vec![("host".into(), "a".into())];
+        for i in 0..headers {
+            h.push((format!("x-h{i}"), "v".into()));
+        }
+        h.push((carrier.into(), line.into()));
+        let pairs: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let p = req("/proxy/x", &pairs);
+        let before = crate::rules::headers::cost::units();
+        let status = match rewrite_request(&p, &target("http://t:1"), &cfg(), Framing::Empty) {
+            Ok(_) => 200,
+            Err(e) => e.status().as_u16(),
+        };
+        (crate::rules::headers::cost::units() - before, status)
+    }
+
+    #[test]
+    fn a_huge_connection_line_costs_what_its_bytes_cost() {
+        // 90 headers and a 360 KB `Connection: a,a,…`: once the tokens were rescanned for
+        // every header (90 × 180 000 comparisons); now each byte is read once, each
+        // distinct name kept once, and each header compared with that one name.
+        let bomb = "a,".repeat(180_000);
+        let (cost, status) = connection_cost(90, "connection", &bomb);
+        assert_eq!(status, 200);
+        let bytes = bomb.len() as u64;
+        assert!(cost <= 2 * bytes, "{cost} units for {bytes} bytes");
+        // The same bytes elsewhere cost nothing to read; with `Connection` they cost no more
+        // than reading them a couple of times, whatever the number of headers.
+        let (elsewhere, status) = connection_cost(90, "x-padding", &bomb);
+        assert_eq!(status, 200);
+        assert!(cost <= elsewhere + 2 * bytes, "{cost} vs {elsewhere}");
+        let (few_headers, _) = connection_cost(1, "connection", &bomb);
+        assert!(cost <= few_headers + 2 * 90, "{cost} vs {few_headers}");
+
+        // The most distinct names: each token is compared with at most that many.
+        let names: Vec<String> = (0..MAX_NOMINATED).map(|i| format!("x-n{i}")).collect();
+        let many = format!("{},", names.join(",")).repeat(2_000);
+        let (cost, status) = connection_cost(90, "connection", &many);
+        assert_eq!(status, 200);
+        let tokens = (2_000 * MAX_NOMINATED) as u64;
+        assert!(
+            cost <= many.len() as u64 + tokens * MAX_NOMINATED as u64 + 90 * MAX_NOMINATED as u64,
+            "{cost}"
+        );
+        // One more is refused.
+        let over = format!("{},x-one-more", names.join(","));
+        assert_eq!(connection_cost(0, "connection", &over).1, 400);
     }
 
     #[test]
@@ -1205,20 +1410,147 @@ mod tests {
         );
         assert_eq!(options("5").unwrap().headers["max-forwards"], "4");
         assert_eq!(options("x").unwrap_err().status(), 400);
-        let trace = Request::builder()
-            .method(Method::TRACE)
-            .uri("/proxy")
-            .header("host", "a")
-            .body(())
-            .unwrap()
-            .into_parts()
-            .0;
-        assert_eq!(
-            rewrite_request(&trace, &t, &c, Framing::Empty)
-                .unwrap_err()
-                .status(),
-            405
+    }
+
+    #[test]
+    fn trace_and_track_are_refused() {
+        for method in ["TRACE", "TRACK", "track"] {
+            let p = Request::builder()
+                .method(method)
+                .uri("/proxy")
+                .header("host", "a")
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0;
+            let e = rewrite_request(&p, &target("http://t:1"), &cfg(), Framing::Empty).unwrap_err();
+            assert_eq!(e.status(), 405, "{method}");
+        }
+    }
+
+    #[test]
+    fn origin_wide_response_headers_are_dropped_unless_kept() {
+        let response = || {
+            let mut b = http::Response::builder();
+            for (n, v) in [
+                ("clear-site-data", "\"*\""),
+                ("alt-svc", "h3=\":443\""),
+                ("strict-transport-security", "max-age=1"),
+                ("public-key-pins", "pin-sha256=\"x\""),
+                ("public-key-pins-report-only", "pin-sha256=\"x\""),
+                ("nel", "{}"),
+                ("accept-ch", "Sec-CH-UA"),
+                ("x-debug", "1"),
+                ("x-kept", "1"),
+            ] {
+                b = b.header(n, v);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        let mut parts = response();
+        rewrite_response(&mut parts, &cfg());
+        let mut left: Vec<&str> = parts.headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["via", "x-debug", "x-kept"]);
+
+        let mut config = cfg();
+        config.set_responses(
+            ResponsePolicy::new()
+                .keep(header::STRICT_TRANSPORT_SECURITY)
+                .remove(HeaderName::from_static("x-debug")),
         );
+        let mut parts = response();
+        rewrite_response(&mut parts, &config);
+        let mut left: Vec<&str> = parts.headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["strict-transport-security", "via", "x-kept"]);
+    }
+
+    #[test]
+    fn service_worker_scopes_stay_under_the_prefix() {
+        let scoped = |value: &str, base: &str, policy: ResponsePolicy| {
+            let mut config = cfg();
+            config.set_responses(policy);
+            let mut parts = http::Response::builder()
+                .header("service-worker-allowed", value)
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0;
+            scope_set_cookies(&mut parts, &config, &target(&format!("http://t:1{base}")));
+            parts
+                .headers
+                .get("service-worker-allowed")
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let default = ResponsePolicy::new;
+        assert_eq!(scoped("/", "", default()).as_deref(), Some("/proxy/"));
+        assert_eq!(
+            scoped("/app", "", default()).as_deref(),
+            Some("/proxy/app/")
+        );
+        assert_eq!(
+            scoped("/base/x/", "/base", default()).as_deref(),
+            Some("/proxy/x/")
+        );
+        assert_eq!(
+            scoped("/admin", "/base", default()).as_deref(),
+            Some("/proxy/")
+        );
+        for dropped in ["../", "x", "/a/../..", "/%2e%2e/", "//evil/", "/a\\b"] {
+            assert_eq!(scoped(dropped, "", default()), None, "{dropped}");
+        }
+        let kept = ResponsePolicy::new().keep(HeaderName::from_static("service-worker-allowed"));
+        assert_eq!(scoped("/", "", kept).as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn request_headers_that_claim_a_fronts_word_are_dropped() {
+        let claims = [
+            "proxy",
+            "x-forwarded",
+            "x-original-host",
+            "x-host",
+            "x-http-host-override",
+            "x-forwarded-server",
+            "true-client-ip",
+            "x-client-ip",
+            "cf-connecting-ip",
+            "fastly-client-ip",
+            "x-cluster-client-ip",
+            "remote-user",
+            "x-remote-user",
+            "x-forwarded-user",
+            "x-forwarded-email",
+            "x-forwarded-preferred-username",
+            "x-auth-request-user",
+            "x-auth-request-email",
+            "x-auth-request-groups",
+            "x-original-uri",
+        ];
+        let mut headers: Vec<(String, String)> = vec![("host".into(), "a".into())];
+        for name in claims {
+            headers.push((name.into(), "evil".into()));
+            headers.push((name.replace('-', "_"), "evil".into()));
+        }
+        headers.push(("x-kept".into(), "1".into()));
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let up = rewrite_request(
+            &req("/proxy", &pairs),
+            &target("http://t:1"),
+            &cfg(),
+            Framing::Empty,
+        )
+        .unwrap();
+        for (name, _) in &headers[1..headers.len() - 1] {
+            let forwarded = up.headers.get(name.as_str());
+            // The proxy's own `X-Forwarded-*` are set; none is the client's.
+            assert!(forwarded.is_none_or(|v| v != "evil"), "{name} forwarded");
+        }
+        assert_eq!(up.headers["x-kept"], "1");
     }
 
     #[test]

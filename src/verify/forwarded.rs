@@ -5,7 +5,13 @@ use std::{fmt, net::Ipv6Addr, str::FromStr};
 
 use http::{HeaderMap, HeaderName, Uri, uri::Authority};
 
-use crate::rules::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::{
+    jwt::Claims,
+    rules::{
+        headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO},
+        origin::PublicOrigin,
+    },
+};
 
 /// The origin (`scheme://host[:port]`) the client used to reach the app, as the proxy
 /// reports it in `X-Forwarded-Proto` and `X-Forwarded-Host`.
@@ -19,17 +25,24 @@ use crate::rules::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
 ///
 /// # Security
 ///
-/// The proxy always *replaces* these headers, so behind it they name the app. A target
-/// that clients can also reach directly receives whatever those clients send: verify the
-/// token first (as [`VerifyProxyJwtLayer`](super::VerifyProxyJwtLayer) does) and, if the
-/// app sets an `iss`, compare the origin with it or with a list of known app origins
-/// before sending a token there.
+/// Never call back an origin nothing vouches for. The proxy always *replaces* these
+/// headers, but unless the app declares its
+/// [public origins](crate::ProxyLayer::public_origin), the host they name is the `Host`
+/// the client sent, whatever it is; and a target that clients can also reach directly
+/// receives whatever those clients send. A target that called such an origin back would
+/// send the user's token to a server of the client's choosing and believe its answer.
+/// Before calling back, check the origin against one of:
+/// - the token's `iss`, with [`vouched_by`](Self::vouched_by), once the token is verified
+///   (as [`VerifyProxyJwtLayer`](super::VerifyProxyJwtLayer) does, which puts the
+///   [`Claims`] in the request extensions): with public origins set, the proxy refuses
+///   (`421`) any other host and names the request's origin as `iss`;
+/// - a list of the app's origins the target knows, with [`is`](Self::is).
 ///
 /// # Example
 ///
 /// ```
 /// use http::HeaderMap;
-/// use tower_identity_proxy::verify::ForwardedOrigin;
+/// use tower_identity_proxy::{proxy::PublicOrigin, verify::ForwardedOrigin};
 ///
 /// let mut headers = HeaderMap::new();
 /// headers.insert("x-forwarded-proto", "https".parse()?);
@@ -40,6 +53,11 @@ use crate::rules::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
 ///     origin.url("/api/whoami")?.to_string(),
 ///     "https://example.com:1337/api/whoami"
 /// );
+///
+/// // Called back only if the app's origin list (or the verified token's `iss`) names it.
+/// let app: PublicOrigin = "https://example.com:1337".parse()?;
+/// assert!(origin.is(&app));
+/// assert!(!origin.is(&"https://example.com".parse()?));
 ///
 /// headers.insert("x-forwarded-host", "evil.com@example.com".parse()?);
 /// assert!(ForwardedOrigin::from_headers(&headers).is_err());
@@ -121,6 +139,23 @@ impl ForwardedOrigin {
             return Err(bad_host);
         }
         Ok(Self { https, authority })
+    }
+
+    /// Whether this is `origin`: the same scheme, host (whatever its letter case) and port
+    /// (a missing one is the scheme's default).
+    pub fn is(&self, origin: &PublicOrigin) -> bool {
+        origin.matches(self.authority.as_str().as_bytes(), Some(self.https))
+    }
+
+    /// Whether the token whose `claims` these are vouches for this origin: its `iss` is this
+    /// origin (as the proxy sets it when it knows the app's public origins). Verify the
+    /// token before asking: an unverified `iss` is the sender's word.
+    pub fn vouched_by(&self, claims: &Claims) -> bool {
+        claims
+            .iss
+            .as_deref()
+            .and_then(|iss| PublicOrigin::parse(iss).ok())
+            .is_some_and(|iss| self.is(&iss))
     }
 
     /// `https` or `http`.
@@ -216,6 +251,37 @@ mod tests {
         ] {
             assert!(origin(proto, host).is_err(), "{proto:?} {host:?}");
         }
+    }
+
+    #[test]
+    fn origins_are_vouched_for_by_iss_or_a_list() {
+        let o = |proto: &str, host: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(X_FORWARDED_PROTO.clone(), proto.parse().unwrap());
+            headers.insert(X_FORWARDED_HOST.clone(), host.parse().unwrap());
+            ForwardedOrigin::from_headers(&headers).unwrap()
+        };
+        let app = PublicOrigin::parse("https://app.example.com").unwrap();
+        assert!(o("https", "app.example.com").is(&app));
+        assert!(o("https", "App.Example.com:443").is(&app));
+        assert!(!o("http", "app.example.com").is(&app));
+        assert!(!o("https", "app.example.com:8443").is(&app));
+        assert!(!o("https", "attacker.example").is(&app));
+        let claims = |iss: Option<&str>| Claims {
+            sub: "a".into(),
+            authorities: vec![],
+            iat: 0,
+            exp: 0,
+            iss: iss.map(str::to_owned),
+            aud: None,
+            jti: None,
+            extra: Default::default(),
+        };
+        let origin = o("https", "app.example.com");
+        assert!(origin.vouched_by(&claims(Some("https://app.example.com"))));
+        assert!(!origin.vouched_by(&claims(Some("https://other.example"))));
+        assert!(!origin.vouched_by(&claims(Some("not an origin"))));
+        assert!(!origin.vouched_by(&claims(None)));
     }
 
     #[test]

@@ -411,3 +411,37 @@ async fn j_h2_request_trailers_survive_a_content_length() {
     // Not announced: the stated length is kept, as any other request's.
     assert_eq!(got[1].one("content-length"), "5", "{}", got[1].head_str());
 }
+
+/// The status of a `GET` of `uri` (its scheme and authority as `:scheme` and `:authority`)
+/// over a new HTTP/2 connection to `app`.
+async fn h2_get_status(app: &App, uri: &str) -> u16 {
+    let mut sender = h2_client(app).await;
+    let req = Request::get(uri).body(Empty::<Bytes>::new()).unwrap();
+    let res = within("h2 response", sender.send_request(req));
+    res.await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn j6_the_h2_scheme_counts_for_the_forwarded_origin() {
+    use tower_identity_proxy::proxy::PublicOrigin;
+    // Without public origins, `:scheme` is the scheme the target is told.
+    let (up, app) = setup().await;
+    assert_eq!(
+        h2_get_status(&app, "https://app.example/proxy/x").await,
+        200
+    );
+    assert_eq!(up.only().one("x-forwarded-proto"), "https");
+
+    // With an https public origin, an `http` `:scheme` for its host is not that origin.
+    let up = Upstream::ok().await;
+    let app =
+        start_app(layer().public_origin(PublicOrigin::from_static("https://app.example"))).await;
+    app.target(&up, "");
+    for (uri, status) in [
+        ("http://app.example:443/proxy/x", 421),
+        ("https://app.example/proxy/x", 200),
+    ] {
+        assert_eq!(h2_get_status(&app, uri).await, status, "{uri}");
+    }
+    assert_eq!(up.only().one("x-forwarded-proto"), "https");
+}

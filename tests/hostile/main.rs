@@ -37,3 +37,4 @@ mod j_http2;
 mod k_plumbing;
 mod l_config;
 mod n_no_panic;
+mod o_boundaries;

@@ -213,7 +213,9 @@ impl TokenPolicy {
         self
     }
 
-    /// Adds `iss`. Default: none.
+    /// Adds `iss`. Default: none. An identity [issued by](Identity::issued_by) an origin
+    /// (the proxy's [public origins](crate::ProxyLayer::public_origin)) carries that one
+    /// instead.
     #[must_use]
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = Some(issuer.into());
@@ -324,7 +326,10 @@ impl TokenPolicy {
             authorities,
             iat: secs(issued),
             exp: secs(expires),
-            iss: self.issuer.clone(),
+            iss: identity
+                .issuer()
+                .map(str::to_owned)
+                .or_else(|| self.issuer.clone()),
             aud: self.audience.clone(),
             jti: self.jti.then(random_id),
             extra,

@@ -9,6 +9,9 @@
 //!   identity signed with RS512 through the token cache (as `ProxyLayer::new` does).
 //! - `proxy/small-get/layer-uncached`: the same with a fresh RS512 signature per request.
 //! - `passthrough/*`: a non-`/proxy` route of a `Router` with and without the layer.
+//! - `metrics/small-get/*`: `proxy/small-get/layer` without a metrics recorder
+//!   (`no-recorder`: the facade's no-op) and with a Prometheus recorder installed
+//!   (`prometheus`): what recording the proxy's metrics costs a request.
 //!
 //! Pairs of benchmarks run in alternation (chunks of one, then of the other, timing only
 //! its own): the load of other processes on a shared machine drifts over seconds, and
@@ -449,5 +452,70 @@ fn passthrough(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, proxy, passthrough);
+/// The cost of the metrics: one small proxied GET with no recorder installed, and with a
+/// Prometheus recorder (`metrics-exporter-prometheus`, the duration histogram with its
+/// buckets) installed for the thread, measured in alternation.
+fn metrics_cost(c: &mut Criterion) {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use tower_identity_proxy::observability::HTTP_CLIENT_REQUEST_DURATION_BUCKETS;
+
+    let rt = runtime();
+    let addr = rt.block_on(upstream());
+    let keys = KeyPair::generate_rsa(2048).expect("RSA key");
+    let layer = ProxyLayer::new(KeySigner::rs512(keys).expect("RS512"))
+        .with_identity(Anonymous::unsecured())
+        .handle(ProxyHandle::with_target(
+            Target::parse(&format!("http://{addr}")).expect("target"),
+        ));
+    let app = app_router().layer(layer).with_state::<()>(());
+    let recorder = PrometheusBuilder::new()
+        .with_recommended_naming(true)
+        .set_buckets_for_metric(
+            Matcher::Prefix("http_client_request_duration".into()),
+            &HTTP_CLIENT_REQUEST_DURATION_BUCKETS,
+        )
+        .expect("buckets")
+        .build_recorder();
+    let handle = recorder.handle();
+    // As an application would: histogram samples drained now and then.
+    rt.spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            handle.run_upkeep();
+        }
+    });
+
+    let without: Op = Box::new(|| {
+        let app = app.clone();
+        Box::pin(async move {
+            let res = app.oneshot(app_request("/proxy/small")).await;
+            drain(res.expect("infallible")).await
+        })
+    });
+    let with: Op = Box::new(|| {
+        let app = app.clone();
+        let recorder = &recorder;
+        Box::pin(async move {
+            // This thread's recorder while the request runs (the runtime has one thread).
+            let _recording = metrics::set_default_local_recorder(recorder);
+            let res = app.oneshot(app_request("/proxy/small")).await;
+            drain(res.expect("infallible")).await
+        })
+    });
+    let mut group = c.benchmark_group("metrics/small-get");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30);
+    group.bench_function("no-recorder", |b| {
+        b.iter_custom(alternate(&rt, &without, &with))
+    });
+    group.bench_function("prometheus", |b| {
+        b.iter_custom(alternate(&rt, &with, &without))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, proxy, passthrough, metrics_cost);
 criterion_main!(benches);

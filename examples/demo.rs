@@ -9,6 +9,11 @@
 //! It prints `listening on http://ADDR` as its first line on stdout once it accepts
 //! connections; everything else (the generated key, logs) goes to stderr.
 //!
+//! With `--metrics-listen ADDR` it serves `GET /metrics`, the proxy's metrics in the
+//! Prometheus text format (see `tower_identity_proxy::observability`), on a listener of its
+//! own, never on `--listen`; it logs `metrics on http://ADDR/metrics` once that listener is
+//! bound.
+//!
 //! Routes:
 //! - `GET /api/whoami` → `{"name": …, "roles": [sorted]}` for callers holding `ROLE_USER`
 //!   (`403` otherwise, `401` for bad credentials);
@@ -70,6 +75,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::watch, task::JoinSet, time::timeout};
@@ -82,6 +88,7 @@ use tower_identity_proxy::{
         IdentityExtractor, OidcBearer, Or, RoleCase,
     },
     jwt::{Algorithm, CachingSigner, Curve, KeyPair, KeySet, KeySetSigner, KeySigner},
+    observability,
     proxy::{IpNet, PublicOrigin, TrustedProxies, Tunnels},
 };
 
@@ -194,6 +201,11 @@ struct Options {
     /// --forwarded-for.
     #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_network)]
     trusted_proxies: Vec<IpNet>,
+
+    /// Serve `GET /metrics` (Prometheus text format) on a listener of its own at this
+    /// address; never on `--listen`.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 /// A `--trusted-proxy`: `10.0.0.0/8`, or an address alone (a network of one).
@@ -848,6 +860,54 @@ impl Signals {
     }
 }
 
+/// Installs a Prometheus recorder for the process (the duration histogram with the buckets
+/// OpenTelemetry advises, so a histogram rather than a summary; names as Prometheus
+/// recommends: `_seconds`, `_total`) and serves `GET /metrics` on `listen`, a listener of
+/// its own, in a task; returns the address it is bound to.
+async fn serve_metrics(listen: &str) -> Result<SocketAddr, Error> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen} for metrics: {e}"))?;
+    let addr = listener.local_addr()?;
+    let recorder = PrometheusBuilder::new()
+        .with_recommended_naming(true)
+        .set_buckets_for_metric(
+            Matcher::Prefix("http_client_request_duration".into()),
+            &observability::HTTP_CLIENT_REQUEST_DURATION_BUCKETS,
+        )?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)?;
+    observability::describe();
+    // Histogram samples wait in the recorder until drained: drain them now and then,
+    // scraped or not.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let text = handle.render();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    text,
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
@@ -861,6 +921,11 @@ async fn main() -> Result<(), Error> {
     let opts = Options::parse();
     // First: a signal during start-up then shuts down instead of killing the process.
     let signals = Signals::new()?;
+    // Before the app is built, so that everything it records is kept.
+    if let Some(listen) = &opts.metrics_listen {
+        let addr = serve_metrics(listen).await?;
+        tracing::info!("metrics on http://{addr}/metrics");
+    }
     let app = build(&opts).await?;
     let listener = TcpListener::bind(&opts.listen)
         .await

@@ -65,7 +65,8 @@ impl StdError for ConfigError {}
 
 /// Why a request under the prefix was answered by the proxy itself instead of the target.
 ///
-/// Every kind maps to one status code and one short sentence, see [`ProxyError::status`]
+/// Every response the proxy makes itself carries its [`ProxyErrorKind`] in its extensions
+/// (see [`observability`](crate::observability)). Every kind maps to one status code and one short sentence, see [`ProxyError::status`]
 /// and [`ProxyError::body_text`]; neither ever contains internals.
 #[derive(Debug)]
 pub struct ProxyError {
@@ -74,6 +75,9 @@ pub struct ProxyError {
 }
 
 /// The kind of a [`ProxyError`].
+///
+/// Found in the extensions of every response the proxy makes itself, so an outer layer can
+/// classify it: `res.extensions().get::<ProxyErrorKind>()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProxyErrorKind {
@@ -95,6 +99,11 @@ pub enum ProxyErrorKind {
     /// An `OPTIONS` request with `Max-Forwards: 0` is for the proxy itself (RFC 9110
     /// §7.6.2): `200 OK` with `Allow`, nothing forwarded.
     MaxForwardsReached,
+    /// The [`IdentityExtractor`](crate::identity::IdentityExtractor) refused the caller (its
+    /// [`Rejection`](crate::identity::Rejection)'s status, `401` with `WWW-Authenticate` by default)
+    /// or found no identity (`401`): nothing was sent to the target. The status and message
+    /// of this kind are the default ones; the response has the rejection's.
+    Unauthenticated,
     /// The identity token could not be signed: `500`; nothing was sent to the target.
     Signing,
     /// The target could not be reached (no connection, name not found, TLS refused):
@@ -154,6 +163,7 @@ impl ProxyError {
             ProxyErrorKind::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyErrorKind::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyErrorKind::MaxForwardsReached => StatusCode::OK,
+            ProxyErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
             ProxyErrorKind::Signing => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyErrorKind::Unreachable | ProxyErrorKind::BadResponse(_) => StatusCode::BAD_GATEWAY,
             ProxyErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -175,6 +185,7 @@ impl ProxyError {
             ProxyErrorKind::MethodNotAllowed(reason) => reason,
             ProxyErrorKind::NotImplemented(reason) => reason,
             ProxyErrorKind::MaxForwardsReached => "",
+            ProxyErrorKind::Unauthenticated => "Authentication is required.",
             ProxyErrorKind::Signing => "The proxy could not sign the identity token.",
             ProxyErrorKind::Unreachable => "The proxy target could not be reached.",
             ProxyErrorKind::BadResponse(reason) => reason,

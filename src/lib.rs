@@ -110,6 +110,8 @@
 //! |---|---|---|
 //! | `https` | yes | https targets through rustls (aws-lc-rs provider) |
 //! | `webpki-roots` | yes | Mozilla's root certificates for https targets; implies `https` |
+//! | `metrics` | yes | metrics through the [`metrics`](https://docs.rs/metrics) facade: request outcomes, upstream latency, token cache, tunnels (see [`observability`]) |
+//! | `opentelemetry` | no | the proxy's span becomes the parent of the target's: W3C trace context injected through the global OpenTelemetry propagator (`tracing-opentelemetry`; see [`observability`]) |
 //! | `native-roots` | no | the platform's root certificates for https targets, trusted once a client is built with `ClientBuilder::native_roots(true)`; implies `https` |
 //! | `redis` | no | `state::RedisStore`: several replicas share the target, users and published keys through Redis |
 
@@ -122,6 +124,7 @@ pub mod client;
 mod error;
 pub mod identity;
 pub mod jwt;
+pub mod observability;
 pub mod proxy;
 pub mod rules;
 pub mod state;

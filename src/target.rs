@@ -8,7 +8,7 @@ use http::{
     uri::{Authority, Scheme, Uri},
 };
 
-use crate::error::ConfigError;
+use crate::{error::ConfigError, observability::record::Server};
 
 /// A validated proxy target: `http` or `https`, a host, an optional port and base path; no
 /// user info, query or fragment.
@@ -22,6 +22,8 @@ pub struct Target {
     /// The `Host` header for HTTP/1.1 requests to it, made once: the host, and the port
     /// unless it is the scheme's default (as hyper-util's client writes it).
     host: HeaderValue,
+    /// Its `server.address` and `server.port` metric labels, made once.
+    server: Server,
 }
 
 fn invalid(url: &str, reason: impl Into<std::borrow::Cow<'static, str>>) -> ConfigError {
@@ -110,12 +112,17 @@ impl Target {
         };
         let host = HeaderValue::try_from(host)
             .map_err(|_| invalid(url, "the host cannot be sent as a Host header"))?;
+        let server = Server::new(
+            authority.host(),
+            authority.port_u16().unwrap_or(default_port),
+        );
         Ok(Self {
             scheme,
             authority,
             base_path,
             display,
             host,
+            server,
         })
     }
 
@@ -127,6 +134,11 @@ impl Target {
     /// The `Host` header of HTTP/1.1 requests to this target.
     pub(crate) fn host_header(&self) -> &HeaderValue {
         &self.host
+    }
+
+    /// The target's metric labels.
+    pub(crate) fn server(&self) -> &Server {
+        &self.server
     }
 
     /// Whether requests to this target go over TLS.

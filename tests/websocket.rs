@@ -488,6 +488,41 @@ async fn traffic_keeps_a_tunnel_open(idle: Duration) -> Attempt {
     Attempt::Held
 }
 
+/// `tower_identity_proxy_tunnels_open` counts the open tunnels. The recorder is this
+/// thread's: a current-thread runtime polls every task (the tunnels' included) on it.
+#[tokio::test(flavor = "current_thread")]
+async fn the_tunnels_open_gauge_follows_the_tunnels() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _recording = metrics::set_default_local_recorder(&recorder);
+    let target = echo_target().await;
+    let layer = alice_layer(
+        ProxyClient::new().unwrap(),
+        &format!("http://{}", target.addr()),
+    );
+    let tunnels = Tunnels::new();
+    let layer = layer.tunnels(tunnels.clone());
+    let app = serve(axum::Router::new().layer(layer)).await.detach();
+
+    let (mut ws, _) = open_ws(app, None).await;
+    assert_eq!(tunnels.open(), 1);
+    let text = metrics.render();
+    assert!(
+        text.contains("\ntower_identity_proxy_tunnels_open 1\n"),
+        "{text}"
+    );
+
+    ws.close(None).await.unwrap();
+    let _ = within("the target's close", ws.next()).await;
+    drop(ws);
+    within("the tunnel ends", tunnels.ended()).await;
+    let text = metrics.render();
+    assert!(
+        text.contains("\ntower_identity_proxy_tunnels_open 0\n"),
+        "{text}"
+    );
+}
+
 /// `ProxyLayer::tunnels`: a graceful shutdown's view of the WebSockets, which the server no
 /// longer sees once upgraded. An open tunnel counts until its peers close it, and `ended`
 /// waits for that; `close` closes both its connections at once (the client reads the end,

@@ -51,6 +51,7 @@ use crate::{
     error::{BoxError, ProxyError, ProxyErrorKind, plain_text},
     identity::{IdentityExtractor, refusal},
     jwt::signer::JwtSigner,
+    observability::record::{self, Exchange},
     proxy::{
         body::{ResponseBody, local},
         handle::ProxyHandle,
@@ -79,6 +80,7 @@ pub(crate) struct Shared<I, J> {
     pub(crate) tunnels: crate::proxy::upgrade::Tunnels,
 }
 
+/// The response to `error`, with its kind in the extensions.
 pub(crate) fn error_response<B>(error: &ProxyError) -> Response<ResponseBody<B>> {
     let mut res = plain_text(
         error.status(),
@@ -88,6 +90,17 @@ pub(crate) fn error_response<B>(error: &ProxyError) -> Response<ResponseBody<B>>
         res.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static(allow));
     }
+    res.extensions_mut().insert(error.kind());
+    local(res)
+}
+
+/// The identity extractor's refusal (`None`: no identity), with its kind in the extensions.
+fn unauthenticated<E: IdentityExtractor, B>(
+    extractor: &E,
+    rejection: Option<crate::identity::Rejection>,
+) -> Response<ResponseBody<B>> {
+    let mut res = refusal(extractor, rejection);
+    res.extensions_mut().insert(ProxyErrorKind::Unauthenticated);
     local(res)
 }
 
@@ -166,21 +179,55 @@ where
         status = tracing::field::Empty,
         duration_ms = tracing::field::Empty,
     );
+    #[cfg(feature = "opentelemetry")]
+    crate::observability::trace::adopt(&span, req.headers());
     let started = (!span.is_disabled()).then(Instant::now);
     let (parts, body) = req.into_parts();
     Proxied {
         run: run(shared, target, parts, body).instrument(span),
         started,
+        in_flight: InFlight::enter(),
+    }
+}
+
+/// A request under the prefix counted in `tower_identity_proxy_in_flight` until it is
+/// answered, or dropped unanswered (`outcome="cancelled"`).
+struct InFlight {
+    open: bool,
+}
+
+impl InFlight {
+    fn enter() -> Self {
+        record::in_flight(true);
+        Self { open: true }
+    }
+
+    /// The request is answered: `kind` if the proxy made the response itself.
+    fn answered(&mut self, kind: Option<ProxyErrorKind>) {
+        if std::mem::take(&mut self.open) {
+            record::in_flight(false);
+            record::request(kind);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.open {
+            record::in_flight(false);
+            record::cancelled();
+        }
     }
 }
 
 pin_project! {
     /// [`proxy`]'s future: `run` in the request's span, which records the status and
-    /// duration at the end when it is enabled.
+    /// duration at the end when it is enabled, and the request's metrics.
     pub(crate) struct Proxied<F> {
         #[pin]
         run: tracing::instrument::Instrumented<F>,
         started: Option<Instant>,
+        in_flight: InFlight,
     }
 }
 
@@ -194,6 +241,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let res = std::task::ready!(this.run.as_mut().poll(cx));
+        this.in_flight
+            .answered(res.extensions().get::<ProxyErrorKind>().copied());
         if let Some(started) = this.started.take() {
             let span = this.run.span();
             span.record("status", res.status().as_u16());
@@ -236,8 +285,8 @@ where
                 Some(origin) => identity.issued_by(Arc::clone(origin.issuer())),
                 None => identity,
             },
-            Ok(None) => return local(refusal(&shared.identity, None)),
-            Err(rejection) => return local(refusal(&shared.identity, Some(rejection))),
+            Ok(None) => return unauthenticated(&shared.identity, None),
+            Err(rejection) => return unauthenticated(&shared.identity, Some(rejection)),
         };
         let token = match shared.signer.sign(&identity).await {
             Ok(t) => t,
@@ -273,6 +322,8 @@ where
         upstream
             .headers
             .insert(header::AUTHORIZATION, token.authorization().clone());
+        #[cfg(feature = "opentelemetry")]
+        crate::observability::trace::inject(&mut upstream.headers);
 
         // WebSocket and other upgrades: tunnel only once the target agrees with a matching 101.
         let upgrade = if shared.upgrades {
@@ -316,21 +367,23 @@ where
         // Pinned where it is made: passed by value, an `async fn` would keep the future twice
         // in its state (as its argument, then as the local it pins).
         let send = std::pin::pin!(client.send(target, request, upgrade.is_some()));
-        let sent = await_response(
-            send,
-            tokio::time::Instant::now(),
-            progress.as_deref(),
-            shared.timeout,
-        )
-        .await;
+        let sent_at = tokio::time::Instant::now();
+        let sent = await_response(send, sent_at, progress.as_deref(), shared.timeout).await;
+        // `http.client.request.duration`: until the response head, or the failure.
+        let observe =
+            |exchange| record::upstream(&parts.method, target.server(), exchange, sent_at);
         let (response, deadline) = match sent {
-            Some((Ok(res), deadline)) => (res, deadline),
+            Some((Ok(res), deadline)) => {
+                observe(Exchange::Response(res.status()));
+                (res, deadline)
+            }
             // The client's own body broke (malformed chunked framing, fewer bytes than its
             // `Content-Length`, a reset upload): the request failed through no fault of the
             // target's, and the client, if still there, is told so; a body that outgrew a limit
             // set in front of the proxy (`tower_http::limit`, or any body wrapped in
             // `http_body_util::Limited`) is too large.
             Some((Err(e), _)) if progress.as_deref().is_some_and(Progress::failed) => {
+                observe(Exchange::Failed("request_body"));
                 tracing::debug!(error = %e, "request body broken; upstream request abandoned");
                 let kind = if caused_by::<http_body_util::LengthLimitError>(&e) {
                     ProxyErrorKind::BodyTooLarge
@@ -342,6 +395,7 @@ where
             // No connection (refused, name not found, TLS handshake refused, a TLS 1.3 client
             // certificate refused once the handshake looked done): unreachable.
             Some((Err(e), _)) if e.is_connect() || tls_failure(&e) => {
+                observe(Exchange::Failed("unreachable"));
                 let error = ProxyError::with_source(ProxyErrorKind::Unreachable, e);
                 tracing::warn!(
                     target = target.as_str(),
@@ -353,6 +407,7 @@ where
             // Connected, but the exchange failed: the target closed or reset the connection
             // before a whole response head, or sent something that is not one.
             Some((Err(e), _)) => {
+                observe(Exchange::Failed("bad_response"));
                 let error = ProxyError::with_source(
                     ProxyErrorKind::BadResponse("The proxy target sent no valid response."),
                     e,
@@ -367,6 +422,7 @@ where
             // The wait ended while the target was waiting for the client's body, which stopped
             // coming: the client is late, not the target.
             None if progress.as_deref().is_some_and(Progress::awaiting_client) => {
+                observe(Exchange::Failed("request_timeout"));
                 tracing::debug!(timeout = ?shared.timeout, "request body stalled; upstream request abandoned");
                 let mut res = error_response(&ProxyError::new(ProxyErrorKind::RequestTimeout));
                 // The rest of the body will not be read (RFC 9110 §15.5.9).
@@ -377,6 +433,7 @@ where
                 return res;
             }
             None => {
+                observe(Exchange::Failed("timeout"));
                 tracing::warn!(target = target.as_str(), timeout = ?shared.timeout, "target timed out");
                 return error_response(&ProxyError::new(ProxyErrorKind::Timeout));
             }

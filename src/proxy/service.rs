@@ -108,6 +108,7 @@ where
         }
         match self.shared.handle.target() {
             None => {
+                crate::observability::record::request(Some(ProxyErrorKind::Disabled));
                 ResponseFuture::ready(error_response(&ProxyError::new(ProxyErrorKind::Disabled)))
             }
             Some(target) => ResponseFuture::proxy(Box::pin(forward::proxy(

@@ -126,6 +126,7 @@ impl Tunnels {
     /// Counts a tunnel as open until the returned guard is dropped.
     fn enter(&self) -> Open {
         self.0.open.fetch_add(1, Ordering::AcqRel);
+        crate::observability::record::tunnel(true);
         Open(self.clone())
     }
 }
@@ -144,6 +145,7 @@ struct Open(Tunnels);
 
 impl Drop for Open {
     fn drop(&mut self) {
+        crate::observability::record::tunnel(false);
         if self.0.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.0.ended.notify_waiters();
         }

@@ -24,6 +24,7 @@ use crate::{
         keys::{Algorithm, PublicKey},
         verifier::{SharedKeys, VerifyingKey},
     },
+    observability::record::{self, Fetch},
 };
 
 /// The largest JWKS document read.
@@ -194,6 +195,7 @@ impl RemoteJwks {
         }
         match tokio::time::timeout(config.timeout, self.fetch(config)).await {
             Ok(Ok((keys, fresh_for))) => {
+                record::jwks_fetch(Fetch::Ok);
                 tracing::debug!(target: "tower_identity_proxy", url = %self.url, keys = keys.len(), "JWKS fetched");
                 self.keys.store(Arc::new(keys));
                 if let Ok(mut stale) = self.stale_at.lock() {
@@ -201,9 +203,11 @@ impl RemoteJwks {
                 }
             }
             Ok(Err(e)) => {
+                record::jwks_fetch(Fetch::Error);
                 tracing::warn!(target: "tower_identity_proxy", url = %self.url, error = %e, "JWKS fetch failed; keeping the previous keys");
             }
             Err(_) => {
+                record::jwks_fetch(Fetch::Timeout);
                 tracing::warn!(target: "tower_identity_proxy", url = %self.url, "JWKS fetch timed out; keeping the previous keys");
             }
         }

@@ -19,6 +19,7 @@ use crate::{
         claims::Claims,
         verifier::{Verifier, VerifyError},
     },
+    observability::record::{self, Verification},
     proxy::body::{ResponseBody, local},
 };
 
@@ -88,7 +89,13 @@ impl Checker {
             let kid = jsonwebtoken::decode_header(&token).ok().and_then(|h| h.kid);
             remote.refresh(config, kid.as_deref()).await;
         }
-        self.verifier.verify(&token).map_err(refused)
+        let verified = self.verifier.verify(&token).map_err(refused);
+        record::verification(if verified.is_ok() {
+            Verification::Valid
+        } else {
+            Verification::Invalid
+        });
+        verified
     }
 }
 
@@ -172,7 +179,15 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let kind = match self.checker.check(req.headers()) {
+        let outcome = self.checker.check(req.headers());
+        match &outcome {
+            Outcome::Verified(_) => record::verification(Verification::Valid),
+            Outcome::NoToken => record::verification(Verification::Missing),
+            Outcome::Refused(_) => record::verification(Verification::Invalid),
+            // Counted once the keys are refreshed.
+            Outcome::Refresh(_) => {}
+        }
+        let kind = match outcome {
             Outcome::Verified(claims) => {
                 accept(&mut req, claims);
                 Kind::Inner {

@@ -308,3 +308,29 @@ pub(super) fn response(status: StatusCode, body: impl Into<Bytes>) -> Response<F
     *res.status_mut() = status;
     res
 }
+
+/// A target that accepts connections and reads what comes, never answering: `http://ADDR`.
+pub async fn silent_target() -> String {
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// An address on 127.0.0.1 where nothing listens (bound, then released).
+pub async fn closed_port() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    listener.local_addr().expect("addr")
+}

@@ -144,7 +144,10 @@ impl<J: JwtSigner> CachingSigner<J> {
             // A pending slot (another request is signing) is shared: one signature.
             if *made_in == generation && slot.get().is_none_or(|t| self.is_fresh(identity, t, now))
             {
-                return Arc::clone(slot);
+                let slot = Arc::clone(slot);
+                drop(slots);
+                crate::observability::record::token_cache(true);
+                return slot;
             }
         }
         if slots.len() >= self.max_entries && !slots.contains_key(identity) {
@@ -168,6 +171,8 @@ impl<J: JwtSigner> CachingSigner<J> {
         }
         let slot = Slot::default();
         slots.insert(identity.clone(), (generation, Arc::clone(&slot)));
+        drop(slots);
+        crate::observability::record::token_cache(false);
         slot
     }
 }

@@ -489,6 +489,7 @@ impl KeySigner {
         jwt.push('.');
         URL_SAFE_NO_PAD.encode_string(signature, &mut jwt);
         self.policy.check_len(&jwt)?;
+        crate::observability::record::signature();
         Token::new(&jwt, issued, expires)
     }
 

@@ -19,7 +19,11 @@
 #   PIN=split       split: wrk on CPU 0, the servers on the other CPUs (a 2-core machine:
 #                   CPU 1); none: no pinning, every process on every CPU
 #   DEMO_BIN=path   use this binary instead of building `--bench server`
-#   DEMO_ARGS=...   extra arguments for the server (the demo's options)
+#   DEMO_ARGS=...   extra arguments for the server (the demo's options; and for `base`
+#                   unless BASE_ARGS is set)
+#   BASE_ARGS=...   extra arguments for `base` instead of DEMO_ARGS: the same binary with
+#                   and without an option (e.g. DEMO_ARGS="--redis redis://127.0.0.1:6379",
+#                   BASE_ARGS="" to measure what the shared state costs per request)
 #   DEMO_UPSTREAM=h1  h1: the demo (and base) speak HTTP/1.1 to the upstream, as nginx does;
 #                   h2c: HTTP/2 with prior knowledge (`--upstream-h2c`) to a second listener
 #                   of the same nginx upstream (`listen ... http2`), one multiplexed
@@ -166,10 +170,10 @@ await_listening() { # name, what it is (for the error)
     fi
     demo_addr[$1]=$addr
 }
-start_demo() { # name, binary
+start_demo() { # name, binary, extra arguments
     TOKIO_WORKER_THREADS=$server_n taskset -c "$server_cpus" "$2" \
         --listen 127.0.0.1:0 --unsecured "${demo_upstream[@]}" \
-        ${DEMO_ARGS:-} >"$tmp/$1.out" 2>"$tmp/$1.err" &
+        $3 >"$tmp/$1.out" 2>"$tmp/$1.err" &
     await_listening "$1" "$2"
     local addr=${demo_addr[$1]}
     wait_http "http://$addr/proxy/"
@@ -180,7 +184,7 @@ start_demo() { # name, binary
         exit 1
     fi
 }
-start_demo demo "$DEMO_BIN"
+start_demo demo "$DEMO_BIN" "${DEMO_ARGS:-}"
 # The secured demo of `auth-32`: one Basic user; its token comes back from the upstream's
 # /auth, which echoes the Authorization the demo sent.
 auth_user=bench
@@ -193,7 +197,7 @@ if [[ " $SCENARIOS " == *" auth-32 "* ]]; then
     wait_http "http://${demo_addr[authn]}/proxy/"
 fi
 alg=$(printf '%s' "${auth#Bearer }" | cut -d. -f1 | tr '_-' '/+' | base64 -d 2>/dev/null || true)
-[[ -n ${BASE_BIN:-} ]] && start_demo base "$BASE_BIN"
+[[ -n ${BASE_BIN:-} ]] && start_demo base "$BASE_BIN" "${BASE_ARGS-${DEMO_ARGS:-}}"
 floors=()
 start_floor() { # name, mode
     TOKIO_WORKER_THREADS=$server_n taskset -c "$server_cpus" "$FLOOR_BIN" --mode "$2" \

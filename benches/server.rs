@@ -12,7 +12,9 @@
 //! the demo's, with the same meaning: `--listen`, `--keys`, `--unsecured`, `--user`,
 //! `--proxy-url`, `--upstream-timeout-ms`, `--upstream-ca`, `--upstream-h2c`,
 //! `--header-read-timeout-ms`, `--idle-timeout-ms`, `--shutdown-timeout-ms`,
-//! `--forwarded-for`, `--credential-cache-secs`. Its only route besides `/proxy` is
+//! `--forwarded-for`, `--credential-cache-secs`, and `--redis URL` when built with the
+//! `redis` feature (then it prints its address once the shared state is read and the target
+//! written to Redis if Redis had none). Its only route besides `/proxy` is
 //! `GET /.well-known/jwks.json`. Secured, it authenticates as the demo does: Basic with
 //! cached credentials and failed sign-ins counted per TCP peer, else a Bearer token the
 //! server signed (cached, following the users), else anonymous.
@@ -123,6 +125,11 @@ struct Options {
     /// hash, in seconds; 0 turns the cache off.
     #[arg(long, value_name = "N", default_value_t = 300)]
     credential_cache_secs: u64,
+
+    /// Share the target, the users and the public keys with the replicas using this Redis
+    /// (feature `redis`).
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
 }
 
 /// A `--user NAME:PASSWORD:ROLE,ROLE` option.
@@ -209,6 +216,9 @@ struct App {
     /// Off, requests carry no extension for it (inserting one allocates the request's
     /// extension map).
     connect_info: bool,
+    /// The shared state with `--redis`, kept for as long as the server runs.
+    #[cfg(feature = "redis")]
+    _shared: Option<tower_identity_proxy::state::SharedState>,
 }
 
 /// Builds the app again with a connection pool to the target of its own, and a set of
@@ -291,14 +301,27 @@ async fn build(opts: &Options) -> Result<App, Error> {
     };
 
     let handle = match &opts.proxy_url {
-        Some(url) => ProxyHandle::with_target(Target::parse(url)?),
-        None => ProxyHandle::new(),
+        Some(url) if opts.redis.is_none() => ProxyHandle::with_target(Target::parse(url)?),
+        _ => ProxyHandle::new(),
     };
     let mut proxy = ProxyLayer::new(key_set.signer())
         .with_identity(identity.clone())
         .upstream_timeout(Duration::from_millis(opts.upstream_timeout_ms))
         .client(upstream_client(opts)?)
-        .handle(handle);
+        .handle(handle.clone());
+    #[cfg(feature = "redis")]
+    let shared = match &opts.redis {
+        Some(url) => {
+            let (shared, pseudonym) = join_redis(url, opts, handle, users, key_set.clone()).await?;
+            proxy = proxy.via_pseudonym(pseudonym);
+            Some(shared)
+        }
+        None => None,
+    };
+    #[cfg(not(feature = "redis"))]
+    if opts.redis.is_some() {
+        return Err("--redis needs the `redis` feature".into());
+    }
     if opts.forwarded_for {
         // The TCP peer, as `serve` (and `start`) put it in each request.
         proxy = proxy.forwarded_for(|parts| {
@@ -327,7 +350,53 @@ async fn build(opts: &Options) -> Result<App, Error> {
         },
         // Secured, failed sign-ins are counted per client address.
         connect_info: opts.forwarded_for || !opts.unsecured,
+        #[cfg(feature = "redis")]
+        _shared: shared,
     })
+}
+
+/// `--redis`: joins the replicas sharing that Redis, and waits (30 s at most) until the
+/// state is read, the command-line users and target are written if Redis lacks them, and
+/// the key signs.
+#[cfg(feature = "redis")]
+async fn join_redis(
+    url: &str,
+    opts: &Options,
+    handle: ProxyHandle,
+    users: CredentialStore,
+    keys: KeySet,
+) -> Result<
+    (
+        tower_identity_proxy::state::SharedState,
+        tower_identity_proxy::proxy::Pseudonym,
+    ),
+    Error,
+> {
+    use tower_identity_proxy::state::{RedisStore, SharedState};
+    let store = RedisStore::open(url)?;
+    let pseudonym = store.pseudonym();
+    let shared = SharedState::new(store, handle, users, keys);
+    let ready = async {
+        while !shared.is_synced() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for user in &opts.users {
+            shared
+                .put_user_if_absent(&user.name, &user.password, user.roles.clone())
+                .await?;
+        }
+        if let Some(target) = &opts.proxy_url {
+            shared.set_target_if_absent(Some(target)).await?;
+        }
+        while !shared.is_ready() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok::<_, Error>(())
+    };
+    tokio::time::timeout(Duration::from_secs(30), ready)
+        .await
+        .map_err(|_| format!("{url}: the shared state was not ready within 30 s"))??;
+    Ok((shared, pseudonym))
 }
 
 /// The client that reaches the target: `--upstream-ca`, `--upstream-h2c`.

@@ -21,14 +21,23 @@
 //!   or disables the target (`400` with the reason for an invalid URL);
 //! - `PUT /admin/users/{name}` with `{"password": "…", "roles": […]}` adds or updates a user;
 //!   `DELETE /admin/users/{name}` removes one;
-//! - `POST /admin/keys/rotate` rotates to a fresh key of the same type and answers
-//!   `{"kid": "<the new kid>", "published": [every published kid]}`; the previous key stays
-//!   published until the tokens it signed have expired. `/admin/*` needs `ROLE_ADMIN`, and
-//!   refuses (`403`) identities read from a token this app signed: a target calling the app
-//!   back acts for a user, it does not administer the app;
+//! - `POST /admin/keys/rotate` publishes a fresh key of the same type and answers
+//!   `{"kid": "<the new kid>", "signs_from": <Unix time>, "signs_in_seconds": N,
+//!   "published": [every published kid]}`: it signs after `--rotation-delay-secs`; the
+//!   previous key stays published until the tokens it signed have expired. `/admin/*`
+//!   needs `ROLE_ADMIN`, and refuses (`403`) identities read from a token this app signed
+//!   (a target calling the app back acts for a user, it does not administer the app); with
+//!   `--redis`, a change Redis cannot take answers `503` and changes nothing;
+//! - `GET /ready` (no authentication): `200` once `/proxy` can be served without a failed
+//!   request (with `--redis`: the shared state read, this replica's key published for the
+//!   rotation delay), `503` before; a readiness probe;
 //! - `GET /.well-known/jwks.json`: the public keys as a JWK Set (no authentication), for
 //!   targets such as `cargo run --example target -- --jwks http://ADDR/.well-known/jwks.json`;
 //! - `/proxy` and `/proxy/*`: the [`ProxyLayer`].
+//!
+//! `--redis redis://HOST:PORT[/DB]` (feature `redis`) joins the replicas sharing that Redis:
+//! the target, the users (password hashes) and every replica's public key are shared, and
+//! `--user` and `--proxy-url` are written to Redis only if it has no such user or target.
 //!
 //! Who the caller is comes from the same extractor for the app's routes and for the proxy:
 //! HTTP Basic against the users, else a Bearer access token of the OpenID Connect provider
@@ -61,6 +70,9 @@
 //! requests in flight and the WebSocket tunnels have ended, or once
 //! `--shutdown-timeout-ms` has passed (those still open are dropped, with a warning). A
 //! second signal exits at once (status 130 or 143).
+
+#[path = "support/replicas.rs"]
+mod replicas;
 
 use std::{convert::Infallible, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -171,6 +183,20 @@ struct Options {
     /// hash, in seconds (a keyed hash of them is kept in memory); 0 turns the cache off.
     #[arg(long, value_name = "N", default_value_t = 300)]
     credential_cache_secs: u64,
+
+    /// Share the target, the users and the public keys with the replicas using this Redis
+    /// (`redis://HOST:PORT[/DB]`; feature `redis`).
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+
+    /// How long a new key is published before it signs (a rotation, or a replica joining
+    /// others), in seconds.
+    #[arg(long, value_name = "N", default_value_t = 95)]
+    rotation_delay_secs: u64,
+
+    /// The JWK Set's `Cache-Control: max-age`, in seconds.
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    jwks_max_age_secs: u64,
 
     /// Also accept Bearer access tokens of this OpenID Connect provider (its `iss`, e.g.
     /// `https://sso.example.com/realms/demo`; keys from its discovery document); needs
@@ -287,10 +313,10 @@ impl IdentityExtractor for DemoIdentity {
 struct AppState {
     /// Changes the proxy target.
     handle: ProxyHandle,
-    /// The Basic-authentication users.
-    users: CredentialStore,
     /// The signing key and the published keys.
     key_set: KeySet,
+    /// Changes the target, users and keys on every replica; readiness.
+    replicas: replicas::Replicas,
 }
 
 /// How long the app's own routes may take (`503` after); `/proxy` has the upstream timeout.
@@ -337,8 +363,15 @@ async fn build(
         }
     };
 
+    let store = replicas::Store::from_options(opts)?;
     let users = CredentialStore::new();
-    for user in opts.users.clone() {
+    // With a shared store, the users come from it (and are written to it if absent).
+    for user in opts
+        .users
+        .clone()
+        .into_iter()
+        .filter(|_| !store.is_shared())
+    {
         let store = users.clone();
         // Hashing a password is deliberately slow: keep it off the async workers.
         tokio::task::spawn_blocking(move || store.insert(&user.name, &user.password, user.roles))
@@ -346,7 +379,8 @@ async fn build(
     }
 
     // One active key, rotated at run time; Bearer tokens verify against every published key.
-    let key_set = KeySet::new(KeySigner::new(keys));
+    let key_set = KeySet::new(KeySigner::new(keys))
+        .rotation_delay(Duration::from_secs(opts.rotation_delay_secs));
     let basic = BasicAuth::new(users.clone())
         .credential_cache(Duration::from_secs(opts.credential_cache_secs), 1024)
         // Failed sign-ins are counted per TCP peer, as `serve` puts it in each request.
@@ -366,8 +400,9 @@ async fn build(
     };
 
     let handle = match &opts.proxy_url {
-        Some(url) => ProxyHandle::with_target(Target::parse(url)?),
-        None => ProxyHandle::new(),
+        // With a shared store, the target comes from it (and is written to it if absent).
+        Some(url) if !store.is_shared() => ProxyHandle::with_target(Target::parse(url)?),
+        _ => ProxyHandle::new(),
     };
     let tunnels = Tunnels::new();
     let mut proxy = ProxyLayer::new(key_set.signer())
@@ -376,6 +411,9 @@ async fn build(
         .client(upstream_client(opts)?)
         .handle(handle.clone())
         .tunnels(tunnels.clone());
+    if let Some(pseudonym) = store.pseudonym() {
+        proxy = proxy.via_pseudonym(pseudonym);
+    }
     if opts.forwarded_for || !opts.trusted_proxies.is_empty() {
         // The TCP peer, as `serve` puts it in each request.
         proxy = proxy.forwarded_for(|parts| {
@@ -396,10 +434,11 @@ async fn build(
              that calls the app back can be sent elsewhere; name the app's origins"
         );
     }
+    let replicas = replicas::Replicas::join(store, opts, handle.clone(), users, key_set.clone());
     let state = AppState {
         handle,
-        users,
         key_set,
+        replicas,
     };
     let app = ServiceBuilder::new()
         .set_x_request_id(MakeRequestUuid)
@@ -478,7 +517,14 @@ fn router(state: AppState, identity: DemoIdentity) -> Router {
     Router::new()
         .merge(api)
         .merge(admin)
-        .route_service("/.well-known/jwks.json", state.key_set.jwks())
+        .route_service(
+            "/.well-known/jwks.json",
+            state.key_set.jwks().max_age(state.replicas.jwks_max_age),
+        )
+        .route(
+            "/ready",
+            get(replicas::ready).with_state(state.replicas.clone()),
+        )
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             ROUTE_TIMEOUT,
@@ -520,9 +566,9 @@ struct ProxyUrl {
 }
 
 async fn put_proxy(State(state): State<AppState>, Json(body): Json<ProxyUrl>) -> Response {
-    match state.handle.set_target(body.url.as_deref()) {
+    match state.replicas.shared.set_target(body.url.as_deref()).await {
         Ok(()) => target_json(&state.handle).into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(e) => replicas::refused(&e),
     }
 }
 
@@ -538,17 +584,15 @@ async fn put_user(
     Path(name): Path<String>,
     Json(user): Json<NewUser>,
 ) -> Response {
-    let store = state.users.clone();
-    let existed = store.contains(&name);
     let saved = Identity::new(name.clone(), user.roles.clone());
-    // Hashing a password is deliberately slow: keep it off the async workers.
-    let inserted = tokio::task::spawn_blocking({
-        let name = name.clone();
-        move || store.insert(&name, &user.password, user.roles)
-    })
-    .await;
+    // Hashed on a blocking thread; only the hash is stored (and shared).
+    let inserted = state
+        .replicas
+        .shared
+        .put_user(&name, &user.password, user.roles)
+        .await;
     match inserted {
-        Ok(Ok(())) => {
+        Ok(existed) => {
             let status = if existed {
                 StatusCode::OK
             } else {
@@ -560,8 +604,7 @@ async fn put_user(
             )
                 .into_response()
         }
-        Ok(Err(e)) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "The user was not saved.").into_response(),
+        Err(e) => replicas::refused(&e),
     }
 }
 
@@ -576,18 +619,19 @@ fn fresh_key(alg: Algorithm) -> Result<KeyPair, tower_identity_proxy::ConfigErro
 }
 
 async fn rotate_keys(State(state): State<AppState>) -> Response {
-    let key_set = state.key_set.clone();
+    let alg = state.key_set.algorithm();
     // Generating an RSA key takes a while: keep it off the async workers.
-    let rotated = tokio::task::spawn_blocking(move || {
-        let key = fresh_key(key_set.algorithm())?;
-        key_set.rotate(key)
-    })
-    .await;
-    match rotated {
-        Ok(Ok(kid)) => {
-            Json(json!({ "kid": kid, "published": state.key_set.kids() })).into_response()
+    let rotated = match tokio::task::spawn_blocking(move || fresh_key(alg)).await {
+        Ok(Ok(key)) => state.replicas.shared.rotate(key).await,
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => {
+            Err(tower_identity_proxy::ConfigError::InvalidKey("no key generated".into()).into())
         }
-        Ok(Err(e)) => {
+    };
+    match rotated {
+        Ok(rotation) => Json(replicas::rotation_json(&rotation, &state.key_set)).into_response(),
+        Err(e @ tower_identity_proxy::state::StateError::Unavailable(_)) => replicas::refused(&e),
+        Err(e) => {
             tracing::error!(error = %e, "key rotation failed");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -595,19 +639,14 @@ async fn rotate_keys(State(state): State<AppState>) -> Response {
             )
                 .into_response()
         }
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "The key was not rotated.",
-        )
-            .into_response(),
     }
 }
 
 async fn delete_user(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    if state.users.remove(&name) {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        (StatusCode::NOT_FOUND, "No such user.").into_response()
+    match state.replicas.shared.remove_user(&name).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => (StatusCode::NOT_FOUND, "No such user.").into_response(),
+        Err(e) => replicas::refused(&e),
     }
 }
 

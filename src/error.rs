@@ -129,6 +129,10 @@ pub enum ProxyErrorKind {
     /// ([`Tunnels::close`](crate::proxy::Tunnels::close), at the end of a shutdown): `503 Service
     /// Unavailable`; nothing was sent to the target.
     ShuttingDown,
+    /// The proxy cannot serve yet: its shared state is not synchronised, or its signing key
+    /// is not published long enough for the targets to know it: `503 Service Unavailable`;
+    /// nothing was sent to the target.
+    NotReady,
 }
 
 impl ProxyError {
@@ -165,7 +169,9 @@ impl ProxyError {
             ProxyErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyErrorKind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyErrorKind::ShuttingDown | ProxyErrorKind::NotReady => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyErrorKind::Misdirected => StatusCode::MISDIRECTED_REQUEST,
         }
     }
@@ -187,6 +193,7 @@ impl ProxyError {
             ProxyErrorKind::RequestTimeout => "The request body did not arrive in time.",
             ProxyErrorKind::BodyTooLarge => "The request body is too large.",
             ProxyErrorKind::ShuttingDown => "The proxy is shutting down.",
+            ProxyErrorKind::NotReady => "The proxy is not ready.",
             ProxyErrorKind::Misdirected => "The request's host is not served here.",
         }
     }

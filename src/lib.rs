@@ -175,6 +175,7 @@
 //! | [`jwt`] | keys, signers and their token cache, key rotation, the JWK Set, token verification |
 //! | [`client`] | the pooled HTTP client that reaches the target (TLS, HTTP/2) |
 //! | [`verify`] | the target's side: a layer that verifies the proxy's tokens |
+//! | [`state`] | where the target, users and published keys live: this process, or Redis shared by replicas |
 //!
 //! # Feature flags
 //!
@@ -187,6 +188,7 @@
 //! | `metrics` | yes | metrics through the [`metrics`](https://docs.rs/metrics) facade: request outcomes, upstream latency, token cache, tunnels (see [`observability`]) |
 //! | `opentelemetry` | no | the proxy's span becomes the parent of the target's: W3C trace context injected through the global OpenTelemetry propagator (`tracing-opentelemetry`; see [`observability`]) |
 //! | `native-roots` | no | the platform's root certificates for https targets, trusted once a client is built with `ClientBuilder::native_roots(true)`; implies `https` |
+//! | `redis` | no | `state::RedisStore`: several replicas share the target, users and published keys through Redis |
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -200,6 +202,7 @@ pub mod jwt;
 pub mod observability;
 pub mod proxy;
 pub mod rules;
+pub mod state;
 mod target;
 pub mod verify;
 

@@ -36,7 +36,8 @@
 //!   `max_forwards` (`OPTIONS` with `Max-Forwards: 0`, answered by the proxy), `unauthenticated`
 //!   (the identity extractor refused the caller or found no identity), `signing_failed`,
 //!   `unreachable`, `bad_response`, `timeout`, `request_timeout` (the client's upload
-//!   stalled), `body_too_large`, `shutting_down`, and `cancelled` (the client went away before
+//!   stalled), `body_too_large`, `shutting_down`, `not_ready` (a replica whose shared state
+//!   or signing key is not ready yet), and `cancelled` (the client went away before
 //!   the answer). Each [`ProxyErrorKind`] has one, see [`outcome`];
 //! - `http.request.method`: `GET`, `HEAD`, `POST`, `PUT`, `DELETE`, `PATCH`, `OPTIONS`,
 //!   `CONNECT`, `TRACE`, or `_OTHER` for any other method;
@@ -164,6 +165,7 @@ pub fn outcome(kind: ProxyErrorKind) -> &'static str {
         ProxyErrorKind::RequestTimeout => "request_timeout",
         ProxyErrorKind::BodyTooLarge => "body_too_large",
         ProxyErrorKind::ShuttingDown => "shutting_down",
+        ProxyErrorKind::NotReady => "not_ready",
     }
 }
 
@@ -258,6 +260,7 @@ pub(crate) mod record {
                 Some("request_timeout") => key!(REQUESTS_TOTAL, "outcome" => "request_timeout"),
                 Some("body_too_large") => key!(REQUESTS_TOTAL, "outcome" => "body_too_large"),
                 Some("shutting_down") => key!(REQUESTS_TOTAL, "outcome" => "shutting_down"),
+                Some("not_ready") => key!(REQUESTS_TOTAL, "outcome" => "not_ready"),
                 // `outcome` returns one of the words above: a new kind gets its arm there
                 // and here (a unit test checks every kind).
                 Some(_) => key!(REQUESTS_TOTAL, "outcome" => "other"),
@@ -538,6 +541,7 @@ mod tests {
             ProxyErrorKind::RequestTimeout,
             ProxyErrorKind::BodyTooLarge,
             ProxyErrorKind::ShuttingDown,
+            ProxyErrorKind::NotReady,
         ];
         for kind in kinds {
             let word = outcome(kind);
@@ -572,6 +576,7 @@ mod tests {
                 ProxyErrorKind::RequestTimeout,
                 ProxyErrorKind::BodyTooLarge,
                 ProxyErrorKind::ShuttingDown,
+                ProxyErrorKind::NotReady,
             ] {
                 record::request(Some(kind));
             }
@@ -580,7 +585,7 @@ mod tests {
         assert!(!text.contains("\"other\""), "{text}");
         assert_eq!(
             text.matches("tower_identity_proxy_requests_total{").count(),
-            13
+            14
         );
     }
 }

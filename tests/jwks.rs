@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use axum::Router;
 use common::{
@@ -76,7 +76,7 @@ async fn token_via_proxy(app: SocketAddr, user: &str) -> String {
 async fn jsonwebtoken_verifies_tokens_with_the_jwks_alone() {
     let target = token_target().await;
     for (signer, alg) in signers() {
-        let keys = KeySet::new(signer);
+        let keys = KeySet::new(signer).rotation_delay(Duration::ZERO);
         let app = app(&keys, target.addr()).await;
         let token = token_via_proxy(app, "Alice:ROLE_WONDERLAND,ROLE_USER").await;
 
@@ -122,7 +122,8 @@ async fn jsonwebtoken_verifies_tokens_with_the_jwks_alone() {
         );
 
         // A token from another key set is not verified by this JWKS.
-        let stranger = KeySet::new(KeySigner::new(KeyPair::generate_ed25519().unwrap()));
+        let stranger = KeySet::new(KeySigner::new(KeyPair::generate_ed25519().unwrap()))
+            .rotation_delay(Duration::ZERO);
         let other_app = app_with_stranger(&stranger, target.addr()).await;
         let foreign = token_via_proxy(other_app, "Mallory:ROLE_ADMIN").await;
         assert!(decode_with_jwks(&foreign, &jwks).is_err());
@@ -167,7 +168,7 @@ async fn pyjwt_jwk_client_verifies_tokens_and_rotations() {
     };
     let target = token_target().await;
     for (signer, alg) in signers() {
-        let keys = KeySet::new(signer);
+        let keys = KeySet::new(signer).rotation_delay(Duration::ZERO);
         let app = app(&keys, target.addr()).await;
         let url = format!("http://{app}{JWKS_PATH}");
         let before = token_via_proxy(app, "Alice:ROLE_USER,ROLE_WONDERLAND").await;
@@ -186,7 +187,7 @@ async fn pyjwt_jwk_client_verifies_tokens_and_rotations() {
             Algorithm::ES384 => KeyPair::generate_ec(Curve::P384).unwrap(),
             _ => KeyPair::generate_ed25519().unwrap(),
         };
-        let new_kid = keys.rotate(next).unwrap();
+        let new_kid = keys.rotate(next).unwrap().into_kid();
         // A user the cache has not seen gets a token from the new key.
         let after = token_via_proxy(app, "Bob:ROLE_USER").await;
         assert_eq!(

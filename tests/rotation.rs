@@ -70,7 +70,8 @@ async fn rotation_under_concurrent_load_loses_no_request() {
     const BETWEEN: usize = 24; // requests seen by the target between two rotations
     const MAX_PER_CLIENT: usize = 400;
 
-    let keys = KeySet::new(KeySigner::rs512(KeyPair::generate_rsa(2048).unwrap()).unwrap());
+    let keys = KeySet::new(KeySigner::rs512(KeyPair::generate_rsa(2048).unwrap()).unwrap())
+        .rotation_delay(Duration::ZERO);
     let next_keys: Vec<KeyPair> = (0..ROTATIONS)
         .map(|_| KeyPair::generate_rsa(2048).unwrap())
         .collect();
@@ -114,7 +115,7 @@ async fn rotation_under_concurrent_load_loses_no_request() {
     for next in next_keys {
         let before = recorded.count();
         wait_for_hits(&recorded, before + BETWEEN).await;
-        rotated.push(keys.rotate(next).unwrap());
+        rotated.push(keys.rotate(next).unwrap().into_kid());
     }
     let before = recorded.count();
     wait_for_hits(&recorded, before + BETWEEN).await;
@@ -153,14 +154,18 @@ async fn rotation_under_concurrent_load_loses_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_with_the_token_cache_keeps_cached_tokens_valid() {
-    let keys = KeySet::new(KeySigner::rs512(KeyPair::generate_rsa(2048).unwrap()).unwrap());
+    let keys = KeySet::new(KeySigner::rs512(KeyPair::generate_rsa(2048).unwrap()).unwrap())
+        .rotation_delay(Duration::ZERO);
     let (app, _target) = app(&keys, ProxyLayer::new(keys.signer())).await;
     let url = format!("http://{app}/proxy/x");
     let alice = get_with(&url, &[("x-test-user", "Alice:ROLE_USER")])
         .await
         .text();
     let old_kid = keys.active_kid();
-    let new_kid = keys.rotate(KeyPair::generate_rsa(2048).unwrap()).unwrap();
+    let new_kid = keys
+        .rotate(KeyPair::generate_rsa(2048).unwrap())
+        .unwrap()
+        .into_kid();
 
     // Documented: a cached token of the previous key is still handed out...
     let again = get_with(&url, &[("x-test-user", "Alice:ROLE_USER")])
@@ -192,7 +197,9 @@ async fn previous_key_retires(lifetime: Duration) -> Attempt {
     let signer = KeySigner::rs512(first.clone())
         .unwrap()
         .policy(TokenPolicy::new().lifetime(lifetime));
-    let keys = KeySet::new(signer).retirement_grace(Duration::ZERO);
+    let keys = KeySet::new(signer)
+        .rotation_delay(Duration::ZERO)
+        .retirement_grace(Duration::ZERO);
     let (app, recorded) = app(&keys, ProxyLayer::uncached(keys.signer())).await;
     let url = format!("http://{app}/proxy/x");
     let jwks_url = format!("http://{app}{JWKS_PATH}");
@@ -204,7 +211,7 @@ async fn previous_key_retires(lifetime: Duration) -> Attempt {
     let next = KeyPair::generate_rsa(2048).unwrap();
     // The previous key retires no earlier than `lifetime` after this.
     let rotating = Instant::now();
-    let new_kid = keys.rotate(next).unwrap();
+    let new_kid = keys.rotate(next).unwrap().into_kid();
     let (_, jwks) = fetch_jwks(&jwks_url).await;
     if jwks.find(first.kid()).is_none() {
         return stalled_or_broken("the previous key is not published", lifetime, rotating);
@@ -252,14 +259,18 @@ async fn previous_key_retires(lifetime: Duration) -> Attempt {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_withdraws_the_key_and_its_cached_tokens() {
-    let keys = KeySet::new(KeySigner::rs512(KeyPair::generate_rsa(2048).unwrap()).unwrap());
+    let keys = KeySet::new(KeySigner::rs512(KeyPair::generate_rsa(2048).unwrap()).unwrap())
+        .rotation_delay(Duration::ZERO);
     let (app, _target) = app(&keys, ProxyLayer::new(keys.signer())).await;
     let url = format!("http://{app}/proxy/x");
     let old = get_with(&url, &[("x-test-user", "Alice:ROLE_USER")])
         .await
         .text();
     let old_kid = kid(&old);
-    let new_kid = keys.rotate(KeyPair::generate_rsa(2048).unwrap()).unwrap();
+    let new_kid = keys
+        .rotate(KeyPair::generate_rsa(2048).unwrap())
+        .unwrap()
+        .into_kid();
     assert!(keys.revoke(&old_kid).unwrap());
 
     let (_, jwks) = fetch_jwks(&format!("http://{app}{JWKS_PATH}")).await;

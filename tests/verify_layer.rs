@@ -49,7 +49,7 @@ struct App {
 
 async fn start_app() -> App {
     let pair = KeyPair::generate_rsa(2048).unwrap();
-    let keys = KeySet::new(KeySigner::rs512(pair.clone()).unwrap());
+    let keys = KeySet::new(KeySigner::rs512(pair.clone()).unwrap()).rotation_delay(Duration::ZERO);
     let fetches = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&fetches);
     let (jwks_open, open) = watch::channel(true);
@@ -580,7 +580,7 @@ async fn a_burst_of_one_fetches_only_at_start() {
     assert_eq!(reply.status, 200);
     // A genuinely new key is refused while the limit holds: the documented window.
     let next = KeyPair::generate_rsa(2048).unwrap();
-    let kid = app.keys.rotate(next.clone()).unwrap();
+    let kid = app.keys.rotate(next.clone()).unwrap().into_kid();
     let fresh = signed_with(&next, &kid, "Alice");
     let reply = get_with(&url, &[("authorization", &format!("Bearer {fresh}"))]).await;
     assert_invalid_token("new key within the limit", &reply);
@@ -601,7 +601,7 @@ async fn a_rotation_soon_after_start_is_picked_up_with_the_default_limit() {
         200
     );
     let next = KeyPair::generate_rsa(2048).unwrap();
-    let kid = app.keys.rotate(next.clone()).unwrap();
+    let kid = app.keys.rotate(next.clone()).unwrap().into_kid();
     let fresh = signed_with(&next, &kid, "Bob");
     let reply = get_with(&url, &[("authorization", &format!("Bearer {fresh}"))]).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -631,7 +631,7 @@ async fn a_rotated_key_is_fetched_once_for_concurrent_requests() {
     // target's layer: they overlap the first one's fetch, whatever the machine's speed.
     app.jwks_open.send_replace(false);
     let next = KeyPair::generate_rsa(2048).unwrap();
-    let kid = app.keys.rotate(next.clone()).unwrap();
+    let kid = app.keys.rotate(next.clone()).unwrap().into_kid();
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let token = signed_with(&next, &kid, &format!("user{i}"));

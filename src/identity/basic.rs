@@ -267,6 +267,12 @@ impl CredentialStore {
         caches.push(Arc::downgrade(cache));
     }
 
+    /// The names of the users, in no particular order.
+    pub fn names(&self) -> Vec<String> {
+        let users = self.inner.users.read().unwrap_or_else(|e| e.into_inner());
+        users.active.keys().cloned().collect()
+    }
+
     /// Whether a user of that name exists.
     pub fn contains(&self, name: &str) -> bool {
         let users = self.inner.users.read().unwrap_or_else(|e| e.into_inner());
@@ -1134,7 +1140,9 @@ mod tests {
         assert_eq!(refused.status(), 429);
         assert_eq!(refused.retry_after_secs(), Some(10));
         assert_eq!(
-            refused.into_response().headers()[http::header::RETRY_AFTER],
+            refused
+                .into_http_response::<http_body_util::Full<bytes::Bytes>>()
+                .headers()[http::header::RETRY_AFTER],
             "10"
         );
         assert_eq!(hashed(), 4);
@@ -1150,6 +1158,24 @@ mod tests {
         clock.advance(Duration::from_secs(10));
         assert_eq!(status(&auth, "Dave:x").await, Err(401));
         assert_eq!(hashed(), 7);
+    }
+
+    #[test]
+    fn a_user_travels_as_its_hash() {
+        let here = CredentialStore::new();
+        let hash = here.hash_password("abcdef123456").unwrap();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        let there = CredentialStore::new();
+        there.insert_hashed("Alice", &hash, ["ROLE_USER"]).unwrap();
+        assert_eq!(
+            there.verify("Alice", "abcdef123456").unwrap().roles(),
+            ["ROLE_USER"]
+        );
+        assert!(there.verify("Alice", "wrong").is_none());
+        assert_eq!(there.names(), ["Alice"]);
+        assert!(there.insert_hashed("Bob", "abcdef123456", ["R"]).is_err());
+        assert!(there.insert_hashed("a:b", &hash, ["R"]).is_err());
+        assert!(!there.contains("Bob"));
     }
 
     #[test]

@@ -47,6 +47,7 @@
 //! ## Rotation
 //!
 //! ```
+//! use std::time::{Duration, SystemTime};
 //! use tower_identity_proxy::{identity::Identity, jwt::{JwtSigner, KeyPair, KeySet, KeySigner}};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -55,13 +56,20 @@
 //! let signer = keys.signer();
 //! let verifier = keys.verifier();
 //! let alice = Identity::new("Alice", ["ROLE_USER"]);
+//! let first_kid = keys.active_kid();
 //! let before = signer.sign(&alice).await?;
 //!
-//! let new_kid = keys.rotate(KeyPair::generate_rsa(2048)?)?;
+//! let rotation = keys.rotate(KeyPair::generate_rsa(2048)?)?;
+//! // Published at once, signing only after the rotation delay (95 s by default).
+//! assert_eq!(keys.kids(), [first_kid.clone(), rotation.kid().to_owned()]);
+//! assert_eq!(keys.active_kid(), first_kid);
+//! assert!(rotation.signs_from() > SystemTime::now() + Duration::from_secs(90));
+//!
+//! // Signing with it now (an emergency): the previous key stays published.
+//! let now = keys.rotate_at(keys.pending().unwrap(), SystemTime::now())?;
 //! let after = signer.sign(&alice).await?;
-//! assert_eq!(keys.active_kid(), new_kid);
-//! assert_eq!(keys.kids().len(), 2); // the previous key is still published
-//! verifier.verify(before.as_str())?; // so its tokens still verify
+//! assert_eq!(keys.active_kid(), now.kid());
+//! verifier.verify(before.as_str())?; // the previous key's tokens still verify
 //! verifier.verify(after.as_str())?;
 //! # Ok(()) }
 //! ```
@@ -69,7 +77,8 @@
 //! ## Several replicas
 //!
 //! Give every replica the same key files, or [`publish`](KeySet::publish) the other
-//! replicas' public keys, so that a token signed by one verifies everywhere.
+//! replicas' public keys, so that a token signed by one verifies everywhere. A
+//! [`SharedState`](crate::state::SharedState) does the latter through a state store.
 //!
 //! ```
 //! use tower_identity_proxy::jwt::{Algorithm, KeyPair, KeySet, KeySigner};
@@ -111,16 +120,24 @@
 //!
 //! # Key rotation
 //!
-//! [`rotate`](KeySet::rotate) makes a new key active at once. The previous key stays
-//! published, and accepted by the verifier, until every token it signed has expired: the
-//! token lifetime of the previous signer plus a [grace](KeySet::retirement_grace) for
-//! clock skew and caches. It is then retired. Nothing needs a restart; a request being
-//! signed while the rotation happens finishes with the key it started with, and its token
-//! verifies.
+//! [`rotate`](KeySet::rotate) publishes a new key at once and signs with it only after the
+//! [rotation delay](KeySet::rotation_delay) (default [`DEFAULT_ROTATION_DELAY`], 95 s):
+//! long enough for a target's JWKS client to have seen it. PyJWT's `PyJWKClient` and
+//! `jose` keep a fetched JWK Set and, on meeting an unknown `kid`, fetch it again at most
+//! once every 30 s; a shared HTTP cache may serve the set for its `max-age` (60 s by
+//! default, [`Jwks::max_age`]). A token signed with a key the target has not fetched would
+//! be refused for up to that long, so the delay must be longer than both added up.
+//!
+//! Once the new key signs, the previous one stays published, and accepted by the verifier,
+//! until every token it signed has expired: the token lifetime of the previous signer plus
+//! a [grace](KeySet::retirement_grace) for clock skew and caches. It is then retired.
+//! Nothing needs a restart; a request being signed while the switch happens finishes with
+//! the key it started with, and its token verifies.
 //!
 //! [`revoke`](KeySet::revoke) withdraws a key at once (a leaked key): it disappears from
 //! the JWK Set and the verifier, and a [`CachingSigner`] in front of
-//! the signer drops every cached token.
+//! the signer drops every cached token. To replace a leaked active key, rotate with
+//! [`rotate_at`](KeySet::rotate_at) and the current time, then revoke it.
 //!
 //! # JWK Set
 //!
@@ -139,10 +156,13 @@
 //!
 //! # Caching caveat
 //!
-//! A [`KeySet`] signs with a new key as soon as it is rotated. A verifier that caches the
-//! document refetches it when it meets an unknown `kid`, but a shared HTTP cache (a CDN) in
-//! between could serve the old document for up to `max-age`. Behind such a cache, publish
-//! the next key first ([`KeySet::publish`]) and rotate to it once `max-age` has passed.
+//! A verifier that caches the document refetches it when it meets an unknown `kid`, at
+//! most once per cool-down (30 s for PyJWT's `PyJWKClient` and `jose`), and a shared HTTP
+//! cache (a CDN) in between could serve the old document for up to `max-age`. A
+//! [`KeySet`] therefore publishes a rotated-to key for its
+//! [rotation delay](KeySet::rotation_delay) (95 s by default: the default `max-age` of
+//! 60 s, the 30 s cool-down and 5 s) before it signs with it. With a longer `max-age`, set
+//! a longer delay.
 
 pub(crate) mod claims;
 pub mod dangerous;
@@ -156,6 +176,6 @@ pub(crate) mod verifier;
 pub use claims::Claims;
 pub use jwks::Jwks;
 pub use keys::{Algorithm, Curve, KeyPair, PublicKey};
-pub use keyset::{KeySet, KeySetSigner};
+pub use keyset::{DEFAULT_ROTATION_DELAY, KeySet, KeySetSigner, Rotation};
 pub use signer::{CachingSigner, JwtSigner, KeySigner, SignError, Token, TokenPolicy};
 pub use verifier::{Verifier, VerifyError};

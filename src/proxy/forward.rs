@@ -290,6 +290,10 @@ where
         };
         let token = match shared.signer.sign(&identity).await {
             Ok(t) => t,
+            Err(e) if e.is_not_ready() => {
+                tracing::warn!(error = %e, "identity token not signed yet; nothing sent upstream");
+                return error_response(&ProxyError::new(ProxyErrorKind::NotReady));
+            }
             Err(e) => {
                 tracing::error!(error = %e, "identity token not signed; nothing sent upstream");
                 return error_response(&ProxyError::new(ProxyErrorKind::Signing));

@@ -5,7 +5,13 @@
 //! (an [`ArcSwapOption`]), and a request keeps the target it started with even if the
 //! target changes while it is in flight.
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use arc_swap::ArcSwapOption;
 
@@ -36,9 +42,20 @@ use crate::{error::ConfigError, target::Target};
 /// assert!(handle.target().is_none());
 /// # Ok::<(), tower_identity_proxy::ConfigError>(())
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ProxyHandle {
     target: Arc<ArcSwapOption<Target>>,
+    /// `false` while a state store has not synchronised the target yet (`503`).
+    ready: Arc<AtomicBool>,
+}
+
+impl Default for ProxyHandle {
+    fn default() -> Self {
+        Self {
+            target: Arc::default(),
+            ready: Arc::new(AtomicBool::new(true)),
+        }
+    }
 }
 
 impl ProxyHandle {
@@ -99,12 +116,24 @@ impl ProxyHandle {
     pub fn is_enabled(&self) -> bool {
         self.target.load().is_some()
     }
+
+    /// Whether the target is known: always, unless a [state store](crate::state) has not
+    /// synchronised it yet, in which case requests get `503 The proxy is not ready.`
+    #[inline]
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
 }
 
 impl fmt::Debug for ProxyHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProxyHandle")
             .field("target", &self.target.load().as_deref().map(Target::as_str))
+            .field("ready", &self.is_ready())
             .finish()
     }
 }

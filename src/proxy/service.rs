@@ -101,6 +101,11 @@ where
         if !self.shared.rewrite.matches(req.uri().path()) {
             return ResponseFuture::inner(self.inner.call(req));
         }
+        if !self.shared.handle.is_ready() {
+            return ResponseFuture::ready(error_response(&ProxyError::new(
+                ProxyErrorKind::NotReady,
+            )));
+        }
         match self.shared.handle.target() {
             None => {
                 crate::observability::record::request(Some(ProxyErrorKind::Disabled));

@@ -93,20 +93,41 @@ impl fmt::Debug for Token {
     }
 }
 
-/// A token could not be signed; the proxy answers `500` and sends nothing upstream.
+/// A token could not be signed; the proxy answers `500` (`503` when the signer is
+/// [not ready](Self::not_ready)) and sends nothing upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignError(Cow<'static, str>);
+pub struct SignError {
+    reason: Cow<'static, str>,
+    not_ready: bool,
+}
 
 impl SignError {
     /// A new error with a reason (for logs; the client never sees it).
     pub fn new(reason: impl Into<Cow<'static, str>>) -> Self {
-        Self(reason.into())
+        Self {
+            reason: reason.into(),
+            not_ready: false,
+        }
+    }
+
+    /// The signer cannot sign yet (its key is not published long enough): the proxy
+    /// answers `503 The proxy is not ready.`
+    pub fn not_ready(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            reason: reason.into(),
+            not_ready: true,
+        }
+    }
+
+    /// Whether the signer was not ready yet, see [`not_ready`](Self::not_ready).
+    pub fn is_not_ready(&self) -> bool {
+        self.not_ready
     }
 }
 
 impl fmt::Display for SignError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "could not sign the identity token: {}", self.0)
+        write!(f, "could not sign the identity token: {}", self.reason)
     }
 }
 

@@ -114,8 +114,11 @@ impl Tunnels {
     /// Each tunnel's task ends the next time its runtime polls it; [`ended`](Self::ended)
     /// tells when they all have.
     pub fn close(&self) -> usize {
+        // Counted before the tunnels are told: once told, a tunnel on another thread may
+        // end, and leave the count, before this one reads it.
+        let open = self.open();
         self.0.closing.send_replace(true);
-        self.open()
+        open
     }
 
     /// Whether [`close`](Self::close) was called.

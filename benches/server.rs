@@ -1,6 +1,6 @@
 //! The server the load scripts measure (`benches/load.sh`, `benches/demo-instructions.sh`,
 //! `benches/memory.sh`): the proxy layer tuned as a production server would run it, not an
-//! example (see `examples/demo.rs` for that). `cargo bench` skips it (`bench = false`).
+//! example (see `examples/demo/` for that). `cargo bench` skips it (`bench = false`).
 //!
 //! ```text
 //! cargo build --release --bench server --message-format=json   # the binary's path

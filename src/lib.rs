@@ -138,7 +138,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! `tests/tower_http.rs` runs this stack over real sockets. `examples/demo.rs` is built
+//! `tests/tower_http.rs` runs this stack over real sockets. `examples/demo/` is built
 //! this way.
 //!
 //! # Basic authentication in a debug build

@@ -55,6 +55,20 @@
 //! host and port. A label per user or per path would make one time series per user or path
 //! (a memory cost for every scraper, and a list of who used what in the monitoring system).
 //!
+//! # Dashboards
+//!
+//! Two PromQL queries, with the Prometheus exporter's names:
+//!
+//! ```text
+//! # The share of requests the proxy answered itself with an error, over 5 minutes:
+//! sum(rate(tower_identity_proxy_requests_total{outcome!~"forwarded|max_forwards"}[5m]))
+//!   / sum(rate(tower_identity_proxy_requests_total[5m]))
+//!
+//! # The target's 99th-percentile latency, per target:
+//! histogram_quantile(0.99, sum by (le, server_address, server_port)
+//!   (rate(http_client_request_duration_seconds_bucket[5m])))
+//! ```
+//!
 //! # Cost
 //!
 //! Every label value is a `&'static str` or (for the target's host and port) shared with

@@ -1,5 +1,5 @@
 //! The walkthrough of the Atoti proxy documentation, step by step and assertion by
-//! assertion, against the demo app (`examples/demo.rs`, run as its binary on real sockets) and a target server that behaves as the document's Python server, down to
+//! assertion, against the demo app (`examples/demo/`, run as its binary on real sockets) and a target server that behaves as the document's Python server, down to
 //! the bytes it writes: Python's `BaseHTTPRequestHandler` answers in HTTP/1.0 with
 //! `send_response_only` (a status line, no `Date`, no `Content-Length`) and closes the
 //! connection to end the body.

@@ -127,6 +127,37 @@ const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// of the app's own users (`admin`) is, to the target, that name with the provider's
 /// roles. Prefer an immutable claim (`sub`, the default) or one the provider does not let
 /// users choose, and keep the roles to an [allow-list](Self::allowed_roles).
+///
+/// The audience is required: a token the provider issued for another client or API is
+/// refused, so a token leaked from another application does not open this one. Keys come
+/// from the configured issuer's discovery document or JWKS URL only, never from a URL in
+/// the token; an https issuer's `jwks_uri` must be https. Fetched over plain http, the keys
+/// are as trustworthy as the network.
+///
+/// # Provider settings
+///
+/// ## Keycloak
+///
+/// | Setting | Value |
+/// |---|---|
+/// | issuer | `https://sso.example.com/realms/<realm>` (the realm's URL, no trailing slash) |
+/// | audience | the client id: add an *Audience* mapper to the client's dedicated scope (*Included Client Audience*: the client, *Add to access token* on), or access tokens carry only `account` |
+/// | name | `preferred_username` (or `sub`, the user's id, which never changes) |
+/// | roles | `realm_access.roles` (realm roles), `resource_access.<client>.roles` (client roles), `groups` (with a *Group Membership* mapper) |
+/// | algorithm | RS256 (the realm's default key) |
+///
+/// Keycloak serves its keys with `Cache-Control: no-cache`: they are refetched in the
+/// background once a minute at most.
+///
+/// ## Auth0
+///
+/// | Setting | Value |
+/// |---|---|
+/// | issuer | `https://<tenant>.<region>.auth0.com/` (with its trailing slash, as the tokens carry it), or the custom domain |
+/// | audience | the API's *Identifier* (*Applications → APIs*), e.g. `https://api.example.com`, requested as `audience` at login |
+/// | name | `sub` (`auth0\|…`); access tokens carry no `email` unless an Action adds it |
+/// | roles | `permissions` (the API's *RBAC* with *Add Permissions in the Access Token*), `scope`, or a claim an Action adds, e.g. `https://example.com/roles` |
+/// | algorithm | RS256 |
 #[derive(Clone)]
 pub struct OidcBearer {
     config: Arc<Config>,

@@ -52,6 +52,139 @@
 //! assert!(keys.kids().contains(&rotation.kid().to_owned()));
 //! # Ok(()) }
 //! ```
+//!
+//! # Trusting Redis
+//!
+//! - *Threat model.* Whoever can write to Redis can add a public key that every replica then
+//!   publishes and accepts, change the target (which then receives the users' tokens) and add
+//!   users: Redis is as trusted as the admin endpoints. Put it on a private network, with a
+//!   password (`redis://:PASSWORD@HOST`) or ACL user, and keep it out of reach of the targets.
+//!   Reading Redis gives public keys and Argon2id hashes only: no key that could sign a token
+//!   and no password.
+//! - *Shared key files instead.* `--keys DIR` on every replica, mounted from a Kubernetes
+//!   Secret, gives all replicas one key: a replica that starts later finds it published
+//!   already and is ready at once. The private key then lives in the Secret, guarded as such.
+//!   Per-replica keys need no secret distribution; the cost is a wait at start (below).
+//! - *Revocation* is immediate on every replica: `SharedState::revoke(kid)`.
+//!
+//!
+//! # Rotation that JWKS clients survive
+//!
+//! A standard JWKS client caches the set and refetches it for an unknown `kid` at most once
+//! per cool-down (PyJWT's `PyJWKClient`: the set cached 300 s, a refresh at most every 30 s;
+//! `jose` alike). A key must therefore be published for longer than that, plus the JWK Set's
+//! `max-age`, before it signs. `KeySet::rotate` publishes the new key at once and signs with it
+//! after the rotation delay (default 95 s: 60 s `max-age`, 30 s cool-down, 5 s); the demo's
+//! `POST /admin/keys/rotate` answers the new `kid` and `signs_from`. A replica that joins
+//! others publishes its key the same way and is not ready until the delay has passed (the
+//! first replica of an empty Redis signs at once: no target can have fetched a set without its
+//! key). The previous key stays published until its tokens have expired.
+//!
+//!
+//! # When Redis is down
+//!
+//! - Requests go on: forwarding, signing, Bearer verification and the JWK Set all use the
+//!   state each replica holds in memory. `/ready` stays `200`.
+//! - Changes are refused: the admin endpoints answer `503 The shared state cannot be reached;
+//!   nothing was changed.` and nothing changes on the replica either, so no replica drifts
+//!   from the others.
+//! - Reconnection is automatic (backoff from 50 ms to 2 s); on reconnection each replica reads
+//!   the whole state again and republishes its keys if Redis lost them. Use Redis persistence
+//!   (`appendonly yes`): a Redis that comes back empty has no target and no users.
+//! - A replica that starts while Redis is down stays not ready (`503`) until it has read the
+//!   state.
+//!
+//! # Kubernetes
+//!
+//! ```text
+//! apiVersion: apps/v1
+//! kind: Deployment
+//! metadata: { name: app }
+//! spec:
+//!   replicas: 3
+//!   selector: { matchLabels: { app: app } }
+//!   template:
+//!     metadata: { labels: { app: app } }
+//!     spec:
+//!       containers:
+//!         - name: app
+//!           image: registry.example.com/app:1.0   # built with --features redis
+//!           args: ["--listen", "0.0.0.0:8080", "--redis", "redis://redis:6379/0",
+//!                  "--user", "admin:$(ADMIN_PASSWORD):ROLE_ADMIN,ROLE_USER"]
+//!           env:
+//!             - name: ADMIN_PASSWORD
+//!               valueFrom: { secretKeyRef: { name: app-admin, key: password } }
+//!           ports: [{ containerPort: 8080 }]
+//!           readinessProbe:            # in the Service only once its key is published long enough
+//!             httpGet: { path: /ready, port: 8080 }
+//!             periodSeconds: 2
+//!           livenessProbe:
+//!             tcpSocket: { port: 8080 }
+//! ---
+//! apiVersion: v1
+//! kind: Service
+//! metadata: { name: app }
+//! spec:
+//!   selector: { app: app }
+//!   ports: [{ port: 80, targetPort: 8080 }]
+//! ---
+//! apiVersion: apps/v1
+//! kind: StatefulSet
+//! metadata: { name: redis }
+//! spec:
+//!   serviceName: redis
+//!   replicas: 1
+//!   selector: { matchLabels: { app: redis } }
+//!   template:
+//!     metadata: { labels: { app: redis } }
+//!     spec:
+//!       containers:
+//!         - name: redis
+//!           image: redis:7
+//!           args: ["--appendonly", "yes"]
+//!           ports: [{ containerPort: 6379 }]
+//!           volumeMounts: [{ name: data, mountPath: /data }]
+//!   volumeClaimTemplates:
+//!     - metadata: { name: data }
+//!       spec: { accessModes: [ReadWriteOnce], resources: { requests: { storage: 1Gi } } }
+//! ---
+//! apiVersion: v1
+//! kind: Service
+//! metadata: { name: redis }
+//! spec:
+//!   selector: { app: redis }
+//!   ports: [{ port: 6379 }]
+//! ```
+//!
+//! Targets verify tokens with the JWK Set of the Service, `http://app/.well-known/jwks.json`
+//! (any replica serves every replica's keys). With a rolling update, each new pod is ready
+//! about 95 s after it starts (its key's rotation delay): set `maxUnavailable: 0` so that the
+//! old pods serve meanwhile, or share one key through `--keys` to be ready at once. Behind an
+//! Ingress that terminates TLS, name its pods' network with `--trusted-proxy CIDR` and the
+//! app's origin with `--public-origin`, so that targets learn the origin clients used.
+//!
+//!
+//! # Sizing
+//!
+//! - Per request: **zero Redis round trips**. The target, keys and users are read from memory
+//!   without a lock, as with one process; Redis is touched only by changes and at
+//!   (re)connection.
+//! - Memory and Redis: the target is one string; a user is about 150 bytes (an Argon2id hash
+//!   and its roles); a key is its public PEM (about 600 bytes for RSA-3072). Every replica
+//!   holds everything: 10,000 users take a few megabytes per replica. The JWK Set lists each
+//!   live replica's key, plus the previous keys of recent rotations and of replicas gone: a
+//!   replica renews its key's record every 30 s; a key not renewed for 2 minutes (its replica
+//!   stopped) retires once the tokens it may have signed have expired (token lifetime plus
+//!   grace), and its record is deleted a minute later. Each renewal is one small write and
+//!   one notification.
+//! - A change costs one Redis script call (the write, a version number and the notification
+//!   at once) and reaches each replica in one pub/sub message. A reconnection reads the whole
+//!   state in one transaction.
+//! - Client: the [`redis`](https://crates.io/crates/redis) crate (1.x): its
+//!   `ConnectionManager` reconnects by itself, its pub/sub connection streams notifications,
+//!   and it is the most used Redis client of the ecosystem; `fred` offers the same with more
+//!   machinery (pools, its own reconnect policies) than one connection and one subscription
+//!   need.
 
 #[cfg(feature = "redis")]
 mod redis;

@@ -35,12 +35,17 @@ pub fn example_bin(name: &str) -> PathBuf {
     let bin = profile
         .join("examples")
         .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.rs"));
-    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    match (modified(&bin), modified(&source)) {
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    // `examples/NAME.rs`, or the newest file of `examples/NAME/`.
+    let written = modified(&examples.join(format!("{name}.rs"))).or_else(|| {
+        let dir = std::fs::read_dir(examples.join(name)).ok()?;
+        dir.filter_map(|entry| modified(&entry.ok()?.path())).max()
+    });
+    match (modified(&bin), written) {
         (Some(built), Some(written)) if built >= written => bin,
         (Some(_), _) => panic!(
-            "{} is older than examples/{name}.rs: run `cargo build --example {name}`",
+            "{} is older than its source in examples/: run `cargo build --example {name}`",
             bin.display()
         ),
         (None, _) => panic!(

@@ -25,7 +25,7 @@ use tower_identity_proxy::{
     state::{MemoryStore, SharedState, StateError},
 };
 
-use super::{Error, Options, UserSpec};
+use crate::{Error, Options, UserSpec};
 
 /// The state every replica shares, and whether this one is ready.
 #[derive(Clone, Debug)]

@@ -23,7 +23,9 @@
 #                   unless BASE_ARGS is set)
 #   BASE_ARGS=...   extra arguments for `base` instead of DEMO_ARGS: the same binary with
 #                   and without an option (e.g. DEMO_ARGS="--redis redis://127.0.0.1:6379",
-#                   BASE_ARGS="" to measure what the shared state costs per request)
+#                   BASE_ARGS="" to measure what the shared state costs per request;
+#                   DEMO_ARGS="--metrics-listen 127.0.0.1:0", BASE_ARGS="" for what
+#                   recording metrics into a Prometheus recorder costs)
 #   DEMO_UPSTREAM=h1  h1: the demo (and base) speak HTTP/1.1 to the upstream, as nginx does;
 #                   h2c: HTTP/2 with prior knowledge (`--upstream-h2c`) to a second listener
 #                   of the same nginx upstream (`listen ... http2`), one multiplexed

@@ -53,6 +53,10 @@ use tower_identity_proxy::{
 /// A boxed error for start-up failures.
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+// The demo's Prometheus recorder and `/metrics` listener, the same code.
+#[path = "../examples/demo/metrics.rs"]
+mod metrics;
+
 /// The server's command line (the demo's options).
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -130,6 +134,11 @@ struct Options {
     /// (feature `redis`).
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+
+    /// Install a Prometheus recorder and serve `GET /metrics` on a listener of its own at
+    /// this address (as the demo does): what recording the metrics costs under load.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 /// A `--user NAME:PASSWORD:ROLE,ROLE` option.
@@ -956,6 +965,11 @@ fn server_threads() -> usize {
 async fn run(opts: &Options, mut out: impl std::io::Write + Send + 'static) -> Result<(), Error> {
     // First: a signal during start-up then shuts down instead of killing the process.
     let mut signals = Signals::new()?;
+    // Before the app is built, so that everything it records is kept.
+    if let Some(listen) = &opts.metrics_listen {
+        let addr = metrics::serve(listen).await?;
+        tracing::info!("metrics on http://{addr}/metrics");
+    }
     let app = build(opts).await?;
     let listen = opts.listen.clone();
     let (begin_shutdown, shutdown) = tokio::sync::oneshot::channel::<()>();

@@ -2,7 +2,7 @@
 # temporary workspace whose processes are stopped and files removed on exit, a free port on
 # 127.0.0.1, waits for a server to listen and for a URL to answer, and nginx's
 # configurations (the reference proxy's among them, so that both scripts measure the same
-# nginx).
+# nginx), with HAProxy's and Caddy's set up like it.
 
 # workspace PREFIX: `tmp`, a fresh directory under $TMPDIR, and `pids`, the processes to
 # stop; both are cleaned up when the script exits or is interrupted.
@@ -124,5 +124,61 @@ nginx_proxy() {
             proxy_max_temp_file_size 0;
         }
     }
+CONF
+}
+
+# haproxy_conf PORT UPSTREAM_PORT THREADS: HAProxy configured like nginx_proxy: HTTP on
+# 127.0.0.1:PORT, THREADS threads, keep-alive connections to 127.0.0.1:UPSTREAM_PORT reused
+# across client connections, X-Forwarded-Proto and -Host set, no log. Start it in the
+# foreground with `haproxy -db -f FILE`.
+haproxy_conf() {
+    cat <<CONF
+global
+    nbthread $3
+    maxconn 4096
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+frontend proxy
+    bind 127.0.0.1:$1
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    default_backend upstream
+backend upstream
+    server upstream 127.0.0.1:$2
+CONF
+}
+
+# caddy_conf PORT UPSTREAM_PORT: a Caddyfile configured like nginx_proxy: `reverse_proxy` on
+# 127.0.0.1:PORT, plain HTTP, no admin endpoint, keep-alive to 127.0.0.1:UPSTREAM_PORT with
+# up to 128 idle connections; Caddy sets X-Forwarded-Proto and -Host itself, the
+# X-Forwarded-For it would add too is dropped (nginx_proxy sends none), and so is the
+# `Accept-Encoding: gzip` Go's client would add. No access log. Start it with
+# `GOMAXPROCS=N caddy run --config FILE --adapter caddyfile`, XDG_CONFIG_HOME and
+# XDG_DATA_HOME in a temporary directory (Caddy saves its configuration there).
+caddy_conf() {
+    cat <<CONF
+{
+    admin off
+    auto_https off
+    grace_period 1s
+}
+http://:$1 {
+    bind 127.0.0.1
+    reverse_proxy 127.0.0.1:$2 {
+        header_up -X-Forwarded-For
+        transport http {
+            compression off
+            keepalive 60s
+            keepalive_idle_conns 128
+            keepalive_idle_conns_per_host 128
+        }
+    }
+}
 CONF
 }

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Load test: the proxy server of benches/server.rs, system `demo` (release build, --unsecured, identity signed with RS512 through the
-# token cache) against nginx `proxy_pass` with upstream keepalive, both in front of the same
-# nginx upstream, and against that upstream served directly.
+# token cache) against nginx `proxy_pass` with upstream keepalive, HAProxy and Caddy
+# configured alike, all in front of the same nginx upstream, and against that upstream served
+# directly.
 #
-# Usage: benches/load.sh            (from the repository root; needs wrk, nginx, curl, cargo)
+# Usage: benches/load.sh            (from the repository root; needs wrk, nginx, curl, cargo;
+#                                    haproxy and caddy if installed, see PEERS)
 #
 # Environment (all optional):
-#   ROUNDS=5        rounds per scenario; each round runs direct, nginx, demo in turn
+#   ROUNDS=5        rounds per scenario; each round runs direct, nginx, haproxy, caddy, demo
+#                   in turn
 #   DURATION=3      seconds per wrk run
-#   WARMUP=1        seconds of unrecorded wrk before each system's first round
+#   WARMUP=1        seconds of unrecorded wrk before each system's first round (0: none)
 #   SCENARIOS="small-32 small-100 1mib-32 auth-32"
 #                   auth-32: a second demo, secured (--user), small GETs at 32 connections
 #                   as `anon` (no credentials), `basic` (a valid user, HTTP Basic), `bearer`
@@ -16,6 +19,11 @@
 #                   (`basic` again while a second wrk sends wrong passwords over 32 more
 #                   connections), in turn within each round; prints basic/anon and
 #                   bearer/anon requests/s and the flood's p99 over the quiet basic p99
+#   PEERS="haproxy caddy"
+#                   the other proxies measured beside nginx, in the same rounds (HAProxy
+#                   `mode http` with `http-reuse always`, Caddy `reverse_proxy`: see
+#                   benches/common.sh); one that is not installed is skipped with a note on
+#                   stderr; PEERS="" measures neither
 #   PIN=split       split: wrk on CPU 0, the servers on the other CPUs (a 2-core machine:
 #                   CPU 1); none: no pinning, every process on every CPU
 #   DEMO_BIN=path   use this binary instead of building `--bench server`
@@ -40,7 +48,8 @@
 #                   server, one upstream connection per client connection, no pool)
 #
 # Prints, per scenario, requests/s, p50 and p99 (medians over the rounds) for each system
-# and the ratios demo/nginx and demo/direct; each round's figures are printed as they come.
+# and the ratios demo/nginx and demo/direct, then (`peers:`) demo/haproxy and demo/caddy;
+# each round's figures are printed as they come.
 # Everything listens on 127.0.0.1, lives in a temporary directory and is stopped on exit.
 set -euo pipefail
 
@@ -51,6 +60,7 @@ SCENARIOS=${SCENARIOS:-"small-32 small-100 1mib-32 auth-32"}
 PIN=${PIN:-split}
 DEMO_UPSTREAM=${DEMO_UPSTREAM:-h1}
 FLOOR=${FLOOR:-0}
+PEERS=${PEERS-haproxy caddy}
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -68,6 +78,22 @@ if ((${#missing[@]})); then
     echo "Nothing was installed; install them and run again." >&2
     exit 1
 fi
+# HAProxy and Caddy are measured when installed: skipped with a note otherwise.
+peers=()
+for peer in $PEERS; do
+    case $peer in
+    haproxy | caddy) ;;
+    *)
+        echo "load.sh: PEERS: unknown system $peer (haproxy, caddy)" >&2
+        exit 1
+        ;;
+    esac
+    if command -v "$peer" >/dev/null 2>&1; then
+        peers+=("$peer")
+    else
+        echo "load.sh: $peer is not installed: not measuring it (on Debian: apt-get install -y $peer; PEERS chooses the peers, PEERS=\"\" none)" >&2
+    fi
+done
 
 ncpu=$(nproc)
 case $PIN in
@@ -157,6 +183,32 @@ start_nginx proxy
 wait_http "http://127.0.0.1:$up_port/"
 wait_http "http://127.0.0.1:$px_port/"
 
+# --- HAProxy and Caddy, configured like the nginx proxy -----------------------------------
+declare -A peer_port=() peer_pid=()
+for peer in "${peers[@]}"; do
+    peer_port[$peer]=$(free_port)
+    case $peer in
+    haproxy)
+        haproxy_conf "${peer_port[$peer]}" "$up_port" "$server_n" >"$tmp/haproxy.cfg"
+        taskset -c "$server_cpus" haproxy -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.out" 2>&1 &
+        ;;
+    caddy)
+        caddy_conf "${peer_port[$peer]}" "$up_port" >"$tmp/Caddyfile"
+        mkdir -p "$tmp/caddy-config" "$tmp/caddy-data"
+        GOMAXPROCS=$server_n XDG_CONFIG_HOME=$tmp/caddy-config XDG_DATA_HOME=$tmp/caddy-data \
+            taskset -c "$server_cpus" caddy run --config "$tmp/Caddyfile" --adapter caddyfile \
+            >"$tmp/caddy.out" 2>&1 &
+        ;;
+    esac
+    pids+=($!)
+    peer_pid[$peer]=$!
+    if ! wait_http "http://127.0.0.1:${peer_port[$peer]}/"; then
+        echo "load.sh: $peer did not start:" >&2
+        cat "$tmp/$peer.out" >&2
+        exit 1
+    fi
+done
+
 # --- the demo (and the baseline build, if any) --------------------------------------------
 declare -A demo_pid=() demo_addr=()
 # Records the process just started in the background as system `name`, and its address
@@ -216,7 +268,11 @@ demo_urls=()
 for sys in demo ${BASE_BIN:+base} "${floors[@]}"; do
     demo_urls+=("http://${demo_addr[$sys]}/proxy")
 done
-for url in "http://127.0.0.1:$up_port" "http://127.0.0.1:$px_port" "${demo_urls[@]}"; do
+peer_urls=()
+for peer in "${peers[@]}"; do
+    peer_urls+=("http://127.0.0.1:${peer_port[$peer]}")
+done
+for url in "http://127.0.0.1:$up_port" "http://127.0.0.1:$px_port" "${peer_urls[@]}" "${demo_urls[@]}"; do
     body=$(curl -fsS "$url/")
     [[ $body == "Hello world!" ]] || { echo "load.sh: $url/ answered '$body'" >&2; exit 1; }
     size=$(curl -fsS -o /dev/null -w '%{size_download}' "$url/files/1m")
@@ -266,13 +322,19 @@ run_wrk() { # conns, seconds, url, server pids[, Authorization] → "rps p50 p99
 }
 
 # Whose CPU time is counted per request: the upstream's workers for `direct`, the proxy
-# nginx's workers for `nginx`, the demo process (all its threads) for `demo`.
+# nginx's workers for `nginx`, the HAProxy and Caddy processes (all their threads) for
+# `haproxy` and `caddy`, the demo process (all its threads) for `demo`.
 declare -A cpu_pids=(
     [direct]="$(pgrep -P "${master[upstream]}" | tr '\n' ' ')"
     [nginx]="$(pgrep -P "${master[proxy]}" | tr '\n' ' ')"
     [demo]="${demo_pid[demo]}"
 )
-systems=(direct nginx demo)
+systems=(direct nginx)
+for peer in "${peers[@]}"; do
+    cpu_pids[$peer]=${peer_pid[$peer]}
+    systems+=("$peer")
+done
+systems+=(demo)
 if [[ -n ${BASE_BIN:-} ]]; then
     cpu_pids[base]=${demo_pid[base]}
     systems+=(base)
@@ -282,15 +344,28 @@ for sys in "${floors[@]}"; do
     systems+=("$sys")
 done
 
+peer_versions=
+for peer in "${peers[@]}"; do
+    case $peer in
+    haproxy) peer_versions+=", haproxy $(haproxy -v | head -1 | cut -d' ' -f3)" ;;
+    caddy) peer_versions+=", caddy $(caddy version | cut -d' ' -f1)" ;;
+    esac
+done
+servers="nginx x2"
+for peer in "${peers[@]}"; do
+    servers+=", $peer"
+done
+servers+=" and the demo"
 cat <<EOF
 machine: $ncpu CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), kernel $(uname -r)
-versions: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), demo $DEMO_BIN${BASE_BIN:+, base $BASE_BIN}
+versions: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), demo $DEMO_BIN${BASE_BIN:+, base $BASE_BIN}$peer_versions
 token header: $alg
 demo to upstream: $DEMO_UPSTREAM
-pinning: PIN=$PIN (wrk -t$wrk_threads on CPUs $client_cpus; nginx x2 and the demo on CPUs $server_cpus, $server_n worker(s) each)
+pinning: PIN=$PIN (wrk -t$wrk_threads on CPUs $client_cpus; $servers on CPUs $server_cpus, $server_n worker(s) each)
 rounds: $ROUNDS x ${DURATION}s per system, systems in turn within each round; medians below
 cpu us/req: CPU time (user + system) per request of the system under test: the upstream for
-  direct, the proxy's workers for nginx, the demo process for demo (never wrk's)
+  direct, the proxy's workers for nginx, its process for haproxy and caddy, the demo process for
+  demo (never wrk's)
 EOF
 
 # auth-32: anonymous, Basic and Bearer callers of the secured demo, and Basic under a flood
@@ -313,6 +388,7 @@ auth_scenario() {
     echo
     echo "== auth-32: GET /, 32 connections, secured demo: anonymous, Basic, Bearer; Basic under a 32-connection wrong-password flood =="
     for sys in anon basic bearer; do
+        ((WARMUP > 0)) || break
         run_wrk 32 "$WARMUP" "$url" "$pid" "${auth_of[$sys]}" >/dev/null
     done
     : >"$tmp/auth-32.txt"
@@ -372,9 +448,13 @@ for scenario in $SCENARIOS; do
     for sys in "${floors[@]}"; do
         url[$sys]="http://${demo_addr[$sys]}/proxy$path"
     done
+    for peer in "${peers[@]}"; do
+        url[$peer]="http://127.0.0.1:${peer_port[$peer]}$path"
+    done
     echo
     echo "== $scenario: GET $path, $conns connections =="
     for sys in "${systems[@]}"; do
+        ((WARMUP > 0)) || break
         run_wrk "$conns" "$WARMUP" "${url[$sys]}" "${cpu_pids[$sys]}" >/dev/null
     done
     : >"$tmp/$scenario.txt"
@@ -402,6 +482,22 @@ for scenario in $SCENARIOS; do
         -v dc="${med_cpu[demo]}" -v nc="${med_cpu[nginx]}" 'BEGIN {
         printf "  ratios: demo/nginx %.2f  demo/direct %.2f  nginx/direct %.2f  p99 demo/nginx %.2f  cpu/req demo/nginx %.2f\n",
             d / n, d / r, n / r, dp / np, (nc > 0 ? dc / nc : 0) }'
+    if ((${#peers[@]})); then
+        # req/s, p99 and CPU per request of the demo over each peer's, laid out like `ratios:`.
+        line="  peers:"
+        for what in "" "p99 " "cpu/req "; do
+            for peer in "${peers[@]}"; do
+                case $what in
+                "") d=${med_rps[demo]} p=${med_rps[$peer]} ;;
+                "p99 ") d=${med_p99[demo]} p=${med_p99[$peer]} ;;
+                *) d=${med_cpu[demo]} p=${med_cpu[$peer]} ;;
+                esac
+                line+=$(awk -v d="$d" -v p="$p" -v w="$what" -v s="$peer" \
+                    'BEGIN { printf " %sdemo/%s %.2f ", w, s, (p > 0 ? d / p : 0) }')
+            done
+        done
+        echo "${line% }"
+    fi
     if [[ -n ${BASE_BIN:-} ]]; then
         awk -v d="${med_rps[demo]}" -v b="${med_rps[base]}" -v dp="${med_p99[demo]}" \
             -v bp="${med_p99[base]}" -v dc="${med_cpu[demo]}" -v bc="${med_cpu[base]}" 'BEGIN {

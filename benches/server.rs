@@ -39,6 +39,7 @@ use axum::{
     http::{HeaderValue, request::Parts},
 };
 use clap::Parser;
+use signals::Signals;
 use tokio::net::TcpListener;
 use tower_identity_proxy::{
     ProxyHandle, ProxyLayer, Target,
@@ -56,6 +57,9 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 // The demo's Prometheus recorder and `/metrics` listener, the same code.
 #[path = "../examples/demo/metrics.rs"]
 mod metrics;
+// Ctrl-C and SIGTERM, as the demo takes them.
+#[path = "../examples/demo/signals.rs"]
+mod signals;
 
 /// The server's command line (the demo's options).
 #[derive(Parser, Debug, Clone)]
@@ -1005,50 +1009,6 @@ async fn run(opts: &Options, mut out: impl std::io::Write + Send + 'static) -> R
         (signal, status) = signals.next() => {
             tracing::warn!(signal, "second shutdown signal: exiting at once");
             std::process::exit(status)
-        }
-    }
-}
-
-/// The signals that stop the server: Ctrl-C (SIGINT) and, on unix, SIGTERM. Installed once,
-/// so that none is lost between two waits.
-struct Signals {
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Self {
-                interrupt: signal(SignalKind::interrupt())?,
-                terminate: signal(SignalKind::terminate())?,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(Self {})
-    }
-
-    /// The next signal: its name, and the exit status that says a process died of it.
-    async fn next(&mut self) -> (&'static str, i32) {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                Some(()) = self.interrupt.recv() => ("SIGINT", 130),
-                Some(()) = self.terminate.recv() => ("SIGTERM", 143),
-                // No more signals (the runtime is going away): never.
-                else => std::future::pending().await,
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            match tokio::signal::ctrl_c().await {
-                Ok(()) => ("Ctrl-C", 130),
-                Err(_) => std::future::pending().await,
-            }
         }
     }
 }

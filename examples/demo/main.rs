@@ -45,6 +45,7 @@ mod metrics;
 mod replicas;
 mod routes;
 mod server;
+mod signals;
 
 use std::{convert::Infallible, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -72,7 +73,7 @@ use tower_identity_proxy::{
     proxy::{IpNet, PublicOrigin, TrustedProxies, Tunnels},
 };
 
-use crate::server::{Signals, Timeouts};
+use crate::{server::Timeouts, signals::Signals};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 

@@ -12,7 +12,7 @@ use tokio::{net::TcpListener, sync::watch, task::JoinSet, time::timeout};
 use tower::{Service, ServiceExt};
 use tower_identity_proxy::proxy::Tunnels;
 
-use crate::Error;
+use crate::{Error, signals::Signals};
 
 /// How long the server waits for a client (`--*-timeout-ms`).
 #[derive(Debug, Clone, Copy)]
@@ -213,45 +213,6 @@ async fn quiet(mut load: watch::Receiver<Load>, t: Timeouts) -> bool {
         let next = async { load.wait_for(|l| l.started != seen).await.is_ok() };
         if timeout(t.idle, next).await.is_err() {
             return true;
-        }
-    }
-}
-
-/// The signals that stop the demo: Ctrl-C (SIGINT) and, on unix, SIGTERM. Installed once,
-/// before start-up, so that none is lost between two waits.
-pub(crate) struct Signals {
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    pub(crate) fn new() -> std::io::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Self {
-                interrupt: signal(SignalKind::interrupt())?,
-                terminate: signal(SignalKind::terminate())?,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(Self {})
-    }
-
-    /// The next signal: its name, and the exit status that says a process died of it.
-    async fn next(&mut self) -> (&'static str, i32) {
-        #[cfg(unix)]
-        tokio::select! {
-            Some(()) = self.interrupt.recv() => ("SIGINT", 130),
-            Some(()) = self.terminate.recv() => ("SIGTERM", 143),
-            else => std::future::pending().await,
-        }
-        #[cfg(not(unix))]
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => ("Ctrl-C", 130),
-            Err(_) => std::future::pending().await,
         }
     }
 }

@@ -1,7 +1,7 @@
-# Shared by benches/load.sh and benches/demo-instructions.sh (sourced, not run): a
-# temporary workspace whose processes are stopped and files removed on exit, a free port on
-# 127.0.0.1, waits for a server to listen and for a URL to answer, and nginx's
-# configurations (the reference proxy's among them, so that both scripts measure the same
+# Shared by benches/load.sh, benches/demo-instructions.sh and benches/idle.sh (sourced, not
+# run): a temporary workspace whose processes are stopped and files removed on exit, a free
+# port on 127.0.0.1, waits for a server to listen and for a URL to answer, and nginx's
+# configurations (the reference proxy's among them, so that the scripts measure the same
 # nginx), with HAProxy's and Caddy's set up like it.
 
 # workspace PREFIX: `tmp`, a fresh directory under $TMPDIR, and `pids`, the processes to
@@ -64,13 +64,14 @@ wait_http() {
     return 1
 }
 
-# nginx_conf PREFIX WORKERS BODY: on stdout, an nginx configuration whose pid, error log and
-# temporary directories are PREFIX.pid, PREFIX-error.log, PREFIX-body and so on; WORKERS
-# worker processes, or `single` for one process without a master (what callgrind needs to
-# count the process that serves); BODY goes inside `http { }`. Start it with
-# `nginx -p DIR -c FILE -g 'daemon off;'`.
+# nginx_conf PREFIX WORKERS BODY [CONNECTIONS]: on stdout, an nginx configuration whose pid,
+# error log and temporary directories are PREFIX.pid, PREFIX-error.log, PREFIX-body and so
+# on; WORKERS worker processes, or `single` for one process without a master (what
+# callgrind needs to count the process that serves); BODY goes inside `http { }`;
+# CONNECTIONS connections per worker at most (default 4096; the open files limit must allow
+# them). Start it with `nginx -p DIR -c FILE -g 'daemon off;'`.
 nginx_conf() {
-    local prefix=$1 workers=$2 body=$3 processes
+    local prefix=$1 workers=$2 body=$3 connections=${4:-4096} processes
     if [[ $workers == single ]]; then
         processes=$'worker_processes 1;\nmaster_process off;'
     else
@@ -80,7 +81,7 @@ nginx_conf() {
 $processes
 pid $prefix.pid;
 error_log $prefix-error.log warn;
-events { worker_connections 4096; }
+events { worker_connections $connections; }
 http {
     access_log off;
     client_body_temp_path $prefix-body;

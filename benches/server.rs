@@ -40,7 +40,7 @@ use axum::{
 };
 use clap::Parser;
 use signals::Signals;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tower_identity_proxy::{
     ProxyHandle, ProxyLayer, Target,
     client::{ClientBuilder, ProxyClient},
@@ -644,17 +644,22 @@ async fn accept_loop(
         connect_info,
     } = worker;
     use hyper_util::{
-        rt::{TokioExecutor, TokioIo, TokioTimer},
+        rt::{TokioExecutor, TokioTimer},
         server::conn::auto,
         service::TowerToHyperService,
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
     // The proxy layer bounds its own exchanges with the target; how long a client may take
-    // is the server's to bound (axum::serve sets no such limit).
-    builder
-        .http1()
+    // is the server's to bound (axum::serve sets no such limit). The same HTTP/1.1 settings
+    // for both builders (see [`Connection`]).
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header_read);
+    let mut auto = auto::Builder::new(TokioExecutor::new());
+    auto.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read);
+    let builders = Arc::new(Builders { http1, auto });
     // The open connections, to wait for (and count) on shutdown.
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -682,9 +687,11 @@ async fn accept_loop(
             activity: Arc::clone(&activity),
             peer: connect_info.then_some(peer),
         });
-        let (builder, stopping) = (builder.clone(), stopping.clone());
+        let (builders, stopping) = (Arc::clone(&builders), stopping.clone());
         connections.spawn(async move {
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+            // Pinned in the task itself and watched through a reference: the task's future
+            // holds the connection once, not once more for `watch_connection`.
+            let connection = std::pin::pin!(Connection::new(tcp, service, builders));
             watch_connection(connection, &activity, timeouts, stopping).await;
         });
     }
@@ -726,18 +733,17 @@ struct Worker {
 /// this an h2c client could hold a connection (and its buffers) forever. Once `stopping`
 /// says the server stops, it is shut down gracefully at once.
 async fn watch_connection(
-    connection: Connection<'_>,
+    mut connection: std::pin::Pin<&mut Connection>,
     activity: &Activity,
     timeouts: Timeouts,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     use tokio::time::{Instant, sleep_until};
-    tokio::pin!(connection);
     let start = activity.origin;
     let mut deadline = start + timeouts.header_read.min(timeouts.idle);
     loop {
         tokio::select! {
-            _ = &mut connection => return,
+            () = connection.as_mut() => return,
             () = sleep_until(deadline) => {}
             () = stopped(&mut stopping) => break,
         }
@@ -758,7 +764,7 @@ async fn watch_connection(
     // that does not close within `header_read` is dropped.
     loop {
         tokio::select! {
-            _ = &mut connection => return,
+            () = connection.as_mut() => return,
             () = tokio::time::sleep(timeouts.header_read) => {}
         }
         if activity.idle_since() != Idle::Busy {
@@ -767,13 +773,134 @@ async fn watch_connection(
     }
 }
 
-/// A served connection.
-type Connection<'a> = hyper_util::server::conn::auto::UpgradeableConnection<
-    'a,
-    hyper_util::rt::TokioIo<tokio::net::TcpStream>,
-    hyper_util::service::TowerToHyperService<Tracked<WorkerService>>,
-    hyper_util::rt::TokioExecutor,
->;
+/// What serves one connection's requests.
+type ConnectionService = hyper_util::service::TowerToHyperService<Tracked<WorkerService>>;
+
+/// One connection's socket, as hyper reads and writes it.
+type ConnectionIo = hyper_util::rt::TokioIo<TcpStream>;
+
+/// How [`accept_loop`] serves connections, with the same HTTP/1.1 settings in both.
+struct Builders {
+    /// For a connection whose first bytes cannot begin HTTP/2's preface.
+    http1: hyper::server::conn::http1::Builder,
+    /// For any other: HTTP/1.1 or HTTP/2 (h2c), as hyper-util tells them apart.
+    auto: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+}
+
+/// What an HTTP/2 client with prior knowledge (h2c) sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+pin_project_lite::pin_project! {
+    /// A served connection: HTTP/1.1 or HTTP/2 (h2c), with upgrades, as hyper-util's
+    /// `auto::Builder::serve_connection_with_upgrades` serves it, in less memory.
+    ///
+    /// hyper-util reads a connection's first bytes (24 at most) to tell the versions apart
+    /// and hands them to hyper's HTTP/1.1 connection ahead of the socket; hyper, finding
+    /// them in its 8 KiB read buffer, reserves 8 KiB more for the next read and the buffer
+    /// grows to 16 KiB, which the connection keeps for its life. Here the first bytes are
+    /// only peeked at (`MSG_PEEK`): when they cannot begin HTTP/2's preface, or there are
+    /// none (the client closed), hyper-util would choose HTTP/1.1 too, and hyper's
+    /// HTTP/1.1 connection reads the socket itself (an 8 KiB read buffer); otherwise
+    /// hyper-util reads the same bytes and decides. Its connection, which holds an HTTP/2
+    /// one inline (1.5 KiB), is boxed, so that HTTP/1.1 connections do not carry its size.
+    #[project = ConnectionProj]
+    enum Connection {
+        /// Waiting for the first bytes.
+        Peeking {
+            parts: Option<(TcpStream, ConnectionService)>,
+            builders: Arc<Builders>,
+            // `graceful_shutdown` before the first bytes: the end, as hyper-util's.
+            cancelled: bool,
+        },
+        Http1 {
+            #[pin]
+            conn: hyper::server::conn::http1::UpgradeableConnection<ConnectionIo, ConnectionService>,
+        },
+        Auto {
+            conn: std::pin::Pin<Box<hyper_util::server::conn::auto::UpgradeableConnection<
+                'static,
+                ConnectionIo,
+                ConnectionService,
+                hyper_util::rt::TokioExecutor,
+            >>>,
+        },
+    }
+}
+
+impl Connection {
+    fn new(tcp: TcpStream, service: ConnectionService, builders: Arc<Builders>) -> Self {
+        Self::Peeking {
+            parts: Some((tcp, service)),
+            builders,
+            cancelled: false,
+        }
+    }
+
+    /// HTTP/2: `GOAWAY`, then the end once the streams in flight are done; HTTP/1.1: the
+    /// end after the request being read, if any; before the first bytes: the end.
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        match self.project() {
+            ConnectionProj::Peeking { cancelled, .. } => *cancelled = true,
+            ConnectionProj::Http1 { conn } => conn.graceful_shutdown(),
+            ConnectionProj::Auto { conn } => conn.as_mut().graceful_shutdown(),
+        }
+    }
+}
+
+impl std::future::Future for Connection {
+    /// An error ends the connection and is dropped: [`watch_connection`] has no use for it.
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        use hyper_util::rt::TokioIo;
+        loop {
+            let next = match self.as_mut().project() {
+                ConnectionProj::Peeking {
+                    parts,
+                    builders,
+                    cancelled,
+                } => {
+                    if *cancelled {
+                        return std::task::Poll::Ready(());
+                    }
+                    let Some((tcp, _)) = parts.as_ref() else {
+                        return std::task::Poll::Ready(());
+                    };
+                    let mut first = [0; H2_PREFACE.len()];
+                    let mut first = tokio::io::ReadBuf::new(&mut first);
+                    // A connection reset before its first byte.
+                    if std::task::ready!(tcp.poll_peek(cx, &mut first)).is_err() {
+                        return std::task::Poll::Ready(());
+                    }
+                    let Some((tcp, service)) = parts.take() else {
+                        return std::task::Poll::Ready(());
+                    };
+                    let (first, io) = (first.filled(), TokioIo::new(tcp));
+                    if first.is_empty() || !H2_PREFACE.starts_with(first) {
+                        Self::Http1 {
+                            conn: builders.http1.serve_connection(io, service).with_upgrades(),
+                        }
+                    } else {
+                        Self::Auto {
+                            conn: Box::pin(
+                                builders
+                                    .auto
+                                    .serve_connection_with_upgrades(io, service)
+                                    .into_owned(),
+                            ),
+                        }
+                    }
+                }
+                ConnectionProj::Http1 { conn } => return conn.poll(cx).map(drop),
+                ConnectionProj::Auto { conn } => return conn.as_mut().poll(cx).map(drop),
+            };
+            self.set(next);
+        }
+    }
+}
 
 /// Requests in flight on one connection, and when the last one ended.
 #[derive(Debug)]

@@ -38,21 +38,27 @@
 //! # Ok::<(), tower_identity_proxy::ConfigError>(())
 //! ```
 
-mod connector;
+mod conn;
+mod pool;
+mod received;
 
-use std::{fmt, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper::body::Incoming;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioTimer},
-};
+use hyper_util::client::legacy::connect::HttpConnector;
 
+pub(crate) use self::{
+    pool::Sending,
+
+    received::Received,
+};
 use crate::{
-    client::connector::Quiet,
+    client::{
+        conn::H2KeepAlive,
+        pool::{Route, Transport},
+    },
     error::{BoxError, ConfigError},
     target::Target,
 };
@@ -60,20 +66,11 @@ use crate::{
 /// The body type of requests sent to the target.
 pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
-#[cfg(feature = "https")]
-type Connector = Quiet<hyper_rustls::HttpsConnector<HttpConnector>>;
-#[cfg(not(feature = "https"))]
-type Connector = Quiet<HttpConnector>;
-
-/// The pooled client used to reach the target. Cheap to clone: clones share the pool.
+/// The pooled client used to reach the target. Cheap to clone: clones share the pools.
 #[derive(Clone)]
 pub struct ProxyClient {
-    client: Client<Connector, UpstreamBody>,
-    /// HTTP/1.1 only (ALPN offers `http/1.1` alone): upgrades (WebSocket) exist only in
-    /// HTTP/1.1, so they must not land on an h2 connection negotiated by ALPN or on h2c.
-    h1: Client<Connector, UpstreamBody>,
-    /// HTTP/2 with prior knowledge for plain-http targets, when configured.
-    h2c: Option<Client<Quiet<HttpConnector>, UpstreamBody>>,
+    transport: Arc<dyn Transport>,
+    h2c: bool,
 }
 
 impl ProxyClient {
@@ -94,42 +91,22 @@ impl ProxyClient {
 
     /// Sends a request to `target` (the request's URI is already absolute); an `upgrade`
     /// request goes over HTTP/1.1 whatever the target would otherwise negotiate.
-    ///
-    /// Not an `async fn`: hyper-util's future is already boxed, and an `async fn` around it
-    /// would hold the request twice more in a state the proxy's future then carries.
     pub(crate) fn send(
         &self,
         target: &Target,
-        mut req: Request<UpstreamBody>,
+        req: Request<UpstreamBody>,
         upgrade: bool,
-    ) -> hyper_util::client::legacy::ResponseFuture {
-        // Where the request is sure to go over HTTP/1.1, it gets the target's ready `Host`
-        // (hyper-util would format one on every request); where ALPN may choose h2, the
-        // client writes it only if HTTP/1.1 is chosen, as HTTP/2 has `:authority`.
-        let mut host = || {
-            req.headers_mut()
-                .entry(http::header::HOST)
-                .or_insert_with(|| target.host_header().clone());
-        };
-        match (&self.h2c, target.is_https()) {
-            _ if upgrade => {
-                host();
-                self.h1.request(req)
-            }
-            (Some(h2c), false) => h2c.request(req),
-            (_, false) => {
-                host();
-                self.client.request(req)
-            }
-            (_, true) => self.client.request(req),
-        }
+    ) -> Sending {
+        let route = if upgrade { Route::Upgrade } else { Route::Auto };
+        self.transport
+            .send(req, Some(target.host_header().clone()), route)
     }
 }
 
 impl fmt::Debug for ProxyClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProxyClient")
-            .field("h2c", &self.h2c.is_some())
+            .field("h2c", &self.h2c)
             .finish_non_exhaustive()
     }
 }
@@ -146,36 +123,10 @@ pub struct ClientBuilder {
     tls: TlsOptions,
 }
 
-/// HTTP/2 keep-alive pings (hyper's settings; off unless an interval is set).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct H2KeepAlive {
-    interval: Option<Duration>,
-    timeout: Duration,
-    while_idle: bool,
-}
-
-impl Default for H2KeepAlive {
-    fn default() -> Self {
-        Self {
-            interval: None,
-            timeout: Duration::from_secs(20),
-            while_idle: false,
-        }
-    }
-}
-
 /// The longest keep-alive interval or timeout, or pool idle timeout, taken as given; longer
 /// ones are shortened to it (hyper and hyper-util add them to instants, which must not
 /// overflow).
 const MAX_KEEP_ALIVE: Duration = Duration::from_secs(24 * 60 * 60);
-
-impl H2KeepAlive {
-    fn apply(self, b: &mut hyper_util::client::legacy::Builder) {
-        b.http2_keep_alive_interval(self.interval)
-            .http2_keep_alive_timeout(self.timeout)
-            .http2_keep_alive_while_idle(self.while_idle);
-    }
-}
 
 #[cfg(feature = "https")]
 #[derive(Clone, Default)]
@@ -435,51 +386,39 @@ impl ClientBuilder {
     /// the `https` feature alone, which trusts no root, the client builds, logs a warning,
     /// and serves plain http targets).
     pub fn build(self) -> Result<ProxyClient, ConfigError> {
-        let mut b = Client::builder(TokioExecutor::new());
-        b.pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(self.pool_idle_timeout)
-            .pool_max_idle_per_host(self.pool_max_idle_per_host)
-            .retry_canceled_requests(true)
-            .set_host(true);
-        // https targets that choose h2 by ALPN.
-        self.h2_keep_alive.apply(&mut b);
-
         #[cfg(feature = "https")]
-        let (connector, h1_connector) = {
+        let (tls, tls_h1) = {
             let tls = self.tls_config()?;
             let mut h1_tls = tls.clone();
             h1_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            let tls = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(tls)
-                .https_or_http()
+                .https_only()
                 .enable_http1()
                 .enable_http2()
                 .wrap_connector(self.http_connector(true));
-            // https_or_http, HTTP/1.1 only.
-            let h1_connector = hyper_rustls::HttpsConnector::from((
+            // ALPN set by hand: the builder refuses a configuration that has it.
+            let tls_h1 = hyper_rustls::HttpsConnector::from((
                 self.http_connector(true),
                 std::sync::Arc::new(h1_tls),
             ));
-            (connector, h1_connector)
+            (tls, tls_h1)
         };
-        #[cfg(not(feature = "https"))]
-        let (connector, h1_connector) = (self.http_connector(false), self.http_connector(false));
-
-        let client = b.build(Quiet(connector));
-        let h1 = b.build(Quiet(h1_connector));
-        let h2c = self.h2c.then(|| {
-            let mut b = Client::builder(TokioExecutor::new());
-            b.pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .pool_idle_timeout(self.pool_idle_timeout)
-                .pool_max_idle_per_host(self.pool_max_idle_per_host)
-                .http2_only(true)
-                .retry_canceled_requests(true);
-            self.h2_keep_alive.apply(&mut b);
-            b.build(Quiet(self.http_connector(false)))
+        let transport = pool::build(pool::Settings {
+            idle_timeout: self.pool_idle_timeout,
+            max_idle: self.pool_max_idle_per_host,
+            h2c: self.h2c,
+            keep_alive: self.h2_keep_alive,
+            http: self.http_connector(false),
+            #[cfg(feature = "https")]
+            tls,
+            #[cfg(feature = "https")]
+            tls_h1,
         });
-        Ok(ProxyClient { client, h1, h2c })
+        Ok(ProxyClient {
+            transport,
+            h2c: self.h2c,
+        })
     }
 }
 
@@ -498,7 +437,7 @@ impl fmt::Debug for ClientBuilder {
 impl ProxyClient {
     /// A `GET` without body through the default client (the JWKS fetch of the target-side
     /// verifier); redirects are not followed.
-    pub(crate) async fn get(&self, uri: http::Uri) -> Result<Response<Incoming>, BoxError> {
+    pub(crate) async fn get(&self, uri: http::Uri) -> Result<Response<Received>, BoxError> {
         use http_body_util::{BodyExt, Empty};
         let body = Empty::<Bytes>::new()
             .map_err(|never| match never {})
@@ -506,7 +445,7 @@ impl ProxyClient {
         let req = Request::get(uri)
             .header(http::header::ACCEPT, "application/json")
             .body(body)?;
-        Ok(self.client.request(req).await?)
+        Ok(self.transport.send(req, None, Route::Auto).await?)
     }
 }
 

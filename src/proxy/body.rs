@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
+use crate::client::Received;
 use pin_project_lite::pin_project;
 
 use crate::error::BoxError;
@@ -56,7 +56,7 @@ enum Own {
 /// with the silence allowed while waiting for it.
 struct Upstream {
     head: Option<Bytes>,
-    body: Incoming,
+    body: Received,
     idle: Option<Idle>,
 }
 
@@ -69,7 +69,7 @@ impl<B> ResponseBody<B> {
 
     /// The target's body; `idle` bounds the silence while waiting for a frame (see
     /// [`ProxyLayer::upstream_body_timeout`](crate::ProxyLayer::upstream_body_timeout)).
-    pub(crate) fn upstream(body: Incoming, idle: Option<Duration>) -> Self {
+    pub(crate) fn upstream(body: Received, idle: Option<Duration>) -> Self {
         Self {
             kind: Kind::Own {
                 body: Box::new(Own::Upstream(Upstream {
@@ -86,7 +86,7 @@ impl<B> ResponseBody<B> {
     /// there and not from the first poll.
     pub(crate) fn prefixed(
         head: Bytes,
-        body: Incoming,
+        body: Received,
         idle: Option<Duration>,
         last: tokio::time::Instant,
     ) -> Self {
@@ -187,7 +187,7 @@ where
 
 /// Polls the target's body, aborting it once it has been silent for the idle timeout.
 fn poll_upstream(
-    body: Pin<&mut Incoming>,
+    body: Pin<&mut Received>,
     idle: &mut Option<Idle>,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {

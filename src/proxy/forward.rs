@@ -42,7 +42,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use crate::client::Received;
 use pin_project_lite::pin_project;
 use tracing::Instrument;
 
@@ -604,7 +604,7 @@ impl<B: Body> Body for Tracked<B> {
 pub(crate) const READ_AHEAD: usize = 64 * 1024;
 
 /// Whether the response body ends only when the target closes the connection.
-fn is_close_delimited(response: &Response<Incoming>) -> bool {
+fn is_close_delimited(response: &Response<Received>) -> bool {
     matches!(response.version(), Version::HTTP_10 | Version::HTTP_11)
         && !response.headers().contains_key(header::CONTENT_LENGTH)
         && !response.headers().contains_key(header::TRANSFER_ENCODING)
@@ -617,7 +617,7 @@ fn is_close_delimited(response: &Response<Incoming>) -> bool {
 async fn read_ahead<R, I, J>(
     shared: &Shared<I, J>,
     target: &Target,
-    response: Response<Incoming>,
+    response: Response<Received>,
     deadline: tokio::time::Instant,
 ) -> Response<ResponseBody<R>> {
     let (mut parts, mut body) = response.into_parts();
@@ -672,7 +672,7 @@ async fn read_ahead<R, I, J>(
 fn respond<R, I, J>(
     shared: &Shared<I, J>,
     target: &Target,
-    mut response: Response<Incoming>,
+    mut response: Response<Received>,
     upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
 ) -> Response<ResponseBody<R>> {
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -297,7 +297,7 @@ impl RemoteJwks {
 }
 
 /// A JSON document of at most [`MAX_DOCUMENT`] bytes.
-async fn read_json(res: http::Response<hyper::body::Incoming>) -> Result<Value, BoxError> {
+async fn read_json(res: http::Response<crate::client::Received>) -> Result<Value, BoxError> {
     let body = Limited::new(res.into_body(), MAX_DOCUMENT)
         .collect()
         .await?

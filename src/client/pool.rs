@@ -1,0 +1,656 @@
+//! The connection pools the client sends through, built from hyper-util's composable pool
+//! services (`client::pool`).
+//!
+//! Each worker thread has a shard of its own: a [`map`](hyper_util::client::pool::map) from a
+//! target's scheme and authority to its pools,
+//! - plain http: a [`cache`](hyper_util::client::pool::cache) of HTTP/1.1 connections, or,
+//!   with prior knowledge (h2c), a [`singleton`](hyper_util::client::pool::singleton) HTTP/2
+//!   connection;
+//! - https: [`negotiate`](hyper_util::client::pool::negotiate) by ALPN between a cache of
+//!   HTTP/1.1 connections and a singleton HTTP/2 connection, and a cache of HTTP/1.1-only
+//!   connections (ALPN offers `http/1.1` alone) for upgrades.
+//!
+//! A request takes a connection from its own thread's shard: with one runtime per thread,
+//! as the demo runs, a connection's task, the request that uses it and the pool it returns
+//! to all live on one thread, and no lock is ever contended. An HTTP/1.1 connection goes back
+//! to the pool when its response has been read to its end (see
+//! [`Received`](super::received::Received)); one whose exchange did not end cleanly is
+//! closed. Idle connections are closed after the idle timeout, checked when one is taken
+//! and by a task per shard that runs while the shard has connections.
+
+use std::{
+    future::Future,
+    pin::{Pin, pin},
+    sync::{
+        Arc, Mutex, PoisonError, Weak,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
+
+use http::{HeaderValue, Request, Response, Uri, header::HOST, uri::Scheme};
+use hyper::{body::Incoming, client::conn::TrySendError};
+use hyper_util::{
+    client::{
+        legacy::connect::HttpConnector,
+        pool::{cache, map::Map, singleton::Singleton},
+    },
+    rt::TokioExecutor,
+};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use crate::{
+    client::{
+        UpstreamBody,
+        conn::{Described, H2KeepAlive, Handshake1, Handshake2, Mark, Probe, Unusable, origin_form},
+        received::{Lease, Received},
+    },
+    error::BoxError,
+};
+
+/// Which connections a request may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// Whatever the target speaks: HTTP/1.1, h2c when configured, HTTP/2 when ALPN chooses it.
+    Auto,
+    /// HTTP/1.1 only: upgrades (WebSocket) exist only there.
+    Upgrade,
+}
+
+/// What the pools are built from.
+pub(crate) struct Settings {
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_idle: usize,
+    pub(crate) h2c: bool,
+    pub(crate) keep_alive: H2KeepAlive,
+    /// Plain http only.
+    pub(crate) http: HttpConnector,
+    /// https, ALPN offering `h2` and `http/1.1`.
+    #[cfg(feature = "https")]
+    pub(crate) tls: hyper_rustls::HttpsConnector<HttpConnector>,
+    /// https, ALPN offering `http/1.1` alone.
+    #[cfg(feature = "https")]
+    pub(crate) tls_h1: hyper_rustls::HttpsConnector<HttpConnector>,
+}
+
+/// How a request to the target failed.
+#[derive(Debug)]
+pub(crate) struct SendError {
+    connect: bool,
+    source: BoxError,
+}
+
+impl SendError {
+    fn connect(source: impl Into<BoxError>) -> Self {
+        Self {
+            connect: true,
+            source: source.into(),
+        }
+    }
+
+    fn exchange(source: impl Into<BoxError>) -> Self {
+        Self {
+            connect: false,
+            source: source.into(),
+        }
+    }
+
+    /// No connection could be made (refused, name not found, TLS refused, timed out).
+    pub(crate) fn is_connect(&self) -> bool {
+        self.connect
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.connect {
+            "no connection to the target could be made"
+        } else {
+            "the exchange with the target failed"
+        })
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// The outcome of a request sent through the pools.
+pub(crate) type Sent = Result<Response<Received>, SendError>;
+
+/// The future of a request sent through the pools.
+pub(crate) type Sending = Pin<Box<dyn Future<Output = Sent> + Send>>;
+
+/// The pools, whatever their types (which hyper-util's builders do not name).
+pub(crate) trait Transport: Send + Sync {
+    /// Sends `req` (its URI absolute) on a pooled connection. `host` is the `Host` header for
+    /// HTTP/1.1 (made from the URI when `None`).
+    fn send(&self, req: Request<UpstreamBody>, host: Option<HeaderValue>, route: Route)
+    -> Sending;
+}
+
+/// One thread's pools.
+struct Shard<M> {
+    state: Mutex<ShardState<M>>,
+    /// Connections lent out (or being made for a request) from this shard: the reaper keeps
+    /// running while any may come back.
+    leased: Arc<AtomicUsize>,
+}
+
+struct ShardState<M> {
+    map: M,
+    reaping: bool,
+}
+
+impl<M> Shard<M> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ShardState<M>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct Pools<M, F> {
+    shards: Box<[Arc<Shard<M>>]>,
+    send: F,
+}
+
+impl<M, F> Transport for Pools<M, F>
+where
+    M: Send,
+    F: Fn(&Arc<Shard<M>>, Request<UpstreamBody>, Option<HeaderValue>, Route) -> Sending
+        + Send
+        + Sync,
+{
+    fn send(
+        &self,
+        req: Request<UpstreamBody>,
+        host: Option<HeaderValue>,
+        route: Route,
+    ) -> Sending {
+        let shard = &self.shards[shard_index() % self.shards.len()];
+        (self.send)(shard, req, host, route)
+    }
+}
+
+/// This thread's shard number: threads are numbered as they first send.
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    INDEX.with(|i| *i)
+}
+
+/// How many shards: two per core, so that the threads of a runtime per core (and a few
+/// more) rarely share one.
+fn shard_count() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get().clamp(1, 64) * 2)
+}
+
+/// A target's pools in one shard; see the [module docs](self).
+struct Entry<P, C, T, U> {
+    plain: P,
+    h2c: C,
+    tls: T,
+    tls_h1: U,
+    /// Idle HTTP/1.1 connections in this entry's caches (at most `max_idle`).
+    idle: Arc<AtomicUsize>,
+}
+
+/// What a lent connection needs to go back.
+struct Pooling {
+    idle: Arc<AtomicUsize>,
+    max_idle: usize,
+    /// Counts the connection as lent until this is dropped.
+    _leased: Leased,
+}
+
+impl Pooling {
+    /// Counts one more idle connection, if the pool keeps that many.
+    fn keep_idle(&self) -> bool {
+        let max = self.max_idle;
+        self.idle
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+}
+
+/// Counts a connection lent out of a shard while it lives.
+struct Leased(Arc<AtomicUsize>);
+
+impl Leased {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Leased {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn saturating_sub(count: &AtomicUsize, n: usize) {
+    let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+        Some(c.saturating_sub(n))
+    });
+}
+
+/// Builds the pools.
+pub(crate) fn build(settings: Settings) -> Arc<dyn Transport> {
+    let Settings {
+        idle_timeout,
+        max_idle,
+        h2c,
+        keep_alive,
+        http,
+        #[cfg(feature = "https")]
+        tls,
+        #[cfg(feature = "https")]
+        tls_h1,
+    } = settings;
+
+    // Macros, not closures: each is used with more than one connector type, and the pools'
+    // types cannot be named in a function's signature.
+    macro_rules! h1_cache {
+        ($connect:expr) => {
+            cache::builder()
+                .executor(TokioExecutor::new())
+                .build(Handshake1::new($connect, idle_timeout))
+        };
+    }
+    macro_rules! h2_singleton {
+        ($connect:expr) => {
+            Singleton::new(Handshake2::new($connect, idle_timeout, keep_alive))
+        };
+    }
+    let new_map = move || {
+        let http = http.clone();
+        #[cfg(feature = "https")]
+        let (tls, tls_h1) = (tls.clone(), tls_h1.clone());
+        Map::builder()
+            .keys(|uri: &Uri| (uri.scheme().cloned(), uri.authority().cloned()))
+            .values(move |_: &Uri| {
+                #[cfg(feature = "https")]
+                let (tls, tls_h1) = (
+                    hyper_util::client::pool::negotiate::builder()
+                        .connect(tls.clone())
+                        .inspect(|io: &_| {
+                            hyper_util::client::legacy::connect::Connection::connected(io)
+                                .is_negotiated_h2()
+                        })
+                        .fallback(tower_layer::layer_fn(|connect| h1_cache!(connect)))
+                        .upgrade(tower_layer::layer_fn(|connect| h2_singleton!(connect)))
+                        .build::<Uri>(),
+                    h1_cache!(tls_h1.clone()),
+                );
+                #[cfg(not(feature = "https"))]
+                let (tls, tls_h1) = ((), ());
+                Entry {
+                    plain: h1_cache!(http.clone()),
+                    h2c: h2_singleton!(http.clone()),
+                    tls,
+                    tls_h1,
+                    idle: Arc::new(AtomicUsize::new(0)),
+                }
+            })
+            .build()
+    };
+    let shards: Box<[_]> = (0..shard_count())
+        .map(|_| {
+            Arc::new(Shard {
+                state: Mutex::new(ShardState {
+                    map: new_map(),
+                    reaping: false,
+                }),
+                leased: Arc::new(AtomicUsize::new(0)),
+            })
+        })
+        .collect();
+    let period = idle_timeout.max(Duration::from_millis(100));
+
+    Arc::new(Pools {
+        send: pools_send(&shards, move |shard, req, host, route| -> Sending {
+            let uri = req.uri().clone();
+            let https = uri.scheme() == Some(&Scheme::HTTPS);
+            // Closes the connections idle for longer than the idle timeout, and those closed;
+            // says whether none is left.
+            let reap = reaper_for(shard, |map, now| {
+                let mut empty = true;
+                map.retain(|_, e| {
+                    let mut removed = 0;
+                    let mut h1 = |conn: &mut crate::client::conn::H1| {
+                        let keep = !conn.is_stale(now);
+                        removed += usize::from(!keep);
+                        keep
+                    };
+                    e.plain.retain(&mut h1);
+                    e.h2c.retain(|conn| !conn.is_stale(now));
+                    empty &= e.plain.is_empty() && e.h2c.is_empty();
+                    #[cfg(feature = "https")]
+                    {
+                        e.tls_h1.retain(&mut h1);
+                        e.tls.fallback_mut().retain(&mut h1);
+                        e.tls.upgrade_mut().retain(|conn| !conn.is_stale(now));
+                        empty &= e.tls_h1.is_empty()
+                            && e.tls.fallback_mut().is_empty()
+                            && e.tls.upgrade_mut().is_empty();
+                    }
+                    saturating_sub(&e.idle, removed);
+                    true
+                });
+                empty
+            });
+            let pools = Checkout {
+                shard: Arc::clone(shard),
+                uri: uri.clone(),
+                period,
+                max_idle,
+            };
+            #[cfg(feature = "https")]
+            if https {
+                return match route {
+                    Route::Upgrade => Box::pin(exchange(req, host, move || {
+                        pools.take(reap, |map, uri| {
+                        let e = map.service(uri);
+                        (e.tls_h1.call(uri.clone()), Arc::clone(&e.idle))
+                    })
+                    })),
+                    Route::Auto => Box::pin(exchange(req, host, move || {
+                        pools.take(reap, |map, uri| {
+                        let e = map.service(uri);
+                        (e.tls.call(uri.clone()), Arc::clone(&e.idle))
+                    })
+                    })),
+                };
+            }
+            let _ = https;
+            if route == Route::Auto && h2c {
+                Box::pin(exchange(req, host, move || {
+                    pools.take(reap, |map, uri| {
+                        let e = map.service(uri);
+                        (e.h2c.call(uri.clone()), Arc::clone(&e.idle))
+                    })
+                }))
+            } else {
+                Box::pin(exchange(req, host, move || {
+                    pools.take(reap, |map, uri| {
+                        let e = map.service(uri);
+                        (e.plain.call(uri.clone()), Arc::clone(&e.idle))
+                    })
+                }))
+            }
+        }),
+        shards,
+    })
+}
+
+/// Gives `send` the signature the pools call it with, so that its argument types are known
+/// inside it.
+fn pools_send<M, F>(_: &[Arc<Shard<M>>], send: F) -> F
+where
+    F: Fn(&Arc<Shard<M>>, Request<UpstreamBody>, Option<HeaderValue>, Route) -> Sending,
+{
+    send
+}
+
+/// Gives `reap` the signature the reaper calls it with.
+fn reaper_for<M, R>(_: &Arc<Shard<M>>, reap: R) -> R
+where
+    R: Fn(&mut M, Instant) -> bool,
+{
+    reap
+}
+
+/// Takes a connection for a request out of its shard.
+struct Checkout<M> {
+    shard: Arc<Shard<M>>,
+    uri: Uri,
+    period: Duration,
+    max_idle: usize,
+}
+
+impl<M: Send + 'static> Checkout<M> {
+    /// The future of a connection from the target's entry, which `pick` chooses and calls.
+    fn take<P, Fut, R>(&self, reap: R, pick: P) -> (Fut, Pooling)
+    where
+        P: FnOnce(&mut M, &Uri) -> (Fut, Arc<AtomicUsize>),
+        R: Fn(&mut M, Instant) -> bool + Send + 'static,
+    {
+        let mut state = self.shard.lock();
+        if !state.reaping && tokio::runtime::Handle::try_current().is_ok() {
+            state.reaping = true;
+            tokio::spawn(run_reaper(Arc::downgrade(&self.shard), self.period, reap));
+        }
+        let leased = Leased::new(&self.shard.leased);
+        let (future, idle) = pick(&mut state.map, &self.uri);
+        (
+            future,
+            Pooling {
+                idle,
+                max_idle: self.max_idle,
+                _leased: leased,
+            },
+        )
+    }
+}
+
+/// Closes idle connections every `period` while the shard has connections, idle or lent.
+async fn run_reaper<M, R>(shard: Weak<Shard<M>>, period: Duration, reap: R)
+where
+    R: Fn(&mut M, Instant) -> bool,
+{
+    /// Lets the next checkout start a reaper again if this one is dropped (its runtime shut
+    /// down) rather than ended.
+    struct Running<M>(Weak<Shard<M>>);
+    impl<M> Drop for Running<M> {
+        fn drop(&mut self) {
+            if let Some(shard) = self.0.upgrade() {
+                shard.lock().reaping = false;
+            }
+        }
+    }
+    let _running = Running(shard.clone());
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(shard) = shard.upgrade() else { return };
+        let mut state = shard.lock();
+        let empty = reap(&mut state.map, Instant::now());
+        // Checked under the lock, which every checkout takes before it lends: nothing can
+        // come back to a shard with none lent.
+        if empty && shard.leased.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+    }
+}
+
+/// What a pooled connection is, asked through its `Service<Mark>` (which answers at once).
+fn mark<S>(conn: &mut S, mark: Mark) -> Described
+where
+    S: Service<Mark, Response = Described, Error = Unusable>,
+{
+    let answer = pin!(conn.call(mark)).poll(&mut Context::from_waker(Waker::noop()));
+    match answer {
+        Poll::Ready(Ok(described)) => described,
+        _ => Described {
+            http2: false,
+            reused: false,
+        },
+    }
+}
+
+/// Gives `conn` up: marked, and failing its probe, so that its pool drops it.
+fn discard<S>(mut conn: S)
+where
+    S: Service<Mark, Response = Described, Error = Unusable>
+        + Service<Probe, Response = (), Error = Unusable>,
+{
+    mark(&mut conn, Mark::Discard);
+    let _ = Service::<Probe>::poll_ready(&mut conn, &mut Context::from_waker(Waker::noop()));
+}
+
+/// A connection lent for one exchange; see [`Lease`].
+struct Held<S>
+where
+    S: Service<Mark, Response = Described, Error = Unusable>
+        + Service<Probe, Response = (), Error = Unusable>,
+{
+    conn: Option<S>,
+    http2: bool,
+    pooling: Pooling,
+}
+
+impl<S> Lease for Held<S>
+where
+    S: Service<Mark, Response = Described, Error = Unusable>
+        + Service<Probe, Response = (), Error = Unusable>
+        + Send
+        + Sync,
+{
+    fn release(mut self: Box<Self>) {
+        if let Some(mut conn) = self.conn.take() {
+            if self.http2 || self.pooling.keep_idle() {
+                // Back to its pool as it drops.
+                mark(&mut conn, Mark::Idle);
+            } else {
+                discard(conn);
+            }
+        }
+    }
+}
+
+impl<S> Drop for Held<S>
+where
+    S: Service<Mark, Response = Described, Error = Unusable>
+        + Service<Probe, Response = (), Error = Unusable>,
+{
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            discard(conn);
+        }
+    }
+}
+
+/// The `Host` header of an HTTP/1.1 request to `uri`: its host, and its port unless it is
+/// the scheme's default.
+fn host_of(uri: &Uri) -> Option<HeaderValue> {
+    let authority = uri.authority()?;
+    let default = match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    let host = match authority.port_u16() {
+        Some(port) if port != default => format!("{}:{port}", authority.host()),
+        _ => authority.host().to_owned(),
+    };
+    HeaderValue::from_str(&host).ok()
+}
+
+/// Sends `req` on `conn`, as a future of a type an `async fn` can hold across an `.await`
+/// and still be `Send` (the future of a service generic over its request, held as is, is
+/// not proven `Send` there).
+fn start<S>(conn: &mut S, req: Request<UpstreamBody>) -> crate::client::conn::Exchange
+where
+    S: Service<
+            Request<UpstreamBody>,
+            Response = Response<Incoming>,
+            Error = TrySendError<Request<UpstreamBody>>,
+            Future: Send + 'static,
+        >,
+{
+    Box::pin(conn.call(req))
+}
+
+/// How many times a connection that closed before it was ever used is replaced before the
+/// request fails.
+const FRESH_RETRIES: u32 = 2;
+
+/// Sends `req` on a connection from `checkout`: a pooled connection that turns out closed is
+/// replaced, and a request that was never written because its reused connection closed is
+/// sent again on another; once any of it was written, a failure is the answer.
+async fn exchange<S, E, Fut, C>(
+    mut req: Request<UpstreamBody>,
+    host: Option<HeaderValue>,
+    checkout: C,
+) -> Sent
+where
+    C: Fn() -> (Fut, Pooling),
+    Fut: Future<Output = Result<S, E>>,
+    E: Into<BoxError>,
+    S: Service<Probe, Response = (), Error = Unusable>
+        + Service<Mark, Response = Described, Error = Unusable>
+        + Send
+        + Sync
+        + 'static,
+    S: Service<
+            Request<UpstreamBody>,
+            Response = Response<Incoming>,
+            Error = TrySendError<Request<UpstreamBody>>,
+            Future: Send + 'static,
+        >,
+{
+    let uri = req.uri().clone();
+    let mut fresh_failures = 0;
+    loop {
+        let (taking, pooling) = checkout();
+        let mut conn = taking.await.map_err(SendError::connect)?;
+        let described = mark(&mut conn, Mark::Describe);
+        if !described.http2 && described.reused {
+            saturating_sub(&pooling.idle, 1);
+        }
+        if let Err(unusable) =
+            std::future::poll_fn(|cx| Service::<Probe>::poll_ready(&mut conn, cx)).await
+        {
+            // Dropped by its pool (the probe failed); another one is taken.
+            drop(conn);
+            if !described.reused {
+                fresh_failures += 1;
+                if fresh_failures > FRESH_RETRIES {
+                    return Err(SendError::exchange(unusable));
+                }
+            }
+            continue;
+        }
+        if !described.http2 {
+            if !req.headers().contains_key(HOST)
+                && let Some(host) = host.clone().or_else(|| host_of(&uri))
+            {
+                req.headers_mut().insert(HOST, host);
+            }
+            origin_form(req.uri_mut());
+        }
+        let sending = start(&mut conn, req);
+        let mut held = Held {
+            conn: Some(conn),
+            http2: described.http2,
+            pooling,
+        };
+        match sending.await {
+            Ok(response) => {
+                if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    // The connection is the tunnel's now.
+                    drop(held);
+                    return Ok(response.map(|body| Received::new(body, None)));
+                }
+                return Ok(response.map(|body| Received::new(body, Some(Box::new(held)))));
+            }
+            Err(mut error) => match error.take_message() {
+                // Never written: the connection closed first. Sent again on another.
+                Some(unsent) if described.reused => {
+                    req = unsent;
+                    *req.uri_mut() = uri.clone();
+                    if let Some(conn) = held.conn.take() {
+                        discard(conn);
+                    }
+                }
+                _ => return Err(SendError::exchange(error.into_error())),
+            },
+        }
+    }
+}

@@ -1,16 +1,23 @@
-//! [`ProxyClient`]: the pooled hyper-util client every clone of a layer forwards through.
+//! [`ProxyClient`]: the pooled client every clone of a layer forwards through, built on
+//! hyper-util's composable pool services over hyper's `client::conn`.
 //!
-//! One client (one set of connection pools: upgrades, and h2c when configured, have
-//! connections of their own) is shared by all services built from a
-//! [`ProxyLayer`](crate::ProxyLayer). Defaults suit a proxy in front of typical targets:
+//! One client is shared by all services built from a [`ProxyLayer`](crate::ProxyLayer). Its
+//! pools are kept per worker thread: a request takes a connection made on its own thread
+//! and gives it back there, so that with a runtime per thread (as the demo runs) no lock is
+//! contended and no task is spawned per request. Per target and thread, HTTP/1.1
+//! connections are cached, one HTTP/2 connection (h2c, or `h2` chosen by ALPN) is shared,
+//! and upgrades have HTTP/1.1 connections of their own. Defaults suit a proxy in front of
+//! typical targets:
 //! - `TCP_NODELAY` on, connect timeout 10 s;
 //! - idle pooled connections are closed after 4.5 s, below the 5 s keep-alive of Node.js
 //!   and similar servers, so the pool rarely picks a connection the target is closing;
-//! - only requests that were never written are retried (hyper-util's
-//!   `retry_canceled_requests`: a reused connection that closed before the request went
-//!   out hands the request back untouched, body included, and it is sent once on a new
-//!   connection); once any byte was written, a closed connection surfaces as `502`, never
-//!   as a hang or a replay, whatever the body;
+//! - only requests that were never written are retried: a reused connection that closed
+//!   before the request went out hands the request back untouched, body included (hyper's
+//!   `try_send_request`), and it is sent again on another connection; once any byte was
+//!   written, a closed connection surfaces as `502`, never as a hang or a replay, whatever
+//!   the body;
+//! - an HTTP/1.1 connection goes back to its pool once the response has been read to its
+//!   end; one whose response was not (the client went away) is closed;
 //! - https targets (feature `https`, on by default) through rustls with the aws-lc-rs
 //!   provider passed explicitly, certificates verified against the webpki roots (feature
 //!   `webpki-roots`), the platform's roots (`native-roots`) and any extra root given; ALPN
@@ -49,11 +56,7 @@ use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::client::legacy::connect::HttpConnector;
 
-pub(crate) use self::{
-    pool::Sending,
-
-    received::Received,
-};
+pub(crate) use self::{pool::Sending, received::Received};
 use crate::{
     client::{
         conn::H2KeepAlive,
@@ -172,7 +175,8 @@ impl ClientBuilder {
         self
     }
 
-    /// The most idle connections kept per target. Default is 256.
+    /// The most idle HTTP/1.1 connections kept per target, by each worker thread's pool.
+    /// Default is 256; 0 closes each connection after its exchange.
     #[must_use]
     pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
         self.pool_max_idle_per_host = max;

@@ -44,7 +44,9 @@ use tower_service::Service;
 use crate::{
     client::{
         UpstreamBody,
-        conn::{Described, H2KeepAlive, Handshake1, Handshake2, Mark, Probe, Unusable, origin_form},
+        conn::{
+            Described, H2KeepAlive, Handshake1, Handshake2, Mark, Probe, Unusable, origin_form,
+        },
         received::{Lease, Received},
     },
     error::BoxError,
@@ -129,8 +131,7 @@ pub(crate) type Sending = Pin<Box<dyn Future<Output = Sent> + Send>>;
 pub(crate) trait Transport: Send + Sync {
     /// Sends `req` (its URI absolute) on a pooled connection. `host` is the `Host` header for
     /// HTTP/1.1 (made from the URI when `None`).
-    fn send(&self, req: Request<UpstreamBody>, host: Option<HeaderValue>, route: Route)
-    -> Sending;
+    fn send(&self, req: Request<UpstreamBody>, host: Option<HeaderValue>, route: Route) -> Sending;
 }
 
 /// One thread's pools.
@@ -164,12 +165,7 @@ where
         + Send
         + Sync,
 {
-    fn send(
-        &self,
-        req: Request<UpstreamBody>,
-        host: Option<HeaderValue>,
-        route: Route,
-    ) -> Sending {
+    fn send(&self, req: Request<UpstreamBody>, host: Option<HeaderValue>, route: Route) -> Sending {
         let shard = &self.shards[shard_index() % self.shards.len()];
         (self.send)(shard, req, host, route)
     }
@@ -194,7 +190,9 @@ fn shard_count() -> usize {
 struct Entry<P, C, T, U> {
     plain: P,
     h2c: C,
+    #[cfg_attr(not(feature = "https"), allow(dead_code))]
     tls: T,
+    #[cfg_attr(not(feature = "https"), allow(dead_code))]
     tls_h1: U,
     /// Idle HTTP/1.1 connections in this entry's caches (at most `max_idle`).
     idle: Arc<AtomicUsize>,
@@ -358,15 +356,15 @@ pub(crate) fn build(settings: Settings) -> Arc<dyn Transport> {
                 return match route {
                     Route::Upgrade => Box::pin(exchange(req, host, move || {
                         pools.take(reap, |map, uri| {
-                        let e = map.service(uri);
-                        (e.tls_h1.call(uri.clone()), Arc::clone(&e.idle))
-                    })
+                            let e = map.service(uri);
+                            (e.tls_h1.call(uri.clone()), Arc::clone(&e.idle))
+                        })
                     })),
                     Route::Auto => Box::pin(exchange(req, host, move || {
                         pools.take(reap, |map, uri| {
-                        let e = map.service(uri);
-                        (e.tls.call(uri.clone()), Arc::clone(&e.idle))
-                    })
+                            let e = map.service(uri);
+                            (e.tls.call(uri.clone()), Arc::clone(&e.idle))
+                        })
                     })),
                 };
             }

@@ -7,11 +7,11 @@ use std::{
     time::Duration,
 };
 
+use crate::client::Received;
 use bytes::Bytes;
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use crate::client::Received;
 use pin_project_lite::pin_project;
 
 use crate::error::BoxError;

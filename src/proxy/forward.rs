@@ -38,11 +38,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::client::Received;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use crate::client::Received;
 use pin_project_lite::pin_project;
 use tracing::Instrument;
 

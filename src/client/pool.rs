@@ -652,3 +652,152 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{convert::Infallible, net::SocketAddr};
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::client::ProxyClient;
+
+    /// A target on 127.0.0.1 that answers every request with `size` bytes, and counts the
+    /// connections it accepted and saw closed.
+    struct Counting {
+        addr: SocketAddr,
+        accepted: watch::Receiver<usize>,
+        closed: watch::Receiver<usize>,
+    }
+
+    async fn counting(size: usize) -> Counting {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted_tx, accepted) = watch::channel(0);
+        let (closed_tx, closed) = watch::channel(0);
+        let closed_tx = Arc::new(closed_tx);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                accepted_tx.send_modify(|n| *n += 1);
+                let closed_tx = Arc::clone(&closed_tx);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| async move {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(vec![b'x'; size]))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                    closed_tx.send_modify(|n| *n += 1);
+                });
+            }
+        });
+        Counting {
+            addr,
+            accepted,
+            closed,
+        }
+    }
+
+    /// Waits (for at most 10 s, a bound that only a broken pool reaches) until `count` is
+    /// at least `n`.
+    async fn reaches(count: &mut watch::Receiver<usize>, n: usize) {
+        tokio::time::timeout(Duration::from_secs(10), count.wait_for(|c| *c >= n))
+            .await
+            .expect("the count was not reached")
+            .unwrap();
+    }
+
+    async fn read_whole(client: &ProxyClient, addr: SocketAddr) -> usize {
+        let read = async {
+            let res = client
+                .get(format!("http://{addr}/").parse().unwrap())
+                .await
+                .unwrap();
+            res.into_body().collect().await.unwrap().to_bytes().len()
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("no answer")
+    }
+
+    #[tokio::test]
+    async fn a_body_read_to_its_end_gives_its_connection_back() {
+        let target = counting(100_000).await;
+        let client = ProxyClient::new().unwrap();
+        for _ in 0..3 {
+            assert_eq!(read_whole(&client, target.addr).await, 100_000);
+        }
+        assert_eq!(
+            *target.accepted.borrow(),
+            1,
+            "one connection served all three"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_closes_its_connection() {
+        let mut target = counting(4 << 20).await;
+        let client = ProxyClient::new().unwrap();
+        let res = client
+            .get(format!("http://{}/", target.addr).parse().unwrap())
+            .await
+            .unwrap();
+        let mut body = res.into_body();
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+        drop(body);
+        reaches(&mut target.closed, 1).await;
+        // The next request is not sent on it.
+        assert_eq!(read_whole(&client, target.addr).await, 4 << 20);
+        assert_eq!(*target.accepted.borrow(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_after_the_idle_timeout_without_another_request() {
+        let mut target = counting(10).await;
+        let client = ProxyClient::builder()
+            .pool_idle_timeout(Duration::from_millis(100))
+            .build()
+            .unwrap();
+        assert_eq!(read_whole(&client, target.addr).await, 10);
+        reaches(&mut target.closed, 1).await;
+        assert_eq!(*target.accepted.borrow(), 1);
+    }
+
+    #[test]
+    fn each_thread_takes_connections_from_its_own_pool() {
+        // The target runs on a thread of its own.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let target = rt.block_on(counting(10));
+        let client = ProxyClient::new().unwrap();
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let client = client.clone();
+                let addr = target.addr;
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async {
+                        for _ in 0..3 {
+                            assert_eq!(read_whole(&client, addr).await, 10);
+                        }
+                    });
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        // A connection per thread, each reused by its thread's three requests.
+        assert_eq!(*target.accepted.borrow(), 2);
+        drop(rt);
+    }
+}

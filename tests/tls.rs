@@ -76,6 +76,39 @@ async fn https_target_speaking_only_http1_is_reached_over_http1() {
     assert_alice(header_of(&seen, "authorization").unwrap());
 }
 
+/// Many requests at once to https targets no connection was made to yet: each new
+/// connection negotiates its protocol by ALPN (one HTTP/2 connection is then shared, HTTP/1.1
+/// connections are pooled), and every request is answered in the protocol the target chose.
+#[tokio::test]
+async fn concurrent_first_requests_to_https_targets_are_all_answered() {
+    let ca = Ca::new("proto test CA");
+    let leaf = ca.leaf(&["localhost"], false);
+    for (alpn, version) in [
+        (H2_H1, "HTTP/2.0"),
+        (&[b"http/1.1".as_slice()][..], "HTTP/1.1"),
+    ] {
+        let target = tls_echo_target(server_config(&leaf, alpn, None)).await;
+        let app = alice_app(
+            client_trusting(&ca).build().unwrap(),
+            &format!("https://localhost:{}", target.addr().port()),
+        )
+        .await;
+        let client = common::client();
+        for round in 0..2 {
+            let urls: Vec<_> = (0..16)
+                .map(|i| format!("http://{app}/proxy/r{round}/{i}"))
+                .collect();
+            let gets = urls.iter().map(|url| get_on(&client, url));
+            let answers = within("concurrent", futures_util::future::join_all(gets)).await;
+            for (i, got) in answers.iter().enumerate() {
+                assert_eq!(got.status, 200, "{version} #{i}: {}", got.text());
+                assert_eq!(got.json()["version"], version, "#{i}");
+                assert_eq!(got.json()["path"], format!("/r{round}/{i}"), "#{i}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn wrong_hostname_is_a_plain_502() {
     let ca = Ca::new("proto test CA");

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # User-space instructions per proxied request of the whole server of benches/server.rs
 # (system `demo`; release build,
-# --unsecured, RS512 token from the cache) against the `pool` floor of benches/floor.rs
-# (hyper's server and hyper-util's pooled client, nothing else), both in front of the same
+# --unsecured, RS512 token from the cache) against the `cache` floor of benches/floor.rs
+# (hyper's server and a per-thread cache of hyper-util's composable pool, the pieces the
+# crate's client is built from, nothing else) and the `pool` floor (hyper-util's legacy
+# pooled client), both in front of the same
 # nginx upstream, counted by callgrind while wrk drives them over 127.0.0.1. Unlike
 # benches/instructions.sh (the layer in process), this counts what the demo's server adds
 # too; unlike benches/load.sh, the figures do not move with the machine's load.
@@ -20,10 +22,10 @@
 #   FLOOR_BIN=path    use this floor binary instead of building `--bench floor`
 #   KEEP=dir          keep the callgrind files in dir (for callgrind_annotate)
 #
-# Counts four systems: the demo; the `pool` and `relay` floors (a byte relay, no HTTP);
+# Counts five systems: the demo; the `cache`, `pool` and `relay` floors (a byte relay, no HTTP);
 # and nginx `proxy_pass` with upstream keepalive, the reference of benches/load.sh, in one
 # process. Prints, per system, the instructions counted, the requests wrk completed and
-# their ratio; then the demo's excess over the pool floor and each system over nginx. Requests in flight when counting starts or
+# their ratio; then the demo's excess over the cache and pool floors and each system over nginx. Requests in flight when counting starts or
 # stops (CONNECTIONS at most) make the per-request figure uncertain by about 0.2 %; three runs of
 # the same binary here agreed within 0.5 %.
 set -euo pipefail
@@ -135,6 +137,8 @@ count demo "" "$DEMO_BIN" --listen 127.0.0.1:0 --unsecured --keys "$tmp/keys" \
     --proxy-url "http://127.0.0.1:$up_port"
 count pool "" "$FLOOR_BIN" --mode hyper-pool --listen 127.0.0.1:0 \
     --proxy-url "http://127.0.0.1:$up_port"
+count cache "" "$FLOOR_BIN" --mode hyper-cache --listen 127.0.0.1:0 \
+    --proxy-url "http://127.0.0.1:$up_port"
 count relay "" "$FLOOR_BIN" --mode relay --listen 127.0.0.1:0 \
     --proxy-url "http://127.0.0.1:$up_port"
 
@@ -144,7 +148,8 @@ px_port=$(free_port)
 nginx_conf "$tmp/proxy" single "$(nginx_proxy "$px_port" "$up_port")" >"$tmp/proxy.conf"
 count nginx "127.0.0.1:$px_port" nginx -p "$tmp" -c "$tmp/proxy.conf" -g 'daemon off;'
 
-awk -v d="${per[demo]}" -v p="${per[pool]}" -v r="${per[relay]}" -v n="${per[nginx]}" 'BEGIN {
+awk -v d="${per[demo]}" -v p="${per[pool]}" -v c="${per[cache]}" -v r="${per[relay]}" -v n="${per[nginx]}" 'BEGIN {
+    printf "demo - cache: %+d instructions per request (%+.1f %%)\n", d - c, (d / c - 1) * 100
     printf "demo - pool: %+d instructions per request (%+.1f %%)\n", d - p, (d / p - 1) * 100
-    printf "per request over nginx: demo %.2f  pool %.2f  relay %.2f\n", d / n, p / n, r / n
+    printf "per request over nginx: demo %.2f  cache %.2f  pool %.2f  relay %.2f\n", d / n, c / n, p / n, r / n
 }'

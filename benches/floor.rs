@@ -8,6 +8,10 @@
 //! - `--mode hyper-pool`: hyper's HTTP/1.1 server and hyper-util's pooled legacy client,
 //!   the same pieces the crate forwards with, and nothing else: no layer, no token, no
 //!   header rules; the request goes out with its headers as they came, `/proxy` cut off.
+//! - `--mode hyper-cache`: hyper's HTTP/1.1 server and a `cache` of hyper-util's composable
+//!   pool (`client::pool`) per thread over `hyper::client::conn::http1`, the pieces the
+//!   crate's client is built from, and nothing else; a connection goes back to its thread's
+//!   cache once the response body has been read.
 //! - `--mode hyper-sticky`: hyper's HTTP/1.1 server, each client connection tied to one
 //!   upstream connection of its own (`hyper::client::conn::http1`): no pool.
 //!
@@ -19,7 +23,14 @@
 //! Build: `cargo build --release --bench floor` (`bench = false`: `cargo bench` does not
 //! run it).
 
-use std::{error::Error, net::SocketAddr, sync::Arc};
+use std::{
+    error::Error,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty, combinators::BoxBody};
@@ -32,6 +43,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
 };
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tower::{Service, ServiceExt};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -39,6 +51,7 @@ type Body = BoxBody<Bytes, hyper::Error>;
 enum Mode {
     Relay,
     HyperPool,
+    HyperCache,
     HyperSticky,
 }
 
@@ -60,6 +73,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 mode = Some(match args.next().as_deref() {
                     Some("relay") => Mode::Relay,
                     Some("hyper-pool") => Mode::HyperPool,
+                    Some("hyper-cache") => Mode::HyperCache,
                     Some("hyper-sticky") => Mode::HyperSticky,
                     other => return Err(format!("unknown --mode {other:?}").into()),
                 })
@@ -69,7 +83,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             _ => {}
         }
     }
-    let mode = mode.ok_or("--mode relay|hyper-pool|hyper-sticky is required")?;
+    let mode = mode.ok_or("--mode relay|hyper-pool|hyper-cache|hyper-sticky is required")?;
     let url = url.ok_or("--proxy-url http://HOST:PORT is required")?;
     let authority = url
         .strip_prefix("http://")
@@ -137,15 +151,58 @@ async fn serve(listener: TcpListener, mode: Mode, upstream: Upstream) -> std::io
     let pool: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(256)
         .build(http);
+    // This thread's cache of upstream connections.
+    let authority = upstream.authority.clone();
+    let cache = hyper_util::client::pool::cache::builder()
+        .executor(TokioExecutor::new())
+        .build(tower::service_fn(move |_: ()| {
+            let authority = authority.clone();
+            Box::pin(async move {
+                let up = TcpStream::connect(&*authority).await?;
+                up.set_nodelay(true)?;
+                let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(up)).await?;
+                tokio::spawn(conn);
+                Ok::<_, Box<dyn Error + Send + Sync>>(H1(send))
+            }) as Pin<Box<dyn Future<Output = _> + Send>>
+        }));
     loop {
         let (client, _) = listener.accept().await?;
         client.set_nodelay(true)?;
         let upstream = upstream.clone();
         let pool = pool.clone();
+        let cache = cache.clone();
         tokio::spawn(async move {
             let _ = match mode {
                 Mode::Relay => relay(client, &upstream).await,
                 Mode::HyperPool => hyper_pool(client, pool, upstream).await,
+                Mode::HyperCache => {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let mut cache = cache.clone();
+                        let host = upstream.host.clone();
+                        async move {
+                            let (mut parts, body) = req.into_parts();
+                            let Ok(path) = upstream_path(&parts.uri).parse() else {
+                                return Ok::<_, hyper::Error>(bad_gateway());
+                            };
+                            parts.uri = path;
+                            parts.headers.insert(header::HOST, host);
+                            let Ok(mut conn) = cache.call(()).await else {
+                                return Ok(bad_gateway());
+                            };
+                            // A closed connection fails here and is dropped, not cached again.
+                            if conn.ready().await.is_err() {
+                                return Ok(bad_gateway());
+                            }
+                            let response: Result<Response<Incoming>, hyper::Error> =
+                                conn.call(Request::from_parts(parts, body)).await;
+                            Ok(match response {
+                                Ok(res) => res.map(|body| Held { body, conn: Some(conn) }.boxed()),
+                                Err(_) => bad_gateway(),
+                            })
+                        }
+                    });
+                    serve_h1(client, service).await
+                }
                 Mode::HyperSticky => hyper_sticky(client, &upstream).await,
             };
         });
@@ -225,6 +282,54 @@ async fn hyper_sticky(client: TcpStream, upstream: &Upstream) -> Result<(), Box<
         }
     });
     serve_h1(client, service).await
+}
+
+/// An upstream HTTP/1.1 connection as a tower service, for the `hyper-cache` mode.
+struct H1(hyper::client::conn::http1::SendRequest<Incoming>);
+
+impl tower::Service<Request<Incoming>> for H1 {
+    type Response = Response<Incoming>;
+    type Error = hyper::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, hyper::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        Box::pin(self.0.send_request(req))
+    }
+}
+
+/// A response body that holds its connection until it ends, then lets it go back to its
+/// cache (dropped before its end, the connection closes: hyper does not reuse it).
+struct Held<C> {
+    body: Incoming,
+    conn: Option<C>,
+}
+
+impl<C: Unpin> hyper::body::Body for Held<C> {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.body.is_end_stream() {
+            self.conn = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The target's response as it came, or `502` if there was none.

@@ -44,8 +44,10 @@
 #   FLOOR=1         also measure the floors of `benches/floor.rs` in the same rounds:
 #                   `relay` (bytes copied between a client connection and an upstream
 #                   connection of its own, no HTTP), `pool` (hyper's server and hyper-util's
-#                   pooled client alone, what the crate forwards with) and `sticky` (hyper's
-#                   server, one upstream connection per client connection, no pool)
+#                   legacy pooled client alone), `cache` (hyper's server and a per-thread
+#                   cache of hyper-util's composable pool alone, the pieces the crate's
+#                   client is built from) and `sticky` (hyper's server, one upstream
+#                   connection per client connection, no pool)
 #
 # Prints, per scenario, requests/s, p50 and p99 (medians over the rounds) for each system
 # and the ratios demo/nginx and demo/direct, then (`peers:`) demo/haproxy and demo/caddy;
@@ -262,6 +264,7 @@ start_floor() { # name, mode
 if [[ $FLOOR == 1 ]]; then
     start_floor relay relay
     start_floor pool hyper-pool
+    start_floor cache hyper-cache
     start_floor sticky hyper-sticky
 fi
 demo_urls=()

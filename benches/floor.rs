@@ -196,7 +196,13 @@ async fn serve(listener: TcpListener, mode: Mode, upstream: Upstream) -> std::io
                             let response: Result<Response<Incoming>, hyper::Error> =
                                 conn.call(Request::from_parts(parts, body)).await;
                             Ok(match response {
-                                Ok(res) => res.map(|body| Held { body, conn: Some(conn) }.boxed()),
+                                Ok(res) => res.map(|body| {
+                                    Held {
+                                        body,
+                                        conn: Some(conn),
+                                    }
+                                    .boxed()
+                                }),
                                 Err(_) => bad_gateway(),
                             })
                         }

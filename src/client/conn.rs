@@ -58,6 +58,11 @@ pub(crate) struct Described {
     pub(crate) reused: bool,
 }
 
+/// A request to send on a connection (a type of its own, without lifetimes: a service's
+/// future for it can be held across an `.await` in a future that must be `Send`).
+#[derive(Debug)]
+pub(crate) struct Outgoing(pub(crate) http::Request<UpstreamBody>);
+
 /// The future of a request sent on a connection: the target's response head, or the
 /// request back when it was never written (the connection closed first).
 pub(crate) type Exchange = Pin<
@@ -182,7 +187,7 @@ impl Service<Mark> for H1 {
     }
 }
 
-impl Service<http::Request<UpstreamBody>> for H1 {
+impl Service<Outgoing> for H1 {
     type Response = http::Response<hyper::body::Incoming>;
     type Error = hyper::client::conn::TrySendError<http::Request<UpstreamBody>>;
     type Future = Exchange;
@@ -192,7 +197,7 @@ impl Service<http::Request<UpstreamBody>> for H1 {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<UpstreamBody>) -> Exchange {
+    fn call(&mut self, Outgoing(req): Outgoing) -> Exchange {
         self.uses = self.uses.saturating_add(1);
         self.idle_since = None;
         Box::pin(self.tx.try_send_request(req))
@@ -271,7 +276,7 @@ impl Service<Mark> for H2 {
     }
 }
 
-impl Service<http::Request<UpstreamBody>> for H2 {
+impl Service<Outgoing> for H2 {
     type Response = http::Response<hyper::body::Incoming>;
     type Error = hyper::client::conn::TrySendError<http::Request<UpstreamBody>>;
     type Future = Exchange;
@@ -282,7 +287,7 @@ impl Service<http::Request<UpstreamBody>> for H2 {
     }
 
     /// Counts the exchange in flight until the pool marks it ended.
-    fn call(&mut self, req: http::Request<UpstreamBody>) -> Exchange {
+    fn call(&mut self, Outgoing(req): Outgoing) -> Exchange {
         self.start();
         Box::pin(self.tx.try_send_request(req))
     }

@@ -45,7 +45,8 @@ use crate::{
     client::{
         UpstreamBody,
         conn::{
-            Described, H2KeepAlive, Handshake1, Handshake2, Mark, Probe, Unusable, origin_form,
+            Described, H2KeepAlive, Handshake1, Handshake2, Mark, Outgoing, Probe, Unusable,
+            origin_form,
         },
         received::{Lease, Received},
     },
@@ -186,6 +187,43 @@ fn shard_count() -> usize {
     std::thread::available_parallelism().map_or(4, |n| n.get().clamp(1, 64) * 2)
 }
 
+/// Which pools a request goes to: its scheme and authority, compared and hashed as written
+/// (`Authority`'s own `Hash` lowercases and hashes byte by byte, a cost on every request; the
+/// target's authority is written one way).
+#[derive(Debug)]
+struct Key {
+    https: bool,
+    authority: Option<http::uri::Authority>,
+}
+
+impl Key {
+    fn of(uri: &Uri) -> Self {
+        Self {
+            https: uri.scheme() == Some(&Scheme::HTTPS),
+            authority: uri.authority().cloned(),
+        }
+    }
+
+    fn authority(&self) -> &str {
+        self.authority.as_ref().map_or("", |a| a.as_str())
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.https == other.https && self.authority() == other.authority()
+    }
+}
+
+impl Eq for Key {}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.https.hash(state);
+        self.authority().hash(state);
+    }
+}
+
 /// A target's pools in one shard; see the [module docs](self).
 struct Entry<P, C, T, U> {
     plain: P,
@@ -273,7 +311,7 @@ pub(crate) fn build(settings: Settings) -> Arc<dyn Transport> {
         #[cfg(feature = "https")]
         let (tls, tls_h1) = (tls.clone(), tls_h1.clone());
         Map::builder()
-            .keys(|uri: &Uri| (uri.scheme().cloned(), uri.authority().cloned()))
+            .keys(Key::of)
             .values(move |_: &Uri| {
                 #[cfg(feature = "https")]
                 let (tls, tls_h1) = (
@@ -550,21 +588,6 @@ fn host_of(uri: &Uri) -> Option<HeaderValue> {
     HeaderValue::from_str(&host).ok()
 }
 
-/// Sends `req` on `conn`, as a future of a type an `async fn` can hold across an `.await`
-/// and still be `Send` (the future of a service generic over its request, held as is, is
-/// not proven `Send` there).
-fn start<S>(conn: &mut S, req: Request<UpstreamBody>) -> crate::client::conn::Exchange
-where
-    S: Service<
-            Request<UpstreamBody>,
-            Response = Response<Incoming>,
-            Error = TrySendError<Request<UpstreamBody>>,
-            Future: Send + 'static,
-        >,
-{
-    Box::pin(conn.call(req))
-}
-
 /// How many times a connection that closed before it was ever used is replaced before the
 /// request fails.
 const FRESH_RETRIES: u32 = 2;
@@ -583,15 +606,14 @@ where
     E: Into<BoxError>,
     S: Service<Probe, Response = (), Error = Unusable>
         + Service<Mark, Response = Described, Error = Unusable>
-        + Send
-        + Sync
-        + 'static,
-    S: Service<
-            Request<UpstreamBody>,
+        + Service<
+            Outgoing,
             Response = Response<Incoming>,
             Error = TrySendError<Request<UpstreamBody>>,
-            Future: Send + 'static,
-        >,
+        > + Send
+        + Sync
+        + 'static,
+    <S as Service<Outgoing>>::Future: Send,
 {
     let uri = req.uri().clone();
     let mut fresh_failures = 0;
@@ -623,7 +645,7 @@ where
             }
             origin_form(req.uri_mut());
         }
-        let sending = start(&mut conn, req);
+        let sending = conn.call(Outgoing(req));
         let mut held = Held {
             conn: Some(conn),
             http2: described.http2,
@@ -721,6 +743,27 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), read)
             .await
             .expect("no answer")
+    }
+
+    #[test]
+    fn pools_are_keyed_by_scheme_and_authority_as_written() {
+        use std::hash::BuildHasher;
+        let key = |uri: &str| Key::of(&uri.parse().unwrap());
+        let a = key("http://a.test:8080/x?y");
+        assert_eq!(
+            a,
+            key("http://a.test:8080/other"),
+            "the path is not part of it"
+        );
+        assert_ne!(a, key("https://a.test:8080/"), "nor is the scheme ignored");
+        assert_ne!(a, key("http://a.test:8081/"));
+        assert_ne!(a, key("http://b.test:8080/"));
+        // Equal keys hash alike (with one hasher's keys).
+        let state = std::collections::hash_map::RandomState::new();
+        assert_eq!(
+            state.hash_one(&a),
+            state.hash_one(key("http://a.test:8080/z"))
+        );
     }
 
     #[tokio::test]

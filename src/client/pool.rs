@@ -385,7 +385,7 @@ pub(crate) fn build(settings: Settings) -> Arc<dyn Transport> {
             });
             let pools = Checkout {
                 shard: Arc::clone(shard),
-                uri: uri.clone(),
+                uri,
                 period,
                 max_idle,
             };

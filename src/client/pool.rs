@@ -484,23 +484,34 @@ where
 {
     /// Lets the next checkout start a reaper again if this one is dropped (its runtime shut
     /// down) rather than ended.
-    struct Running<M>(Weak<Shard<M>>);
+    struct Running<M> {
+        shard: Weak<Shard<M>>,
+        armed: bool,
+    }
     impl<M> Drop for Running<M> {
         fn drop(&mut self) {
-            if let Some(shard) = self.0.upgrade() {
+            if self.armed
+                && let Some(shard) = self.shard.upgrade()
+            {
                 shard.lock().reaping = false;
             }
         }
     }
-    let _running = Running(shard.clone());
+    let mut running = Running {
+        shard: shard.clone(),
+        armed: true,
+    };
     loop {
         tokio::time::sleep(period).await;
         let Some(shard) = shard.upgrade() else { return };
         let mut state = shard.lock();
         let empty = reap(&mut state.map, Instant::now());
-        // Checked under the lock, which every checkout takes before it lends: nothing can
-        // come back to a shard with none lent.
+        // Decided and recorded under the lock, which every checkout takes before it lends
+        // and to see whether a reaper runs: nothing can come back to a shard with none lent,
+        // and the next checkout starts a reaper again.
         if empty && shard.leased.load(Ordering::Relaxed) == 0 {
+            state.reaping = false;
+            running.armed = false;
             return;
         }
     }
@@ -807,6 +818,11 @@ mod tests {
         assert_eq!(read_whole(&client, target.addr).await, 10);
         reaches(&mut target.closed, 1).await;
         assert_eq!(*target.accepted.borrow(), 1);
+        // The shard's reaper stopped with nothing left to close; the next connection is
+        // closed all the same.
+        assert_eq!(read_whole(&client, target.addr).await, 10);
+        reaches(&mut target.closed, 2).await;
+        assert_eq!(*target.accepted.borrow(), 2);
     }
 
     #[test]

@@ -22,8 +22,8 @@ use crate::{
 ///
 /// The proxy is disabled (`501`) until a target is set on its [`ProxyHandle`]: create the
 /// handle, keep a clone, and give it to [`handle`](Self::handle). Every service built from
-/// one layer, and every clone of it, shares one connection pool, one token cache and one
-/// target.
+/// one layer, and every clone of it, shares one client (its connection pools, kept per
+/// worker thread), one token cache and one target.
 ///
 /// The builder cannot fail: values that could be invalid are checked when they are made
 /// ([`Prefix`], [`ForwardedProto`], [`Pseudonym`], [`Target`](crate::Target)). Plain names
@@ -351,7 +351,8 @@ impl<I, J> ProxyLayer<I, J> {
     }
 }
 
-/// The default client of a layer (one pool per layer, shared by every service built from it).
+/// The default client of a layer (one client per layer, shared by every service built from
+/// it).
 /// Its TLS configuration comes from compiled-in roots; should it ever fail to build, proxied
 /// requests get `502` and the error is logged.
 fn default_client() -> Option<ProxyClient> {

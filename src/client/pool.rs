@@ -356,8 +356,9 @@ pub(crate) fn build(settings: Settings) -> Arc<dyn Transport> {
             let uri = req.uri().clone();
             let https = uri.scheme() == Some(&Scheme::HTTPS);
             // Closes the connections idle for longer than the idle timeout, and those closed;
-            // says whether none is left.
-            let reap = reaper_for(shard, |map, now| {
+            // with none lent (`idle_shard`), forgets the targets left without a connection (a
+            // target replaced at run time leaves nothing behind). Says whether none is left.
+            let reap = reaper_for(shard, |map, now, idle_shard| {
                 let mut empty = true;
                 map.retain(|_, e| {
                     let mut removed = 0;
@@ -368,18 +369,22 @@ pub(crate) fn build(settings: Settings) -> Arc<dyn Transport> {
                     };
                     e.plain.retain(&mut h1);
                     e.h2c.retain(|conn| !conn.is_stale(now));
-                    empty &= e.plain.is_empty() && e.h2c.is_empty();
+                    let plain_none = e.plain.is_empty() && e.h2c.is_empty();
                     #[cfg(feature = "https")]
-                    {
+                    let none = {
                         e.tls_h1.retain(&mut h1);
                         e.tls.fallback_mut().retain(&mut h1);
                         e.tls.upgrade_mut().retain(|conn| !conn.is_stale(now));
-                        empty &= e.tls_h1.is_empty()
+                        plain_none
+                            && e.tls_h1.is_empty()
                             && e.tls.fallback_mut().is_empty()
-                            && e.tls.upgrade_mut().is_empty();
-                    }
+                            && e.tls.upgrade_mut().is_empty()
+                    };
+                    #[cfg(not(feature = "https"))]
+                    let none = plain_none;
                     saturating_sub(&e.idle, removed);
-                    true
+                    empty &= none;
+                    !(none && idle_shard)
                 });
                 empty
             });
@@ -439,7 +444,7 @@ where
 /// Gives `reap` the signature the reaper calls it with.
 fn reaper_for<M, R>(_: &Arc<Shard<M>>, reap: R) -> R
 where
-    R: Fn(&mut M, Instant) -> bool,
+    R: Fn(&mut M, Instant, bool) -> bool,
 {
     reap
 }
@@ -457,7 +462,7 @@ impl<M: Send + 'static> Checkout<M> {
     fn take<P, Fut, R>(&self, reap: R, pick: P) -> (Fut, Pooling)
     where
         P: FnOnce(&mut M, &Uri) -> (Fut, Arc<AtomicUsize>),
-        R: Fn(&mut M, Instant) -> bool + Send + 'static,
+        R: Fn(&mut M, Instant, bool) -> bool + Send + 'static,
     {
         let mut state = self.shard.lock();
         if !state.reaping && tokio::runtime::Handle::try_current().is_ok() {
@@ -480,7 +485,7 @@ impl<M: Send + 'static> Checkout<M> {
 /// Closes idle connections every `period` while the shard has connections, idle or lent.
 async fn run_reaper<M, R>(shard: Weak<Shard<M>>, period: Duration, reap: R)
 where
-    R: Fn(&mut M, Instant) -> bool,
+    R: Fn(&mut M, Instant, bool) -> bool,
 {
     /// Lets the next checkout start a reaper again if this one is dropped (its runtime shut
     /// down) rather than ended.
@@ -505,11 +510,13 @@ where
         tokio::time::sleep(period).await;
         let Some(shard) = shard.upgrade() else { return };
         let mut state = shard.lock();
-        let empty = reap(&mut state.map, Instant::now());
-        // Decided and recorded under the lock, which every checkout takes before it lends
-        // and to see whether a reaper runs: nothing can come back to a shard with none lent,
-        // and the next checkout starts a reaper again.
-        if empty && shard.leased.load(Ordering::Relaxed) == 0 {
+        // Read under the lock, which every checkout takes before it lends: nothing can come
+        // back to a shard with none lent.
+        let idle_shard = shard.leased.load(Ordering::Relaxed) == 0;
+        let empty = reap(&mut state.map, Instant::now(), idle_shard);
+        // Recorded under the lock too, which a checkout takes to see whether a reaper runs:
+        // the next one starts a reaper again.
+        if empty && idle_shard {
             state.reaping = false;
             running.armed = false;
             return;

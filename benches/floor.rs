@@ -180,12 +180,9 @@ async fn serve(listener: TcpListener, mode: Mode, upstream: Upstream) -> std::io
                         let mut cache = cache.clone();
                         let host = upstream.host.clone();
                         async move {
-                            let (mut parts, body) = req.into_parts();
-                            let Ok(path) = upstream_path(&parts.uri).parse() else {
+                            let Some(req) = to_upstream(req, host) else {
                                 return Ok::<_, hyper::Error>(bad_gateway());
                             };
-                            parts.uri = path;
-                            parts.headers.insert(header::HOST, host);
                             let Ok(mut conn) = cache.call(()).await else {
                                 return Ok(bad_gateway());
                             };
@@ -194,7 +191,7 @@ async fn serve(listener: TcpListener, mode: Mode, upstream: Upstream) -> std::io
                                 return Ok(bad_gateway());
                             }
                             let response: Result<Response<Incoming>, hyper::Error> =
-                                conn.call(Request::from_parts(parts, body)).await;
+                                conn.call(req).await;
                             Ok(match response {
                                 Ok(res) => res.map(|body| {
                                     Held {
@@ -230,6 +227,15 @@ fn upstream_path(uri: &Uri) -> &str {
         Some(rest) if rest.starts_with(['/', '?']) => rest,
         _ => pq,
     }
+}
+
+/// The request as sent on a connection to the upstream: origin-form path, upstream `Host`;
+/// `None` if the path cannot be.
+fn to_upstream(req: Request<Incoming>, host: HeaderValue) -> Option<Request<Incoming>> {
+    let (mut parts, body) = req.into_parts();
+    parts.uri = upstream_path(&parts.uri).parse().ok()?;
+    parts.headers.insert(header::HOST, host);
+    Some(Request::from_parts(parts, body))
 }
 
 fn bad_gateway() -> Response<Body> {
@@ -272,17 +278,14 @@ async fn hyper_sticky(client: TcpStream, upstream: &Upstream) -> Result<(), Box<
         let send = send.clone();
         let host = host.clone();
         async move {
-            let (mut parts, body) = req.into_parts();
-            let Ok(path) = upstream_path(&parts.uri).parse() else {
+            let Some(req) = to_upstream(req, host) else {
                 return Ok::<_, hyper::Error>(bad_gateway());
             };
-            parts.uri = path;
-            parts.headers.insert(header::HOST, host);
             let mut send = send.lock().await;
             if send.ready().await.is_err() {
                 return Ok(bad_gateway());
             }
-            let response = send.send_request(Request::from_parts(parts, body));
+            let response = send.send_request(req);
             drop(send);
             relayed(response.await)
         }

@@ -1,5 +1,5 @@
-//! The connections the pools hold: [`H1`] and [`H2`], made by [`Handshake1`] and
-//! [`Handshake2`] over a connector (TCP, or TLS over TCP).
+//! The connections the pools hold: [`H1`] and [`H2`], made by a [`Handshake`] in
+//! [`Http1`] or [`Http2`] over a connector (TCP, or TLS over TCP).
 //!
 //! Each is hyper's `client::conn` sender for one connection, whose connection task runs on
 //! the runtime that made it, with what the pool needs to know of it: when it went idle,
@@ -107,6 +107,57 @@ impl std::error::Error for Unusable {
     }
 }
 
+/// The services a pool reaches a connection through (`Cached` and `Singled`, hyper-util's
+/// handles of a pooled connection, are services over it and nothing else): its readiness
+/// [`Probe`], its [`Mark`]s, and the requests it sends; each calls the connection's own
+/// `probe`, `mark` or `send`.
+macro_rules! pooled_services {
+    ($conn:ty) => {
+        impl Service<Probe> for $conn {
+            type Response = ();
+            type Error = Unusable;
+            type Future = std::future::Ready<Result<(), Unusable>>;
+
+            fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Unusable>> {
+                self.probe(cx)
+            }
+
+            fn call(&mut self, _: Probe) -> Self::Future {
+                std::future::ready(Ok(()))
+            }
+        }
+
+        impl Service<Mark> for $conn {
+            type Response = Described;
+            type Error = Unusable;
+            type Future = std::future::Ready<Result<Described, Unusable>>;
+
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Unusable>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, mark: Mark) -> Self::Future {
+                std::future::ready(Ok(self.mark(mark)))
+            }
+        }
+
+        impl Service<Outgoing> for $conn {
+            type Response = http::Response<hyper::body::Incoming>;
+            type Error = hyper::client::conn::TrySendError<http::Request<UpstreamBody>>;
+            type Future = Exchange;
+
+            /// Always ready: the pool asks readiness through [`Probe`] before it sends.
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, Outgoing(req): Outgoing) -> Exchange {
+                self.send(req)
+            }
+        }
+    };
+}
+
 /// An HTTP/1.1 connection: one request at a time.
 #[derive(Debug)]
 pub(crate) struct H1 {
@@ -140,12 +191,8 @@ impl H1 {
     }
 }
 
-impl Service<Probe> for H1 {
-    type Response = ();
-    type Error = Unusable;
-    type Future = std::future::Ready<Result<(), Unusable>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Unusable>> {
+impl H1 {
+    fn probe(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Unusable>> {
         if self.discarded {
             return Poll::Ready(Err(Unusable::Discarded));
         }
@@ -160,49 +207,26 @@ impl Service<Probe> for H1 {
         self.tx.poll_ready(cx).map_err(Unusable::Closed)
     }
 
-    fn call(&mut self, _: Probe) -> Self::Future {
-        std::future::ready(Ok(()))
-    }
-}
-
-impl Service<Mark> for H1 {
-    type Response = Described;
-    type Error = Unusable;
-    type Future = std::future::Ready<Result<Described, Unusable>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Unusable>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mark: Mark) -> Self::Future {
+    fn mark(&mut self, mark: Mark) -> Described {
         match mark {
             Mark::Describe => {}
             Mark::Idle => self.idle(),
             Mark::Discard => self.discard(),
         }
-        std::future::ready(Ok(Described {
+        Described {
             http2: false,
             reused: self.uses > 0,
-        }))
-    }
-}
-
-impl Service<Outgoing> for H1 {
-    type Response = http::Response<hyper::body::Incoming>;
-    type Error = hyper::client::conn::TrySendError<http::Request<UpstreamBody>>;
-    type Future = Exchange;
-
-    /// Always ready: the pool asks readiness through [`Probe`] before it sends.
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+        }
     }
 
-    fn call(&mut self, Outgoing(req): Outgoing) -> Exchange {
+    fn send(&mut self, req: http::Request<UpstreamBody>) -> Exchange {
         self.uses = self.uses.saturating_add(1);
         self.idle_since = None;
         Box::pin(self.tx.try_send_request(req))
     }
 }
+
+pooled_services!(H1);
 
 /// An HTTP/2 connection: shared by all requests (clones share it).
 #[derive(Clone, Debug)]
@@ -254,114 +278,34 @@ impl H2 {
     }
 }
 
-impl Service<Mark> for H2 {
-    type Response = Described;
-    type Error = Unusable;
-    type Future = std::future::Ready<Result<Described, Unusable>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Unusable>> {
-        Poll::Ready(Ok(()))
-    }
-
-    /// An HTTP/2 connection serves many exchanges at once: one that ends, cleanly or not,
-    /// only stops counting as in flight.
-    fn call(&mut self, mark: Mark) -> Self::Future {
-        if mark != Mark::Describe {
-            self.done();
-        }
-        std::future::ready(Ok(Described {
-            http2: true,
-            reused: self.state.served.load(Ordering::Relaxed) > 0,
-        }))
-    }
-}
-
-impl Service<Outgoing> for H2 {
-    type Response = http::Response<hyper::body::Incoming>;
-    type Error = hyper::client::conn::TrySendError<http::Request<UpstreamBody>>;
-    type Future = Exchange;
-
-    /// Always ready: the pool asks readiness through [`Probe`] before it sends.
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    /// Counts the exchange in flight until the pool marks it ended.
-    fn call(&mut self, Outgoing(req): Outgoing) -> Exchange {
-        self.start();
-        Box::pin(self.tx.try_send_request(req))
-    }
-}
-
-impl Service<Probe> for H2 {
-    type Response = ();
-    type Error = Unusable;
-    type Future = std::future::Ready<Result<(), Unusable>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Unusable>> {
+impl H2 {
+    fn probe(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Unusable>> {
         if self.is_idle_expired(Instant::now()) {
             return Poll::Ready(Err(Unusable::Expired));
         }
         self.tx.poll_ready(cx).map_err(Unusable::Closed)
     }
 
-    fn call(&mut self, _: Probe) -> Self::Future {
-        std::future::ready(Ok(()))
-    }
-}
-
-/// Makes [`H1`] connections over the connections of `C`.
-#[derive(Clone, Debug)]
-pub(crate) struct Handshake1<C> {
-    connect: C,
-    idle_timeout: Duration,
-}
-
-impl<C> Handshake1<C> {
-    pub(crate) fn new(connect: C, idle_timeout: Duration) -> Self {
-        Self {
-            connect,
-            idle_timeout,
+    /// An HTTP/2 connection serves many exchanges at once: one that ends, cleanly or not,
+    /// only stops counting as in flight.
+    fn mark(&mut self, mark: Mark) -> Described {
+        if mark != Mark::Describe {
+            self.done();
+        }
+        Described {
+            http2: true,
+            reused: self.state.served.load(Ordering::Relaxed) > 0,
         }
     }
-}
 
-impl<C, Dst> Service<Dst> for Handshake1<C>
-where
-    C: Service<Dst>,
-    C::Response: Read + Write + Unpin + Send + 'static,
-    C::Error: Into<BoxError>,
-    C::Future: Send + 'static,
-{
-    type Response = H1;
-    type Error = BoxError;
-    type Future = Connecting<H1>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.connect.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, dst: Dst) -> Self::Future {
-        let connecting = self.connect.call(dst);
-        let idle_timeout = self.idle_timeout;
-        Box::pin(async move {
-            let io = connecting.await.map_err(Into::into)?;
-            let (tx, conn) = http1::Builder::new().handshake(io).await?;
-            tokio::spawn(async move {
-                if let Err(error) = conn.with_upgrades().await {
-                    tracing::debug!(%error, "connection to the target ended with an error");
-                }
-            });
-            Ok(H1 {
-                tx,
-                idle_since: None,
-                idle_timeout,
-                uses: 0,
-                discarded: false,
-            })
-        })
+    /// Counts the exchange in flight until the pool marks it ended.
+    fn send(&mut self, req: http::Request<UpstreamBody>) -> Exchange {
+        self.start();
+        Box::pin(self.tx.try_send_request(req))
     }
 }
+
+pooled_services!(H2);
 
 /// HTTP/2 keep-alive pings (hyper's settings; off unless an interval is set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -381,34 +325,111 @@ impl Default for H2KeepAlive {
     }
 }
 
-/// Makes [`H2`] connections over the connections of `C`.
-#[derive(Clone, Debug)]
-pub(crate) struct Handshake2<C> {
-    connect: C,
-    idle_timeout: Duration,
-    keep_alive: H2KeepAlive,
+/// A protocol a connection is made to speak once connected: [`Http1`] or [`Http2`].
+pub(crate) trait Protocol: Clone + Send + 'static {
+    /// The connection it makes.
+    type Conn;
+
+    /// Speaks the protocol over `io`; the connection's task is spawned on this runtime.
+    fn handshake<I>(self, io: I) -> impl Future<Output = Result<Self::Conn, BoxError>> + Send
+    where
+        I: Read + Write + Unpin + Send + 'static;
 }
 
-impl<C> Handshake2<C> {
-    pub(crate) fn new(connect: C, idle_timeout: Duration, keep_alive: H2KeepAlive) -> Self {
-        Self {
-            connect,
-            idle_timeout,
-            keep_alive,
-        }
+/// HTTP/1.1, making [`H1`] connections.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Http1 {
+    pub(crate) idle_timeout: Duration,
+}
+
+impl Protocol for Http1 {
+    type Conn = H1;
+
+    async fn handshake<I>(self, io: I) -> Result<H1, BoxError>
+    where
+        I: Read + Write + Unpin + Send + 'static,
+    {
+        let (tx, conn) = http1::Builder::new().handshake(io).await?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.with_upgrades().await {
+                tracing::debug!(%error, "connection to the target ended with an error");
+            }
+        });
+        Ok(H1 {
+            tx,
+            idle_since: None,
+            idle_timeout: self.idle_timeout,
+            uses: 0,
+            discarded: false,
+        })
     }
 }
 
-impl<C, Dst> Service<Dst> for Handshake2<C>
+/// HTTP/2, making [`H2`] connections.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Http2 {
+    pub(crate) idle_timeout: Duration,
+    pub(crate) keep_alive: H2KeepAlive,
+}
+
+impl Protocol for Http2 {
+    type Conn = H2;
+
+    async fn handshake<I>(self, io: I) -> Result<H2, BoxError>
+    where
+        I: Read + Write + Unpin + Send + 'static,
+    {
+        let keep_alive = self.keep_alive;
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive_interval(keep_alive.interval)
+            .keep_alive_timeout(keep_alive.timeout)
+            .keep_alive_while_idle(keep_alive.while_idle);
+        let (tx, conn) = builder.handshake(io).await?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%error, "HTTP/2 connection to the target ended with an error");
+            }
+        });
+        Ok(H2 {
+            tx,
+            state: Arc::new(H2State {
+                in_flight: AtomicUsize::new(0),
+                served: AtomicU64::new(0),
+                last_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
+                idle_timeout: self.idle_timeout,
+            }),
+        })
+    }
+}
+
+/// Makes connections speaking `P` over the connections of `C`: the make-service a pool
+/// holds.
+#[derive(Clone, Debug)]
+pub(crate) struct Handshake<C, P> {
+    connect: C,
+    protocol: P,
+}
+
+impl<C, P> Handshake<C, P> {
+    pub(crate) fn new(connect: C, protocol: P) -> Self {
+        Self { connect, protocol }
+    }
+}
+
+impl<C, P, Dst> Service<Dst> for Handshake<C, P>
 where
     C: Service<Dst>,
     C::Response: Read + Write + Unpin + Send + 'static,
     C::Error: Into<BoxError>,
     C::Future: Send + 'static,
+    P: Protocol,
 {
-    type Response = H2;
+    type Response = P::Conn;
     type Error = BoxError;
-    type Future = Connecting<H2>;
+    type Future = Connecting<P::Conn>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.connect.poll_ready(cx).map_err(Into::into)
@@ -416,33 +437,10 @@ where
 
     fn call(&mut self, dst: Dst) -> Self::Future {
         let connecting = self.connect.call(dst);
-        let idle_timeout = self.idle_timeout;
-        let keep_alive = self.keep_alive;
+        let protocol = self.protocol.clone();
         Box::pin(async move {
             let io = connecting.await.map_err(Into::into)?;
-            let mut builder = http2::Builder::new(TokioExecutor::new());
-            builder
-                .timer(TokioTimer::new())
-                .keep_alive_interval(keep_alive.interval)
-                .keep_alive_timeout(keep_alive.timeout)
-                .keep_alive_while_idle(keep_alive.while_idle);
-            let (tx, conn) = builder.handshake(io).await?;
-            tokio::spawn(async move {
-                if let Err(error) = conn.await {
-                    tracing::debug!(%error, "HTTP/2 connection to the target ended with an error");
-                }
-            });
-            let epoch = Instant::now();
-            Ok(H2 {
-                tx,
-                state: Arc::new(H2State {
-                    in_flight: AtomicUsize::new(0),
-                    served: AtomicU64::new(0),
-                    last_ms: AtomicU64::new(0),
-                    epoch,
-                    idle_timeout,
-                }),
-            })
+            protocol.handshake(io).await
         })
     }
 }

@@ -45,7 +45,7 @@ use crate::{
     client::{
         UpstreamBody,
         conn::{
-            Described, H2KeepAlive, Handshake1, Handshake2, Mark, Outgoing, Probe, Unusable,
+            Described, H2KeepAlive, Handshake, Http1, Http2, Mark, Outgoing, Probe, Unusable,
             origin_form,
         },
         received::{Lease, Received},
@@ -298,12 +298,18 @@ pub(crate) fn build(settings: Settings) -> Arc<dyn Transport> {
         ($connect:expr) => {
             cache::builder()
                 .executor(TokioExecutor::new())
-                .build(Handshake1::new($connect, idle_timeout))
+                .build(Handshake::new($connect, Http1 { idle_timeout }))
         };
     }
     macro_rules! h2_singleton {
         ($connect:expr) => {
-            Singleton::new(Handshake2::new($connect, idle_timeout, keep_alive))
+            Singleton::new(Handshake::new(
+                $connect,
+                Http2 {
+                    idle_timeout,
+                    keep_alive,
+                },
+            ))
         };
     }
     let new_map = move || {

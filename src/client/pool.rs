@@ -705,7 +705,7 @@ mod tests {
 
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
-    use hyper_util::rt::TokioIo;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     use tokio::sync::watch;
 
     use super::*;
@@ -720,6 +720,11 @@ mod tests {
     }
 
     async fn counting(size: usize) -> Counting {
+        counting_over(size, None).await
+    }
+
+    /// [`counting`], over TLS when `tls` is given; HTTP/1.1 or HTTP/2, as the client speaks.
+    async fn counting_over(size: usize, tls: Option<tokio_rustls::TlsAcceptor>) -> Counting {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (accepted_tx, accepted) = watch::channel(0);
@@ -729,13 +734,21 @@ mod tests {
             while let Ok((stream, _)) = listener.accept().await {
                 accepted_tx.send_modify(|n| *n += 1);
                 let closed_tx = Arc::clone(&closed_tx);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |_req| async move {
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(vec![b'x'; size]))))
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                server.serve_connection(TokioIo::new(stream), service).await
+                            }
+                            Err(_) => Ok(()),
+                        },
+                        None => server.serve_connection(TokioIo::new(stream), service).await,
+                    };
                     closed_tx.send_modify(|n| *n += 1);
                 });
             }
@@ -757,12 +770,16 @@ mod tests {
     }
 
     async fn read_whole(client: &ProxyClient, addr: SocketAddr) -> usize {
+        read_url(client, &format!("http://{addr}/")).await.1
+    }
+
+    /// The version and the length of the body of a `GET` of `url`.
+    async fn read_url(client: &ProxyClient, url: &str) -> (http::Version, usize) {
         let read = async {
-            let res = client
-                .get(format!("http://{addr}/").parse().unwrap())
-                .await
-                .unwrap();
-            res.into_body().collect().await.unwrap().to_bytes().len()
+            let res = client.get(url.parse().unwrap()).await.unwrap();
+            let version = res.version();
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            (version, body.len())
         };
         tokio::time::timeout(Duration::from_secs(10), read)
             .await
@@ -835,6 +852,52 @@ mod tests {
         // closed all the same.
         assert_eq!(read_whole(&client, target.addr).await, 10);
         reaches(&mut target.closed, 2).await;
+        assert_eq!(*target.accepted.borrow(), 2);
+    }
+
+    /// An https target that chooses `h2` by ALPN: once made, its connection is shared by
+    /// concurrent requests, and closed after the idle timeout.
+    #[cfg(feature = "https")]
+    #[tokio::test]
+    async fn an_h2_connection_chosen_by_alpn_is_shared_and_closed_when_idle() {
+        use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let tls = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let mut target = counting_over(10, Some(tls)).await;
+        // Long enough that no pause of a loaded machine between the requests below reaches it.
+        let client = ProxyClient::builder()
+            .pool_idle_timeout(Duration::from_secs(1))
+            .add_root_certificates_pem(ca.pem().as_bytes())
+            .unwrap()
+            .build()
+            .unwrap();
+        let url = format!("https://localhost:{}/", target.addr.port());
+
+        assert_eq!(read_url(&client, &url).await, (http::Version::HTTP_2, 10));
+        let answers = futures_util::future::join_all((0..8).map(|_| read_url(&client, &url))).await;
+        assert!(answers.iter().all(|a| *a == (http::Version::HTTP_2, 10)));
+        assert_eq!(*target.accepted.borrow(), 1, "one connection for all nine");
+        reaches(&mut target.closed, 1).await;
+        assert_eq!(read_url(&client, &url).await, (http::Version::HTTP_2, 10));
         assert_eq!(*target.accepted.borrow(), 2);
     }
 

@@ -279,11 +279,13 @@ impl H2 {
 }
 
 impl H2 {
-    fn probe(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Unusable>> {
-        if self.is_idle_expired(Instant::now()) {
-            return Poll::Ready(Err(Unusable::Expired));
-        }
-        self.tx.poll_ready(cx).map_err(Unusable::Closed)
+    /// Never fails: hyper-util's `Singled` answers a failed probe by emptying its
+    /// singleton, whatever the singleton holds by then, and a connection being made for other
+    /// requests would be lost with it (its waiters then panic). The pool drops a closed or
+    /// expired HTTP/2 connection under its lock instead (`Singleton::retain`, before each
+    /// checkout); one that closes after that fails its request unwritten, which is sent again.
+    fn probe(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Unusable>> {
+        Poll::Ready(Ok(()))
     }
 
     /// An HTTP/2 connection serves many exchanges at once: one that ends, cleanly or not,

@@ -412,6 +412,8 @@ pub(crate) fn build(settings: Settings) -> Arc<dyn Transport> {
                     Route::Auto => Box::pin(exchange(req, host, move || {
                         pools.take(reap, |map, uri| {
                             let e = map.service(uri);
+                            let now = Instant::now();
+                            e.tls.upgrade_mut().retain(|conn| !conn.is_stale(now));
                             (e.tls.call(uri.clone()), Arc::clone(&e.idle))
                         })
                     })),
@@ -422,6 +424,8 @@ pub(crate) fn build(settings: Settings) -> Arc<dyn Transport> {
                 Box::pin(exchange(req, host, move || {
                     pools.take(reap, |map, uri| {
                         let e = map.service(uri);
+                        let now = Instant::now();
+                        e.h2c.retain(|conn| !conn.is_stale(now));
                         (e.h2c.call(uri.clone()), Arc::clone(&e.idle))
                     })
                 }))
@@ -612,6 +616,10 @@ fn host_of(uri: &Uri) -> Option<HeaderValue> {
     HeaderValue::from_str(&host).ok()
 }
 
+/// How many times a request never written is sent again on another connection before its
+/// failure is the answer: a bound, should a closing connection be handed out again.
+const RESENDS: u32 = 3;
+
 /// How many times a connection that closed before it was ever used is replaced before the
 /// request fails.
 const FRESH_RETRIES: u32 = 2;
@@ -641,6 +649,7 @@ where
 {
     let uri = req.uri().clone();
     let mut fresh_failures = 0;
+    let mut resent = 0;
     loop {
         let (taking, pooling) = checkout();
         let mut conn = taking.await.map_err(SendError::connect)?;
@@ -686,7 +695,8 @@ where
             }
             Err(mut error) => match error.take_message() {
                 // Never written: the connection closed first. Sent again on another.
-                Some(unsent) if described.reused => {
+                Some(unsent) if described.reused && resent < RESENDS => {
+                    resent += 1;
                     req = unsent;
                     *req.uri_mut() = uri.clone();
                     if let Some(conn) = held.conn.take() {
@@ -899,6 +909,88 @@ mod tests {
         reaches(&mut target.closed, 1).await;
         assert_eq!(read_url(&client, &url).await, (http::Version::HTTP_2, 10));
         assert_eq!(*target.accepted.borrow(), 2);
+    }
+
+    /// An h2c target: `/hold` is never answered (the target says when it has one); `kill`
+    /// drops the open connections at once.
+    struct Killable {
+        addr: SocketAddr,
+        kill: Arc<tokio::sync::Notify>,
+        held: tokio::sync::mpsc::UnboundedReceiver<()>,
+        closed: watch::Receiver<usize>,
+    }
+
+    async fn killable_h2c() -> Killable {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let kill = Arc::new(tokio::sync::Notify::new());
+        let (held_tx, held) = tokio::sync::mpsc::unbounded_channel();
+        let (closed_tx, closed) = watch::channel(0);
+        let closed_tx = Arc::new(closed_tx);
+        let killer = Arc::clone(&kill);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (held_tx, closed_tx, kill) =
+                    (held_tx.clone(), Arc::clone(&closed_tx), Arc::clone(&killer));
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<_>| {
+                        let held_tx = held_tx.clone();
+                        async move {
+                            if req.uri().path() == "/hold" {
+                                let _ = held_tx.send(());
+                                std::future::pending::<()>().await;
+                            }
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                        }
+                    });
+                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        () = kill.notified() => {}
+                    }
+                    closed_tx.send_modify(|n| *n += 1);
+                });
+            }
+        });
+        Killable {
+            addr,
+            kill,
+            held,
+            closed,
+        }
+    }
+
+    /// A request in flight on an HTTP/2 connection that dies, ending after a new request has
+    /// begun making the next connection, leaves that new connection to it.
+    #[tokio::test]
+    async fn a_dying_h2_connection_does_not_take_the_next_one_with_it() {
+        let mut target = killable_h2c().await;
+        let client = ProxyClient::builder()
+            .http2_prior_knowledge(true)
+            .build()
+            .unwrap();
+        let url = format!("http://{}/", target.addr);
+        assert_eq!(read_url(&client, &url).await, (http::Version::HTTP_2, 2));
+        let hold = format!("http://{}/hold", target.addr).parse().unwrap();
+        let mut held = Box::pin(client.get(hold));
+        tokio::select! {
+            _ = &mut held => panic!("/hold was answered"),
+            _ = target.held.recv() => {}
+        }
+        target.kill.notify_waiters();
+        reaches(&mut target.closed, 1).await;
+        // Time for the client's connection task to see the connection end; should it not
+        // have, the request below is sent on a new connection all the same.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A new request finds the connection closed and starts making another...
+        let mut next = Box::pin(read_url(&client, &url));
+        assert!(futures_util::poll!(next.as_mut()).is_pending());
+        // ...while the request on the dead connection fails, and gives it up.
+        assert!(held.await.is_err());
+        assert_eq!(next.await, (http::Version::HTTP_2, 2));
+        let answers = futures_util::future::join_all((0..4).map(|_| read_url(&client, &url))).await;
+        assert!(answers.iter().all(|a| *a == (http::Version::HTTP_2, 2)));
     }
 
     #[test]

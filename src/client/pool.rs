@@ -16,7 +16,10 @@
 //! to the pool when its response has been read to its end (see
 //! [`Received`](super::received::Received)); one whose exchange did not end cleanly is
 //! closed. Idle connections are closed after the idle timeout, checked when one is taken
-//! and by a task per shard that runs while the shard has connections.
+//! and by a task per shard that runs while the shard has connections. An HTTP/2 connection
+//! found closed or expired is dropped under the shard's lock before a checkout, never through
+//! its handle (hyper-util's `Singled` would empty the singleton whatever it holds by then,
+//! a connection being made for other requests included).
 
 use std::{
     future::Future,

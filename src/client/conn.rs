@@ -161,45 +161,33 @@ macro_rules! pooled_services {
 /// An HTTP/1.1 connection: one request at a time.
 #[derive(Debug)]
 pub(crate) struct H1 {
-    pub(crate) tx: http1::SendRequest<UpstreamBody>,
+    tx: http1::SendRequest<UpstreamBody>,
     /// When it went back to the pool; `None` while it has never been.
     idle_since: Option<Instant>,
     idle_timeout: Duration,
     /// Requests sent on it so far.
-    pub(crate) uses: u32,
+    uses: u32,
     discarded: bool,
 }
 
 impl H1 {
-    /// Marks it idle from now (it goes back to the pool).
-    pub(crate) fn idle(&mut self) {
-        self.idle_since = Some(Instant::now());
-    }
-
-    /// Marks it as never to be used again.
-    pub(crate) fn discard(&mut self) {
-        self.discarded = true;
-    }
-
-    /// Whether the pool should drop it: closed, or idle for longer than the idle timeout.
+    /// Whether the pool should drop it: given up, closed, or idle for longer than the idle
+    /// timeout.
     pub(crate) fn is_stale(&self, now: Instant) -> bool {
-        self.discarded
-            || self.tx.is_closed()
-            || self
-                .idle_since
-                .is_some_and(|since| now.saturating_duration_since(since) > self.idle_timeout)
+        self.discarded || self.tx.is_closed() || self.expired(now)
     }
-}
 
-impl H1 {
+    /// Idle for longer than the idle timeout.
+    fn expired(&self, now: Instant) -> bool {
+        self.idle_since
+            .is_some_and(|since| now.saturating_duration_since(since) > self.idle_timeout)
+    }
+
     fn probe(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Unusable>> {
         if self.discarded {
             return Poll::Ready(Err(Unusable::Discarded));
         }
-        if self
-            .idle_since
-            .is_some_and(|since| since.elapsed() > self.idle_timeout)
-        {
+        if self.expired(Instant::now()) {
             return Poll::Ready(Err(Unusable::Expired));
         }
         // Pending until the previous response has been read to its end by the connection's
@@ -210,8 +198,9 @@ impl H1 {
     fn mark(&mut self, mark: Mark) -> Described {
         match mark {
             Mark::Describe => {}
-            Mark::Idle => self.idle(),
-            Mark::Discard => self.discard(),
+            // Back to the pool from now.
+            Mark::Idle => self.idle_since = Some(Instant::now()),
+            Mark::Discard => self.discarded = true,
         }
         Described {
             http2: false,
@@ -231,7 +220,7 @@ pooled_services!(H1);
 /// An HTTP/2 connection: shared by all requests (clones share it).
 #[derive(Clone, Debug)]
 pub(crate) struct H2 {
-    pub(crate) tx: http2::SendRequest<UpstreamBody>,
+    tx: http2::SendRequest<UpstreamBody>,
     state: Arc<H2State>,
 }
 
@@ -249,13 +238,13 @@ struct H2State {
 
 impl H2 {
     /// Counts a request in flight on it until [`H2::done`].
-    pub(crate) fn start(&self) {
+    fn start(&self) {
         self.state.in_flight.fetch_add(1, Ordering::Relaxed);
         self.state.served.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request started with [`H2::start`] has ended.
-    pub(crate) fn done(&mut self) {
+    fn done(&mut self) {
         let state = &self.state;
         let ms = u64::try_from(state.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         state.last_ms.store(ms, Ordering::Relaxed);
@@ -265,20 +254,13 @@ impl H2 {
     /// Whether the pool should drop it: closed, or without a request for longer than the
     /// idle timeout.
     pub(crate) fn is_stale(&self, now: Instant) -> bool {
-        self.tx.is_closed() || self.is_idle_expired(now)
-    }
-
-    fn is_idle_expired(&self, now: Instant) -> bool {
         let state = &self.state;
-        if state.in_flight.load(Ordering::Relaxed) > 0 {
-            return false;
-        }
         let last = state.epoch + Duration::from_millis(state.last_ms.load(Ordering::Relaxed));
-        now.saturating_duration_since(last) > state.idle_timeout
+        self.tx.is_closed()
+            || (state.in_flight.load(Ordering::Relaxed) == 0
+                && now.saturating_duration_since(last) > state.idle_timeout)
     }
-}
 
-impl H2 {
     /// Never fails: hyper-util's `Singled` answers a failed probe by emptying its
     /// singleton, whatever the singleton holds by then, and a connection being made for other
     /// requests would be lost with it (its waiters then panic). The pool drops a closed or

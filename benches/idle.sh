@@ -8,12 +8,12 @@
 # Environment (all optional):
 #   N=8000          idle connections per system (the open files limit must allow N + 64:
 #                   the script raises its soft limit to the hard one)
-#   SETTLE=1        seconds between the last response and the measure
+#   SETTLE=1        seconds between the last response and the measure (the demo frees an
+#                   idle connection's HTTP/1.1 buffers after --release-idle-buffers-ms,
+#                   100 ms by default)
 #   TIMEOUT_MS=600000
 #                   the demo's --header-read-timeout-ms and --idle-timeout-ms: longer than
-#                   the measure, so that no idle connection is closed meanwhile (hyper's
-#                   header read timeout also bounds the wait for a keep-alive connection's
-#                   next request)
+#                   the measure, so that no idle connection is closed meanwhile
 #   DEMO_BIN=path   use this binary instead of building `--bench server`
 #   DEMO_ARGS=...   extra arguments for the demo (and for `base` unless BASE_ARGS is set)
 #   BASE_BIN=path   also measure this build of the server (e.g. an earlier commit's) as

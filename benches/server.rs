@@ -11,9 +11,9 @@
 //! connections; everything else (the generated key, logs) goes to stderr. Its options are
 //! the demo's, with the same meaning: `--listen`, `--keys`, `--unsecured`, `--user`,
 //! `--proxy-url`, `--upstream-timeout-ms`, `--upstream-ca`, `--upstream-h2c`,
-//! `--header-read-timeout-ms`, `--idle-timeout-ms`, `--shutdown-timeout-ms`,
-//! `--forwarded-for`, `--credential-cache-secs`, and `--redis URL` when built with the
-//! `redis` feature (then it prints its address once the shared state is read and the target
+//! `--header-read-timeout-ms`, `--idle-timeout-ms`, `--release-idle-buffers-ms`,
+//! `--shutdown-timeout-ms`, `--forwarded-for`, `--credential-cache-secs`, and `--redis URL`
+//! when built with the `redis` feature (then it prints its address once the shared state is read and the target
 //! written to Redis if Redis had none). Its only route besides `/proxy` is
 //! `GET /.well-known/jwks.json`. Secured, it authenticates as the demo does: Basic with
 //! cached credentials and failed sign-ins counted per TCP peer, else a Bearer token the
@@ -40,7 +40,7 @@ use axum::{
 };
 use clap::Parser;
 use signals::Signals;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tower_identity_proxy::{
     ProxyHandle, ProxyLayer, Target,
     client::{ClientBuilder, ProxyClient},
@@ -60,6 +60,9 @@ mod metrics;
 // Ctrl-C and SIGTERM, as the demo takes them.
 #[path = "../examples/demo/signals.rs"]
 mod signals;
+// One client connection, served as the demo serves it: the same code.
+#[path = "../examples/demo/connection.rs"]
+mod connection;
 
 /// The server's command line (the demo's options).
 #[derive(Parser, Debug, Clone)]
@@ -103,8 +106,7 @@ struct Options {
 
     /// How long a client may take to send a request's headers, in milliseconds: a new
     /// connection (HTTP/1.1 or h2c) must deliver its first request within it, and an
-    /// HTTP/1.1 connection each following request's headers, counted from the moment the
-    /// server waits for them (so also how long it may stay idle). A client slower than that
+    /// HTTP/1.1 connection each following request's headers. A client slower than that
     /// (slowloris) is disconnected.
     #[arg(long, value_name = "N", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -117,6 +119,13 @@ struct Options {
     #[arg(long, value_name = "N", default_value_t = 75_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout_ms: u64,
+
+    /// How long an HTTP/1.1 keep-alive connection waits for its next request, in
+    /// milliseconds, before the buffers hyper holds for it are freed (0: as soon as it is
+    /// idle); at most half of `--header-read-timeout-ms`, since until then hyper's
+    /// header-read timer runs on the idle connection too.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    release_idle_buffers_ms: u64,
 
     /// How long a shutdown (SIGTERM, Ctrl-C) waits for the requests in flight, in
     /// milliseconds: connections still open after it are dropped. A second signal exits at
@@ -222,7 +231,7 @@ struct App {
     /// The same app again for each server thread of [`serve`].
     worker_app: WorkerApp,
     /// How long [`serve`] waits for a client.
-    timeouts: Timeouts,
+    timeouts: connection::Timeouts,
     /// Whether [`serve`] puts each connection's peer address into its requests, as axum's
     /// `ConnectInfo<SocketAddr>` (`--forwarded-for` and the count of failed sign-ins per
     /// client address read it there): on unless `--unsecured` without `--forwarded-for`.
@@ -356,10 +365,11 @@ async fn build(opts: &Options) -> Result<App, Error> {
     };
     Ok(App {
         worker_app,
-        timeouts: Timeouts {
+        timeouts: connection::Timeouts {
             header_read: Duration::from_millis(opts.header_read_timeout_ms),
             idle: Duration::from_millis(opts.idle_timeout_ms),
             shutdown: Duration::from_millis(opts.shutdown_timeout_ms),
+            release: Duration::from_millis(opts.release_idle_buffers_ms),
         },
         // Secured, failed sign-ins are counted per client address.
         connect_info: opts.forwarded_for || !opts.unsecured,
@@ -608,22 +618,11 @@ async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await;
 }
 
-/// How long [`serve`] waits for a client.
-#[derive(Debug, Clone, Copy)]
-struct Timeouts {
-    /// For a request's headers, and for a new connection's first request
-    /// (`--header-read-timeout-ms`).
-    header_read: Duration,
-    /// For the next request once none is in flight (`--idle-timeout-ms`).
-    idle: Duration,
-    /// For the requests in flight once a shutdown begins (`--shutdown-timeout-ms`).
-    shutdown: Duration,
-}
-
 /// Serves every connection `listener` accepts with `app`: HTTP/1.1 or HTTP/2 (h2c), with
 /// upgrades, `TCP_NODELAY` on, an HTTP/1.1 client that takes longer than
 /// `timeouts.header_read` to send a request's headers disconnected, and a connection
-/// without a request in flight for `timeouts.idle` closed. hyper is driven directly,
+/// without a request in flight for `timeouts.idle` closed, an idle HTTP/1.1 connection's
+/// buffers released after `timeouts.release` (see `connection`). hyper is driven directly,
 /// without `axum::serve`: a request under `/proxy` keeps hyper's own body type all the way
 /// to the target, instead of being boxed into axum's `Body` first. With `connect_info`,
 /// each request carries its connection's peer address (axum's `ConnectInfo`).
@@ -643,23 +642,7 @@ async fn accept_loop(
         timeouts,
         connect_info,
     } = worker;
-    use hyper_util::{
-        rt::{TokioExecutor, TokioTimer},
-        server::conn::auto,
-        service::TowerToHyperService,
-    };
-    // The proxy layer bounds its own exchanges with the target; how long a client may take
-    // is the server's to bound (axum::serve sets no such limit). The same HTTP/1.1 settings
-    // for both builders (see [`Connection`]).
-    let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read);
-    let mut auto = auto::Builder::new(TokioExecutor::new());
-    auto.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read);
-    let builders = Arc::new(Builders { http1, auto });
+    let settings = connection::Settings::new(timeouts);
     // The open connections, to wait for (and count) on shutdown.
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -680,20 +663,13 @@ async fn accept_loop(
                 continue;
             }
         };
-        let _ = tcp.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
-        let service = TowerToHyperService::new(Tracked {
-            inner: app.clone(),
-            activity: Arc::clone(&activity),
-            peer: connect_info.then_some(peer),
-        });
-        let (builders, stopping) = (Arc::clone(&builders), stopping.clone());
-        connections.spawn(async move {
-            // Pinned in the task itself and watched through a reference: the task's future
-            // holds the connection once, not once more for `watch_connection`.
-            let connection = std::pin::pin!(Connection::new(tcp, service, builders));
-            watch_connection(connection, &activity, timeouts, stopping).await;
-        });
+        connections.spawn(connection::serve(
+            tcp,
+            connect_info.then_some(peer),
+            app.clone(),
+            Arc::clone(&settings),
+            stopping.clone(),
+        ));
     }
     // Closing the socket: new connections are refused (those in its backlog are reset).
     drop(listener);
@@ -720,343 +696,8 @@ struct Worker {
     app: WorkerService,
     /// The tunnels `app` opens.
     tunnels: Tunnels,
-    timeouts: Timeouts,
+    timeouts: connection::Timeouts,
     connect_info: bool,
-}
-
-/// Drives one connection until it ends, closing it when it has been quiet too long.
-///
-/// Until its first request a connection has `header_read` in all: hyper's timer covers a
-/// request's headers once it knows the protocol, not the silence before the first byte nor
-/// a partial HTTP/2 preface. After that, once no request has been in flight for `idle`, it
-/// is shut down gracefully; hyper has no idle timeout for HTTP/2 connections, so without
-/// this an h2c client could hold a connection (and its buffers) forever. Once `stopping`
-/// says the server stops, it is shut down gracefully at once.
-async fn watch_connection(
-    mut connection: std::pin::Pin<&mut Connection>,
-    activity: &Activity,
-    timeouts: Timeouts,
-    mut stopping: tokio::sync::watch::Receiver<bool>,
-) {
-    use tokio::time::{Instant, sleep_until};
-    let start = activity.origin;
-    let mut deadline = start + timeouts.header_read.min(timeouts.idle);
-    loop {
-        tokio::select! {
-            () = connection.as_mut() => return,
-            () = sleep_until(deadline) => {}
-            () = stopped(&mut stopping) => break,
-        }
-        let now = Instant::now();
-        deadline = match activity.idle_since() {
-            // Not even a first request's headers in time.
-            Idle::NeverUsed if now >= start + timeouts.header_read => return,
-            Idle::NeverUsed => (start + timeouts.header_read).min(now + timeouts.idle),
-            Idle::Busy => now + timeouts.idle,
-            Idle::Since(since) if now < since + timeouts.idle => since + timeouts.idle,
-            Idle::Since(_) => break,
-        };
-    }
-    // HTTP/2: GOAWAY, then close once the streams in flight are done; HTTP/1.1: close
-    // after the request being read, if any.
-    connection.as_mut().graceful_shutdown();
-    // A request that slipped in as the shutdown began is served to its end; then a client
-    // that does not close within `header_read` is dropped.
-    loop {
-        tokio::select! {
-            () = connection.as_mut() => return,
-            () = tokio::time::sleep(timeouts.header_read) => {}
-        }
-        if activity.idle_since() != Idle::Busy {
-            return;
-        }
-    }
-}
-
-/// What serves one connection's requests.
-type ConnectionService = hyper_util::service::TowerToHyperService<Tracked<WorkerService>>;
-
-/// One connection's socket, as hyper reads and writes it.
-type ConnectionIo = hyper_util::rt::TokioIo<TcpStream>;
-
-/// How [`accept_loop`] serves connections, with the same HTTP/1.1 settings in both.
-struct Builders {
-    /// For a connection whose first bytes cannot begin HTTP/2's preface.
-    http1: hyper::server::conn::http1::Builder,
-    /// For any other: HTTP/1.1 or HTTP/2 (h2c), as hyper-util tells them apart.
-    auto: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
-}
-
-/// What an HTTP/2 client with prior knowledge (h2c) sends first.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-pin_project_lite::pin_project! {
-    /// A served connection: HTTP/1.1 or HTTP/2 (h2c), with upgrades, as hyper-util's
-    /// `auto::Builder::serve_connection_with_upgrades` serves it, in less memory.
-    ///
-    /// hyper-util reads a connection's first bytes (24 at most) to tell the versions apart
-    /// and hands them to hyper's HTTP/1.1 connection ahead of the socket; hyper, finding
-    /// them in its 8 KiB read buffer, reserves 8 KiB more for the next read and the buffer
-    /// grows to 16 KiB, which the connection keeps for its life. Here the first bytes are
-    /// only peeked at (`MSG_PEEK`): when they cannot begin HTTP/2's preface, or there are
-    /// none (the client closed), hyper-util would choose HTTP/1.1 too, and hyper's
-    /// HTTP/1.1 connection reads the socket itself (an 8 KiB read buffer); otherwise
-    /// hyper-util reads the same bytes and decides. Its connection, which holds an HTTP/2
-    /// one inline (1.5 KiB), is boxed, so that HTTP/1.1 connections do not carry its size.
-    #[project = ConnectionProj]
-    enum Connection {
-        /// Waiting for the first bytes.
-        Peeking {
-            parts: Option<(TcpStream, ConnectionService)>,
-            builders: Arc<Builders>,
-            // `graceful_shutdown` before the first bytes: the end, as hyper-util's.
-            cancelled: bool,
-        },
-        Http1 {
-            #[pin]
-            conn: hyper::server::conn::http1::UpgradeableConnection<ConnectionIo, ConnectionService>,
-        },
-        Auto {
-            conn: std::pin::Pin<Box<hyper_util::server::conn::auto::UpgradeableConnection<
-                'static,
-                ConnectionIo,
-                ConnectionService,
-                hyper_util::rt::TokioExecutor,
-            >>>,
-        },
-    }
-}
-
-impl Connection {
-    fn new(tcp: TcpStream, service: ConnectionService, builders: Arc<Builders>) -> Self {
-        Self::Peeking {
-            parts: Some((tcp, service)),
-            builders,
-            cancelled: false,
-        }
-    }
-
-    /// HTTP/2: `GOAWAY`, then the end once the streams in flight are done; HTTP/1.1: the
-    /// end after the request being read, if any; before the first bytes: the end.
-    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
-        match self.project() {
-            ConnectionProj::Peeking { cancelled, .. } => *cancelled = true,
-            ConnectionProj::Http1 { conn } => conn.graceful_shutdown(),
-            ConnectionProj::Auto { conn } => conn.as_mut().graceful_shutdown(),
-        }
-    }
-}
-
-impl std::future::Future for Connection {
-    /// An error ends the connection and is dropped: [`watch_connection`] has no use for it.
-    type Output = ();
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        use hyper_util::rt::TokioIo;
-        loop {
-            let next = match self.as_mut().project() {
-                ConnectionProj::Peeking {
-                    parts,
-                    builders,
-                    cancelled,
-                } => {
-                    if *cancelled {
-                        return std::task::Poll::Ready(());
-                    }
-                    let Some((tcp, _)) = parts.as_ref() else {
-                        return std::task::Poll::Ready(());
-                    };
-                    let mut first = [0; H2_PREFACE.len()];
-                    let mut first = tokio::io::ReadBuf::new(&mut first);
-                    // A connection reset before its first byte.
-                    if std::task::ready!(tcp.poll_peek(cx, &mut first)).is_err() {
-                        return std::task::Poll::Ready(());
-                    }
-                    let Some((tcp, service)) = parts.take() else {
-                        return std::task::Poll::Ready(());
-                    };
-                    let (first, io) = (first.filled(), TokioIo::new(tcp));
-                    if first.is_empty() || !H2_PREFACE.starts_with(first) {
-                        Self::Http1 {
-                            conn: builders.http1.serve_connection(io, service).with_upgrades(),
-                        }
-                    } else {
-                        Self::Auto {
-                            conn: Box::pin(
-                                builders
-                                    .auto
-                                    .serve_connection_with_upgrades(io, service)
-                                    .into_owned(),
-                            ),
-                        }
-                    }
-                }
-                ConnectionProj::Http1 { conn } => return conn.poll(cx).map(drop),
-                ConnectionProj::Auto { conn } => return conn.as_mut().poll(cx).map(drop),
-            };
-            self.set(next);
-        }
-    }
-}
-
-/// Requests in flight on one connection, and when the last one ended.
-#[derive(Debug)]
-struct Activity {
-    origin: tokio::time::Instant,
-    in_flight: std::sync::atomic::AtomicUsize,
-    /// Milliseconds from `origin` to the end of the last request; `u64::MAX` before the
-    /// first one.
-    idle_since_ms: std::sync::atomic::AtomicU64,
-}
-
-/// Whether a connection has a request in flight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Idle {
-    NeverUsed,
-    Busy,
-    Since(tokio::time::Instant),
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            origin: tokio::time::Instant::now(),
-            in_flight: 0.into(),
-            idle_since_ms: u64::MAX.into(),
-        }
-    }
-
-    fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        InFlight(Arc::clone(self))
-    }
-
-    fn idle_since(&self) -> Idle {
-        use std::sync::atomic::Ordering::Relaxed;
-        if self.in_flight.load(Relaxed) > 0 {
-            return Idle::Busy;
-        }
-        match self.idle_since_ms.load(Relaxed) {
-            u64::MAX => Idle::NeverUsed,
-            ms => Idle::Since(self.origin + Duration::from_millis(ms)),
-        }
-    }
-}
-
-/// One request in flight, from its headers to the end (or drop) of its response body.
-#[derive(Debug)]
-struct InFlight(Arc<Activity>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let activity = &self.0;
-        // Rounded up: the idle clock never starts before the request ended.
-        let ms = activity.origin.elapsed().as_millis().saturating_add(1);
-        activity
-            .idle_since_ms
-            .store(u64::try_from(ms).unwrap_or(u64::MAX - 1), Relaxed);
-        activity.in_flight.fetch_sub(1, Relaxed);
-    }
-}
-
-/// The app, counting the requests in flight on its connection.
-#[derive(Debug, Clone)]
-struct Tracked<S> {
-    inner: S,
-    activity: Arc<Activity>,
-    /// The connection's peer, put into each request as axum's `ConnectInfo` when set.
-    peer: Option<SocketAddr>,
-}
-
-impl<S, R, B> tower::Service<http::Request<R>> for Tracked<S>
-where
-    S: tower::Service<http::Request<R>, Response = http::Response<B>>,
-{
-    type Response = http::Response<TrackedBody<B>>;
-    type Error = S::Error;
-    type Future = TrackedFuture<S::Future>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<R>) -> Self::Future {
-        if let Some(peer) = self.peer {
-            req.extensions_mut().insert(ConnectInfo(peer));
-        }
-        TrackedFuture {
-            in_flight: Some(self.activity.begin()),
-            inner: self.inner.call(req),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// [`Tracked`]'s response future: hands the request's [`InFlight`] to the body.
-    struct TrackedFuture<F> {
-        #[pin]
-        inner: F,
-        in_flight: Option<InFlight>,
-    }
-}
-
-impl<F, B, E> std::future::Future for TrackedFuture<F>
-where
-    F: std::future::Future<Output = Result<http::Response<B>, E>>,
-{
-    type Output = Result<http::Response<TrackedBody<B>>, E>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let this = self.project();
-        let res = std::task::ready!(this.inner.poll(cx));
-        let in_flight = this.in_flight.take();
-        std::task::Poll::Ready(res.map(|res| {
-            res.map(|body| TrackedBody {
-                body,
-                _in_flight: in_flight,
-            })
-        }))
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that keeps its request counted as in flight until it is done.
-    struct TrackedBody<B> {
-        #[pin]
-        body: B,
-        _in_flight: Option<InFlight>,
-    }
-}
-
-impl<B: http_body::Body> http_body::Body for TrackedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
-        self.project().body.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
 }
 
 /// Errors of one connection that `accept` reports, which say nothing of the listener.

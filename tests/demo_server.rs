@@ -249,6 +249,9 @@ async fn an_idle_connection_is_closed_but_not_a_slow_request() {
             "300",
             "--header-read-timeout-ms",
             "600000",
+            // HTTP/1.1: the idle timeout closes a released connection too.
+            "--release-idle-buffers-ms",
+            "0",
         ],
     )
     .await;
@@ -296,6 +299,127 @@ async fn an_idle_connection_is_closed_but_not_a_slow_request() {
     remove_dir(&keys);
 }
 
+/// A keep-alive HTTP/1.1 connection with no request in flight gives back the buffers hyper
+/// holds for it (`--release-idle-buffers-ms`; 0: after every request) and serves on as
+/// before: one request after another, two pipelined requests with a third one's head cut
+/// in two, a request with a body, a WebSocket upgrade; a request with `Connection: close`
+/// still ends it.
+#[tokio::test]
+async fn a_connection_serves_on_after_releasing_its_buffers() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let target = echo_target().await;
+    let (demo, keys) = start_demo(&target.url(), &["--release-idle-buffers-ms", "0"]).await;
+    let addr = demo.addr;
+    let get = |path: &str| format!("GET /proxy/{path} HTTP/1.1\r\nhost: demo\r\n\r\n");
+    let path_of = |res: &common::Resp| -> String {
+        let seen: serde_json::Value = serde_json::from_slice(&res.body.data).unwrap();
+        seen["uri"].as_str().unwrap().to_owned()
+    };
+
+    let mut wire = common::Raw::connect(addr).await;
+    for path in ["one", "two"] {
+        wire.send(get(path).as_bytes()).await;
+        let res = wire.response(false).await.expect("a response");
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert_eq!(path_of(&res), format!("/{path}"));
+    }
+    // Pipelined, and the head of the third cut in two.
+    let pipelined = format!(
+        "{}{}GET /proxy/five HTTP/1.1\r\nho",
+        get("three"),
+        get("four")
+    );
+    wire.send(pipelined.as_bytes()).await;
+    for path in ["three", "four"] {
+        let res = wire.response(false).await.expect("a response");
+        assert_eq!(path_of(&res), format!("/{path}"));
+    }
+    wire.send(b"st: demo\r\n\r\n").await;
+    let res = wire.response(false).await.expect("a response");
+    assert_eq!(path_of(&res), "/five");
+    // A body (echoed), then a request without one.
+    wire.send(
+        b"POST /proxy/six HTTP/1.1\r\nhost: demo\r\nx-echo: body\r\ncontent-length: 5\r\n\r\nhello",
+    )
+    .await;
+    let res = wire.response(false).await.expect("a response");
+    assert_eq!(res.text(), "hello");
+    wire.send(get("seven").as_bytes()).await;
+    let res = wire.response(false).await.expect("a response");
+    assert_eq!(path_of(&res), "/seven");
+    // `Connection: close`: the last response, then the end.
+    wire.send(b"GET /proxy/eight HTTP/1.1\r\nhost: demo\r\nconnection: close\r\n\r\n")
+        .await;
+    let res = wire.response(false).await.expect("a response");
+    assert_eq!(path_of(&res), "/eight");
+    wire.assert_closed().await;
+
+    // A WebSocket on a connection released after its first request.
+    let mut wire = common::Raw::connect(addr).await;
+    wire.send(get("before-ws").as_bytes()).await;
+    let res = wire.response(false).await.expect("a response");
+    assert_eq!(res.status, 200);
+    assert!(wire.wire.buf.is_empty());
+    let req = format!("ws://{addr}/proxy/ws")
+        .into_client_request()
+        .unwrap();
+    let (mut ws, res) = within(
+        "ws handshake",
+        tokio_tungstenite::client_async(req, wire.wire.stream),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 101);
+    {
+        use futures_util::StreamExt;
+        // The echo target's opening ping, and its report of tungstenite's pong.
+        for _ in 0..2 {
+            within("opening frames", ws.next()).await.unwrap().unwrap();
+        }
+    }
+    echoes(&mut ws, "over a released connection").await;
+    assert_eq!(target.count(), 10);
+    remove_dir(&keys);
+}
+
+/// Once its buffers are released, an idle HTTP/1.1 connection waits for
+/// `--idle-timeout-ms`, as an h2c one does: hyper's header-read timer, which hyper starts
+/// on a keep-alive connection as soon as it is idle, runs with hyper's connection only.
+/// Released at once (0) or after a delay (100 ms, the default; nine tenths of the
+/// header-read timeout to spare), a connection idle for twice the header-read timeout
+/// still serves its next request.
+#[tokio::test]
+async fn a_released_connection_waits_for_the_idle_timeout_not_the_header_timer() {
+    let target = echo_target().await;
+    for (header_read, release) in [("1000", "0"), ("1000", "100")] {
+        let (demo, keys) = start_demo(
+            &target.url(),
+            &[
+                "--header-read-timeout-ms",
+                header_read,
+                "--release-idle-buffers-ms",
+                release,
+                "--idle-timeout-ms",
+                "600000",
+            ],
+        )
+        .await;
+        let mut wire = common::Raw::connect(demo.addr).await;
+        let request = b"GET /proxy/idle HTTP/1.1\r\nhost: demo\r\n\r\n";
+        wire.send(request).await;
+        let res = wire.response(false).await.expect("a response");
+        assert_eq!(res.status, 200, "{}", res.text());
+        // Idle for twice the header-read timeout: hyper's own connection would be closed.
+        let idle = 2 * header_read.parse::<u64>().unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(idle)).await;
+        wire.send(request).await;
+        let res = wire.response(false).await;
+        let res = res.unwrap_or_else(|| panic!("{header_read} {release}: closed while idle"));
+        assert_eq!(res.status, 200, "{}", res.text());
+        remove_dir(&keys);
+    }
+}
+
 /// SIGTERM's graceful shutdown: the
 /// listening socket closes (new connections are refused) and an idle keep-alive connection
 /// is closed at once, while a streaming response on an HTTP/1.1 connection and another on
@@ -319,6 +443,9 @@ async fn a_shutdown_serves_the_requests_in_flight_and_refuses_new_connections() 
             far,
             "--header-read-timeout-ms",
             far,
+            // The idle connection without hyper's: released at once.
+            "--release-idle-buffers-ms",
+            "0",
         ],
     )
     .await;

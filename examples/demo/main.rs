@@ -37,10 +37,11 @@
 //! marked sensitive, a `TraceLayer` (`RUST_LOG=tower_http=debug`), a request body limit
 //! (`413`, nothing forwarded), the proxy, then the routes with a 30 s timeout.
 //!
-//! The other modules: `routes` (the app's own routes), `server` (client timeouts and the
+//! The other modules: `routes` (the app's own routes), `server` (the accept loop and the
 //! graceful shutdown on SIGTERM or Ctrl-C, WebSocket tunnels included), `replicas` (the
 //! state shared through Redis with `--redis`, feature `redis`), `metrics`.
 
+mod connection;
 mod metrics;
 mod replicas;
 mod routes;
@@ -73,7 +74,7 @@ use tower_identity_proxy::{
     proxy::{IpNet, PublicOrigin, TrustedProxies, Tunnels},
 };
 
-use crate::{server::Timeouts, signals::Signals};
+use crate::{connection::Timeouts, signals::Signals};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -128,6 +129,12 @@ struct Options {
     #[arg(long, value_name = "N", default_value_t = 75_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout_ms: u64,
+
+    /// How long an HTTP/1.1 keep-alive connection waits for its next request, in ms,
+    /// before the buffers it holds for it are freed (0: as soon as it is idle); at most half
+    /// of `--header-read-timeout-ms`.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    release_idle_buffers_ms: u64,
 
     /// How long a shutdown (SIGTERM, Ctrl-C) waits for the requests in flight, in ms.
     #[arg(long, value_name = "N", default_value_t = 30_000)]
@@ -489,6 +496,7 @@ async fn main() -> Result<(), Error> {
         header_read: Duration::from_millis(opts.header_read_timeout_ms),
         idle: Duration::from_millis(opts.idle_timeout_ms),
         shutdown: Duration::from_millis(opts.shutdown_timeout_ms),
+        release: Duration::from_millis(opts.release_idle_buffers_ms),
     };
     server::serve(listener, app, timeouts, signals).await
 }

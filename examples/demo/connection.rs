@@ -363,11 +363,11 @@ impl<A: App> Future for Connection<A> {
 
 impl<A: App> Connection<A> {
     /// Whether hyper's HTTP/1.1 connection, waiting, has had no request in flight for
-    /// [`Timeouts::release`] (or one has just ended, without a delay). The timer is armed when
-    /// a request ends with none in flight and is left to run while requests come and go:
-    /// when it fires after a request, it is armed again for the rest of the delay from that
-    /// request's end; with a request in flight, it waits for the next end. Under steady
-    /// load that is a timer operation per delay, not per request.
+    /// [`Timeouts::release`] (or one has just ended, without a delay). The timer is armed
+    /// when a request ends with none in flight, and left to run while requests come and go;
+    /// once it has fired, the next idle moment either finds it due (no request since) or
+    /// arms it again for the rest of the delay from the last request's end. Under steady
+    /// load that is one timer operation per delay, not one per request.
     fn idle_long_enough(&mut self, cx: &mut Context<'_>) -> bool {
         let delay = self.settings.timeouts.release;
         if self.shutting_down {
@@ -376,30 +376,29 @@ impl<A: App> Connection<A> {
         if delay.is_zero() {
             return true;
         }
-        let idle = self.activity.idle_since();
-        let timer = match (&mut self.release_timer, idle) {
-            (Some(timer), _) => timer,
-            // Armed on the first idle period.
-            (None, Idle::Since(since)) => self
-                .release_timer
-                .insert(Box::pin(tokio::time::sleep_until(since + delay))),
-            (None, Idle::Busy | Idle::NeverUsed) => return false,
-        };
-        loop {
-            if timer.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            let Idle::Since(since) = self.activity.idle_since() else {
-                // Fired during a request: armed again when it ends.
-                self.release_timer = None;
-                return false;
-            };
-            if timer.deadline() >= since + delay {
-                return true;
-            }
-            // A request ended since it was armed: the rest of the delay from that end.
-            timer.as_mut().reset(since + delay);
+        // Running (polled whenever armed): it wakes the task when it fires.
+        if self.release_timer.as_ref().is_some_and(|t| !t.is_elapsed()) {
+            return false;
         }
+        // With a request in flight: armed again once it ends.
+        let Idle::Since(since) = self.activity.idle_since() else {
+            return false;
+        };
+        let due = since + delay;
+        let timer = match &mut self.release_timer {
+            // Fired, with no request since it was armed: idle all along.
+            Some(timer) if timer.deadline() >= due => return true,
+            // A request ended since: the rest of the delay from that end.
+            Some(timer) => {
+                timer.as_mut().reset(due);
+                timer
+            }
+            None => self
+                .release_timer
+                .insert(Box::pin(tokio::time::sleep_until(due))),
+        };
+        // Registered with the task; ready at once if `due` has passed.
+        timer.as_mut().poll(cx).is_ready()
     }
 
     /// hyper's HTTP/1.1 connection for `socket`.
@@ -553,11 +552,11 @@ impl Activity {
 }
 
 /// Whether hyper keeps a connection alive after `req`, with nothing of `req` left to read:
-/// HTTP/1.1, no `Connection: close`, no upgrade, no body.
+/// HTTP/1.1, no `Connection: close`, no body, not `CONNECT`. (A request with `Upgrade` is
+/// kept alive too unless its response is `101`, which [`TrackedFuture`] looks at.)
 fn releasable<B: http_body::Body>(req: &http::Request<B>) -> bool {
     req.version() == http::Version::HTTP_11
         && req.body().is_end_stream()
-        && !req.headers().contains_key(header::UPGRADE)
         && req.method() != http::Method::CONNECT
         && !closes(req.headers())
 }

@@ -104,34 +104,8 @@ struct Options {
     #[arg(long)]
     upstream_h2c: bool,
 
-    /// How long a client may take to send a request's headers, in milliseconds: a new
-    /// connection (HTTP/1.1 or h2c) must deliver its first request within it, and an
-    /// HTTP/1.1 connection each following request's headers. A client slower than that
-    /// (slowloris) is disconnected.
-    #[arg(long, value_name = "N", default_value_t = 30_000,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    header_read_timeout_ms: u64,
-
-    /// How long a connection may stay open with no request in flight, in milliseconds,
-    /// before the server closes it gracefully (an HTTP/2 `GOAWAY`, or the end of an
-    /// HTTP/1.1 keep-alive connection, as nginx's `keepalive_timeout`). A request whose
-    /// response is still streaming keeps its connection open.
-    #[arg(long, value_name = "N", default_value_t = 75_000,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    idle_timeout_ms: u64,
-
-    /// How long an HTTP/1.1 keep-alive connection waits for its next request, in
-    /// milliseconds, before the buffers hyper holds for it are freed (0: as soon as it is
-    /// idle); at most half of `--header-read-timeout-ms`, since until then hyper's
-    /// header-read timer runs on the idle connection too.
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    release_idle_buffers_ms: u64,
-
-    /// How long a shutdown (SIGTERM, Ctrl-C) waits for the requests in flight, in
-    /// milliseconds: connections still open after it are dropped. A second signal exits at
-    /// once.
-    #[arg(long, value_name = "N", default_value_t = 30_000)]
-    shutdown_timeout_ms: u64,
+    #[command(flatten)]
+    timeouts: connection::TimeoutArgs,
 
     /// Send the target `X-Forwarded-For` with the client's address (the TCP peer's IP),
     /// never the client's own `X-Forwarded-For`.
@@ -365,12 +339,7 @@ async fn build(opts: &Options) -> Result<App, Error> {
     };
     Ok(App {
         worker_app,
-        timeouts: connection::Timeouts {
-            header_read: Duration::from_millis(opts.header_read_timeout_ms),
-            idle: Duration::from_millis(opts.idle_timeout_ms),
-            shutdown: Duration::from_millis(opts.shutdown_timeout_ms),
-            release: Duration::from_millis(opts.release_idle_buffers_ms),
-        },
+        timeouts: opts.timeouts.timeouts(),
         // Secured, failed sign-ins are counted per client address.
         connect_info: opts.forwarded_for || !opts.unsecured,
         #[cfg(feature = "redis")]

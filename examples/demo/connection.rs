@@ -70,6 +70,48 @@ pub(crate) struct Timeouts {
     pub(crate) release: Duration,
 }
 
+/// The client timeouts on the command line (the demo's and the bench server's).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct TimeoutArgs {
+    /// How long a client may take to send a request's headers, in ms: a new connection
+    /// (HTTP/1.1 or h2c) must deliver its first request within it, and an HTTP/1.1
+    /// connection each following request's headers. A slower client (slowloris) is
+    /// disconnected.
+    #[arg(long, value_name = "N", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout_ms: u64,
+
+    /// How long a connection may stay open with no request in flight, in ms, before it is
+    /// closed gracefully (h2c: `GOAWAY`), as nginx's `keepalive_timeout`. A request whose
+    /// response is still streaming keeps its connection open.
+    #[arg(long, value_name = "N", default_value_t = 75_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_ms: u64,
+
+    /// How long an HTTP/1.1 keep-alive connection waits for its next request, in ms,
+    /// before the buffers hyper holds for it are freed (0: as soon as it is idle); at most
+    /// half of `--header-read-timeout-ms`, since until then hyper's header-read timer runs
+    /// on the idle connection too.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    release_idle_buffers_ms: u64,
+
+    /// How long a shutdown (SIGTERM, Ctrl-C) waits for the requests in flight, in ms:
+    /// connections still open after it are dropped. A second signal exits at once.
+    #[arg(long, value_name = "N", default_value_t = 30_000)]
+    shutdown_timeout_ms: u64,
+}
+
+impl TimeoutArgs {
+    pub(crate) fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            header_read: Duration::from_millis(self.header_read_timeout_ms),
+            idle: Duration::from_millis(self.idle_timeout_ms),
+            shutdown: Duration::from_millis(self.shutdown_timeout_ms),
+            release: Duration::from_millis(self.release_idle_buffers_ms),
+        }
+    }
+}
+
 /// How every connection of one server thread is served: hyper's builders, with the same
 /// HTTP/1.1 settings, and the timeouts.
 pub(crate) struct Settings {

@@ -74,7 +74,7 @@ use tower_identity_proxy::{
     proxy::{IpNet, PublicOrigin, TrustedProxies, Tunnels},
 };
 
-use crate::{connection::Timeouts, signals::Signals};
+use crate::signals::Signals;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -118,27 +118,8 @@ struct Options {
     #[arg(long)]
     upstream_h2c: bool,
 
-    /// How long a client may take to send a request's headers, and a new connection its
-    /// first request, in ms; a slower client (slowloris) is disconnected.
-    #[arg(long, value_name = "N", default_value_t = 30_000,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    header_read_timeout_ms: u64,
-
-    /// How long a connection may stay open with no request in flight, in ms, before it is
-    /// closed gracefully (h2c: `GOAWAY`), as nginx's `keepalive_timeout`.
-    #[arg(long, value_name = "N", default_value_t = 75_000,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    idle_timeout_ms: u64,
-
-    /// How long an HTTP/1.1 keep-alive connection waits for its next request, in ms,
-    /// before the buffers it holds for it are freed (0: as soon as it is idle); at most half
-    /// of `--header-read-timeout-ms`.
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    release_idle_buffers_ms: u64,
-
-    /// How long a shutdown (SIGTERM, Ctrl-C) waits for the requests in flight, in ms.
-    #[arg(long, value_name = "N", default_value_t = 30_000)]
-    shutdown_timeout_ms: u64,
+    #[command(flatten)]
+    timeouts: connection::TimeoutArgs,
 
     /// Send the target `X-Forwarded-For` with the client's address (the TCP peer's IP),
     /// never the client's own `X-Forwarded-For`.
@@ -492,11 +473,5 @@ async fn main() -> Result<(), Error> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
     println!("listening on http://{}", listener.local_addr()?);
-    let timeouts = Timeouts {
-        header_read: Duration::from_millis(opts.header_read_timeout_ms),
-        idle: Duration::from_millis(opts.idle_timeout_ms),
-        shutdown: Duration::from_millis(opts.shutdown_timeout_ms),
-        release: Duration::from_millis(opts.release_idle_buffers_ms),
-    };
-    server::serve(listener, app, timeouts, signals).await
+    server::serve(listener, app, opts.timeouts.timeouts(), signals).await
 }

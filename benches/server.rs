@@ -26,12 +26,7 @@
 //! target. Shutdown on SIGTERM or Ctrl-C is graceful, as the demo's; a second signal exits
 //! at once (status 143 or 130).
 
-use std::{
-    net::SocketAddr,
-    path::{Path as FsPath, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::Path as FsPath, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -63,6 +58,9 @@ mod signals;
 // One client connection, served as the demo serves it: the same code.
 #[path = "../examples/demo/connection.rs"]
 mod connection;
+// The options it shares with the demo.
+#[path = "../examples/demo/args.rs"]
+mod args;
 
 /// The server's command line (the demo's options).
 #[derive(Parser, Debug, Clone)]
@@ -71,46 +69,8 @@ mod connection;
     about = "The tuned proxy server the load scripts measure"
 )]
 struct Options {
-    /// Where to listen; port 0 picks a free port.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    listen: String,
-
-    /// A directory holding `private-key.pem` and `public-key.pem`; without it a key pair is
-    /// generated.
-    #[arg(long, value_name = "DIR")]
-    keys: Option<PathBuf>,
-
-    /// Every caller is anonymous with ROLE_ADMIN, ROLE_ANONYMOUS and ROLE_USER.
-    #[arg(long)]
-    unsecured: bool,
-
-    /// A Basic-authentication user (repeatable).
-    #[arg(long = "user", value_name = "NAME:PASSWORD:ROLE,ROLE", value_parser = parse_user)]
-    users: Vec<UserSpec>,
-
-    /// The initial proxy target; without it the proxy is disabled.
-    #[arg(long, value_name = "URL")]
-    proxy_url: Option<String>,
-
-    /// How long the target may take to send its response headers, in milliseconds.
-    #[arg(long, value_name = "N", default_value_t = 30_000)]
-    upstream_timeout_ms: u64,
-
-    /// Also trust the root certificates in this PEM file for https targets (a private CA).
-    #[arg(long, value_name = "FILE")]
-    upstream_ca: Option<PathBuf>,
-
-    /// Speak HTTP/2 with prior knowledge (h2c) to plain-http targets, as gRPC backends need.
-    #[arg(long)]
-    upstream_h2c: bool,
-
     #[command(flatten)]
-    timeouts: connection::TimeoutArgs,
-
-    /// Send the target `X-Forwarded-For` with the client's address (the TCP peer's IP),
-    /// never the client's own `X-Forwarded-For`.
-    #[arg(long)]
-    forwarded_for: bool,
+    server: args::ServerArgs,
 
     /// How long a verified Basic user name and password are recognised without the slow
     /// hash, in seconds; 0 turns the cache off.
@@ -126,50 +86,6 @@ struct Options {
     /// this address (as the demo does): what recording the metrics costs under load.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
-}
-
-/// A `--user NAME:PASSWORD:ROLE,ROLE` option.
-#[derive(Clone, PartialEq, Eq)]
-struct UserSpec {
-    /// The user name.
-    name: String,
-    /// The password.
-    password: String,
-    /// The roles.
-    roles: Vec<String>,
-}
-
-impl std::fmt::Debug for UserSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserSpec")
-            .field("name", &self.name)
-            .field("roles", &self.roles)
-            .finish_non_exhaustive()
-    }
-}
-
-fn parse_user(s: &str) -> Result<UserSpec, String> {
-    let (name, rest) = s
-        .split_once(':')
-        .ok_or("expected NAME:PASSWORD:ROLE,ROLE")?;
-    // The password may contain ':'; the roles are after the last one.
-    let (password, roles) = rest
-        .rsplit_once(':')
-        .ok_or("expected NAME:PASSWORD:ROLE,ROLE")?;
-    if name.is_empty() {
-        return Err("the user name is empty".into());
-    }
-    let roles = roles
-        .split(',')
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .map(str::to_owned)
-        .collect();
-    Ok(UserSpec {
-        name: name.to_owned(),
-        password: password.to_owned(),
-        roles,
-    })
 }
 
 /// Who the caller is, for the app's routes and for the proxy alike.
@@ -255,7 +171,7 @@ fn load_keys(dir: &FsPath) -> Result<KeyPair, Error> {
 ///
 /// Invalid keys, users or initial target.
 async fn build(opts: &Options) -> Result<App, Error> {
-    let keys = match &opts.keys {
+    let keys = match &opts.server.keys {
         Some(dir) => load_keys(dir)?,
         None => {
             let keys = tokio::task::spawn_blocking(|| KeyPair::generate_rsa(3072)).await??;
@@ -270,7 +186,7 @@ async fn build(opts: &Options) -> Result<App, Error> {
     };
 
     let users = CredentialStore::new();
-    for user in &opts.users {
+    for user in &opts.server.users {
         let (store, user) = (users.clone(), user.clone());
         // Hashing a password is deliberately slow: keep it off the async workers.
         tokio::task::spawn_blocking(move || store.insert(&user.name, &user.password, user.roles))
@@ -279,7 +195,7 @@ async fn build(opts: &Options) -> Result<App, Error> {
 
     // One active key, rotated at run time; Bearer tokens verify against every published key.
     let key_set = KeySet::new(KeySigner::new(keys.clone()));
-    let identity = if opts.unsecured {
+    let identity = if opts.server.unsecured {
         AppIdentity::Unsecured(Anonymous::unsecured())
     } else {
         let cache = Duration::from_secs(opts.credential_cache_secs);
@@ -296,13 +212,13 @@ async fn build(opts: &Options) -> Result<App, Error> {
         )
     };
 
-    let handle = match &opts.proxy_url {
+    let handle = match &opts.server.proxy_url {
         Some(url) if opts.redis.is_none() => ProxyHandle::with_target(Target::parse(url)?),
         _ => ProxyHandle::new(),
     };
     let mut proxy = ProxyLayer::new(key_set.signer())
         .with_identity(identity.clone())
-        .upstream_timeout(Duration::from_millis(opts.upstream_timeout_ms))
+        .upstream_timeout(Duration::from_millis(opts.server.upstream_timeout_ms))
         .client(upstream_client(opts)?)
         .handle(handle.clone());
     #[cfg(feature = "redis")]
@@ -318,7 +234,7 @@ async fn build(opts: &Options) -> Result<App, Error> {
     if opts.redis.is_some() {
         return Err("--redis needs the `redis` feature".into());
     }
-    if opts.forwarded_for {
+    if opts.server.forwarded_for {
         // The TCP peer, as `serve` (and `start`) put it in each request.
         proxy = proxy.forwarded_for(|parts| {
             let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
@@ -339,9 +255,9 @@ async fn build(opts: &Options) -> Result<App, Error> {
     };
     Ok(App {
         worker_app,
-        timeouts: opts.timeouts.timeouts(),
+        timeouts: opts.server.timeouts.timeouts(),
         // Secured, failed sign-ins are counted per client address.
-        connect_info: opts.forwarded_for || !opts.unsecured,
+        connect_info: opts.server.forwarded_for || !opts.server.unsecured,
         #[cfg(feature = "redis")]
         _shared: shared,
     })
@@ -372,12 +288,12 @@ async fn join_redis(
         while !shared.is_synced() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        for user in &opts.users {
+        for user in &opts.server.users {
             shared
                 .put_user_if_absent(&user.name, &user.password, user.roles.clone())
                 .await?;
         }
-        if let Some(target) = &opts.proxy_url {
+        if let Some(target) = &opts.server.proxy_url {
             shared.set_target_if_absent(Some(target)).await?;
         }
         while !shared.is_ready() {
@@ -397,8 +313,8 @@ async fn join_redis(
 ///
 /// When the CA file cannot be read or holds no certificate.
 fn upstream_client(opts: &Options) -> Result<ProxyClient, Error> {
-    let client = ProxyClient::builder().http2_prior_knowledge(opts.upstream_h2c);
-    let client = match &opts.upstream_ca {
+    let client = ProxyClient::builder().http2_prior_knowledge(opts.server.upstream_h2c);
+    let client = match &opts.server.upstream_ca {
         None => client,
         Some(file) => {
             let pem =
@@ -712,7 +628,7 @@ async fn run(opts: &Options, mut out: impl std::io::Write + Send + 'static) -> R
         tracing::info!("metrics on http://{addr}/metrics");
     }
     let app = build(opts).await?;
-    let listen = opts.listen.clone();
+    let listen = opts.server.listen.clone();
     let (begin_shutdown, shutdown) = tokio::sync::oneshot::channel::<()>();
     let (done, mut finished) = tokio::sync::oneshot::channel();
     // A thread of its own, not a blocking task: dropping the caller's runtime must not wait

@@ -41,6 +41,7 @@
 //! graceful shutdown on SIGTERM or Ctrl-C, WebSocket tunnels included), `replicas` (the
 //! state shared through Redis with `--redis`, feature `redis`), `metrics`.
 
+mod args;
 mod connection;
 mod metrics;
 mod replicas;
@@ -48,7 +49,7 @@ mod routes;
 mod server;
 mod signals;
 
-use std::{convert::Infallible, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
 use axum::{
     extract::ConnectInfo,
@@ -83,48 +84,8 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Parser, Debug)]
 #[command(name = "demo")]
 struct Options {
-    /// Where to listen; port 0 picks a free port.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    listen: String,
-
-    /// A directory holding `private-key.pem` (PKCS#1 or PKCS#8) and `public-key.pem`
-    /// (SPKI); without it an RSA key pair is generated, so tokens do not survive a restart.
-    #[arg(long, value_name = "DIR")]
-    keys: Option<PathBuf>,
-
-    /// Every caller is anonymousUser with ROLE_ADMIN, ROLE_ANONYMOUS and ROLE_USER, as a
-    /// session without security.
-    #[arg(long)]
-    unsecured: bool,
-
-    /// A Basic-authentication user (repeatable).
-    #[arg(long = "user", value_name = "NAME:PASSWORD:ROLE,ROLE", value_parser = parse_user)]
-    users: Vec<UserSpec>,
-
-    /// The initial proxy target; without it the proxy is disabled.
-    #[arg(long, value_name = "URL")]
-    proxy_url: Option<String>,
-
-    /// How long the target may take to send its response headers (`504` after), in ms.
-    #[arg(long, value_name = "N", default_value_t = 30_000)]
-    upstream_timeout_ms: u64,
-
-    /// Also trust the root certificates in this PEM file for https targets (a private CA);
-    /// the webpki roots stay trusted.
-    #[arg(long, value_name = "FILE")]
-    upstream_ca: Option<PathBuf>,
-
-    /// Speak HTTP/2 with prior knowledge (h2c) to plain-http targets, as gRPC backends need.
-    #[arg(long)]
-    upstream_h2c: bool,
-
     #[command(flatten)]
-    timeouts: connection::TimeoutArgs,
-
-    /// Send the target `X-Forwarded-For` with the client's address (the TCP peer's IP),
-    /// never the client's own `X-Forwarded-For`.
-    #[arg(long)]
-    forwarded_for: bool,
+    server: args::ServerArgs,
 
     /// The largest request body accepted, `/proxy` included, in bytes: `413` above it.
     #[arg(long, value_name = "N", default_value_t = 16 << 20)]
@@ -195,39 +156,6 @@ fn parse_network(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("{s:?} is neither a network (10.0.0.0/8) nor an address"))
 }
 
-/// A `--user NAME:PASSWORD:ROLE,ROLE` option.
-#[derive(Clone)]
-struct UserSpec {
-    name: String,
-    password: String,
-    roles: Vec<String>,
-}
-
-impl std::fmt::Debug for UserSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserSpec")
-            .field("name", &self.name)
-            .field("roles", &self.roles)
-            .finish_non_exhaustive()
-    }
-}
-
-fn parse_user(s: &str) -> Result<UserSpec, String> {
-    let usage = "expected NAME:PASSWORD:ROLE,ROLE";
-    let (name, rest) = s.split_once(':').ok_or(usage)?;
-    // The password may contain ':'; the roles are after the last one.
-    let (password, roles) = rest.rsplit_once(':').ok_or(usage)?;
-    if name.is_empty() {
-        return Err("the user name is empty".into());
-    }
-    let roles = roles.split(',').map(str::trim).filter(|r| !r.is_empty());
-    Ok(UserSpec {
-        name: name.to_owned(),
-        password: password.to_owned(),
-        roles: roles.map(str::to_owned).collect(),
-    })
-}
-
 /// Who the caller is, for the app's routes and for the proxy alike: an extractor written
 /// by the app, an enum over the security modes.
 #[derive(Clone, Debug)]
@@ -291,7 +219,7 @@ async fn build(
     ),
     Error,
 > {
-    let keys = match &opts.keys {
+    let keys = match &opts.server.keys {
         Some(dir) => {
             let read = |name: &str| {
                 let path = dir.join(name);
@@ -315,6 +243,7 @@ async fn build(
     let users = CredentialStore::new();
     // With a shared store, the users come from it (and are written to it if absent).
     for user in opts
+        .server
         .users
         .clone()
         .into_iter()
@@ -338,7 +267,7 @@ async fn build(
         });
     // The app's own tokens, sent back by targets: refused once their user changed.
     let callback = BearerJwt::new(key_set.verifier()).users(users.clone());
-    let identity = match (opts.unsecured, oidc(opts).await?) {
+    let identity = match (opts.server.unsecured, oidc(opts).await?) {
         (true, Some(_)) => return Err("--oidc-issuer cannot be used with --unsecured".into()),
         (true, None) => DemoIdentity::Unsecured(Anonymous::unsecured()),
         (false, None) => DemoIdentity::Secured(basic.or(callback).or_anonymous()),
@@ -347,7 +276,7 @@ async fn build(
         }
     };
 
-    let handle = match &opts.proxy_url {
+    let handle = match &opts.server.proxy_url {
         // With a shared store, the target comes from it (and is written to it if absent).
         Some(url) if !store.is_shared() => ProxyHandle::with_target(Target::parse(url)?),
         _ => ProxyHandle::new(),
@@ -355,14 +284,14 @@ async fn build(
     let tunnels = Tunnels::new();
     let mut proxy = ProxyLayer::new(key_set.signer())
         .with_identity(identity.clone())
-        .upstream_timeout(Duration::from_millis(opts.upstream_timeout_ms))
+        .upstream_timeout(Duration::from_millis(opts.server.upstream_timeout_ms))
         .client(upstream_client(opts)?)
         .handle(handle.clone())
         .tunnels(tunnels.clone());
     if let Some(pseudonym) = store.pseudonym() {
         proxy = proxy.via_pseudonym(pseudonym);
     }
-    if opts.forwarded_for || !opts.trusted_proxies.is_empty() {
+    if opts.server.forwarded_for || !opts.trusted_proxies.is_empty() {
         // The TCP peer, as `serve` puts it in each request.
         proxy = proxy.forwarded_for(|parts| {
             let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
@@ -428,8 +357,8 @@ async fn oidc(opts: &Options) -> Result<Option<OidcBearer>, Error> {
 
 /// The client that reaches the target: `--upstream-ca`, `--upstream-h2c`.
 fn upstream_client(opts: &Options) -> Result<ProxyClient, Error> {
-    let client = ProxyClient::builder().http2_prior_knowledge(opts.upstream_h2c);
-    let client = match &opts.upstream_ca {
+    let client = ProxyClient::builder().http2_prior_knowledge(opts.server.upstream_h2c);
+    let client = match &opts.server.upstream_ca {
         None => client,
         Some(file) => {
             let pem =
@@ -469,9 +398,9 @@ async fn main() -> Result<(), Error> {
         tracing::info!("metrics on http://{addr}/metrics");
     }
     let app = build(&opts).await?;
-    let listener = TcpListener::bind(&opts.listen)
+    let listener = TcpListener::bind(&opts.server.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
+        .map_err(|e| format!("cannot listen on {}: {e}", opts.server.listen))?;
     println!("listening on http://{}", listener.local_addr()?);
-    server::serve(listener, app, opts.timeouts.timeouts(), signals).await
+    server::serve(listener, app, opts.server.timeouts.timeouts(), signals).await
 }

@@ -25,7 +25,7 @@ use tower_identity_proxy::{
     state::{MemoryStore, SharedState, StateError},
 };
 
-use crate::{Error, Options, UserSpec};
+use crate::{Error, Options, args::UserSpec};
 
 /// The state every replica shares, and whether this one is ready.
 #[derive(Clone, Debug)]
@@ -105,8 +105,11 @@ impl Replicas {
             jwks_max_age: Duration::from_secs(opts.jwks_max_age_secs),
         };
         if !replicas.seeded.load(Ordering::Acquire) {
-            let (this, users, target) =
-                (replicas.clone(), opts.users.clone(), opts.proxy_url.clone());
+            let (this, users, target) = (
+                replicas.clone(),
+                opts.server.users.clone(),
+                opts.server.proxy_url.clone(),
+            );
             tokio::spawn(async move { this.seed(users, target).await });
         }
         replicas

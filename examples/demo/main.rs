@@ -38,8 +38,10 @@
 //! (`413`, nothing forwarded), the proxy, then the routes with a 30 s timeout.
 //!
 //! The other modules: `routes` (the app's own routes), `server` (the accept loop and the
-//! graceful shutdown on SIGTERM or Ctrl-C, WebSocket tunnels included), `replicas` (the
-//! state shared through Redis with `--redis`, feature `redis`), `metrics`.
+//! graceful shutdown on SIGTERM or Ctrl-C, WebSocket tunnels included), `connection` (one
+//! client connection: HTTP/1.1 or h2c, its timeouts, an idle connection's buffers freed),
+//! `args` (the options shared with `benches/server.rs`), `replicas` (the state shared
+//! through Redis with `--redis`, feature `redis`), `metrics`.
 
 mod args;
 mod connection;

@@ -192,7 +192,7 @@ pub(crate) async fn serve<A: App>(
     peer: Option<SocketAddr>,
     app: A,
     settings: Arc<Settings>,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
     let activity = Arc::new(Activity::new());
@@ -217,15 +217,29 @@ pub(crate) async fn serve<A: App>(
         release_timer: None,
     });
     let start = activity.origin;
-    let mut deadline = start + t.header_read.min(t.idle);
+    let mut timer = std::pin::pin!(sleep_until(start + t.header_read.min(t.idle)));
+    // Waits for the stop on a receiver of its own: `stopping` tells whether it came.
+    let mut stop = stopping.clone();
+    let mut stop = std::pin::pin!(async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    });
+    let mut watch = Watch::default();
     loop {
-        tokio::select! {
-            () = connection.as_mut() => return,
-            () = sleep_until(deadline) => {}
-            _ = stopping.wait_for(|stop| *stop) => break,
+        match watch
+            .next(
+                connection.as_mut(),
+                timer.as_mut(),
+                stop.as_mut(),
+                &stopping,
+            )
+            .await
+        {
+            Event::Ended => return,
+            Event::Stopped => break,
+            Event::Timer => {}
         }
         let now = Instant::now();
-        deadline = match activity.idle_since() {
+        let deadline = match activity.idle_since() {
             // Not even a first request's headers in time.
             Idle::NeverUsed if now >= start + t.header_read => return,
             Idle::NeverUsed => (start + t.header_read).min(now + t.idle),
@@ -233,6 +247,8 @@ pub(crate) async fn serve<A: App>(
             Idle::Since(since) if now < since + t.idle => since + t.idle,
             Idle::Since(_) => break,
         };
+        timer.as_mut().reset(deadline);
+        watch.timer_polled = false;
     }
     // HTTP/2: GOAWAY, then the end once the streams in flight are done; HTTP/1.1: the end
     // after the request being read, if any.
@@ -245,6 +261,63 @@ pub(crate) async fn serve<A: App>(
         if activity.idle_since() != Idle::Busy {
             return;
         }
+    }
+}
+
+/// What ends a wait of [`serve`]'s.
+enum Event {
+    /// The connection ended.
+    Ended,
+    /// The server stops.
+    Stopped,
+    /// The timer fired.
+    Timer,
+}
+
+/// [`serve`]'s wait for the connection, its timer or the stop, whichever comes first.
+///
+/// `tokio::select!` would poll all three each time the task wakes, a few times per request;
+/// here the timer and the stop are polled once each, which registers the task with them,
+/// and then only looked at (`is_elapsed`, `has_changed`) until they fire.
+#[derive(Default)]
+struct Watch {
+    /// Whether the timer was polled since it was last reset.
+    timer_polled: bool,
+    /// Whether the stop's future was polled (it stays registered from then on).
+    stop_polled: bool,
+}
+
+impl Watch {
+    fn next<C, S>(
+        &mut self,
+        mut connection: Pin<&mut C>,
+        mut timer: Pin<&mut tokio::time::Sleep>,
+        mut stop: Pin<&mut S>,
+        stopping: &watch::Receiver<bool>,
+    ) -> impl Future<Output = Event>
+    where
+        C: Future<Output = ()>,
+        S: Future<Output = ()>,
+    {
+        std::future::poll_fn(move |cx| {
+            if connection.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Ended);
+            }
+            if (!self.timer_polled || timer.is_elapsed()) && {
+                self.timer_polled = true;
+                timer.as_mut().poll(cx).is_ready()
+            } {
+                return Poll::Ready(Event::Timer);
+            }
+            // A stop sent, or the server gone.
+            if (!self.stop_polled || !matches!(stopping.has_changed(), Ok(false))) && {
+                self.stop_polled = true;
+                stop.as_mut().poll(cx).is_ready()
+            } {
+                return Poll::Ready(Event::Stopped);
+            }
+            Poll::Pending
+        })
     }
 }
 

@@ -303,18 +303,18 @@ impl Watch {
             if connection.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Ended);
             }
-            if (!self.timer_polled || timer.is_elapsed()) && {
+            if !self.timer_polled || timer.is_elapsed() {
                 self.timer_polled = true;
-                timer.as_mut().poll(cx).is_ready()
-            } {
-                return Poll::Ready(Event::Timer);
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Timer);
+                }
             }
             // A stop sent, or the server gone.
-            if (!self.stop_polled || !matches!(stopping.has_changed(), Ok(false))) && {
+            if !self.stop_polled || !matches!(stopping.has_changed(), Ok(false)) {
                 self.stop_polled = true;
-                stop.as_mut().poll(cx).is_ready()
-            } {
-                return Poll::Ready(Event::Stopped);
+                if stop.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Stopped);
+                }
             }
             Poll::Pending
         })

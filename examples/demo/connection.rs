@@ -411,12 +411,7 @@ impl<A: App> Future for Connection<A> {
                     if first.is_empty() || !H2_PREFACE.starts_with(first) {
                         this.http1(socket, service)
                     } else {
-                        let conn = this
-                            .settings
-                            .auto
-                            .serve_connection_with_upgrades(TokioIo::new(socket), service)
-                            .into_owned();
-                        State::Auto(Box::pin(conn))
+                        this.auto(socket, service)
                     }
                 }
                 State::Released(parts) => {
@@ -524,6 +519,16 @@ impl<A: App> Connection<A> {
             .serve_connection(TokioIo::new(socket), service)
             .with_upgrades();
         State::Http1(Box::new(conn))
+    }
+
+    /// hyper-util's connection for `socket`, HTTP/1.1 or h2c as its first bytes say.
+    fn auto(&self, socket: Socket, service: Service<A>) -> State<A> {
+        let conn = self
+            .settings
+            .auto
+            .serve_connection_with_upgrades(TokioIo::new(socket), service)
+            .into_owned();
+        State::Auto(Box::pin(conn))
     }
 }
 

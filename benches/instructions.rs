@@ -10,8 +10,10 @@
 //!   clone of the router (the route of `cargo bench --bench proxy -- passthrough`);
 //! - `layer`: the same through `ProxyLayer` around that router: the pass-through cost;
 //! - `direct`: `GET /` to an HTTP/1.1 upstream on 127.0.0.1 (a child process, not counted)
-//!   with hyper-util's pooled client, as the crate's client is set up: the floor of any
-//!   proxy built on it;
+//!   through a `cache` of hyper-util's composable pool over `hyper::client::conn`, the
+//!   pool the crate's client keeps per thread, each connection given back once its
+//!   response has been read: the floor of any proxy built on it;
+//! - `legacy`: the same with hyper-util's legacy pooled `Client`, for comparison;
 //! - `proxied`: `GET /proxy/` through `ProxyLayer` around the router to that upstream, the
 //!   identity (`Anonymous::unsecured`) signed once and then taken from the token cache:
 //!   what the layer adds to a proxied request, over `direct`.
@@ -32,6 +34,8 @@ use std::{
     hint::black_box,
     io::{BufRead, Write},
     net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
 };
 
 use axum::{Router, body::Body, routing::get};
@@ -43,7 +47,7 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioIo, TokioTimer},
 };
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 use tower_identity_proxy::{ProxyHandle, Target};
 use tower_identity_proxy::{
     ProxyLayer,
@@ -51,7 +55,7 @@ use tower_identity_proxy::{
     jwt::{KeyPair, KeySigner},
 };
 
-const USAGE: &str = "usage: instructions bare|layer|direct|proxied N";
+const USAGE: &str = "usage: instructions bare|layer|direct|legacy|proxied N";
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
@@ -86,6 +90,32 @@ fn main() -> Result<(), Box<dyn Error>> {
             measured(&rt, requests(&wrapped, "/api", n))
         }
         "direct" => {
+            let child = Upstream::start()?;
+            let addr = child.addr;
+            let cache = hyper_util::client::pool::cache::builder()
+                .executor(TokioExecutor::new())
+                .build(tower::service_fn(move |_: ()| connect(addr)));
+            let send = tower::service_fn(move |req: Request<Body>| {
+                let mut cache = cache.clone();
+                async move {
+                    let (mut parts, _) = req.into_parts();
+                    parts.uri = http::Uri::from_static("/");
+                    let mut conn = cache.call(()).await?;
+                    conn.ready().await?;
+                    let res = conn
+                        .call(Request::from_parts(parts, Empty::<Bytes>::new()))
+                        .await?;
+                    Ok::<_, Box<dyn Error + Send + Sync>>(res.map(|body| Held {
+                        body,
+                        conn: Some(conn),
+                    }))
+                }
+            });
+            let bytes = measured(&rt, requests(&send, "/", n));
+            drop(child);
+            bytes
+        }
+        "legacy" => {
             let child = Upstream::start()?;
             let client = Client::builder(TokioExecutor::new())
                 .pool_timer(TokioTimer::new())
@@ -153,6 +183,63 @@ where
         bytes += black_box(body.len()) as u64;
     }
     bytes
+}
+
+/// A new HTTP/1.1 connection to `addr`, for the `direct` mode's cache.
+fn connect(
+    addr: SocketAddr,
+) -> Pin<Box<dyn Future<Output = Result<H1, Box<dyn Error + Send + Sync>>> + Send>> {
+    Box::pin(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        Ok(H1(send))
+    })
+}
+
+/// An upstream HTTP/1.1 connection as a tower service, for the `direct` mode's cache.
+struct H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>);
+
+impl tower::Service<Request<Empty<Bytes>>> for H1 {
+    type Response = Response<Incoming>;
+    type Error = hyper::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, hyper::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Empty<Bytes>>) -> Self::Future {
+        Box::pin(self.0.send_request(req))
+    }
+}
+
+/// A response body that holds its connection until it ends, then lets it go back to its
+/// cache.
+struct Held<C> {
+    body: Incoming,
+    conn: Option<C>,
+}
+
+impl<C: Unpin> http_body::Body for Held<C> {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.body.is_end_stream() {
+            self.conn = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
 }
 
 /// The upstream, in a child process of its own so that its instructions are not counted.

@@ -2,7 +2,8 @@
 # The layer's cost in instructions per request, counted by callgrind: the same figure on
 # every run, however loaded the machine (see benches/instructions.rs). Pass-through: the
 # layer around a router against the router alone; proxied: a GET through the layer to an
-# upstream on 127.0.0.1 against the same GET sent with hyper-util's pooled client alone.
+# upstream on 127.0.0.1 against the same GET sent through a cache of hyper-util's composable pool
+# alone (and, for comparison, through its legacy pooled client).
 #
 #   benches/instructions.sh            # N1=2000 N2=12000 requests per mode
 #   N1=1000 N2=6000 benches/instructions.sh
@@ -46,7 +47,7 @@ count() {
 }
 
 declare -A per
-for mode in bare layer direct proxied; do
+for mode in bare layer legacy direct proxied; do
     a=$(count "$mode" "$N1")
     b=$(count "$mode" "$N2")
     per[$mode]=$(awk -v a="$a" -v b="$b" -v n1="$N1" -v n2="$N2" \

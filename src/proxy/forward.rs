@@ -59,8 +59,8 @@ use crate::{
     rules::{
         headers::{Present, connection_has, list_tokens},
         rewrite::{
-            Framing, RewriteConfig, check_response_given, filter_request_trailers,
-            rewrite_request_through, rewrite_response, rewrite_response_given, scope_set_cookies,
+            Framing, RewriteConfig, check_request, check_response_given, filter_request_trailers,
+            rewrite_response, rewrite_response_given, scope_set_cookies, scope_set_cookies_given,
         },
     },
     target::Target,
@@ -108,10 +108,9 @@ fn unauthenticated<E: IdentityExtractor, B>(
 /// chunked. An HTTP/2 request can follow a body of stated length with trailers, which an
 /// HTTP/1.1 message with `Content-Length` cannot carry: one that announces trailers
 /// (`Trailer`, RFC 9110 §6.6.2) goes chunked, so an HTTP/1.1 target gets them.
-fn framing<B: Body>(parts: &http::request::Parts, body: &B) -> Framing {
-    let trailers_announced =
-        parts.version >= Version::HTTP_2 && parts.headers.contains_key(header::TRAILER);
-    if parts.headers.contains_key(header::CONTENT_LENGTH) && !trailers_announced {
+fn framing<B: Body>(parts: &http::request::Parts, present: Present, body: &B) -> Framing {
+    let trailers_announced = parts.version >= Version::HTTP_2 && present.may_have(Present::TRAILER);
+    if present.may_have(Present::CONTENT_LENGTH) && !trailers_announced {
         Framing::Length
     } else if body.is_end_stream() {
         Framing::Empty
@@ -122,8 +121,11 @@ fn framing<B: Body>(parts: &http::request::Parts, body: &B) -> Framing {
 
 /// The protocol a request asks to upgrade to, if it is a WebSocket-style upgrade that the
 /// proxy will tunnel (`Connection: upgrade` + `Upgrade`, HTTP/1.1, not `h2c`).
-fn requested_upgrade(parts: &http::request::Parts) -> Option<HeaderValue> {
-    if parts.version != Version::HTTP_11 || !connection_has(&parts.headers, "upgrade") {
+fn requested_upgrade(parts: &http::request::Parts, present: Present) -> Option<HeaderValue> {
+    if parts.version != Version::HTTP_11
+        || !present.may_have(Present::CONNECTION)
+        || !connection_has(&parts.headers, "upgrade")
+    {
         return None;
     }
     let mut values = parts.headers.get_all(header::UPGRADE).iter();
@@ -269,19 +271,21 @@ where
     // them instead of being moved into locals too, which would keep them twice.
     async move {
         let shared = &*shared;
-        let framing = framing(&parts, &body);
-        let (mut upstream, origin) =
-            match rewrite_request_through(&parts, &target, &shared.rewrite, framing) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::debug!(reason = e.body_text(), "request refused");
-                    return error_response(&e);
-                }
-            };
+        // The head's names matched once, for every rule below.
+        let present = Present::of(&parts.headers);
+        let framing = framing(&parts, present, &body);
+        let mut forwarding = match check_request(&parts, &target, &shared.rewrite, framing, present)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(reason = e.body_text(), "request refused");
+                return error_response(&e);
+            }
+        };
 
         let identity = match shared.identity.extract(&parts).await {
             // The token names the public origin the request came through.
-            Ok(Some(identity)) => match origin {
+            Ok(Some(identity)) => match forwarding.origin() {
                 Some(origin) => identity.issued_by(Arc::clone(origin.issuer())),
                 None => identity,
             },
@@ -308,8 +312,8 @@ where
             let Some(now) = shared.handle.target() else {
                 return error_response(&ProxyError::new(ProxyErrorKind::Disabled));
             };
-            upstream = match rewrite_request_through(&parts, &now, &shared.rewrite, framing) {
-                Ok((p, _)) => p,
+            forwarding = match check_request(&parts, &now, &shared.rewrite, framing, present) {
+                Ok(f) => f,
                 Err(e) => {
                     tracing::debug!(reason = e.body_text(), "request refused");
                     return error_response(&e);
@@ -319,15 +323,11 @@ where
             now
         };
         let target = &*target;
-        upstream
-            .headers
-            .insert(header::AUTHORIZATION, token.authorization().clone());
-        #[cfg(feature = "opentelemetry")]
-        crate::observability::trace::inject(&mut upstream.headers);
 
         // WebSocket and other upgrades: tunnel only once the target agrees with a matching 101.
+        // Read from the client's head before it becomes the target's.
         let upgrade = if shared.upgrades {
-            requested_upgrade(&parts).and_then(|proto| {
+            requested_upgrade(&parts, present).and_then(|proto| {
                 parts
                     .extensions
                     .remove::<hyper::upgrade::OnUpgrade>()
@@ -340,6 +340,14 @@ where
             // A tunnel opened now would be closed at once: the target is not asked.
             return error_response(&ProxyError::new(ProxyErrorKind::ShuttingDown));
         }
+        // The client's head becomes the target's, in place.
+        let mut upstream = forwarding.apply(&mut parts, &shared.rewrite);
+        upstream
+            .headers
+            .insert(header::AUTHORIZATION, token.authorization().clone());
+        #[cfg(feature = "opentelemetry")]
+        crate::observability::trace::inject(&mut upstream.headers);
+
         if let Some((proto, _)) = &upgrade {
             upstream
                 .headers
@@ -438,12 +446,13 @@ where
                 return error_response(&ProxyError::new(ProxyErrorKind::Timeout));
             }
         };
-        if upgrade.is_none() && is_close_delimited(&response) {
+        let present = Present::of(response.headers());
+        if upgrade.is_none() && is_close_delimited(&response, present) {
             // Rare (HTTP/1.0-style targets), and its state is the largest: boxed, so that the
             // future of every other request is smaller.
             return Box::pin(read_ahead(shared, target, response, deadline)).await;
         }
-        respond(shared, target, response, upgrade)
+        respond(shared, target, response, present, upgrade)
     }
 }
 
@@ -604,10 +613,9 @@ impl<B: Body> Body for Tracked<B> {
 pub(crate) const READ_AHEAD: usize = 64 * 1024;
 
 /// Whether the response body ends only when the target closes the connection.
-fn is_close_delimited(response: &Response<Received>) -> bool {
+fn is_close_delimited(response: &Response<Received>, present: Present) -> bool {
     matches!(response.version(), Version::HTTP_10 | Version::HTTP_11)
-        && !response.headers().contains_key(header::CONTENT_LENGTH)
-        && !response.headers().contains_key(header::TRANSFER_ENCODING)
+        && !present.may_have(Present::CONTENT_LENGTH | Present::TRANSFER_ENCODING)
         && !response.body().is_end_stream()
 }
 
@@ -673,6 +681,7 @@ fn respond<R, I, J>(
     shared: &Shared<I, J>,
     target: &Target,
     mut response: Response<Received>,
+    present: Present,
     upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
 ) -> Response<ResponseBody<R>> {
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -711,13 +720,15 @@ fn respond<R, I, J>(
     }
     let (mut parts, body) = response.into_parts();
     // The head's names matched once, for the check and the rewrite.
-    let present = Present::of(&parts.headers);
-    if let Err(e) = check_response_given(&parts, present) {
-        tracing::warn!(reason = e.body_text(), "target response refused");
-        return error_response(&e);
-    }
+    let present = match check_response_given(&parts, present) {
+        Ok(present) => present,
+        Err(e) => {
+            tracing::warn!(reason = e.body_text(), "target response refused");
+            return error_response(&e);
+        }
+    };
     rewrite_response_given(&mut parts, &shared.rewrite, present);
-    scope_set_cookies(&mut parts, &shared.rewrite, target);
+    scope_set_cookies_given(&mut parts, &shared.rewrite, target, present);
     parts.version = Version::HTTP_11;
     let body = if body.is_end_stream() && !parts.headers.contains_key(header::CONTENT_LENGTH) {
         // No content (`HEAD`, `204`, `304`) and no length stated: none must be made up.

@@ -185,19 +185,25 @@ pub(crate) fn is_underscore_twin(name: &HeaderName) -> bool {
 /// Each name of [`HOP_BY_HOP`] has a bit of its own (bit `i` for `HOP_BY_HOP[i]`), so that
 /// removing them looks up only those a message holds.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Present(u16);
+pub(crate) struct Present(u32);
 
 impl Present {
-    pub(crate) const CONNECTION: u16 = 1;
-    pub(crate) const TE: u16 = 1 << 3;
-    pub(crate) const TRANSFER_ENCODING: u16 = 1 << 4;
+    pub(crate) const CONNECTION: u32 = 1;
+    pub(crate) const TE: u32 = 1 << 3;
+    pub(crate) const TRANSFER_ENCODING: u32 = 1 << 4;
     /// Any of [`HOP_BY_HOP`].
-    pub(crate) const HOP_BY_HOP: u16 = (1 << HOP_BY_HOP.len()) - 1;
-    pub(crate) const VIA: u16 = 1 << 9;
-    pub(crate) const MAX_FORWARDS: u16 = 1 << 10;
-    pub(crate) const CONTENT_LENGTH: u16 = 1 << 11;
+    pub(crate) const HOP_BY_HOP: u32 = (1 << HOP_BY_HOP.len()) - 1;
+    pub(crate) const VIA: u32 = 1 << 9;
+    pub(crate) const MAX_FORWARDS: u32 = 1 << 10;
+    pub(crate) const CONTENT_LENGTH: u32 = 1 << 11;
     /// Any of [`ORIGIN_WIDE`] or `Service-Worker-Allowed`.
-    pub(crate) const ORIGIN_WIDE: u16 = 1 << 12;
+    pub(crate) const ORIGIN_WIDE: u32 = 1 << 12;
+    pub(crate) const SET_COOKIE: u32 = 1 << 13;
+    pub(crate) const COOKIE: u32 = 1 << 14;
+    pub(crate) const TRAILER: u32 = 1 << 15;
+    /// A `Content-Length` that may be a list (`5, 5`, or several lines) to be made one value:
+    /// set with [`Self::CONTENT_LENGTH`], cleared once a check found one plain length.
+    pub(crate) const LENGTH_LIST: u32 = 1 << 16;
 
     pub(crate) fn of(headers: &HeaderMap) -> Self {
         let mut bits = 0;
@@ -205,7 +211,10 @@ impl Present {
             bits |= match name.as_str() {
                 "via" => Self::VIA,
                 "max-forwards" => Self::MAX_FORWARDS,
-                "content-length" => Self::CONTENT_LENGTH,
+                "content-length" => Self::CONTENT_LENGTH | Self::LENGTH_LIST,
+                "set-cookie" => Self::SET_COOKIE,
+                "cookie" => Self::COOKIE,
+                "trailer" => Self::TRAILER,
                 // `ORIGIN_WIDE_NAMES`, spelt out: one `match` over the lengths and bytes,
                 // not a comparison with each name in turn (a unit test keeps them equal).
                 "service-worker-allowed"
@@ -228,8 +237,13 @@ impl Present {
     }
 
     /// Whether the message may hold `field` (one of the constants).
-    pub(crate) fn may_have(self, field: u16) -> bool {
+    pub(crate) fn may_have(self, field: u32) -> bool {
         self.0 & field != 0
+    }
+
+    /// The same, known not to hold `field`.
+    pub(crate) fn without(self, field: u32) -> Self {
+        Self(self.0 & !field)
     }
 }
 
@@ -356,7 +370,7 @@ pub(crate) fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
 /// `1 << i` for the lowercase name `HOP_BY_HOP[i]`, `0` for any other: one string `match`,
 /// the [`Present`] bit of that name.
 #[inline]
-fn hop_by_hop_bit(name: &str) -> u16 {
+fn hop_by_hop_bit(name: &str) -> u32 {
     match name {
         "connection" => Present::CONNECTION,
         "keep-alive" => 1 << 1,
@@ -718,8 +732,12 @@ impl CookiePolicy {
 
     /// The `Cookie` value to forward, all lines joined with `; ` (RFC 9113 §8.2.3), without
     /// the protected cookies; `None` when nothing is to be forwarded.
-    pub(crate) fn request_cookie(&self, headers: &HeaderMap) -> Option<HeaderValue> {
-        if !self.forward {
+    pub(crate) fn request_cookie(
+        &self,
+        headers: &HeaderMap,
+        present: Present,
+    ) -> Option<HeaderValue> {
+        if !self.forward || !present.may_have(Present::COOKIE) {
             return None;
         }
         let mut out: Vec<u8> = Vec::new();
@@ -771,7 +789,10 @@ impl CookiePolicy {
     /// (`=SESSION=evil`, or `SESSION` without `=`: browsers store a cookie with an empty
     /// name and send its value alone, `SESSION=evil`, which the app reads as its own
     /// cookie).
-    pub(crate) fn filter_set_cookie(&self, headers: &mut HeaderMap) {
+    pub(crate) fn filter_set_cookie(&self, headers: &mut HeaderMap, present: Present) {
+        if !present.may_have(Present::SET_COOKIE) {
+            return;
+        }
         let refused = |v: &HeaderValue| {
             let pair = v
                 .as_bytes()
@@ -876,6 +897,9 @@ mod tests {
             (Present::CONNECTION, header::CONNECTION),
             (Present::MAX_FORWARDS, header::MAX_FORWARDS),
             (Present::CONTENT_LENGTH, header::CONTENT_LENGTH),
+            (Present::SET_COOKIE, header::SET_COOKIE),
+            (Present::COOKIE, header::COOKIE),
+            (Present::TRAILER, header::TRAILER),
         ];
         let mut names: Vec<HeaderName> = fields.iter().map(|(_, n)| n.clone()).collect();
         names.extend(HOP_BY_HOP.iter().cloned());
@@ -901,7 +925,7 @@ mod tests {
                 );
             }
         }
-        assert!(!Present::of(&HeaderMap::new()).may_have(u16::MAX));
+        assert!(!Present::of(&HeaderMap::new()).may_have(u32::MAX));
         // The origin-wide names have their bit, and nothing else has it.
         for name in ORIGIN_WIDE_NAMES.iter().chain(&["service-worker-allowed"]) {
             let mut h = HeaderMap::new();
@@ -1158,14 +1182,18 @@ mod tests {
     #[test]
     fn cookies_follow_the_policy() {
         let h = map(&[("cookie", "a=1; session=s3cr3t"), ("cookie", "b=2")]);
-        assert_eq!(CookiePolicy::new().request_cookie(&h), None);
+        assert_eq!(
+            CookiePolicy::new().request_cookie(&h, Present::of(&h)),
+            None
+        );
         let p = CookiePolicy::new().forward(true).protect("session");
-        assert_eq!(p.request_cookie(&h).unwrap(), "a=1; b=2");
+        assert_eq!(p.request_cookie(&h, Present::of(&h)).unwrap(), "a=1; b=2");
         let mut r = map(&[
             ("set-cookie", "session=evil; Path=/"),
             ("set-cookie", "theirs=1"),
         ]);
-        p.filter_set_cookie(&mut r);
+        let present = Present::of(&r);
+        p.filter_set_cookie(&mut r, present);
         assert_eq!(r.get_all("set-cookie").iter().count(), 1);
         assert_eq!(r["set-cookie"], "theirs=1");
     }
@@ -1189,12 +1217,14 @@ mod tests {
         ] {
             r.append(header::SET_COOKIE, HeaderValue::from_str(v).unwrap());
         }
-        p.filter_set_cookie(&mut r);
+        let present = Present::of(&r);
+        p.filter_set_cookie(&mut r, present);
         let kept: Vec<_> = r.get_all("set-cookie").iter().collect();
         assert_eq!(kept, ["theirs=1", "other=SESSION=x"]);
         // Nameless cookies go without any protected name, too.
         let mut r = map(&[("set-cookie", "=x"), ("set-cookie", "a=1")]);
-        CookiePolicy::new().filter_set_cookie(&mut r);
+        let present = Present::of(&r);
+        CookiePolicy::new().filter_set_cookie(&mut r, present);
         assert_eq!(r["set-cookie"], "a=1");
         assert_eq!(r.get_all("set-cookie").iter().count(), 1);
         // And the client's protected cookie is never forwarded in another spelling.
@@ -1203,7 +1233,7 @@ mod tests {
             CookiePolicy::new()
                 .forward(true)
                 .protect("SESSION")
-                .request_cookie(&h)
+                .request_cookie(&h, Present::of(&h))
                 .unwrap(),
             "a=3"
         );

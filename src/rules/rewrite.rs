@@ -531,14 +531,16 @@ fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), Coding> {
 ///
 /// A [`ProxyError`] of kind `BadResponse` (`502`).
 pub fn check_response(parts: &response::Parts) -> Result<(), ProxyError> {
-    check_response_given(parts, Present::of(&parts.headers))
+    check_response_given(parts, Present::of(&parts.headers)).map(|_| ())
 }
 
-/// [`check_response`], with what the head holds already known.
+/// [`check_response`], with what the head holds already known. Returns `present`, without
+/// [`Present::LENGTH_LIST`] when the `Content-Length` is one plain length (nothing for
+/// [`rewrite_response_given`] to normalize).
 pub(crate) fn check_response_given(
     parts: &response::Parts,
     present: Present,
-) -> Result<(), ProxyError> {
+) -> Result<Present, ProxyError> {
     let coded = present.may_have(Present::TRANSFER_ENCODING);
     if coded {
         check_transfer_encoding(&parts.headers).map_err(|_| {
@@ -547,13 +549,22 @@ pub(crate) fn check_response_given(
             ))
         })?;
     }
-    if !coded && present.may_have(Present::CONTENT_LENGTH) && stated_length(&parts.headers).is_err()
-    {
-        return Err(ProxyError::new(ProxyErrorKind::BadResponse(
-            "The proxy target sent an invalid Content-Length.",
-        )));
+    if !coded && present.may_have(Present::CONTENT_LENGTH) {
+        // Most responses: one line of digits, which any `u64` holds up to 19 of.
+        let mut lines = parts.headers.get_all(header::CONTENT_LENGTH).iter();
+        if let (Some(line), None) = (lines.next(), lines.next())
+            && (1..=19).contains(&line.len())
+            && line.as_bytes().iter().all(u8::is_ascii_digit)
+        {
+            return Ok(present.without(Present::LENGTH_LIST));
+        }
+        if stated_length(&parts.headers).is_err() {
+            return Err(ProxyError::new(ProxyErrorKind::BadResponse(
+                "The proxy target sent an invalid Content-Length.",
+            )));
+        }
     }
-    Ok(())
+    Ok(present)
 }
 
 /// `Content-Length` lines that do not state one decimal length.
@@ -653,18 +664,175 @@ pub fn rewrite_request(
     config: &RewriteConfig,
     framing: Framing,
 ) -> Result<request::Parts, ProxyError> {
-    rewrite_request_through(parts, target, config, framing).map(|(parts, _)| parts)
+    let present = Present::of(&parts.headers);
+    let forwarding = check_request(parts, target, config, framing, present)?;
+    let (mut out, ()) = Request::new(()).into_parts();
+    out.method = parts.method.clone();
+    out.version = parts.version;
+    out.headers = parts.headers.clone();
+    Ok(forwarding.apply(&mut out, config))
 }
 
-/// [`rewrite_request`], with the public origin the request came through (when the layer
-/// knows the app's origins): the `iss` of its token.
-pub(crate) fn rewrite_request_through<'c>(
+/// What [`check_request`] found: a request that may be forwarded, and what its head
+/// becomes ([`Forwarding::apply`]).
+pub(crate) struct Forwarding<'c> {
+    uri: Uri,
+    inbound: crate::rules::origin::Inbound<'c>,
+    max_forwards: Option<u32>,
+    framing: Framing,
+    present: Present,
+    /// The fields that stay behind.
+    doomed: Doomed,
+    /// Whether a `TE` line lists `trailers`.
+    te_trailers: bool,
+    /// The cookies that cross.
+    cookie: Option<HeaderValue>,
+}
+
+impl<'c> Forwarding<'c> {
+    /// The public origin the request came through, when the layer knows its origins.
+    pub(crate) fn origin(&self) -> Option<&'c PublicOrigin> {
+        self.inbound.origin
+    }
+
+    /// Makes `parts` (the request [`check_request`] looked at, its head unchanged) the
+    /// request for the target, in place: the fields that do not cross the proxy are
+    /// removed, the proxy's are set; the `Authorization` token is added by the caller once
+    /// the identity is known. Returns the request's method, URI (absolute, the target's),
+    /// version (HTTP/1.1) and headers; `parts` keeps its extensions and an empty header map.
+    ///
+    /// Removing a field moves the last one into its place: fields of different names may
+    /// reach the target in another order (RFC 9110 §5.3 makes that order insignificant);
+    /// the lines of one name keep theirs.
+    pub(crate) fn apply(
+        self,
+        parts: &mut request::Parts,
+        config: &RewriteConfig,
+    ) -> request::Parts {
+        let present = self.present;
+        let mut headers = std::mem::take(&mut parts.headers);
+        self.doomed.remove_from(&mut headers);
+        // One `Content-Length` line, the last, however many the client sent.
+        if self.framing == Framing::Length
+            && let Some(last) = headers
+                .get_all(header::CONTENT_LENGTH)
+                .iter()
+                .skip(1)
+                .last()
+        {
+            let last = last.clone();
+            headers.insert(header::CONTENT_LENGTH, last);
+        }
+        // `TE` is hop-by-hop; of its values only `trailers` means something to the next hop.
+        if self.te_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        if let Some(n) = self.max_forwards {
+            headers.insert(header::MAX_FORWARDS, HeaderValue::from(n));
+        }
+        if self.framing == Framing::Unknown {
+            headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
+        if let Some(cookie) = self.cookie {
+            headers.insert(header::COOKIE, cookie);
+        }
+        append_via(
+            &mut headers,
+            &config.via_request[version_index(parts.version)],
+            present,
+        );
+        let inbound = self.inbound;
+        headers.insert(X_FORWARDED_PROTO.clone(), inbound.proto);
+        headers.insert(X_FORWARDED_HOST.clone(), inbound.host);
+        if let Some(client) = inbound.client
+            && let Ok(addr) = HeaderValue::try_from(client.to_string())
+        {
+            headers.insert(X_FORWARDED_FOR.clone(), addr);
+        }
+        let (mut out, ()) = Request::new(()).into_parts();
+        out.method = parts.method.clone();
+        out.uri = self.uri;
+        out.version = Version::HTTP_11;
+        out.headers = headers;
+        out
+    }
+}
+
+/// Whether a field of the client's request stays behind (the proxy sets its own, or it is
+/// hop-by-hop, or a front proxy's claim the client could forge). `Max-Forwards` stays: the
+/// proxy replaces it only on `OPTIONS` (RFC 9110 §7.6.2).
+fn crosses_not(name: &HeaderName, framing: Framing, nominated: &Nominated<'_>) -> bool {
+    // Framing is the proxy's: one Content-Length (the body's) or chunked, never both,
+    // whatever `Connection` nominates.
+    if name == header::CONTENT_LENGTH {
+        return framing != Framing::Length;
+    }
+    if name == header::MAX_FORWARDS {
+        return false;
+    }
+    is_hop_by_hop(name, nominated)
+        || name == header::HOST
+        || name == header::AUTHORIZATION
+        || name == header::EXPECT
+        || name == header::COOKIE
+        || is_front_claim(name)
+        || is_path_override(name)
+        || is_underscore_twin(name)
+}
+
+/// The names of the fields to remove from a head: the usual ones as bits of [`COMMON`],
+/// any other in a vector (which allocates only then).
+#[derive(Default)]
+struct Doomed {
+    common: u16,
+    other: Vec<HeaderName>,
+}
+
+/// The fields a request most often has that stay behind.
+static COMMON: [HeaderName; 7] = [
+    header::HOST,
+    header::CONNECTION,
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::EXPECT,
+];
+
+impl Doomed {
+    /// Adds `name`, unless it is the one added last (a name's lines come one after another).
+    fn push(&mut self, name: &HeaderName) {
+        match COMMON.iter().position(|n| n == name) {
+            Some(i) => self.common |= 1 << i,
+            None if self.other.last() != Some(name) => self.other.push(name.clone()),
+            None => {}
+        }
+    }
+
+    fn remove_from(self, headers: &mut HeaderMap) {
+        for (i, name) in COMMON.iter().enumerate() {
+            if self.common & (1 << i) != 0 {
+                headers.remove(name);
+            }
+        }
+        for name in self.other {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Checks a request under the prefix against the rules of the proxy, and finds what its
+/// head becomes for `target` (see [`rewrite_request`] for the errors).
+pub(crate) fn check_request<'c>(
     parts: &request::Parts,
     target: &Target,
     config: &'c RewriteConfig,
     framing: Framing,
-) -> Result<(request::Parts, Option<&'c PublicOrigin>), ProxyError> {
-    let present = Present::of(&parts.headers);
+    present: Present,
+) -> Result<Forwarding<'c>, ProxyError> {
     if present.may_have(Present::VIA) && via_contains(&parts.headers, config.pseudonym.as_str()) {
         return Err(ProxyError::new(ProxyErrorKind::LoopDetected));
     }
@@ -715,11 +883,7 @@ pub(crate) fn rewrite_request_through<'c>(
 
     let nominated = Nominated::given(&parts.headers, present)
         .map_err(|_| bad("The Connection header nominates too many fields."))?;
-    // Room for what is added (`Via`, `X-Forwarded-Proto`/`-Host`, `Authorization`, and
-    // hyper-util's `Host`) without growing the map; no more, for the map's entries are
-    // allocated in powers of two: a small request's map then stays under the size glibc
-    // serves from its per-thread cache (1 KiB).
-    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 5);
+    let mut doomed = Doomed::default();
     for (name, value) in &parts.headers {
         // The methods refused above, asked for through a method-override header.
         if is_refused_method_override(name, value) {
@@ -727,71 +891,20 @@ pub(crate) fn rewrite_request_through<'c>(
                 "The method override names a method that cannot be proxied.",
             )));
         }
-        // Framing is the proxy's: one Content-Length (the body's) or chunked, never both,
-        // whatever `Connection` nominates.
-        if name == header::CONTENT_LENGTH {
-            if framing == Framing::Length {
-                headers.insert(header::CONTENT_LENGTH, value.clone());
-            }
-            continue;
+        if crosses_not(name, framing, &nominated) {
+            doomed.push(name);
         }
-        if is_hop_by_hop(name, &nominated)
-            || name == header::HOST
-            || name == header::AUTHORIZATION
-            || name == header::EXPECT
-            || name == header::COOKIE
-            || name == header::MAX_FORWARDS
-            || is_front_claim(name)
-            || is_path_override(name)
-            || is_underscore_twin(name)
-        {
-            continue;
-        }
-        headers.append(name.clone(), value.clone());
     }
-    // `TE` is hop-by-hop; of its values only `trailers` means something to the next hop.
-    if present.may_have(Present::TE) && te_lists_trailers(&parts.headers) {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-    match max_forwards {
-        Some(n) => {
-            headers.insert(header::MAX_FORWARDS, HeaderValue::from(n));
-        }
-        None if present.may_have(Present::MAX_FORWARDS) => {
-            for v in parts.headers.get_all(header::MAX_FORWARDS) {
-                headers.append(header::MAX_FORWARDS, v.clone());
-            }
-        }
-        None => {}
-    }
-    if framing == Framing::Unknown {
-        headers.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-    }
-    if let Some(cookie) = config.cookies.request_cookie(&parts.headers) {
-        headers.insert(header::COOKIE, cookie);
-    }
-    append_via(
-        &mut headers,
-        &config.via_request[version_index(parts.version)],
+    Ok(Forwarding {
+        uri,
+        inbound,
+        max_forwards,
+        framing,
         present,
-    );
-    headers.insert(X_FORWARDED_PROTO.clone(), inbound.proto);
-    headers.insert(X_FORWARDED_HOST.clone(), inbound.host);
-    if let Some(client) = inbound.client
-        && let Ok(addr) = HeaderValue::try_from(client.to_string())
-    {
-        headers.insert(X_FORWARDED_FOR.clone(), addr);
-    }
-
-    let (mut out, ()) = Request::new(()).into_parts();
-    out.method = parts.method.clone();
-    out.uri = uri;
-    out.version = Version::HTTP_11;
-    out.headers = headers;
-    Ok((out, inbound.origin))
+        doomed,
+        te_trailers: present.may_have(Present::TE) && te_lists_trailers(&parts.headers),
+        cookie: config.cookies.request_cookie(&parts.headers, present),
+    })
 }
 
 /// Removes from the client's request trailers (RFC 9110 §6.5) every field the proxy manages
@@ -856,7 +969,7 @@ pub(crate) fn rewrite_response_given(
     if present.may_have(Present::CONTENT_LENGTH) {
         if no_length || present.may_have(Present::TRANSFER_ENCODING) {
             parts.headers.remove(header::CONTENT_LENGTH);
-        } else {
+        } else if present.may_have(Present::LENGTH_LIST) {
             normalize_content_length(&mut parts.headers);
         }
     }
@@ -864,7 +977,9 @@ pub(crate) fn rewrite_response_given(
     config
         .responses
         .drop_origin_wide(&mut parts.headers, present);
-    config.cookies.filter_set_cookie(&mut parts.headers);
+    config
+        .cookies
+        .filter_set_cookie(&mut parts.headers, present);
     append_via(
         &mut parts.headers,
         &config.via_response[version_index(parts.version)],
@@ -877,16 +992,30 @@ pub(crate) fn rewrite_response_given(
 /// for the app's paths outside the prefix; so is its `Service-Worker-Allowed` (see
 /// [`ResponsePolicy`]). Called after [`rewrite_response`].
 pub fn scope_set_cookies(parts: &mut response::Parts, config: &RewriteConfig, target: &Target) {
-    config.cookies.scope_set_cookie(
-        &mut parts.headers,
-        config.prefix.as_str(),
-        target.base_path(),
-    );
-    config.responses.scope_service_worker(
-        &mut parts.headers,
-        config.prefix.as_str(),
-        target.base_path(),
-    );
+    scope_set_cookies_given(parts, config, target, Present::of(&parts.headers));
+}
+
+/// [`scope_set_cookies`], with what the head held before [`rewrite_response_given`] known.
+pub(crate) fn scope_set_cookies_given(
+    parts: &mut response::Parts,
+    config: &RewriteConfig,
+    target: &Target,
+    present: Present,
+) {
+    if present.may_have(Present::SET_COOKIE) {
+        config.cookies.scope_set_cookie(
+            &mut parts.headers,
+            config.prefix.as_str(),
+            target.base_path(),
+        );
+    }
+    if present.may_have(Present::ORIGIN_WIDE) {
+        config.responses.scope_service_worker(
+            &mut parts.headers,
+            config.prefix.as_str(),
+            target.base_path(),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -1041,6 +1170,67 @@ mod tests {
 
     fn target(s: &str) -> Target {
         Target::parse(s).unwrap()
+    }
+
+    /// The head is rewritten in place: removing a field moves another, so every arrangement
+    /// of removed and kept fields (several lines of one name among them) is tried, and the
+    /// fields that cross must come out whole, each name's lines in their order.
+    #[test]
+    fn fields_cross_whole_and_in_order_whatever_is_removed_around_them() {
+        let kept = [
+            ("a", "1"),
+            ("b", "1"),
+            ("a", "2"),
+            ("c", "x"),
+            ("b", "2"),
+            ("a", "3"),
+        ];
+        let dropped = [
+            ("host", "app.test"),
+            ("connection", "x-hop, keep-alive"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("authorization", "Basic eA=="),
+            ("x-hop", "2"),
+            ("cookie", "SESSION=1"),
+        ];
+        let t = target("http://t:1");
+        let c = cfg();
+        // Each kept field put at each place among the dropped ones.
+        for seed in 0..200u32 {
+            let mut fields: Vec<(&str, &str)> = dropped.to_vec();
+            for (i, field) in kept.iter().enumerate() {
+                let at = (seed as usize * 7 + i * 13) % (fields.len() + 1);
+                fields.insert(at, *field);
+            }
+            let turn = seed as usize % fields.len();
+            fields.rotate_left(turn);
+            let p = req("/proxy/x", &fields);
+            let out = rewrite_request(&p, &t, &c, Framing::Empty).unwrap();
+            for name in ["a", "b", "c"] {
+                let want: Vec<&str> = fields
+                    .iter()
+                    .filter(|(n, _)| *n == name)
+                    .map(|(_, v)| *v)
+                    .collect();
+                let got: Vec<&str> = out
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.to_str().unwrap())
+                    .collect();
+                assert_eq!(got, want, "{name} in {fields:?}");
+            }
+            for gone in ["connection", "x-hop", "keep-alive", "authorization", "host"] {
+                assert!(!out.headers.contains_key(gone), "{gone} in {fields:?}");
+            }
+            assert_eq!(out.headers["x-forwarded-host"], "app.test");
+            assert!(!out.headers.contains_key("x-forwarded-for"));
+            // `a`, `b`, `c`, and what the proxy sets.
+            let names: Vec<&str> = out.headers.keys().map(|n| n.as_str()).collect();
+            assert_eq!(names.len(), 3 + 3, "{names:?}");
+        }
     }
 
     #[test]

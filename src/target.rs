@@ -24,6 +24,8 @@ pub struct Target {
     host: HeaderValue,
     /// Its `server.address` and `server.port` metric labels, made once.
     server: Server,
+    /// Its scheme and authority, for the client's pools.
+    origin: crate::client::Origin,
 }
 
 fn invalid(url: &str, reason: impl Into<std::borrow::Cow<'static, str>>) -> ConfigError {
@@ -116,6 +118,8 @@ impl Target {
             authority.host(),
             authority.port_u16().unwrap_or(default_port),
         );
+        let origin = crate::client::Origin::new(scheme.clone(), authority.clone())
+            .ok_or_else(|| invalid(url, "the URL cannot be parsed"))?;
         Ok(Self {
             scheme,
             authority,
@@ -123,12 +127,18 @@ impl Target {
             display,
             host,
             server,
+            origin,
         })
     }
 
     /// The scheme, `http` or `https`.
     pub fn scheme(&self) -> &Scheme {
         &self.scheme
+    }
+
+    /// Its scheme and authority, for the client's pools.
+    pub(crate) fn origin(&self) -> &crate::client::Origin {
+        &self.origin
     }
 
     /// The `Host` header of HTTP/1.1 requests to this target.

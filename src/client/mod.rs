@@ -56,7 +56,10 @@ use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::client::legacy::connect::HttpConnector;
 
-pub(crate) use self::{pool::Sending, received::Received};
+pub(crate) use self::{
+    pool::{Origin, Sending},
+    received::Received,
+};
 use crate::{
     client::{
         conn::H2KeepAlive,
@@ -92,8 +95,9 @@ impl ProxyClient {
         ClientBuilder::default()
     }
 
-    /// Sends a request to `target` (the request's URI is already absolute); an `upgrade`
-    /// request goes over HTTP/1.1 whatever the target would otherwise negotiate.
+    /// Sends a request to `target` (the request's URI in origin form, or absolute at the
+    /// target); an `upgrade` request goes over HTTP/1.1 whatever the target would otherwise
+    /// negotiate.
     pub(crate) fn send(
         &self,
         target: &Target,
@@ -101,8 +105,12 @@ impl ProxyClient {
         upgrade: bool,
     ) -> Sending {
         let route = if upgrade { Route::Upgrade } else { Route::Auto };
-        self.transport
-            .send(req, Some(target.host_header().clone()), route)
+        self.transport.send(
+            target.origin().clone(),
+            req,
+            Some(target.host_header().clone()),
+            route,
+        )
     }
 }
 
@@ -446,10 +454,11 @@ impl ProxyClient {
         let body = Empty::<Bytes>::new()
             .map_err(|never| match never {})
             .boxed_unsync();
+        let origin = Origin::of(&uri).ok_or("the URL is not absolute")?;
         let req = Request::get(uri)
             .header(http::header::ACCEPT, "application/json")
             .body(body)?;
-        Ok(self.transport.send(req, None, Route::Auto).await?)
+        Ok(self.transport.send(origin, req, None, Route::Auto).await?)
     }
 }
 

@@ -65,6 +65,88 @@ pub(crate) enum Route {
     Upgrade,
 }
 
+/// Where a request goes: a target's scheme and authority, as the URI `scheme://authority/`,
+/// shared: handing it to the pools on each request costs a reference count, not a copy.
+#[derive(Clone, Debug)]
+pub(crate) struct Origin(Arc<OriginData>);
+
+#[derive(Debug)]
+struct OriginData {
+    uri: Uri,
+    /// [`Key`]'s hash, made once (the pools' map hashes it on every request).
+    hash: u64,
+}
+
+impl PartialEq for Origin {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.uri == other.0.uri
+    }
+}
+
+impl Eq for Origin {}
+
+impl Origin {
+    /// The origin of `uri`; `None` unless it has a scheme and an authority.
+    pub(crate) fn of(uri: &Uri) -> Option<Self> {
+        Self::new(uri.scheme()?.clone(), uri.authority()?.clone())
+    }
+
+    /// `scheme://authority/`; `None` if that is no URI.
+    pub(crate) fn new(scheme: Scheme, authority: http::uri::Authority) -> Option<Self> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(scheme);
+        parts.authority = Some(authority);
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        let uri = Uri::from_parts(parts).ok()?;
+        // Any fixed hash will do: the map hashes this again with its own keys.
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&(uri.scheme() == Some(&Scheme::HTTPS)), &mut hasher);
+        std::hash::Hash::hash(uri.authority().map_or("", |a| a.as_str()), &mut hasher);
+        let hash = std::hash::Hasher::finish(&hasher);
+        Some(Self(Arc::new(OriginData { uri, hash })))
+    }
+
+    fn uri(&self) -> &Uri {
+        &self.0.uri
+    }
+
+    fn is_https(&self) -> bool {
+        self.0.uri.scheme() == Some(&Scheme::HTTPS)
+    }
+
+    /// The absolute URI of `path` (a request's URI, of which only the path and query are
+    /// taken) at this origin.
+    fn join(&self, path: &Uri) -> Uri {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = self.0.uri.scheme().cloned();
+        parts.authority = self.0.uri.authority().cloned();
+        parts.path_and_query = path
+            .path_and_query()
+            .cloned()
+            .or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+        Uri::from_parts(parts).unwrap_or_else(|_| self.0.uri.clone())
+    }
+}
+
+/// A connector of URIs that the pools call with an [`Origin`]: the URI is copied only when a
+/// connection is made.
+#[derive(Clone)]
+struct ByOrigin<C>(C);
+
+impl<C: Service<Uri>> Service<Origin> for ByOrigin<C> {
+    type Response = C::Response;
+    type Error = C::Error;
+    type Future = C::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), C::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, origin: Origin) -> C::Future {
+        self.0.call(Uri::clone(origin.uri()))
+    }
+}
+
 /// What the pools are built from.
 pub(crate) struct Settings {
     pub(crate) idle_timeout: Duration,
@@ -133,9 +215,16 @@ pub(crate) type Sending = Pin<Box<dyn Future<Output = Sent> + Send>>;
 
 /// The pools, whatever their types (which hyper-util's builders do not name).
 pub(crate) trait Transport: Send + Sync {
-    /// Sends `req` (its URI absolute) on a pooled connection. `host` is the `Host` header for
-    /// HTTP/1.1 (made from the URI when `None`).
-    fn send(&self, req: Request<UpstreamBody>, host: Option<HeaderValue>, route: Route) -> Sending;
+    /// Sends `req` (its URI in origin form, or absolute at `origin`) to `origin` on a pooled
+    /// connection. `host` is the
+    /// `Host` header for HTTP/1.1 (made from the origin when `None`).
+    fn send(
+        &self,
+        origin: Origin,
+        req: Request<UpstreamBody>,
+        host: Option<HeaderValue>,
+        route: Route,
+    ) -> Sending;
 }
 
 /// One thread's pools.
@@ -165,13 +254,19 @@ struct Pools<M, F> {
 impl<M, F> Transport for Pools<M, F>
 where
     M: Send,
-    F: Fn(&Arc<Shard<M>>, Request<UpstreamBody>, Option<HeaderValue>, Route) -> Sending
+    F: Fn(&Arc<Shard<M>>, Origin, Request<UpstreamBody>, Option<HeaderValue>, Route) -> Sending
         + Send
         + Sync,
 {
-    fn send(&self, req: Request<UpstreamBody>, host: Option<HeaderValue>, route: Route) -> Sending {
+    fn send(
+        &self,
+        origin: Origin,
+        req: Request<UpstreamBody>,
+        host: Option<HeaderValue>,
+        route: Route,
+    ) -> Sending {
         let shard = &self.shards[shard_index() % self.shards.len()];
-        (self.send)(shard, req, host, route)
+        (self.send)(shard, origin, req, host, route)
     }
 }
 
@@ -194,27 +289,26 @@ fn shard_count() -> usize {
 /// (`Authority`'s own `Hash` lowercases and hashes byte by byte, a cost on every request; the
 /// target's authority is written one way).
 #[derive(Debug)]
-struct Key {
-    https: bool,
-    authority: Option<http::uri::Authority>,
-}
+struct Key(Origin);
 
 impl Key {
-    fn of(uri: &Uri) -> Self {
-        Self {
-            https: uri.scheme() == Some(&Scheme::HTTPS),
-            authority: uri.authority().cloned(),
-        }
+    fn of(origin: &Origin) -> Self {
+        Self(origin.clone())
+    }
+
+    fn https(&self) -> bool {
+        self.0.is_https()
     }
 
     fn authority(&self) -> &str {
-        self.authority.as_ref().map_or("", |a| a.as_str())
+        self.0.uri().authority().map_or("", |a| a.as_str())
     }
 }
 
 impl PartialEq for Key {
     fn eq(&self, other: &Self) -> bool {
-        self.https == other.https && self.authority() == other.authority()
+        Arc::ptr_eq(&self.0.0, &other.0.0)
+            || (self.https() == other.https() && self.authority() == other.authority())
     }
 }
 
@@ -222,8 +316,9 @@ impl Eq for Key {}
 
 impl std::hash::Hash for Key {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.https.hash(state);
-        self.authority().hash(state);
+        // Equal keys have equal origins (scheme and authority as written), whose hashes are
+        // equal.
+        state.write_u64(self.0.0.hash);
     }
 }
 
@@ -321,25 +416,25 @@ pub(crate) fn build(settings: Settings) -> Arc<dyn Transport> {
         let (tls, tls_h1) = (tls.clone(), tls_h1.clone());
         Map::builder()
             .keys(Key::of)
-            .values(move |_: &Uri| {
+            .values(move |_: &Origin| {
                 #[cfg(feature = "https")]
                 let (tls, tls_h1) = (
                     hyper_util::client::pool::negotiate::builder()
-                        .connect(tls.clone())
+                        .connect(ByOrigin(tls.clone()))
                         .inspect(|io: &_| {
                             hyper_util::client::legacy::connect::Connection::connected(io)
                                 .is_negotiated_h2()
                         })
                         .fallback(tower_layer::layer_fn(|connect| h1_cache!(connect)))
                         .upgrade(tower_layer::layer_fn(|connect| h2_singleton!(connect)))
-                        .build::<Uri>(),
-                    h1_cache!(tls_h1.clone()),
+                        .build::<Origin>(),
+                    h1_cache!(ByOrigin(tls_h1.clone())),
                 );
                 #[cfg(not(feature = "https"))]
                 let (tls, tls_h1) = ((), ());
                 Entry {
-                    plain: h1_cache!(http.clone()),
-                    h2c: h2_singleton!(http.clone()),
+                    plain: h1_cache!(ByOrigin(http.clone())),
+                    h2c: h2_singleton!(ByOrigin(http.clone())),
                     tls,
                     tls_h1,
                     idle: Arc::new(AtomicUsize::new(0)),
@@ -361,9 +456,8 @@ pub(crate) fn build(settings: Settings) -> Arc<dyn Transport> {
     let period = idle_timeout.max(Duration::from_millis(100));
 
     Arc::new(Pools {
-        send: pools_send(&shards, move |shard, req, host, route| -> Sending {
-            let uri = req.uri().clone();
-            let https = uri.scheme() == Some(&Scheme::HTTPS);
+        send: pools_send(&shards, move |shard, origin, req, host, route| -> Sending {
+            let https = origin.is_https();
             // Closes the connections idle for longer than the idle timeout, and those closed;
             // with none lent (`idle_shard`), forgets the targets left without a connection (a
             // target replaced at run time leaves nothing behind). Says whether none is left.
@@ -399,44 +493,44 @@ pub(crate) fn build(settings: Settings) -> Arc<dyn Transport> {
             });
             let pools = Checkout {
                 shard: Arc::clone(shard),
-                uri,
+                origin: origin.clone(),
                 period,
                 max_idle,
             };
             #[cfg(feature = "https")]
             if https {
                 return match route {
-                    Route::Upgrade => Box::pin(exchange(req, host, move || {
-                        pools.take(reap, |map, uri| {
-                            let e = map.service(uri);
-                            (e.tls_h1.call(uri.clone()), Arc::clone(&e.idle))
+                    Route::Upgrade => Box::pin(exchange(req, origin, host, move || {
+                        pools.take(reap, |map, origin| {
+                            let e = map.service(origin);
+                            (e.tls_h1.call(origin.clone()), Arc::clone(&e.idle))
                         })
                     })),
-                    Route::Auto => Box::pin(exchange(req, host, move || {
-                        pools.take(reap, |map, uri| {
-                            let e = map.service(uri);
+                    Route::Auto => Box::pin(exchange(req, origin, host, move || {
+                        pools.take(reap, |map, origin| {
+                            let e = map.service(origin);
                             let now = Instant::now();
                             e.tls.upgrade_mut().retain(|conn| !conn.is_stale(now));
-                            (e.tls.call(uri.clone()), Arc::clone(&e.idle))
+                            (e.tls.call(origin.clone()), Arc::clone(&e.idle))
                         })
                     })),
                 };
             }
             let _ = https;
             if route == Route::Auto && h2c {
-                Box::pin(exchange(req, host, move || {
-                    pools.take(reap, |map, uri| {
-                        let e = map.service(uri);
+                Box::pin(exchange(req, origin, host, move || {
+                    pools.take(reap, |map, origin| {
+                        let e = map.service(origin);
                         let now = Instant::now();
                         e.h2c.retain(|conn| !conn.is_stale(now));
-                        (e.h2c.call(uri.clone()), Arc::clone(&e.idle))
+                        (e.h2c.call(origin.clone()), Arc::clone(&e.idle))
                     })
                 }))
             } else {
-                Box::pin(exchange(req, host, move || {
-                    pools.take(reap, |map, uri| {
-                        let e = map.service(uri);
-                        (e.plain.call(uri.clone()), Arc::clone(&e.idle))
+                Box::pin(exchange(req, origin, host, move || {
+                    pools.take(reap, |map, origin| {
+                        let e = map.service(origin);
+                        (e.plain.call(origin.clone()), Arc::clone(&e.idle))
                     })
                 }))
             }
@@ -449,7 +543,7 @@ pub(crate) fn build(settings: Settings) -> Arc<dyn Transport> {
 /// inside it.
 fn pools_send<M, F>(_: &[Arc<Shard<M>>], send: F) -> F
 where
-    F: Fn(&Arc<Shard<M>>, Request<UpstreamBody>, Option<HeaderValue>, Route) -> Sending,
+    F: Fn(&Arc<Shard<M>>, Origin, Request<UpstreamBody>, Option<HeaderValue>, Route) -> Sending,
 {
     send
 }
@@ -465,7 +559,7 @@ where
 /// Takes a connection for a request out of its shard.
 struct Checkout<M> {
     shard: Arc<Shard<M>>,
-    uri: Uri,
+    origin: Origin,
     period: Duration,
     max_idle: usize,
 }
@@ -474,7 +568,7 @@ impl<M: Send + 'static> Checkout<M> {
     /// The future of a connection from the target's entry, which `pick` chooses and calls.
     fn take<P, Fut, R>(&self, reap: R, pick: P) -> (Fut, Pooling)
     where
-        P: FnOnce(&mut M, &Uri) -> (Fut, Arc<AtomicUsize>),
+        P: FnOnce(&mut M, &Origin) -> (Fut, Arc<AtomicUsize>),
         R: Fn(&mut M, Instant, bool) -> bool + Send + 'static,
     {
         let mut state = self.shard.lock();
@@ -483,7 +577,7 @@ impl<M: Send + 'static> Checkout<M> {
             tokio::spawn(run_reaper(Arc::downgrade(&self.shard), self.period, reap));
         }
         let leased = Leased::new(&self.shard.leased);
-        let (future, idle) = pick(&mut state.map, &self.uri);
+        let (future, idle) = pick(&mut state.map, &self.origin);
         (
             future,
             Pooling {
@@ -632,6 +726,7 @@ const FRESH_RETRIES: u32 = 2;
 /// sent again on another; once any of it was written, a failure is the answer.
 async fn exchange<S, E, Fut, C>(
     mut req: Request<UpstreamBody>,
+    origin: Origin,
     host: Option<HeaderValue>,
     checkout: C,
 ) -> Sent
@@ -650,7 +745,6 @@ where
         + 'static,
     <S as Service<Outgoing>>::Future: Send,
 {
-    let uri = req.uri().clone();
     let mut fresh_failures = 0;
     let mut resent = 0;
     loop {
@@ -675,11 +769,16 @@ where
         }
         if !described.http2 {
             if !req.headers().contains_key(HOST)
-                && let Some(host) = host.clone().or_else(|| host_of(&uri))
+                && let Some(host) = host.clone().or_else(|| host_of(origin.uri()))
             {
                 req.headers_mut().insert(HOST, host);
             }
-            origin_form(req.uri_mut());
+            if req.uri().scheme().is_some() {
+                origin_form(req.uri_mut());
+            }
+        } else if req.uri().scheme().is_none() {
+            // HTTP/2 sends the scheme and the authority (`:scheme`, `:authority`).
+            *req.uri_mut() = origin.join(req.uri());
         }
         let sending = conn.call(Outgoing(req));
         let mut held = Held {
@@ -701,7 +800,6 @@ where
                 Some(unsent) if described.reused && resent < RESENDS => {
                     resent += 1;
                     req = unsent;
-                    *req.uri_mut() = uri.clone();
                     if let Some(conn) = held.conn.take() {
                         discard(conn);
                     }
@@ -802,7 +900,7 @@ mod tests {
     #[test]
     fn pools_are_keyed_by_scheme_and_authority_as_written() {
         use std::hash::BuildHasher;
-        let key = |uri: &str| Key::of(&uri.parse().unwrap());
+        let key = |uri: &str| Key::of(&Origin::of(&uri.parse().unwrap()).unwrap());
         let a = key("http://a.test:8080/x?y");
         assert_eq!(
             a,

@@ -670,7 +670,14 @@ pub fn rewrite_request(
     out.method = parts.method.clone();
     out.version = parts.version;
     out.headers = parts.headers.clone();
-    Ok(forwarding.apply(&mut out, config))
+    let mut out = forwarding.apply(&mut out, config);
+    // The parts put together at once: `Uri::builder()` moves its whole state at each step.
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(target.scheme().clone());
+    uri.authority = Some(target.authority().clone());
+    uri.path_and_query = out.uri.path_and_query().cloned();
+    out.uri = Uri::from_parts(uri).map_err(|_| bad("The path cannot be forwarded."))?;
+    Ok(out)
 }
 
 /// What [`check_request`] found: a request that may be forwarded, and what its head
@@ -698,8 +705,9 @@ impl<'c> Forwarding<'c> {
     /// Makes `parts` (the request [`check_request`] looked at, its head unchanged) the
     /// request for the target, in place: the fields that do not cross the proxy are
     /// removed, the proxy's are set; the `Authorization` token is added by the caller once
-    /// the identity is known. Returns the request's method, URI (absolute, the target's),
-    /// version (HTTP/1.1) and headers; `parts` keeps its extensions and an empty header map.
+    /// the identity is known. Returns the request's method, URI (the target's path, in
+    /// origin form: the client sends it to the target's origin), version (HTTP/1.1) and
+    /// headers; `parts` keeps its extensions and an empty header map.
     ///
     /// Removing a field moves the last one into its place: fields of different names may
     /// reach the target in another order (RFC 9110 §5.3 makes that order insignificant);
@@ -873,13 +881,9 @@ pub(crate) fn check_request<'c>(
         &config.forwarded_proto,
         peer,
     )?;
-    let path = map_path(config, target, &parts.uri)?;
-    // The parts put together at once: `Uri::builder()` moves its whole state at each step.
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(target.scheme().clone());
-    uri.authority = Some(target.authority().clone());
-    uri.path_and_query = Some(path);
-    let uri = Uri::from_parts(uri).map_err(|_| bad("The path cannot be forwarded."))?;
+    // In origin form: the client sends it to the target's origin (and makes it absolute
+    // for HTTP/2).
+    let uri = Uri::from(map_path(config, target, &parts.uri)?);
 
     let nominated = Nominated::given(&parts.headers, present)
         .map_err(|_| bad("The Connection header nominates too many fields."))?;

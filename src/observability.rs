@@ -378,21 +378,84 @@ pub(crate) mod record {
             sent: tokio::time::Instant,
         ) {
             let secs = sent.elapsed().as_secs_f64();
-            let outcome = match exchange {
-                Exchange::Response(status) => {
-                    Label::from_static_parts("http.response.status_code", status_str(status))
+            let method = method_str(method);
+            let status = match exchange {
+                Exchange::Response(status) => status,
+                Exchange::Failed(error) => {
+                    let key = upstream_key(
+                        method,
+                        server,
+                        Label::from_static_parts("error.type", error),
+                    );
+                    metrics::with_recorder(|r| r.register_histogram(&key, &META).record(secs));
+                    return;
                 }
-                Exchange::Failed(error) => Label::from_static_parts("error.type", error),
             };
+            RESPONSE_KEYS.with(|keys| {
+                let mut keys = keys.borrow_mut();
+                let key = keys.get(method, server, status);
+                metrics::with_recorder(|r| r.register_histogram(key, &META).record(secs));
+            });
+        }
+
+        fn upstream_key(method: &'static str, server: &Server, outcome: Label) -> Key {
             let [address, port] = &server.0;
             let labels = vec![
-                Label::from_static_parts("http.request.method", method_str(method)),
+                Label::from_static_parts("http.request.method", method),
                 outcome,
                 address.clone(),
                 port.clone(),
             ];
-            let key = Key::from_parts(HTTP_CLIENT_REQUEST_DURATION, labels);
-            metrics::with_recorder(|r| r.register_histogram(&key, &META).record(secs));
+            Key::from_parts(HTTP_CLIENT_REQUEST_DURATION, labels)
+        }
+
+        thread_local! {
+            /// This thread's last keys of `http.client.request.duration` for responses: making
+            /// one (its labels in a vector, hashed) costs more than the rest of an observation.
+            static RESPONSE_KEYS: std::cell::RefCell<ResponseKeys> =
+                const { std::cell::RefCell::new(ResponseKeys { keys: Vec::new(), next: 0 }) };
+        }
+
+        /// Up to [`ResponseKeys::MAX`] keys, the oldest replaced first.
+        struct ResponseKeys {
+            keys: Vec<(&'static str, Server, StatusCode, Key)>,
+            next: usize,
+        }
+
+        impl ResponseKeys {
+            const MAX: usize = 8;
+
+            fn get(&mut self, method: &'static str, server: &Server, status: StatusCode) -> &Key {
+                let found = self
+                    .keys
+                    .iter()
+                    .position(|(m, s, st, _)| *st == status && *m == method && s == server);
+                let at = match found {
+                    Some(at) => at,
+                    None => {
+                        let status_label = Label::from_static_parts(
+                            "http.response.status_code",
+                            status_str(status),
+                        );
+                        let entry = (
+                            method,
+                            server.clone(),
+                            status,
+                            upstream_key(method, server, status_label),
+                        );
+                        if self.keys.len() < Self::MAX {
+                            self.keys.push(entry);
+                            self.keys.len() - 1
+                        } else {
+                            let at = self.next;
+                            self.next = (at + 1) % Self::MAX;
+                            self.keys[at] = entry;
+                            at
+                        }
+                    }
+                };
+                &self.keys[at].3
+            }
         }
 
         /// The method as OpenTelemetry names it: one of the known methods, or `_OTHER`.
@@ -443,6 +506,42 @@ pub(crate) mod record {
                 for code in [100, 101, 200, 204, 404, 502, 599, 999] {
                     let status = StatusCode::from_u16(code).unwrap();
                     assert_eq!(status_str(status), status.as_str());
+                }
+            }
+
+            /// The cached keys are the keys: whatever the mix of targets, methods and
+            /// statuses, and however often the oldest are replaced, each observation gets
+            /// the key made from its own labels.
+            #[test]
+            fn cached_response_keys_carry_their_own_labels() {
+                let servers: Vec<Server> =
+                    (0..5).map(|i| Server::new("127.0.0.1", 8000 + i)).collect();
+                let methods = [
+                    Method::GET,
+                    Method::POST,
+                    Method::from_bytes(b"PURGE").unwrap(),
+                ];
+                let statuses = [
+                    StatusCode::OK,
+                    StatusCode::NOT_FOUND,
+                    StatusCode::BAD_GATEWAY,
+                ];
+                let mut keys = ResponseKeys {
+                    keys: Vec::new(),
+                    next: 0,
+                };
+                // 45 combinations in an order that revisits some while others push them out.
+                for round in 0..400usize {
+                    let server = &servers[round * 7 % servers.len()];
+                    let method = method_str(&methods[round * 5 % methods.len()]);
+                    let status = statuses[round * 3 / 2 % statuses.len()];
+                    let want = upstream_key(
+                        method,
+                        server,
+                        Label::from_static_parts("http.response.status_code", status_str(status)),
+                    );
+                    assert_eq!(keys.get(method, server, status), &want, "round {round}");
+                    assert!(keys.keys.len() <= ResponseKeys::MAX);
                 }
             }
         }

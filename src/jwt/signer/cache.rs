@@ -13,7 +13,14 @@ use tokio::sync::OnceCell;
 use super::{JwtSigner, SignError, Token};
 use crate::jwt::subject::Identity;
 
-type Slot = Arc<OnceCell<Token>>;
+type Slot = Arc<OnceCell<Cached>>;
+
+/// A token and until when it is handed out.
+struct Cached {
+    token: Token,
+    /// When it stops being fresh (see [`CachingSigner::fresh_until`]).
+    fresh_until: SystemTime,
+}
 /// A slot and the inner signer's [`generation`](JwtSigner::generation) it was made in.
 type Entry = (u64, Slot);
 
@@ -117,7 +124,11 @@ impl<J: JwtSigner> CachingSigner<J> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn is_fresh(&self, identity: &Identity, token: &Token, now: SystemTime) -> bool {
+    /// Until when `token`, signed for `identity`, is handed out: while it stays valid for
+    /// more than the minimum validity (half its lifetime unless set), or, when it already
+    /// lasts as long as its identity is vouched for, while it is valid at all (it cannot be
+    /// bettered: signing again for each request would only cost a signature each).
+    fn fresh_until(&self, identity: &Identity, token: &Token) -> SystemTime {
         let min = self.min_validity.unwrap_or_else(|| {
             token
                 .expires_at()
@@ -125,15 +136,17 @@ impl<J: JwtSigner> CachingSigner<J> {
                 .unwrap_or_default()
                 / 2
         });
-        let Ok(left) = token.expires_at().duration_since(now) else {
-            return false;
-        };
-        // A token that already lasts as long as its identity is vouched for cannot be
-        // bettered: signing again for each request would only cost a signature each.
         let at_bound = identity
             .expires_at()
             .is_some_and(|bound| token.expires_at() + Duration::from_secs(1) > bound);
-        left > min || (at_bound && !left.is_zero())
+        if at_bound {
+            token.expires_at()
+        } else {
+            token
+                .expires_at()
+                .checked_sub(min)
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        }
     }
 
     fn slot(&self, identity: &Identity) -> Slot {
@@ -142,8 +155,7 @@ impl<J: JwtSigner> CachingSigner<J> {
         let mut slots = self.lock();
         if let Some((made_in, slot)) = slots.get(identity) {
             // A pending slot (another request is signing) is shared: one signature.
-            if *made_in == generation && slot.get().is_none_or(|t| self.is_fresh(identity, t, now))
-            {
+            if *made_in == generation && slot.get().is_none_or(|c| now < c.fresh_until) {
                 let slot = Arc::clone(slot);
                 drop(slots);
                 crate::observability::record::token_cache(true);
@@ -153,8 +165,8 @@ impl<J: JwtSigner> CachingSigner<J> {
         if slots.len() >= self.max_entries && !slots.contains_key(identity) {
             // Stale tokens go; a slot still being signed stays, or the requests waiting on
             // its signature would leave no token behind for the next one.
-            slots.retain(|id, (made_in, s)| {
-                *made_in == generation && s.get().is_none_or(|t| self.is_fresh(id, t, now))
+            slots.retain(|_, (made_in, s)| {
+                *made_in == generation && s.get().is_none_or(|c| now < c.fresh_until)
             });
             // Still full of fresh tokens: make room for an eighth of the bound at once, so
             // that a flood of new identities scans the map once per eighth, not on every
@@ -180,8 +192,15 @@ impl<J: JwtSigner> CachingSigner<J> {
 impl<J: JwtSigner> JwtSigner for CachingSigner<J> {
     async fn sign(&self, identity: &Identity) -> Result<Token, SignError> {
         let slot = self.slot(identity);
-        match slot.get_or_try_init(|| self.inner.sign(identity)).await {
-            Ok(token) => Ok(token.clone()),
+        let sign = || async {
+            let token = self.inner.sign(identity).await?;
+            Ok::<_, SignError>(Cached {
+                fresh_until: self.fresh_until(identity, &token),
+                token,
+            })
+        };
+        match slot.get_or_try_init(sign).await {
+            Ok(cached) => Ok(cached.token.clone()),
             Err(e) => {
                 // Do not cache failures: drop the slot if it is still ours.
                 let mut slots = self.lock();

@@ -345,19 +345,36 @@ pub(crate) mod record {
         }
 
         /// A target's `server.address` and `server.port` labels, made once per target.
-        #[derive(Clone, Debug, PartialEq, Eq)]
-        pub(crate) struct Server([Label; 2]);
+        #[derive(Clone, Debug)]
+        pub(crate) struct Server {
+            labels: [Label; 2],
+            /// Tells these labels from any others made in the process at a glance (the keys
+            /// kept per thread are found by it).
+            id: u64,
+        }
+
+        impl PartialEq for Server {
+            fn eq(&self, other: &Self) -> bool {
+                self.labels == other.labels
+            }
+        }
+
+        impl Eq for Server {}
 
         impl Server {
             pub(crate) fn new(host: &str, port: u16) -> Self {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
                 // An IPv6 literal without its brackets, as OpenTelemetry writes it.
                 let host = host.trim_start_matches('[').trim_end_matches(']');
                 let host: Arc<str> = Arc::from(host);
                 let port: Arc<str> = Arc::from(port.to_string());
-                Self([
-                    Label::new("server.address", host),
-                    Label::new("server.port", port),
-                ])
+                Self {
+                    labels: [
+                        Label::new("server.address", host),
+                        Label::new("server.port", port),
+                    ],
+                    id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                }
             }
         }
 
@@ -399,7 +416,7 @@ pub(crate) mod record {
         }
 
         fn upstream_key(method: &'static str, server: &Server, outcome: Label) -> Key {
-            let [address, port] = &server.0;
+            let [address, port] = &server.labels;
             let labels = vec![
                 Label::from_static_parts("http.request.method", method),
                 outcome,
@@ -418,7 +435,8 @@ pub(crate) mod record {
 
         /// Up to [`ResponseKeys::MAX`] keys, the oldest replaced first.
         struct ResponseKeys {
-            keys: Vec<(&'static str, Server, StatusCode, Key)>,
+            /// Method, [`Server::id`], status, and their key.
+            keys: Vec<(&'static str, u64, StatusCode, Key)>,
             next: usize,
         }
 
@@ -429,7 +447,7 @@ pub(crate) mod record {
                 let found = self
                     .keys
                     .iter()
-                    .position(|(m, s, st, _)| *st == status && *m == method && s == server);
+                    .position(|(m, id, st, _)| *st == status && *id == server.id && *m == method);
                 let at = match found {
                     Some(at) => at,
                     None => {
@@ -439,7 +457,7 @@ pub(crate) mod record {
                         );
                         let entry = (
                             method,
-                            server.clone(),
+                            server.id,
                             status,
                             upstream_key(method, server, status_label),
                         );

@@ -382,16 +382,70 @@ async fn a_connection_serves_on_after_releasing_its_buffers() {
     remove_dir(&keys);
 }
 
-/// Once its buffers are released, an idle HTTP/1.1 connection waits for
-/// `--idle-timeout-ms`, as an h2c one does: hyper's header-read timer, which hyper starts
-/// on a keep-alive connection as soon as it is idle, runs with hyper's connection only.
-/// Released at once (0) or after a delay (100 ms, the default; nine tenths of the
-/// header-read timeout to spare), a connection idle for twice the header-read timeout
+/// Slowloris on a keep-alive connection: after a first request, the next request's headers
+/// sent a byte every 100 ms end the connection once `--header-read-timeout-ms` has passed,
+/// whether the connection's buffers were released meanwhile (0) or not (a delay far beyond
+/// the test); nothing of them reaches the target.
+#[tokio::test]
+async fn a_keep_alive_client_that_dribbles_its_next_headers_is_disconnected() {
+    use tokio::io::AsyncWriteExt;
+    let target = echo_target().await;
+    for release in ["0", "600000"] {
+        let (demo, keys) = start_demo(
+            &target.url(),
+            &[
+                "--header-read-timeout-ms",
+                "1000",
+                "--release-idle-buffers-ms",
+                release,
+            ],
+        )
+        .await;
+        let mut wire = common::Raw::connect(demo.addr).await;
+        wire.send(b"GET /proxy/first HTTP/1.1\r\nhost: demo\r\n\r\n")
+            .await;
+        let res = wire.response(false).await.expect("a response");
+        assert_eq!(res.status, 200, "{}", res.text());
+        let served = target.count();
+        let (mut rd, mut wr) = wire.split();
+        wr.write_all(b"GET /proxy/slow HTTP/1.1\r\nhost: demo\r\nx-slow: ")
+            .await
+            .unwrap();
+        let dribble = tokio::spawn(async move {
+            for _ in 0..600 {
+                if wr.write_all(b"a").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        });
+        // Closed without an answer (each read is bounded: a connection left open fails).
+        let after = rd.response(false).await;
+        dribble.abort();
+        assert!(
+            after.is_none(),
+            "release {release}: {:?}",
+            after.map(|r| r.text())
+        );
+        assert_eq!(
+            target.count(),
+            served,
+            "the slow request never reached the target"
+        );
+        remove_dir(&keys);
+    }
+}
+
+/// An idle HTTP/1.1 connection waits for `--idle-timeout-ms`, as an h2c one does: the
+/// header-read timeout covers a request's headers, not the wait for them (hyper's own
+/// header-read timer, which hyper starts on a keep-alive connection as soon as it is idle,
+/// is not used). Released at once (0), after a delay (100 ms, the default) or not within
+/// the test (a delay far beyond it), a connection idle for twice the header-read timeout
 /// still serves its next request.
 #[tokio::test]
 async fn a_released_connection_waits_for_the_idle_timeout_not_the_header_timer() {
     let target = echo_target().await;
-    for (header_read, release) in [("1000", "0"), ("1000", "100")] {
+    for (header_read, release) in [("1000", "0"), ("1000", "100"), ("1000", "600000")] {
         let (demo, keys) = start_demo(
             &target.url(),
             &[

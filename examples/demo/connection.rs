@@ -19,10 +19,16 @@
 //!
 //! A release and the next request's new hyper connection cost about 5,800 instructions
 //! (`benches/demo-instructions.sh` with `--release-idle-buffers-ms 0`, 14 % of a proxied
-//! request): the delay keeps them off connections with steady traffic. The delay is at
-//! most half the header-read timeout, since hyper's header-read timer also runs on its
-//! idle connection; once released, a connection waits for the idle timeout only, as
-//! nginx's `keepalive_timeout`.
+//! request): the delay keeps them off connections with steady traffic. Released or not,
+//! an idle connection waits for the idle timeout, as nginx's `keepalive_timeout`.
+//!
+//! The header-read timeout of HTTP/1.1 is kept here, not by hyper, whose timer is armed
+//! and dropped (and allocated) for every request of a keep-alive connection: the
+//! connection's own timer looks at it at least every half timeout, and ends a connection
+//! whose next request's headers have been seen incomplete, with no request handed to the
+//! app since, for the whole timeout; such headers have taken between one and one and a
+//! half timeouts. (hyper-util's connection for h2c keeps hyper's timer for the rare
+//! HTTP/1.1 client that starts like HTTP/2's preface.)
 
 use std::{
     convert::Infallible,
@@ -64,9 +70,7 @@ pub(crate) struct Timeouts {
     /// For the requests in flight once a shutdown begins (`--shutdown-timeout-ms`).
     pub(crate) shutdown: Duration,
     /// For the next request before an idle HTTP/1.1 connection's buffers are released
-    /// (`--release-idle-buffers-ms`; zero: as soon as it is idle). At most half of
-    /// `header_read`: until the release, hyper's header-read timer also runs on an idle
-    /// connection.
+    /// (`--release-idle-buffers-ms`; zero: as soon as it is idle).
     pub(crate) release: Duration,
 }
 
@@ -89,9 +93,7 @@ pub(crate) struct TimeoutArgs {
     idle_timeout_ms: u64,
 
     /// How long an HTTP/1.1 keep-alive connection waits for its next request, in ms,
-    /// before the buffers hyper holds for it are freed (0: as soon as it is idle); at most
-    /// half of `--header-read-timeout-ms`, since until then hyper's header-read timer runs
-    /// on the idle connection too.
+    /// before the buffers hyper holds for it are freed (0: as soon as it is idle).
     #[arg(long, value_name = "N", default_value_t = 100)]
     release_idle_buffers_ms: u64,
 
@@ -125,18 +127,12 @@ pub(crate) struct Settings {
 
 impl Settings {
     pub(crate) fn new(timeouts: Timeouts) -> Arc<Self> {
-        let mut http1 = http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(timeouts.header_read);
+        // No timer: the header-read timeout is [`serve`]'s (see the module's docs).
+        let http1 = http1::Builder::new();
         let mut auto = auto::Builder::new(TokioExecutor::new());
         auto.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(timeouts.header_read);
-        let timeouts = Timeouts {
-            release: timeouts.release.min(timeouts.header_read / 2),
-            ..timeouts
-        };
         Arc::new(Self {
             http1,
             auto,
@@ -180,9 +176,9 @@ where
 /// Serves one accepted connection with `app` until it ends, `TCP_NODELAY` on. With `peer`,
 /// each request carries it as axum's `ConnectInfo`.
 ///
-/// Until its first request a connection has `header_read` in all: hyper's timer covers a
-/// request's headers once it knows the protocol, not the silence before the first byte nor
-/// a partial HTTP/2 preface. After that, once no request has been in flight for `idle`, it
+/// Until its first request a connection has `header_read` in all, the silence before the
+/// first byte and a partial HTTP/2 preface included; an HTTP/1.1 connection's later
+/// requests have it for their headers (see the module's docs). After that, once no request has been in flight for `idle`, it
 /// is shut down gracefully (hyper has no idle timeout for HTTP/2, and a released HTTP/1.1
 /// connection has no hyper connection). Once `stopping` says the server stops, it is shut
 /// down gracefully at once; a client that then neither sends nor closes within
@@ -224,6 +220,7 @@ pub(crate) async fn serve<A: App>(
         let _ = stop.wait_for(|stop| *stop).await;
     });
     let mut watch = Watch::default();
+    let mut head = HeadWatch::default();
     loop {
         match watch
             .next(
@@ -239,6 +236,16 @@ pub(crate) async fn serve<A: App>(
             Event::Timer => {}
         }
         let now = Instant::now();
+        let http1 = !connection.serves_http2();
+        // A request's headers still incomplete after the header-read timeout.
+        if head.expired(
+            http1 && activity.partial_head(),
+            activity.calls(),
+            now,
+            t.header_read,
+        ) {
+            return;
+        }
         let deadline = match activity.idle_since() {
             // Not even a first request's headers in time.
             Idle::NeverUsed if now >= start + t.header_read => return,
@@ -246,6 +253,11 @@ pub(crate) async fn serve<A: App>(
             Idle::Busy => now + t.idle,
             Idle::Since(since) if now < since + t.idle => since + t.idle,
             Idle::Since(_) => break,
+        };
+        let deadline = if http1 {
+            deadline.min(head.next_look(now, t.header_read))
+        } else {
+            deadline
         };
         timer.as_mut().reset(deadline);
         watch.timer_polled = false;
@@ -260,6 +272,38 @@ pub(crate) async fn serve<A: App>(
         }
         if activity.idle_since() != Idle::Busy {
             return;
+        }
+    }
+}
+
+/// [`serve`]'s watch over the headers of an HTTP/1.1 connection's next request (see the
+/// module's docs).
+#[derive(Debug, Default)]
+struct HeadWatch {
+    /// The requests handed to the app when last looked at.
+    calls: u64,
+    /// When incomplete headers were first seen, none handed to the app since.
+    since: Option<Instant>,
+}
+
+impl HeadWatch {
+    /// Whether the headers being read (`partial`) have been seen incomplete for `limit`,
+    /// with the same count of requests handed to the app (`calls`) at every look since.
+    fn expired(&mut self, partial: bool, calls: u64, now: Instant, limit: Duration) -> bool {
+        if !partial || calls != self.calls {
+            self.calls = calls;
+            self.since = partial.then_some(now);
+            return false;
+        }
+        let since = *self.since.get_or_insert(now);
+        now >= since + limit
+    }
+
+    /// When to look next: once incomplete headers have had `limit`, else within half of it.
+    fn next_look(&self, now: Instant, limit: Duration) -> Instant {
+        match self.since {
+            Some(since) => since + limit,
+            None => now + limit / 2,
         }
     }
 }
@@ -356,6 +400,12 @@ enum State<A: App> {
 }
 
 impl<A: App> Connection<A> {
+    /// Whether hyper-util serves it, as h2c (or, rarely, HTTP/1.1 with hyper's own
+    /// header-read timer).
+    fn serves_http2(&self) -> bool {
+        matches!(self.state, State::Auto(_))
+    }
+
     /// HTTP/2: `GOAWAY`, then the end once the streams in flight are done; HTTP/1.1: the
     /// end after the request being read, if any; before the first bytes, or released: the
     /// end.
@@ -552,7 +602,7 @@ impl AsyncRead for Socket {
             let n = this.ahead.len().min(buf.remaining());
             buf.put_slice(&this.ahead[..n]);
             this.ahead.advance(n);
-            this.activity.read_since_call.store(true, Relaxed);
+            this.activity.read();
             this.activity.waiting.store(false, Relaxed);
             return Poll::Ready(Ok(()));
         }
@@ -560,7 +610,7 @@ impl AsyncRead for Socket {
         let read = Pin::new(&mut this.tcp).poll_read(cx, buf);
         this.activity.waiting.store(read.is_pending(), Relaxed);
         if buf.filled().len() > before {
-            this.activity.read_since_call.store(true, Relaxed);
+            this.activity.read();
         }
         read
     }
@@ -618,6 +668,11 @@ struct Activity {
     waiting: AtomicBool,
     /// Whether hyper is ending the connection for a release: the socket is not shut down.
     releasing: AtomicBool,
+    /// Requests handed to the app.
+    calls: AtomicU64,
+    /// Whether bytes were read with no request in flight since the last request was handed
+    /// to the app: the next request's headers, begun.
+    head_read: AtomicBool,
 }
 
 /// Whether a connection has a request in flight.
@@ -638,6 +693,8 @@ impl Activity {
             read_since_call: false.into(),
             waiting: false.into(),
             releasing: false.into(),
+            calls: 0.into(),
+            head_read: false.into(),
         }
     }
 
@@ -646,7 +703,9 @@ impl Activity {
         B: http_body::Body,
     {
         self.in_flight.fetch_add(1, Relaxed);
+        self.calls.fetch_add(1, Relaxed);
         self.read_since_call.store(false, Relaxed);
+        self.head_read.store(false, Relaxed);
         self.releasable.store(releasable(req), Relaxed);
         InFlight(Arc::clone(self))
     }
@@ -659,6 +718,24 @@ impl Activity {
             u64::MAX => Idle::NeverUsed,
             ms => Idle::Since(self.origin + Duration::from_millis(ms)),
         }
+    }
+
+    /// Bytes were read from the client.
+    fn read(&self) {
+        self.read_since_call.store(true, Relaxed);
+        if self.in_flight.load(Relaxed) == 0 {
+            self.head_read.store(true, Relaxed);
+        }
+    }
+
+    /// Requests handed to the app so far.
+    fn calls(&self) -> u64 {
+        self.calls.load(Relaxed)
+    }
+
+    /// Whether the next request's headers have begun, with no request in flight.
+    fn partial_head(&self) -> bool {
+        self.in_flight.load(Relaxed) == 0 && self.head_read.load(Relaxed)
     }
 
     /// Whether hyper's HTTP/1.1 connection waits for the next request with nothing of it

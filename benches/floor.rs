@@ -23,14 +23,12 @@
 //! Build: `cargo build --release --bench floor` (`bench = false`: `cargo bench` does not
 //! run it).
 
-use std::{
-    error::Error,
-    future::Future,
-    net::SocketAddr,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-};
+#[path = "support/cached.rs"]
+mod cached;
+
+use cached::{H1, Held};
+
+use std::{error::Error, future::Future, net::SocketAddr, pin::Pin, sync::Arc};
 
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty, combinators::BoxBody};
@@ -291,54 +289,6 @@ async fn hyper_sticky(client: TcpStream, upstream: &Upstream) -> Result<(), Box<
         }
     });
     serve_h1(client, service).await
-}
-
-/// An upstream HTTP/1.1 connection as a tower service, for the `hyper-cache` mode.
-struct H1(hyper::client::conn::http1::SendRequest<Incoming>);
-
-impl tower::Service<Request<Incoming>> for H1 {
-    type Response = Response<Incoming>;
-    type Error = hyper::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, hyper::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        Box::pin(self.0.send_request(req))
-    }
-}
-
-/// A response body that holds its connection until it ends, then lets it go back to its
-/// cache (dropped before its end, the connection closes: hyper does not reuse it).
-struct Held<C> {
-    body: Incoming,
-    conn: Option<C>,
-}
-
-impl<C: Unpin> hyper::body::Body for Held<C> {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None)) || self.body.is_end_stream() {
-            self.conn = None;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
 }
 
 /// The target's response as it came, or `502` if there was none.

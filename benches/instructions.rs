@@ -27,6 +27,11 @@
 
 #![allow(clippy::expect_used)] // a measurement that cannot set up should stop loudly
 
+#[path = "support/cached.rs"]
+mod cached;
+
+use cached::{H1, Held};
+
 use std::{
     convert::Infallible,
     error::Error,
@@ -35,7 +40,6 @@ use std::{
     io::{BufRead, Write},
     net::SocketAddr,
     pin::Pin,
-    task::{Context, Poll},
 };
 
 use axum::{Router, body::Body, routing::get};
@@ -188,7 +192,7 @@ where
 /// A new HTTP/1.1 connection to `addr`, for the `direct` mode's cache.
 fn connect(
     addr: SocketAddr,
-) -> Pin<Box<dyn Future<Output = Result<H1, Box<dyn Error + Send + Sync>>> + Send>> {
+) -> Pin<Box<dyn Future<Output = Result<H1<Empty<Bytes>>, Box<dyn Error + Send + Sync>>> + Send>> {
     Box::pin(async move {
         let tcp = tokio::net::TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
@@ -196,50 +200,6 @@ fn connect(
         tokio::spawn(conn);
         Ok(H1(send))
     })
-}
-
-/// An upstream HTTP/1.1 connection as a tower service, for the `direct` mode's cache.
-struct H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>);
-
-impl tower::Service<Request<Empty<Bytes>>> for H1 {
-    type Response = Response<Incoming>;
-    type Error = hyper::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, hyper::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Empty<Bytes>>) -> Self::Future {
-        Box::pin(self.0.send_request(req))
-    }
-}
-
-/// A response body that holds its connection until it ends, then lets it go back to its
-/// cache.
-struct Held<C> {
-    body: Incoming,
-    conn: Option<C>,
-}
-
-impl<C: Unpin> http_body::Body for Held<C> {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None)) || self.body.is_end_stream() {
-            self.conn = None;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
 }
 
 /// The upstream, in a child process of its own so that its instructions are not counted.

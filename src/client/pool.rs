@@ -216,8 +216,8 @@ pub(crate) type Sending = Pin<Box<dyn Future<Output = Sent> + Send>>;
 /// The pools, whatever their types (which hyper-util's builders do not name).
 pub(crate) trait Transport: Send + Sync {
     /// Sends `req` (its URI in origin form, or absolute at `origin`) to `origin` on a pooled
-    /// connection. `host` is the
-    /// `Host` header for HTTP/1.1 (made from the origin when `None`).
+    /// connection. `host` is the `Host` header for HTTP/1.1 (made from the origin when
+    /// `None`).
     fn send(
         &self,
         origin: Origin,

@@ -79,8 +79,9 @@ pub(crate) struct Timeouts {
 pub(crate) struct TimeoutArgs {
     /// How long a client may take to send a request's headers, in ms: a new connection
     /// (HTTP/1.1 or h2c) must deliver its first request within it, and an HTTP/1.1
-    /// connection each following request's headers. A slower client (slowloris) is
-    /// disconnected.
+    /// connection each following request's headers once begun. A slower client (slowloris)
+    /// is disconnected: at this timeout on a new connection, within one and a half times it
+    /// on a keep-alive one.
     #[arg(long, value_name = "N", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     header_read_timeout_ms: u64,

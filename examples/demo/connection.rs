@@ -761,6 +761,10 @@ fn releasable<B: http_body::Body>(req: &http::Request<B>) -> bool {
 
 /// Whether `Connection` lists `close`.
 fn closes(headers: &http::HeaderMap) -> bool {
+    // Most messages have no `Connection`: one lookup, no iterator over its lines.
+    if !headers.contains_key(header::CONNECTION) {
+        return false;
+    }
     headers
         .get_all(header::CONNECTION)
         .iter()

@@ -65,25 +65,36 @@ pub(crate) enum Route {
     Upgrade,
 }
 
-/// Where a request goes: a target's scheme and authority, as the URI `scheme://authority/`,
-/// shared: handing it to the pools on each request costs a reference count, not a copy.
+/// Where a request goes, and which pools it goes to: a target's scheme and authority, as the
+/// URI `scheme://authority/`, shared (handing it to the pools on each request costs a
+/// reference count, not a copy), compared and hashed as written (`Authority`'s own `Hash`
+/// lowercases and hashes byte by byte; a target's authority is written one way).
 #[derive(Clone, Debug)]
 pub(crate) struct Origin(Arc<OriginData>);
 
 #[derive(Debug)]
 struct OriginData {
     uri: Uri,
-    /// [`Key`]'s hash, made once (the pools' map hashes it on every request).
+    /// Its hash, made once (the pools' map hashes it on every request).
     hash: u64,
 }
 
 impl PartialEq for Origin {
     fn eq(&self, other: &Self) -> bool {
-        self.0.uri == other.0.uri
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.is_https() == other.is_https() && self.authority() == other.authority())
     }
 }
 
 impl Eq for Origin {}
+
+impl std::hash::Hash for Origin {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Equal origins have equal schemes and authorities as written, whose hashes are
+        // equal.
+        state.write_u64(self.0.hash);
+    }
+}
 
 impl Origin {
     /// The origin of `uri`; `None` unless it has a scheme and an authority.
@@ -114,16 +125,21 @@ impl Origin {
         self.0.uri.scheme() == Some(&Scheme::HTTPS)
     }
 
+    fn authority(&self) -> &str {
+        self.0.uri.authority().map_or("", |a| a.as_str())
+    }
+
     /// The absolute URI of `path` (a request's URI, of which only the path and query are
     /// taken) at this origin.
     fn join(&self, path: &Uri) -> Uri {
         let mut parts = http::uri::Parts::default();
         parts.scheme = self.0.uri.scheme().cloned();
         parts.authority = self.0.uri.authority().cloned();
-        parts.path_and_query = path
-            .path_and_query()
-            .cloned()
-            .or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+        parts.path_and_query = Some(
+            path.path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
         Uri::from_parts(parts).unwrap_or_else(|_| self.0.uri.clone())
     }
 }
@@ -285,43 +301,6 @@ fn shard_count() -> usize {
     std::thread::available_parallelism().map_or(4, |n| n.get().clamp(1, 64) * 2)
 }
 
-/// Which pools a request goes to: its scheme and authority, compared and hashed as written
-/// (`Authority`'s own `Hash` lowercases and hashes byte by byte, a cost on every request; the
-/// target's authority is written one way).
-#[derive(Debug)]
-struct Key(Origin);
-
-impl Key {
-    fn of(origin: &Origin) -> Self {
-        Self(origin.clone())
-    }
-
-    fn https(&self) -> bool {
-        self.0.is_https()
-    }
-
-    fn authority(&self) -> &str {
-        self.0.uri().authority().map_or("", |a| a.as_str())
-    }
-}
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0.0, &other.0.0)
-            || (self.https() == other.https() && self.authority() == other.authority())
-    }
-}
-
-impl Eq for Key {}
-
-impl std::hash::Hash for Key {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        // Equal keys have equal origins (scheme and authority as written), whose hashes are
-        // equal.
-        state.write_u64(self.0.0.hash);
-    }
-}
-
 /// A target's pools in one shard; see the [module docs](self).
 struct Entry<P, C, T, U> {
     plain: P,
@@ -415,7 +394,7 @@ pub(crate) fn build(settings: Settings) -> Arc<dyn Transport> {
         #[cfg(feature = "https")]
         let (tls, tls_h1) = (tls.clone(), tls_h1.clone());
         Map::builder()
-            .keys(Key::of)
+            .keys(Origin::clone)
             .values(move |_: &Origin| {
                 #[cfg(feature = "https")]
                 let (tls, tls_h1) = (
@@ -900,7 +879,7 @@ mod tests {
     #[test]
     fn pools_are_keyed_by_scheme_and_authority_as_written() {
         use std::hash::BuildHasher;
-        let key = |uri: &str| Key::of(&Origin::of(&uri.parse().unwrap()).unwrap());
+        let key = |uri: &str| Origin::of(&uri.parse().unwrap()).unwrap();
         let a = key("http://a.test:8080/x?y");
         assert_eq!(
             a,

@@ -51,8 +51,8 @@ fn post(app: SocketAddr, path: &str, body: AnyBody) -> Request<AnyBody> {
         .unwrap()
 }
 
-/// What the target must have seen for [`post`], whatever the protocols.
-fn assert_forwarded(seen: &serde_json::Value, body: &str, version: &str) {
+/// What the target at `target` must have seen for [`post`], whatever the protocols.
+fn assert_forwarded(seen: &serde_json::Value, body: &str, version: &str, target: SocketAddr) {
     assert_eq!(seen["version"], version, "{seen}");
     assert_eq!(seen["method"], "POST");
     assert_eq!(seen["body"], body);
@@ -62,9 +62,22 @@ fn assert_forwarded(seen: &serde_json::Value, body: &str, version: &str) {
     for gone in ["x-hop", "connection", "keep-alive", "upgrade"] {
         assert!(header_of(seen, gone).is_none(), "{gone}: {seen}");
     }
+    let hosts: Vec<&str> = seen["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0] == "host")
+        .map(|h| h[1].as_str().unwrap())
+        .collect();
     if version == "HTTP/2.0" {
-        // Connection-specific headers are malformed in HTTP/2 (RFC 9113 §8.2.2).
+        // Connection-specific headers are malformed in HTTP/2 (RFC 9113 §8.2.2); the target
+        // is named by `:authority` alone (§8.3.1).
         assert!(header_of(seen, "transfer-encoding").is_none(), "{seen}");
+        assert!(hosts.is_empty(), "{seen}");
+        assert_eq!(seen["uri"], format!("http://{target}/p"), "{seen}");
+    } else {
+        // The target's own authority, once, whatever the caller's.
+        assert_eq!(hosts, [target.to_string()], "{seen}");
     }
 }
 
@@ -85,7 +98,7 @@ async fn h1_and_h2_callers_to_an_http1_target() {
             let got = within("h1 target", send_on(&c, post(app, "/proxy/p", body))).await;
             assert_eq!(got.status, 200, "{}", got.text());
             assert_eq!(got.version, version);
-            assert_forwarded(&got.json(), "sized body", "HTTP/1.1");
+            assert_forwarded(&got.json(), "sized body", "HTTP/1.1", target.addr());
             assert!(!got.headers.contains_key("transfer-encoding") || !h2);
         }
     }
@@ -105,7 +118,7 @@ async fn h1_and_h2_callers_to_an_h2c_target() {
             let got = within("h2c target", send_on(&c, post(app, "/proxy/p", body))).await;
             assert_eq!(got.status, 200, "{}", got.text());
             assert_eq!(got.version, version);
-            assert_forwarded(&got.json(), "a body", "HTTP/2.0");
+            assert_forwarded(&got.json(), "a body", "HTTP/2.0", target.addr());
         }
     }
     // A GET without a body, and the app's own routes, still work.

@@ -57,7 +57,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 pub(crate) use self::{
-    pool::{Origin, Sending},
+    pool::{Host, Origin, Sending},
     received::Received,
 };
 use crate::{
@@ -96,8 +96,8 @@ impl ProxyClient {
     }
 
     /// Sends a request to `target` (the request's URI in origin form, or absolute at the
-    /// target); an `upgrade` request goes over HTTP/1.1 whatever the target would otherwise
-    /// negotiate.
+    /// target, and its `Host` the target's: [`Target::host_header`]); an `upgrade` request
+    /// goes over HTTP/1.1 whatever the target would otherwise negotiate.
     pub(crate) fn send(
         &self,
         target: &Target,
@@ -105,12 +105,8 @@ impl ProxyClient {
         upgrade: bool,
     ) -> Sending {
         let route = if upgrade { Route::Upgrade } else { Route::Auto };
-        self.transport.send(
-            target.origin().clone(),
-            req,
-            Some(target.host_header().clone()),
-            route,
-        )
+        self.transport
+            .send(target.origin().clone(), req, Host::Given, route)
     }
 }
 
@@ -458,7 +454,10 @@ impl ProxyClient {
         let req = Request::get(uri)
             .header(http::header::ACCEPT, "application/json")
             .body(body)?;
-        Ok(self.transport.send(origin, req, None, Route::Auto).await?)
+        Ok(self
+            .transport
+            .send(origin, req, Host::FromOrigin, Route::Auto)
+            .await?)
     }
 }
 

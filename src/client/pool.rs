@@ -229,18 +229,21 @@ pub(crate) type Sent = Result<Response<Received>, SendError>;
 /// The future of a request sent through the pools.
 pub(crate) type Sending = Pin<Box<dyn Future<Output = Sent> + Send>>;
 
+/// Where the `Host` header of a request sent over HTTP/1.1 comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Host {
+    /// The request has it: the caller set the target's.
+    Given,
+    /// The request's own if it has one, else one made from the origin.
+    FromOrigin,
+}
+
 /// The pools, whatever their types (which hyper-util's builders do not name).
 pub(crate) trait Transport: Send + Sync {
     /// Sends `req` (its URI in origin form, or absolute at `origin`) to `origin` on a pooled
-    /// connection. `host` is the `Host` header for HTTP/1.1 (made from the origin when
-    /// `None`).
-    fn send(
-        &self,
-        origin: Origin,
-        req: Request<UpstreamBody>,
-        host: Option<HeaderValue>,
-        route: Route,
-    ) -> Sending;
+    /// connection, with the `Host` header that `host` says for HTTP/1.1.
+    fn send(&self, origin: Origin, req: Request<UpstreamBody>, host: Host, route: Route)
+    -> Sending;
 }
 
 /// One thread's pools.
@@ -270,15 +273,13 @@ struct Pools<M, F> {
 impl<M, F> Transport for Pools<M, F>
 where
     M: Send,
-    F: Fn(&Arc<Shard<M>>, Origin, Request<UpstreamBody>, Option<HeaderValue>, Route) -> Sending
-        + Send
-        + Sync,
+    F: Fn(&Arc<Shard<M>>, Origin, Request<UpstreamBody>, Host, Route) -> Sending + Send + Sync,
 {
     fn send(
         &self,
         origin: Origin,
         req: Request<UpstreamBody>,
-        host: Option<HeaderValue>,
+        host: Host,
         route: Route,
     ) -> Sending {
         let shard = &self.shards[shard_index() % self.shards.len()];
@@ -522,7 +523,7 @@ pub(crate) fn build(settings: Settings) -> Arc<dyn Transport> {
 /// inside it.
 fn pools_send<M, F>(_: &[Arc<Shard<M>>], send: F) -> F
 where
-    F: Fn(&Arc<Shard<M>>, Origin, Request<UpstreamBody>, Option<HeaderValue>, Route) -> Sending,
+    F: Fn(&Arc<Shard<M>>, Origin, Request<UpstreamBody>, Host, Route) -> Sending,
 {
     send
 }
@@ -706,7 +707,7 @@ const FRESH_RETRIES: u32 = 2;
 async fn exchange<S, E, Fut, C>(
     mut req: Request<UpstreamBody>,
     origin: Origin,
-    host: Option<HeaderValue>,
+    host: Host,
     checkout: C,
 ) -> Sent
 where
@@ -747,17 +748,24 @@ where
             continue;
         }
         if !described.http2 {
-            if !req.headers().contains_key(HOST)
-                && let Some(host) = host.clone().or_else(|| host_of(origin.uri()))
+            if host == Host::FromOrigin
+                && !req.headers().contains_key(HOST)
+                && let Some(host) = host_of(origin.uri())
             {
                 req.headers_mut().insert(HOST, host);
             }
             if req.uri().scheme().is_some() {
                 origin_form(req.uri_mut());
             }
-        } else if req.uri().scheme().is_none() {
-            // HTTP/2 sends the scheme and the authority (`:scheme`, `:authority`).
-            *req.uri_mut() = origin.join(req.uri());
+        } else {
+            // HTTP/2 sends the scheme and the authority (`:scheme`, `:authority`), and not the
+            // `Host` set for HTTP/1.1 (RFC 9113 §8.3.1).
+            if req.uri().scheme().is_none() {
+                *req.uri_mut() = origin.join(req.uri());
+            }
+            if host == Host::Given {
+                req.headers_mut().remove(HOST);
+            }
         }
         let sending = conn.call(Outgoing(req));
         let mut held = Held {

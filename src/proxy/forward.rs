@@ -341,10 +341,14 @@ where
             return error_response(&ProxyError::new(ProxyErrorKind::ShuttingDown));
         }
         // The client's head becomes the target's, in place.
-        let mut upstream = forwarding.apply(&mut parts, &shared.rewrite);
-        upstream
-            .headers
-            .insert(header::AUTHORIZATION, token.authorization().clone());
+        // `Host` for HTTP/1.1 (dropped again if the connection turns out to be HTTP/2, which
+        // names the target in `:authority`) and the token, over the client's own.
+        let mut upstream = forwarding.apply(
+            &mut parts,
+            &shared.rewrite,
+            Some(target.host_header().clone()),
+            Some(token.authorization().clone()),
+        );
         #[cfg(feature = "opentelemetry")]
         crate::observability::trace::inject(&mut upstream.headers);
 

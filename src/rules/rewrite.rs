@@ -670,7 +670,7 @@ pub fn rewrite_request(
     out.method = parts.method.clone();
     out.version = parts.version;
     out.headers = parts.headers.clone();
-    let mut out = forwarding.apply(&mut out, config);
+    let mut out = forwarding.apply(&mut out, config, None, None);
     // The parts put together at once: `Uri::builder()` moves its whole state at each step.
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(target.scheme().clone());
@@ -709,17 +709,35 @@ impl<'c> Forwarding<'c> {
     /// origin form: the client sends it to the target's origin), version (HTTP/1.1) and
     /// headers; `parts` keeps its extensions and an empty header map.
     ///
+    /// `host` and `authorization`, when given, become the `Host` and `Authorization` fields,
+    /// set over the client's own (one lookup each, instead of a removal and an insertion);
+    /// without them the client's are removed and the head has none.
+    ///
     /// Removing a field moves the last one into its place: fields of different names may
     /// reach the target in another order (RFC 9110 §5.3 makes that order insignificant);
     /// the lines of one name keep theirs.
     pub(crate) fn apply(
-        self,
+        mut self,
         parts: &mut request::Parts,
         config: &RewriteConfig,
+        host: Option<HeaderValue>,
+        authorization: Option<HeaderValue>,
     ) -> request::Parts {
         let present = self.present;
         let mut headers = std::mem::take(&mut parts.headers);
+        if host.is_some() {
+            self.doomed.spare(Doomed::HOST);
+        }
+        if authorization.is_some() {
+            self.doomed.spare(Doomed::AUTHORIZATION);
+        }
         self.doomed.remove_from(&mut headers);
+        if let Some(host) = host {
+            headers.insert(header::HOST, host);
+        }
+        if let Some(authorization) = authorization {
+            headers.insert(header::AUTHORIZATION, authorization);
+        }
         // One `Content-Length` line, the last, however many the client sent.
         if self.framing == Framing::Length
             && let Some(last) = headers
@@ -818,6 +836,17 @@ impl Doomed {
             None if self.other.last() != Some(name) => self.other.push(name.clone()),
             None => {}
         }
+    }
+
+    /// `Host`'s bit in [`COMMON`].
+    const HOST: u16 = 1 << 0;
+    /// `Authorization`'s bit in [`COMMON`].
+    const AUTHORIZATION: u16 = 1 << 2;
+
+    /// Takes back the fields of `bits` (of [`COMMON`]): the caller sets them over the
+    /// client's lines.
+    fn spare(&mut self, bits: u16) {
+        self.common &= !bits;
     }
 
     fn remove_from(self, headers: &mut HeaderMap) {
@@ -1234,6 +1263,46 @@ mod tests {
             // `a`, `b`, `c`, and what the proxy sets.
             let names: Vec<&str> = out.headers.keys().map(|n| n.as_str()).collect();
             assert_eq!(names.len(), 3 + 3, "{names:?}");
+        }
+    }
+
+    #[test]
+    fn the_host_and_token_given_replace_every_line_of_the_client() {
+        assert_eq!(COMMON[Doomed::HOST.trailing_zeros() as usize], header::HOST);
+        assert_eq!(
+            COMMON[Doomed::AUTHORIZATION.trailing_zeros() as usize],
+            header::AUTHORIZATION
+        );
+        let t = target("http://t:1");
+        let c = cfg();
+        let with = [
+            ("host", "app.test"),
+            ("authorization", "Basic eA=="),
+            ("a", "1"),
+            ("authorization", "Bearer forged"),
+        ];
+        let without = [("host", "app.test"), ("a", "1")];
+        for fields in [&with[..], &without[..]] {
+            let mut p = req("/proxy/x", fields);
+            let present = Present::of(&p.headers);
+            let forwarding = check_request(&p, &t, &c, Framing::Empty, present).unwrap();
+            let out = forwarding.apply(
+                &mut p,
+                &c,
+                Some(HeaderValue::from_static("t:1")),
+                Some(HeaderValue::from_static("Bearer minted")),
+            );
+            let all = |name| -> Vec<&str> {
+                out.headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.to_str().unwrap())
+                    .collect()
+            };
+            assert_eq!(all("host"), ["t:1"], "{fields:?}");
+            assert_eq!(all("authorization"), ["Bearer minted"], "{fields:?}");
+            assert_eq!(all("a"), ["1"], "{fields:?}");
+            assert_eq!(all("x-forwarded-host"), ["app.test"], "{fields:?}");
         }
     }
 

@@ -727,6 +727,7 @@ where
 {
     let mut fresh_failures = 0;
     let mut resent = 0;
+    let mut host_set_aside = None;
     loop {
         let (taking, pooling) = checkout();
         let mut conn = taking.await.map_err(SendError::connect)?;
@@ -747,26 +748,13 @@ where
             }
             continue;
         }
-        if !described.http2 {
-            if host == Host::FromOrigin
-                && !req.headers().contains_key(HOST)
-                && let Some(host) = host_of(origin.uri())
-            {
-                req.headers_mut().insert(HOST, host);
-            }
-            if req.uri().scheme().is_some() {
-                origin_form(req.uri_mut());
-            }
-        } else {
-            // HTTP/2 sends the scheme and the authority (`:scheme`, `:authority`), and not the
-            // `Host` set for HTTP/1.1 (RFC 9113 §8.3.1).
-            if req.uri().scheme().is_none() {
-                *req.uri_mut() = origin.join(req.uri());
-            }
-            if host == Host::Given {
-                req.headers_mut().remove(HOST);
-            }
-        }
+        fit_head(
+            &mut req,
+            described.http2,
+            &origin,
+            host,
+            &mut host_set_aside,
+        );
         let sending = conn.call(Outgoing(req));
         let mut held = Held {
             conn: Some(conn),
@@ -797,6 +785,43 @@ where
     }
 }
 
+/// Makes `req`'s head right for the protocol of the connection it is about to go on.
+///
+/// Over HTTP/1.1: a URI in origin form and a `Host`. Over HTTP/2: the scheme and the
+/// authority in the URI (`:scheme`, `:authority`) and not the `Host` the caller set
+/// ([`Host::Given`], RFC 9113 §8.3.1), which waits in `set_aside` in case the request comes
+/// back unsent and goes again, over HTTP/1.1.
+fn fit_head(
+    req: &mut Request<UpstreamBody>,
+    http2: bool,
+    origin: &Origin,
+    host: Host,
+    set_aside: &mut Option<HeaderValue>,
+) {
+    if !http2 {
+        if let Some(given) = set_aside.take() {
+            req.headers_mut().insert(HOST, given);
+        } else if host == Host::FromOrigin
+            && !req.headers().contains_key(HOST)
+            && let Some(made) = host_of(origin.uri())
+        {
+            req.headers_mut().insert(HOST, made);
+        }
+        if req.uri().scheme().is_some() {
+            origin_form(req.uri_mut());
+        }
+    } else {
+        if req.uri().scheme().is_none() {
+            *req.uri_mut() = origin.join(req.uri());
+        }
+        if host == Host::Given
+            && let Some(given) = req.headers_mut().remove(HOST)
+        {
+            *set_aside = Some(given);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::{convert::Infallible, net::SocketAddr};
@@ -808,6 +833,54 @@ mod tests {
 
     use super::*;
     use crate::client::ProxyClient;
+
+    #[test]
+    fn a_head_fits_each_protocol_it_is_tried_on_in_turn() {
+        let empty = || {
+            http_body_util::Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed_unsync()
+        };
+        let origin = Origin::of(&"http://t.test:8080".parse().unwrap()).unwrap();
+        let host = |req: &Request<UpstreamBody>| -> Vec<String> {
+            req.headers()
+                .get_all(HOST)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect()
+        };
+        // The proxy's request, its `Host` set: HTTP/2, then (sent back unsent) HTTP/1.1,
+        // then HTTP/2 and HTTP/1.1 again.
+        let mut req = Request::get("/p?q=1")
+            .header(HOST, "t.test:8080")
+            .body(empty())
+            .unwrap();
+        let mut aside = None;
+        for round in 0..2 {
+            fit_head(&mut req, true, &origin, Host::Given, &mut aside);
+            assert!(host(&req).is_empty(), "round {round}");
+            assert_eq!(req.uri(), "http://t.test:8080/p?q=1", "round {round}");
+            fit_head(&mut req, false, &origin, Host::Given, &mut aside);
+            assert_eq!(host(&req), ["t.test:8080"], "round {round}");
+            assert_eq!(req.uri(), "/p?q=1", "round {round}");
+            assert!(aside.is_none(), "round {round}");
+        }
+        // A request of the client's own (the JWKS fetch): a `Host` from the origin for
+        // HTTP/1.1, one it has kept as it is, and none added for HTTP/2.
+        let mut req = Request::get("http://t.test:8080/jwks")
+            .body(empty())
+            .unwrap();
+        fit_head(&mut req, true, &origin, Host::FromOrigin, &mut aside);
+        assert!(host(&req).is_empty());
+        fit_head(&mut req, false, &origin, Host::FromOrigin, &mut aside);
+        assert_eq!(host(&req), ["t.test:8080"]);
+        let mut req = Request::get("/jwks")
+            .header(HOST, "other.test")
+            .body(empty())
+            .unwrap();
+        fit_head(&mut req, false, &origin, Host::FromOrigin, &mut aside);
+        assert_eq!(host(&req), ["other.test"]);
+    }
 
     /// A target on 127.0.0.1 that answers every request with `size` bytes, and counts the
     /// connections it accepted and saw closed.

@@ -19,12 +19,9 @@ pub struct Target {
     /// The base path without its trailing slash: `""` for the root.
     base_path: String,
     display: String,
-    /// The `Host` header for HTTP/1.1 requests to it, made once: the host, and the port
-    /// unless it is the scheme's default (as hyper-util's client writes it).
-    host: HeaderValue,
     /// Its `server.address` and `server.port` metric labels, made once.
     server: Server,
-    /// Its scheme and authority, for the client's pools.
+    /// Its scheme and authority, for the client's pools, with its `Host` header made once.
     origin: crate::client::Origin,
 }
 
@@ -108,24 +105,17 @@ impl Target {
         }
         let display = format!("{scheme}://{authority}{base_path}");
         let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
-        let host = match authority.port_u16() {
-            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
-            _ => authority.host().to_owned(),
-        };
-        let host = HeaderValue::try_from(host)
-            .map_err(|_| invalid(url, "the host cannot be sent as a Host header"))?;
+        let origin = crate::client::Origin::new(scheme.clone(), authority.clone())
+            .ok_or_else(|| invalid(url, "the host cannot be sent as a Host header"))?;
         let server = Server::new(
             authority.host(),
             authority.port_u16().unwrap_or(default_port),
         );
-        let origin = crate::client::Origin::new(scheme.clone(), authority.clone())
-            .ok_or_else(|| invalid(url, "the URL cannot be parsed"))?;
         Ok(Self {
             scheme,
             authority,
             base_path,
             display,
-            host,
             server,
             origin,
         })
@@ -143,7 +133,7 @@ impl Target {
 
     /// The `Host` header of HTTP/1.1 requests to this target.
     pub(crate) fn host_header(&self) -> &HeaderValue {
-        &self.host
+        self.origin.host()
     }
 
     /// The target's metric labels.

@@ -77,6 +77,9 @@ struct OriginData {
     uri: Uri,
     /// Its hash, made once (the pools' map hashes it on every request).
     hash: u64,
+    /// The `Host` header of HTTP/1.1 requests to it: the host, and the port unless it is
+    /// the scheme's default.
+    host: HeaderValue,
 }
 
 impl PartialEq for Origin {
@@ -102,8 +105,15 @@ impl Origin {
         Self::new(uri.scheme()?.clone(), uri.authority()?.clone())
     }
 
-    /// `scheme://authority/`; `None` if that is no URI.
+    /// `scheme://authority/`; `None` if that is no URI, or its host and port cannot be sent
+    /// as a `Host` header.
     pub(crate) fn new(scheme: Scheme, authority: http::uri::Authority) -> Option<Self> {
+        let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
+        let host = match authority.port_u16() {
+            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_owned(),
+        };
+        let host = HeaderValue::try_from(host).ok()?;
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(scheme);
         parts.authority = Some(authority);
@@ -114,11 +124,16 @@ impl Origin {
         std::hash::Hash::hash(&(uri.scheme() == Some(&Scheme::HTTPS)), &mut hasher);
         std::hash::Hash::hash(uri.authority().map_or("", |a| a.as_str()), &mut hasher);
         let hash = std::hash::Hasher::finish(&hasher);
-        Some(Self(Arc::new(OriginData { uri, hash })))
+        Some(Self(Arc::new(OriginData { uri, hash, host })))
     }
 
     fn uri(&self) -> &Uri {
         &self.0.uri
+    }
+
+    /// The `Host` header of HTTP/1.1 requests to it.
+    pub(crate) fn host(&self) -> &HeaderValue {
+        &self.0.host
     }
 
     fn is_https(&self) -> bool {
@@ -678,21 +693,6 @@ where
     }
 }
 
-/// The `Host` header of an HTTP/1.1 request to `uri`: its host, and its port unless it is
-/// the scheme's default.
-fn host_of(uri: &Uri) -> Option<HeaderValue> {
-    let authority = uri.authority()?;
-    let default = match uri.scheme_str() {
-        Some("https") => 443,
-        _ => 80,
-    };
-    let host = match authority.port_u16() {
-        Some(port) if port != default => format!("{}:{port}", authority.host()),
-        _ => authority.host().to_owned(),
-    };
-    HeaderValue::from_str(&host).ok()
-}
-
 /// How many times a request never written is sent again on another connection before its
 /// failure is the answer: a bound, should a closing connection be handed out again.
 const RESENDS: u32 = 3;
@@ -801,11 +801,8 @@ fn fit_head(
     if !http2 {
         if let Some(given) = set_aside.take() {
             req.headers_mut().insert(HOST, given);
-        } else if host == Host::FromOrigin
-            && !req.headers().contains_key(HOST)
-            && let Some(made) = host_of(origin.uri())
-        {
-            req.headers_mut().insert(HOST, made);
+        } else if host == Host::FromOrigin && !req.headers().contains_key(HOST) {
+            req.headers_mut().insert(HOST, origin.host().clone());
         }
         if req.uri().scheme().is_some() {
             origin_form(req.uri_mut());

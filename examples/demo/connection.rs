@@ -179,9 +179,9 @@ where
 ///
 /// Until its first request a connection has `header_read` in all, the silence before the
 /// first byte and a partial HTTP/2 preface included; an HTTP/1.1 connection's later
-/// requests have it for their headers (see the module's docs). After that, once no request has been in flight for `idle`, it
-/// is shut down gracefully (hyper has no idle timeout for HTTP/2, and a released HTTP/1.1
-/// connection has no hyper connection). Once `stopping` says the server stops, it is shut
+/// requests have it for their headers (see the module's docs). After that, once no request
+/// has been in flight for `idle`, it is shut down gracefully (hyper has no idle timeout for
+/// HTTP/2, and a released HTTP/1.1 connection has no hyper connection). Once `stopping` says the server stops, it is shut
 /// down gracefully at once; a client that then neither sends nor closes within
 /// `header_read` is dropped, unless a request is still in flight.
 pub(crate) async fn serve<A: App>(

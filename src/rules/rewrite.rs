@@ -704,8 +704,7 @@ impl<'c> Forwarding<'c> {
 
     /// Makes `parts` (the request [`check_request`] looked at, its head unchanged) the
     /// request for the target, in place: the fields that do not cross the proxy are
-    /// removed, the proxy's are set; the `Authorization` token is added by the caller once
-    /// the identity is known. Returns the request's method, URI (the target's path, in
+    /// removed, the proxy's are set. Returns the request's method, URI (the target's path, in
     /// origin form: the client sends it to the target's origin), version (HTTP/1.1) and
     /// headers; `parts` keeps its extensions and an empty header map.
     ///

@@ -195,6 +195,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod boxed;
 pub mod client;
 mod error;
 pub mod identity;

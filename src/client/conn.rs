@@ -27,7 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::{client::UpstreamBody, error::BoxError};
+use crate::{boxed::pinned, client::UpstreamBody, error::BoxError};
 
 /// The future of a connection being made.
 pub(crate) type Connecting<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
@@ -211,7 +211,7 @@ impl H1 {
     fn send(&mut self, req: http::Request<UpstreamBody>) -> Exchange {
         self.uses = self.uses.saturating_add(1);
         self.idle_since = None;
-        Box::pin(self.tx.try_send_request(req))
+        pinned!(self.tx.try_send_request(req))
     }
 }
 
@@ -285,7 +285,7 @@ impl H2 {
     /// Counts the exchange in flight until the pool marks it ended.
     fn send(&mut self, req: http::Request<UpstreamBody>) -> Exchange {
         self.start();
-        Box::pin(self.tx.try_send_request(req))
+        pinned!(self.tx.try_send_request(req))
     }
 }
 

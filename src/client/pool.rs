@@ -45,6 +45,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::{
+    boxed::{boxed, pinned},
     client::{
         UpstreamBody,
         conn::{
@@ -495,13 +496,13 @@ pub(crate) fn build(settings: Settings) -> Arc<dyn Transport> {
             #[cfg(feature = "https")]
             if https {
                 return match route {
-                    Route::Upgrade => Box::pin(exchange(req, origin, host, move || {
+                    Route::Upgrade => pinned!(exchange(req, origin, host, move || {
                         pools.take(reap, |map, origin| {
                             let e = map.service(origin);
                             (e.tls_h1.call(origin.clone()), Arc::clone(&e.idle))
                         })
                     })),
-                    Route::Auto => Box::pin(exchange(req, origin, host, move || {
+                    Route::Auto => pinned!(exchange(req, origin, host, move || {
                         pools.take(reap, |map, origin| {
                             let e = map.service(origin);
                             let now = Instant::now();
@@ -513,7 +514,7 @@ pub(crate) fn build(settings: Settings) -> Arc<dyn Transport> {
             }
             let _ = https;
             if route == Route::Auto && h2c {
-                Box::pin(exchange(req, origin, host, move || {
+                pinned!(exchange(req, origin, host, move || {
                     pools.take(reap, |map, origin| {
                         let e = map.service(origin);
                         let now = Instant::now();
@@ -522,7 +523,7 @@ pub(crate) fn build(settings: Settings) -> Arc<dyn Transport> {
                     })
                 }))
             } else {
-                Box::pin(exchange(req, origin, host, move || {
+                pinned!(exchange(req, origin, host, move || {
                     pools.take(reap, |map, origin| {
                         let e = map.service(origin);
                         (e.plain.call(origin.clone()), Arc::clone(&e.idle))
@@ -768,7 +769,7 @@ where
                     drop(held);
                     return Ok(response.map(|body| Received::new(body, None)));
                 }
-                return Ok(response.map(|body| Received::new(body, Some(Box::new(held)))));
+                return Ok(response.map(|body| Received::new(body, Some(boxed!(held)))));
             }
             Err(mut error) => match error.take_message() {
                 // Never written: the connection closed first. Sent again on another.

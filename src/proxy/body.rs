@@ -14,7 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
 
-use crate::error::BoxError;
+use crate::{boxed::boxed, error::BoxError};
 
 pin_project! {
     /// The body of a response from a [`Proxy`](crate::Proxy) (or a
@@ -72,7 +72,7 @@ impl<B> ResponseBody<B> {
     pub(crate) fn upstream(body: Received, idle: Option<Duration>) -> Self {
         Self {
             kind: Kind::Own {
-                body: Box::new(Own::Upstream(Upstream {
+                body: boxed!(Own::Upstream(Upstream {
                     head: None,
                     body,
                     idle: idle.map(Idle::new),
@@ -92,7 +92,7 @@ impl<B> ResponseBody<B> {
     ) -> Self {
         Self {
             kind: Kind::Own {
-                body: Box::new(Own::Upstream(Upstream {
+                body: boxed!(Own::Upstream(Upstream {
                     head: (!head.is_empty()).then_some(head),
                     body,
                     idle: idle.map(|timeout| Idle::since(timeout, last)),

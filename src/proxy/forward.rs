@@ -47,6 +47,7 @@ use pin_project_lite::pin_project;
 use tracing::Instrument;
 
 use crate::{
+    boxed::pinned,
     client::ProxyClient,
     error::{BoxError, ProxyError, ProxyErrorKind, plain_text},
     identity::{IdentityExtractor, refusal},
@@ -54,6 +55,7 @@ use crate::{
     observability::record::{self, Exchange},
     proxy::{
         body::{ResponseBody, local},
+        future::ProxyFuture,
         handle::ProxyHandle,
     },
     rules::{
@@ -157,13 +159,15 @@ fn offered(offer: &HeaderValue, chosen: &HeaderValue) -> bool {
 ///
 /// Not an `async fn` around `run`: each would keep the request in its state twice (as its
 /// argument, then as the locals it is taken apart into), and this one would hold `run`'s
-/// whole state again; the future is boxed per request, and every byte of it is copied.
+/// whole state again. The future is boxed here, allocated before it is built, so that it
+/// is written into its box rather than copied there from the stack.
 pub(crate) fn proxy<B, R, I, J>(
     shared: Arc<Shared<I, J>>,
     target: Arc<Target>,
     req: Request<B>,
-) -> Proxied<impl Future<Output = Response<ResponseBody<R>>> + Send>
+) -> ProxyFuture<R>
 where
+    R: 'static,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
     I: IdentityExtractor,
@@ -185,11 +189,11 @@ where
     crate::observability::trace::adopt(&span, req.headers());
     let started = (!span.is_disabled()).then(Instant::now);
     let (parts, body) = req.into_parts();
-    Proxied {
+    pinned!(Proxied {
         run: run(shared, target, parts, body).instrument(span),
         started,
         in_flight: InFlight::enter(),
-    }
+    })
 }
 
 /// A request under the prefix counted in `tower_identity_proxy_in_flight` until it is

@@ -111,11 +111,9 @@ where
                 crate::observability::record::request(Some(ProxyErrorKind::Disabled));
                 ResponseFuture::ready(error_response(&ProxyError::new(ProxyErrorKind::Disabled)))
             }
-            Some(target) => ResponseFuture::proxy(Box::pin(forward::proxy(
-                Arc::clone(&self.shared),
-                target,
-                req,
-            ))),
+            Some(target) => {
+                ResponseFuture::proxy(forward::proxy(Arc::clone(&self.shared), target, req))
+            }
         }
     }
 }

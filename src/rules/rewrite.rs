@@ -471,19 +471,26 @@ pub(crate) fn map_path(
         .filter(|r| r.is_empty() || r.starts_with('/'))
         .ok_or_else(|| bad("The path is not under the proxy prefix."))?;
     check_path(rest).map_err(bad)?;
-    let base = target.base_path();
-    let mut out =
-        String::with_capacity(base.len() + rest.len() + uri.query().map_or(0, |q| q.len() + 1) + 1);
+    PathAndQuery::try_from(joined(target.base_path(), rest, uri.query()))
+        .map_err(|_| bad("The path cannot be forwarded."))
+}
+
+/// `base`, then `rest` (`/` if both are empty), then `?` and `query` if any, in a `String` of
+/// exactly that capacity: `Bytes` takes a full `String` over as it is, but one with spare
+/// capacity only with an allocation of its own.
+fn joined(base: &str, rest: &str, query: Option<&str>) -> String {
+    let path = base.len() + rest.len();
+    let mut out = String::with_capacity(path.max(1) + query.map_or(0, |q| q.len() + 1));
     out.push_str(base);
     out.push_str(rest);
     if out.is_empty() {
         out.push('/');
     }
-    if let Some(q) = uri.query() {
+    if let Some(q) = query {
         out.push('?');
         out.push_str(q);
     }
-    PathAndQuery::try_from(out).map_err(|_| bad("The path cannot be forwarded."))
+    out
 }
 
 /// Why a `Transfer-Encoding` cannot be relayed.
@@ -1054,6 +1061,23 @@ pub(crate) fn scope_set_cookies_given(
 mod tests {
     use super::*;
     use crate::rules::headers::MAX_NOMINATED;
+
+    #[test]
+    fn a_joined_path_fills_its_string_exactly() {
+        for (base, rest, query, expected) in [
+            ("", "", None, "/"),
+            ("", "", Some(""), "/?"),
+            ("", "/", None, "/"),
+            ("", "", Some("a=1"), "/?a=1"),
+            ("/base", "", None, "/base"),
+            ("/base", "/x/y", Some("q=%20&r"), "/base/x/y?q=%20&r"),
+            ("", "/x", Some("é=1"), "/x?é=1"),
+        ] {
+            let out = joined(base, rest, query);
+            assert_eq!(out, expected);
+            assert_eq!(out.len(), out.capacity(), "{expected}");
+        }
+    }
 
     #[test]
     fn the_plain_authority_check_agrees_with_the_general_one() {

@@ -728,13 +728,10 @@ fn respond<R, I, J>(
     }
     let (mut parts, body) = response.into_parts();
     // The head's names matched once, for the check and the rewrite.
-    let present = match check_response_given(&parts, present) {
-        Ok(present) => present,
-        Err(e) => {
-            tracing::warn!(reason = e.body_text(), "target response refused");
-            return error_response(&e);
-        }
-    };
+    if let Err(e) = check_response_given(&parts, present) {
+        tracing::warn!(reason = e.body_text(), "target response refused");
+        return error_response(&e);
+    }
     rewrite_response_given(&mut parts, &shared.rewrite, present);
     scope_set_cookies_given(&mut parts, &shared.rewrite, target, present);
     parts.version = Version::HTTP_11;

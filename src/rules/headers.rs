@@ -201,16 +201,21 @@ impl Present {
     pub(crate) const SET_COOKIE: u32 = 1 << 13;
     pub(crate) const COOKIE: u32 = 1 << 14;
     pub(crate) const TRAILER: u32 = 1 << 15;
-    /// A `Content-Length` that may be a list (`5, 5`, or several lines) to be made one value:
-    /// set with [`Self::CONTENT_LENGTH`], cleared once a check found one plain length.
+    /// A `Content-Length` that is not one line of one plain length: a list (`5, 5`, or
+    /// several lines) to be made one value, or an invalid one. Without it, a message with
+    /// [`Self::CONTENT_LENGTH`] has one line of 1 to 19 digits.
     pub(crate) const LENGTH_LIST: u32 = 1 << 16;
 
     pub(crate) fn of(headers: &HeaderMap) -> Self {
         let mut bits = 0;
-        for name in headers.keys() {
+        for (name, value) in headers {
             bits |= match name.as_str() {
                 "via" => Self::VIA,
                 "max-forwards" => Self::MAX_FORWARDS,
+                // Most messages: one line of digits, which any `u64` holds up to 19 of.
+                "content-length" if bits & Self::CONTENT_LENGTH == 0 && is_plain_length(value) => {
+                    Self::CONTENT_LENGTH
+                }
                 "content-length" => Self::CONTENT_LENGTH | Self::LENGTH_LIST,
                 "set-cookie" => Self::SET_COOKIE,
                 "cookie" => Self::COOKIE,
@@ -240,11 +245,11 @@ impl Present {
     pub(crate) fn may_have(self, field: u32) -> bool {
         self.0 & field != 0
     }
+}
 
-    /// The same, known not to hold `field`.
-    pub(crate) fn without(self, field: u32) -> Self {
-        Self(self.0 & !field)
-    }
+/// Whether `value` is one plain length: 1 to 19 digits, which any `u64` holds.
+fn is_plain_length(value: &HeaderValue) -> bool {
+    (1..=19).contains(&value.len()) && value.as_bytes().iter().all(u8::is_ascii_digit)
 }
 
 /// The comma-separated tokens of one list-valued header line (`Connection`, `Upgrade`), OWS
@@ -942,6 +947,39 @@ mod tests {
             let mut h = HeaderMap::new();
             h.append(name.clone(), HeaderValue::from_static("x"));
             assert_eq!(Present::of(&h).0, 1 << i, "{name}");
+        }
+    }
+
+    /// Only one line of one plain length goes without [`Present::LENGTH_LIST`], which sends
+    /// the others to the full check of the lengths.
+    #[test]
+    fn present_tells_a_plain_length_from_any_other() {
+        let of = |lines: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            h.append(header::HOST, HeaderValue::from_static("a.test"));
+            for line in lines {
+                h.append(header::CONTENT_LENGTH, HeaderValue::from_static(line));
+            }
+            h.append(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            let present = Present::of(&h);
+            assert!(present.may_have(Present::CONTENT_LENGTH), "{lines:?}");
+            present.may_have(Present::LENGTH_LIST)
+        };
+        for plain in ["0", "5", "1234567890123456789"] {
+            assert!(!of(&[plain]), "{plain}");
+        }
+        for other in [
+            &["5, 5"][..],
+            &["5", "5"],
+            &["5", "6"],
+            &["12345678901234567890"],
+            &["+5"],
+            &["5 "],
+            &[""],
+            &["0x5"],
+            &["-1"],
+        ] {
+            assert!(of(other), "{other:?}");
         }
     }
 

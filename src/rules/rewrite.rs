@@ -538,16 +538,14 @@ fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), Coding> {
 ///
 /// A [`ProxyError`] of kind `BadResponse` (`502`).
 pub fn check_response(parts: &response::Parts) -> Result<(), ProxyError> {
-    check_response_given(parts, Present::of(&parts.headers)).map(|_| ())
+    check_response_given(parts, Present::of(&parts.headers))
 }
 
-/// [`check_response`], with what the head holds already known. Returns `present`, without
-/// [`Present::LENGTH_LIST`] when the `Content-Length` is one plain length (nothing for
-/// [`rewrite_response_given`] to normalize).
+/// [`check_response`], with what the head holds already known.
 pub(crate) fn check_response_given(
     parts: &response::Parts,
     present: Present,
-) -> Result<Present, ProxyError> {
+) -> Result<(), ProxyError> {
     let coded = present.may_have(Present::TRANSFER_ENCODING);
     if coded {
         check_transfer_encoding(&parts.headers).map_err(|_| {
@@ -556,22 +554,13 @@ pub(crate) fn check_response_given(
             ))
         })?;
     }
-    if !coded && present.may_have(Present::CONTENT_LENGTH) {
-        // Most responses: one line of digits, which any `u64` holds up to 19 of.
-        let mut lines = parts.headers.get_all(header::CONTENT_LENGTH).iter();
-        if let (Some(line), None) = (lines.next(), lines.next())
-            && (1..=19).contains(&line.len())
-            && line.as_bytes().iter().all(u8::is_ascii_digit)
-        {
-            return Ok(present.without(Present::LENGTH_LIST));
-        }
-        if stated_length(&parts.headers).is_err() {
-            return Err(ProxyError::new(ProxyErrorKind::BadResponse(
-                "The proxy target sent an invalid Content-Length.",
-            )));
-        }
+    // Most responses have one plain length, which `present` tells without a look.
+    if !coded && present.may_have(Present::LENGTH_LIST) && stated_length(&parts.headers).is_err() {
+        return Err(ProxyError::new(ProxyErrorKind::BadResponse(
+            "The proxy target sent an invalid Content-Length.",
+        )));
     }
-    Ok(present)
+    Ok(())
 }
 
 /// `Content-Length` lines that do not state one decimal length.
@@ -746,6 +735,7 @@ impl<'c> Forwarding<'c> {
         }
         // One `Content-Length` line, the last, however many the client sent.
         if self.framing == Framing::Length
+            && present.may_have(Present::LENGTH_LIST)
             && let Some(last) = headers
                 .get_all(header::CONTENT_LENGTH)
                 .iter()

@@ -404,5 +404,16 @@ async fn main() -> Result<(), Error> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", opts.server.listen))?;
     println!("listening on http://{}", listener.local_addr()?);
-    server::serve(listener, app, opts.server.timeouts.timeouts(), signals).await
+    // The peer's address is read by `--forwarded-for` (and trusted proxies) and by the
+    // count of failed sign-ins per client address, which `--unsecured` has not.
+    let connect_info =
+        !opts.server.unsecured || opts.server.forwarded_for || !opts.trusted_proxies.is_empty();
+    server::serve(
+        listener,
+        app,
+        opts.server.timeouts.timeouts(),
+        connect_info,
+        signals,
+    )
+    .await
 }

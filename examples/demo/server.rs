@@ -14,7 +14,8 @@ use crate::{
 };
 
 /// Serves `app` on `listener` (HTTP/1.1 and h2c, with upgrades) until SIGTERM or Ctrl-C,
-/// then shuts down gracefully; a second signal exits at once.
+/// then shuts down gracefully; a second signal exits at once. With `connect_info`, each
+/// request carries its connection's peer address, as axum's `ConnectInfo`.
 ///
 /// hyper's server driven directly rather than `axum::serve`, for what the options promise:
 /// hyper's header-read timeout for HTTP/1.1, a timer per connection for the rest (a first
@@ -25,6 +26,7 @@ pub(crate) async fn serve<A: connection::App>(
     listener: TcpListener,
     (app, tunnels): (A, Tunnels),
     t: Timeouts,
+    connect_info: bool,
     mut signals: Signals,
 ) -> Result<(), Error> {
     let settings = Settings::new(t);
@@ -45,11 +47,10 @@ pub(crate) async fn serve<A: connection::App>(
                 }
             },
         };
-        // Each request carries the peer's address (axum's `ConnectInfo`, which
-        // `--forwarded-for` reads).
+        // Only when something reads it: inserting it allocates each request's extension map.
         connections.spawn(connection::serve(
             tcp,
-            Some(peer),
+            connect_info.then_some(peer),
             app.clone(),
             std::sync::Arc::clone(&settings),
             stopping.clone(),

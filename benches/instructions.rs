@@ -16,7 +16,9 @@
 //! - `legacy`: the same with hyper-util's legacy pooled `Client`, for comparison;
 //! - `proxied`: `GET /proxy/` through `ProxyLayer` around the router to that upstream, the
 //!   identity (`Anonymous::unsecured`) signed once and then taken from the token cache:
-//!   what the layer adds to a proxied request, over `direct`.
+//!   what the layer adds to a proxied request, over `direct`;
+//! - `forwarded`: `proxied` with `ProxyLayer::forwarded_for` giving a fixed IPv4 address,
+//!   which the target gets in `X-Forwarded-For`: what that field costs, over `proxied`.
 //!
 //! The script runs each mode with two request counts and divides the difference in
 //! instructions by the difference in requests, so that start-up costs (the first
@@ -59,7 +61,7 @@ use tower_identity_proxy::{
     jwt::{KeyPair, KeySigner},
 };
 
-const USAGE: &str = "usage: instructions bare|layer|direct|legacy|proxied N";
+const USAGE: &str = "usage: instructions bare|layer|direct|legacy|proxied|forwarded N";
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
@@ -136,9 +138,15 @@ fn main() -> Result<(), Box<dyn Error>> {
             drop(child);
             bytes
         }
-        "proxied" => {
+        "proxied" | "forwarded" => {
             let child = Upstream::start()?;
-            let proxy = layer()?.handle(ProxyHandle::with_target(Target::parse(&format!(
+            let mut proxy = layer()?;
+            if mode == "forwarded" {
+                proxy = proxy.forwarded_for(|_: &http::request::Parts| {
+                    Some(std::net::IpAddr::from([203, 0, 113, 77]))
+                });
+            }
+            let proxy = proxy.handle(ProxyHandle::with_target(Target::parse(&format!(
                 "http://{}",
                 child.addr
             ))?));

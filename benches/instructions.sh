@@ -3,7 +3,8 @@
 # every run, however loaded the machine (see benches/instructions.rs). Pass-through: the
 # layer around a router against the router alone; proxied: a GET through the layer to an
 # upstream on 127.0.0.1 against the same GET sent through a cache of hyper-util's composable pool
-# alone (and, for comparison, through its legacy pooled client).
+# alone (and, for comparison, through its legacy pooled client); forwarded: the proxied GET
+# with `X-Forwarded-For` set (`ProxyLayer::forwarded_for`) against the proxied one.
 #
 #   benches/instructions.sh            # N1=2000 N2=12000 requests per mode
 #   N1=1000 N2=6000 benches/instructions.sh
@@ -47,12 +48,12 @@ count() {
 }
 
 declare -A per
-for mode in bare layer legacy direct proxied; do
+for mode in bare layer legacy direct proxied forwarded; do
     a=$(count "$mode" "$N1")
     b=$(count "$mode" "$N2")
     per[$mode]=$(awk -v a="$a" -v b="$b" -v n1="$N1" -v n2="$N2" \
         'BEGIN { printf "%.1f", (b - a) / (n2 - n1) }')
-    printf '%-8s %12s instructions for %6s requests, %12s for %6s: %s per request\n' \
+    printf '%-9s %12s instructions for %6s requests, %12s for %6s: %s per request\n' \
         "$mode" "$a" "$N1" "$b" "$N2" "${per[$mode]}"
 done
 compare() {
@@ -63,3 +64,4 @@ compare() {
 }
 compare layer bare
 compare proxied direct
+compare forwarded proxied

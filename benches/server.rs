@@ -256,8 +256,7 @@ async fn build(opts: &Options) -> Result<App, Error> {
     Ok(App {
         worker_app,
         timeouts: opts.server.timeouts.timeouts(),
-        // Secured, failed sign-ins are counted per client address.
-        connect_info: opts.server.forwarded_for || !opts.server.unsecured,
+        connect_info: opts.server.reads_peer(),
         #[cfg(feature = "redis")]
         _shared: shared,
     })

@@ -586,3 +586,27 @@ async fn forwarded_headers_count_from_a_trusted_balancer_only() {
     );
     drop(demo);
 }
+
+/// `--unsecured` counts no sign-ins per client address, but trusted proxies still need the
+/// TCP peer's: a trusted balancer's report counts, and a direct client's address is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsecured_demo_still_knows_its_trusted_balancer() {
+    let (demo, echo) =
+        demo_and_echo_target(&["--unsecured", "--trusted-proxy", "127.0.0.2/32"]).await;
+    let reported = [
+        ("host", "10.0.0.5:8080"),
+        ("x-forwarded-for", "6.6.6.6, 203.0.113.7"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "app.example.com"),
+    ];
+    let direct = get_with(&format!("http://{}/proxy/x", demo.addr), &reported).await;
+    assert_eq!(direct.status, 200, "{}", direct.text());
+    assert_eq!(told(&echo.last()), ["http", "10.0.0.5:8080", "127.0.0.1"]);
+    let balancer = front(demo.addr).await;
+    let through = get_with(&format!("http://{balancer}/proxy/x"), &reported).await;
+    assert_eq!(through.status, 200, "{}", through.text());
+    assert_eq!(
+        told(&echo.last()),
+        ["https", "app.example.com", "203.0.113.7"]
+    );
+}

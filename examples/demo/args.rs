@@ -53,6 +53,16 @@ pub(crate) struct ServerArgs {
     pub(crate) forwarded_for: bool,
 }
 
+impl ServerArgs {
+    /// Whether these options read each request's peer address (axum's `ConnectInfo`):
+    /// `--forwarded-for` does, and so does a secured server, which counts failed sign-ins per
+    /// client address. The server puts it into requests only then: inserting it allocates
+    /// each request's extension map.
+    pub(crate) fn reads_peer(&self) -> bool {
+        self.forwarded_for || !self.unsecured
+    }
+}
+
 /// A `--user NAME:PASSWORD:ROLE,ROLE` option.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct UserSpec {

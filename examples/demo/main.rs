@@ -404,10 +404,8 @@ async fn main() -> Result<(), Error> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", opts.server.listen))?;
     println!("listening on http://{}", listener.local_addr()?);
-    // The peer's address is read by `--forwarded-for` (and trusted proxies) and by the
-    // count of failed sign-ins per client address, which `--unsecured` has not.
-    let connect_info =
-        !opts.server.unsecured || opts.server.forwarded_for || !opts.trusted_proxies.is_empty();
+    // Trusted proxies read the peer's address too (to know whether to believe it).
+    let connect_info = opts.server.reads_peer() || !opts.trusted_proxies.is_empty();
     server::serve(
         listener,
         app,
